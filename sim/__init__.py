@@ -1,0 +1,30 @@
+"""physfusion.sim: MuJoCo scene families -> `Episode` -> datasets; gymnasium environments.
+
+    import sim
+    episode = sim.simulate("drop", {"height": 1.0, "restitution": 0.8}, seed=0)
+    episode.frames.shape   # (40, 64, 64, 3) uint8
+"""
+
+from sim import _gl  # noqa: F401  (must run before mujoco is imported)
+from sim.engine import Simulation, UnstableSimulation
+from sim.episode import STATE_SLICES, Camera, ContactEvent, Episode
+from sim.params import SPLITS, ParamError
+from sim.render import RenderError
+from sim.scenes import SCENES, get_family
+from sim.simulate import realize_params, simulate
+
+__all__ = [
+    "SCENES",
+    "SPLITS",
+    "STATE_SLICES",
+    "Camera",
+    "ContactEvent",
+    "Episode",
+    "ParamError",
+    "RenderError",
+    "Simulation",
+    "UnstableSimulation",
+    "get_family",
+    "realize_params",
+    "simulate",
+]

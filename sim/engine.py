@@ -1,0 +1,172 @@
+"""`Simulation`: one compiled scene stepped frame by frame, recording states, contacts and pixels.
+
+Shared by `simulate` (whole episodes) and the gymnasium environments (one frame per `step`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from sim import _gl  # noqa: F401
+import mujoco
+
+from sim.episode import ContactEvent
+from sim.scenes.base import Scene
+
+MAX_PENETRATION = 0.05  # m; deeper contacts mean the solver has failed
+MAX_SPEED = 100.0  # m/s; faster bodies mean energy has blown up
+
+
+class UnstableSimulation(RuntimeError):
+    """The simulation went unstable (NaN, energy blow-up or deep penetration)."""
+
+
+def compile_scene(scene: Scene) -> mujoco.MjModel:
+    return mujoco.MjModel.from_xml_string(scene.mjcf)
+
+
+def model_hash(model: mujoco.MjModel) -> str:
+    """SHA-256 of the compiled model's binary form."""
+    buffer = np.zeros(mujoco.mj_sizeModel(model), np.uint8)
+    mujoco.mj_saveModel(model, None, buffer)
+    return hashlib.sha256(buffer.tobytes()).hexdigest()
+
+
+class ContactTracker:
+    """Turns per-substep contacts into events as they begin, integrating each pair's normal force
+    over the contact into an impulse (N*s). Moving bodies are named by body, static geometry by geom.
+    """
+
+    def __init__(self, model: mujoco.MjModel):
+        names = []
+        entity = np.zeros(model.ngeom, np.int64)
+        for g in range(model.ngeom):
+            body = int(model.geom_bodyid[g])
+            static = model.body_weldid[body] == 0
+            label = model.geom(g).name or f"geom{g}" if static else model.body(body).name or f"body{body}"
+            if label not in names:
+                names.append(label)
+            entity[g] = names.index(label)
+        self.names, self.entity = names, entity
+        self.n = len(names)
+        self.events: list[ContactEvent] = []
+        self._active: dict[int, int] = {}  # pair key -> index into events
+
+    def reset(self) -> None:
+        self.events, self._active = [], {}
+
+    def update(self, data: mujoco.MjData, dt: float) -> None:
+        ncon = data.ncon
+        if ncon == 0:
+            self._active = {}
+            return
+        con = data.contact
+        ent = self.entity[con.geom[:ncon]]  # (ncon, 2)
+        keys = np.minimum(ent[:, 0], ent[:, 1]) * self.n + np.maximum(ent[:, 0], ent[:, 1])
+        addr = con.efc_address[:ncon]
+        normal = np.where(addr >= 0, data.efc_force[np.maximum(addr, 0)], 0.0)  # elliptic: row 0 = normal
+        unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        force = np.bincount(inverse, weights=normal, minlength=len(unique))
+        active = {}
+        for k, i0, f in zip(unique.tolist(), first.tolist(), force.tolist()):
+            idx = self._active.get(k)
+            if idx is None:
+                a, b = divmod(k, self.n)
+                pos = con.pos[i0]
+                idx = len(self.events)
+                self.events.append(
+                    ContactEvent(float(data.time), self.names[a], self.names[b], 0.0, (float(pos[0]), float(pos[1]), float(pos[2])))
+                )
+            self.events[idx].impulse += f * dt
+            active[k] = idx
+        self._active = active
+
+
+class Simulation:
+    """Steps a scene at `fps`, `substeps` MuJoCo steps per frame.
+
+    Actions: a vector of 3 + nu values per frame: an external force (N, world frame) applied at the
+    centre of mass of the primary tracked body, followed by the actuator controls (if any).
+    """
+
+    def __init__(self, scene: Scene, fps: float, *, model: mujoco.MjModel | None = None):
+        self.scene = scene
+        self.model = model if model is not None else compile_scene(scene)
+        self.data = mujoco.MjData(self.model)
+        self.fps = fps
+        self.substeps = max(1, round(1.0 / (fps * self.model.opt.timestep)))
+        if abs(self.substeps * self.model.opt.timestep * fps - 1.0) > 1e-6:
+            raise ValueError(
+                f"parameter 'fps': got {fps}; allowed: a rate whose period is a whole number of "
+                f"{self.model.opt.timestep * 1000:g} ms simulator steps (e.g. 10, 20, 25, 50)"
+            )
+        self.body_ids = [self.model.body(name).id for name in scene.tracked]
+        self.action_dim = 3 + self.model.nu
+        self.contacts = ContactTracker(self.model)
+        self.reset()
+
+    def reset(self) -> None:
+        m, d = self.model, self.data
+        mujoco.mj_resetData(m, d)
+        for name, values in self.scene.qpos.items():
+            j = m.joint(name)
+            d.qpos[j.qposadr[0] : j.qposadr[0] + len(values)] = values
+        for name, values in self.scene.qvel.items():
+            j = m.joint(name)
+            d.qvel[j.dofadr[0] : j.dofadr[0] + len(values)] = values
+        mujoco.mj_forward(m, d)
+        self.contacts.reset()
+
+    @property
+    def time(self) -> float:
+        return float(self.data.time)
+
+    def scripted_action(self) -> np.ndarray:
+        """The passive/scripted action at the current time: no external force, the scene's policy."""
+        action = np.zeros(self.action_dim)
+        if self.scene.policy is not None:
+            action[3:] = self.scene.policy(self.time)
+        return action
+
+    def step(self, action: np.ndarray | None = None) -> None:
+        """Advance one frame (1/fps s) holding `action` constant; raise UnstableSimulation."""
+        m, d = self.model, self.data
+        action = self.scripted_action() if action is None else np.asarray(action, float)
+        d.xfrc_applied[self.body_ids[0], :3] = action[:3]
+        if m.nu:
+            d.ctrl[:] = action[3:]
+        dt = m.opt.timestep
+        for _ in range(self.substeps):
+            mujoco.mj_step(m, d)
+            self.contacts.update(d, dt)
+        self._check_stable()
+
+    def _check_stable(self) -> None:
+        d = self.data
+        if not (np.isfinite(d.qpos).all() and np.isfinite(d.qvel).all()):
+            raise UnstableSimulation(f"non-finite state at t={d.time:.3f} s")
+        speed = np.abs(d.qvel).max(initial=0.0)
+        if speed > MAX_SPEED:
+            raise UnstableSimulation(f"energy blow-up: a generalised velocity of {speed:.3g} at t={d.time:.3f} s")
+        if d.ncon and d.contact.dist[: d.ncon].min() < -MAX_PENETRATION:
+            depth = -d.contact.dist[: d.ncon].min()
+            raise UnstableSimulation(f"deep penetration: {depth * 100:.1f} cm at t={d.time:.3f} s")
+
+    def states(self) -> np.ndarray:
+        """(n_tracked, 13): centre-of-mass position, quaternion wxyz, linear and angular velocity."""
+        m, d = self.model, self.data
+        ids = self.body_ids
+        pos = d.xipos[ids]
+        # cvel is [angular, linear] at the subtree centre of mass of each body's root
+        cvel = d.cvel[ids]
+        origin = d.subtree_com[m.body_rootid[ids]]
+        angvel = cvel[:, :3]
+        vel = cvel[:, 3:] + np.cross(angvel, pos - origin)
+        return np.concatenate([pos, d.xquat[ids], vel, angvel], axis=1)
+
+
+def frames_for(seconds: float, fps: float) -> int:
+    """Number of frames in an episode of `seconds` at `fps` (frame 0 is the initial state)."""
+    return max(1, int(round(seconds * fps)))
