@@ -1,0 +1,131 @@
+"""Behaviour every scene family shares: shapes, determinism, splits, bad input, annotations."""
+
+import math
+
+import numpy as np
+import pytest
+
+import sim
+from conftest import family_params
+
+FAMILIES = family_params()
+
+
+def small(scene, **kw):
+    return sim.simulate(scene, seed=kw.pop("seed", 0), seconds=kw.pop("seconds", 0.5), width=32, height=32, **kw)
+
+
+@pytest.mark.parametrize("scene", FAMILIES)
+def test_episode_shapes_and_contents(scene):
+    ep = small(scene)
+    T, n = len(ep), len(ep.body_names)
+    assert T == 10 and ep.times.shape == (T,) and np.allclose(np.diff(ep.times), 1 / 20)
+    assert ep.frames.shape == (T, 32, 32, 3) and ep.frames.dtype == np.uint8
+    assert ep.states.shape == (T, n, 13) and np.isfinite(ep.states).all()
+    quat_norm = np.linalg.norm(ep.states[..., 3:7], axis=-1)
+    np.testing.assert_allclose(quat_norm, 1.0, atol=1e-6)
+    assert set(sim.get_family(scene).params.names()) <= set(ep.params)
+    assert ep.caption and ep.caption[0].isupper()
+    assert ep.audio.shape == (round(T / 20 * ep.audio_rate),) and np.abs(ep.audio).max() <= 1
+    assert {"mujoco", "scene_hash", "physfusion"} <= set(ep.provenance)
+    assert ep.frames.std() > 1, "frames are blank"
+
+
+@pytest.mark.parametrize("scene", FAMILIES)
+def test_same_seed_same_episode(scene):
+    a, b, c = small(scene, seed=3), small(scene, seed=3), small(scene, seed=4)
+    np.testing.assert_array_equal(a.frames, b.frames)
+    np.testing.assert_array_equal(a.states, b.states)
+    assert a.params == b.params and a.provenance == b.provenance
+    assert a.params != c.params
+
+
+@pytest.mark.parametrize("scene", FAMILIES)
+def test_splits_sample_their_ranges(scene):
+    family = sim.get_family(scene)
+    for i in range(20):
+        rng = np.random.default_rng(i)
+        train, ood = family.params.resolve(None, rng, "train"), family.params.resolve(None, rng, "ood")
+        for p in family.params.params:
+            if p.kind != "float" or p.ood is None:
+                continue
+            lo, hi = p.train
+            assert lo <= train[p.name] <= hi
+            assert not (lo < ood[p.name] < hi), f"{p.name}={ood[p.name]} is out-of-distribution inside {p.train}"
+
+
+@pytest.mark.parametrize("scene", FAMILIES)
+def test_out_of_range_values_are_rejected_by_name(scene):
+    family = sim.get_family(scene)
+    checked = 0
+    for p in family.params.params:
+        if p.kind in ("float", "int") and math.isfinite(p.valid[1]):
+            bad = p.valid[1] + 1
+            with pytest.raises(sim.ParamError, match=p.name) as err:
+                sim.simulate(scene, {p.name: bad}, render=False, seconds=0.1)
+            assert f"{bad:g}" in str(err.value) or repr(bad) in str(err.value)
+            checked += 1
+    assert checked > 0
+
+
+def test_bad_input_messages():
+    with pytest.raises(sim.ParamError, match=r"'scene'.*'dorp'.*one of drop"):
+        sim.simulate("dorp")
+    with pytest.raises(sim.ParamError, match=r"unknown parameter.*'colour'.*allowed: num_objects"):
+        sim.simulate("drop", {"colour": "red"})
+    with pytest.raises(sim.ParamError, match=r"'restitution': got 1\.5; allowed: a number in \[0, 1\]"):
+        sim.simulate("drop", {"restitution": 1.5})
+    with pytest.raises(sim.ParamError, match=r"'mass': got -1.*\(0, 1000\]"):
+        sim.simulate("drop", {"mass": -1})
+    with pytest.raises(sim.ParamError, match=r"'shape': got 'cone'"):
+        sim.simulate("drop", {"shape": "cone"})
+    with pytest.raises(sim.ParamError, match=r"'split'"):
+        sim.simulate("drop", split="test")
+    with pytest.raises(sim.ParamError, match=r"'fps'"):
+        sim.simulate("drop", fps=0)
+
+
+def test_counterfactual_keeps_everything_but_the_changed_parameter():
+    base = sim.simulate("drop", {"num_objects": 2}, seed=5, render=False)
+    heavy = sim.simulate("drop", {"num_objects": 2}, seed=5, render=False, counterfactual={"mass": base.params["mass"] * 2})
+    changed = {k for k in base.params if base.params[k] != heavy.params[k]}
+    assert changed == {"mass"}
+    np.testing.assert_array_equal(base.states[0], heavy.states[0])
+    with pytest.raises(sim.ParamError, match="mass"):
+        sim.simulate("drop", seed=5, counterfactual={"mass": 0})
+
+
+def test_depth_segmentation_and_camera_agree():
+    ep = sim.simulate("drop", {"num_objects": 1, "shape": "sphere", "size": 0.2, "height": 0.5}, seed=1,
+                      seconds=0.3, width=64, height=64, depth=True, segmentation=True)
+    assert ep.segmentation.dtype == np.int32 and set(np.unique(ep.segmentation)) == {0, 1}
+    for t in range(len(ep)):
+        rows, cols = np.nonzero(ep.segmentation[t] == 1)
+        u, v = ep.camera.project(ep.positions[t, 0])
+        assert abs(cols.mean() + 0.5 - u) < 1.5 and abs(rows.mean() + 0.5 - v) < 1.5
+        # depth at the object's pixels ~ distance along the optical axis to the sphere's front
+        z_cam = (ep.camera.rotation @ (ep.positions[t, 0] - ep.camera.position))[2]
+        assert z_cam - 0.1 - 0.02 < ep.depth[t][rows, cols].min() < z_cam
+    assert (ep.depth > 0).all()
+
+
+def test_contact_events_and_audio():
+    ep = sim.simulate("drop", {"num_objects": 1, "shape": "sphere", "height": 0.8, "restitution": 0.7,
+                               "mass": 1.0}, seed=0, seconds=1.5, render=False)
+    impact = math.sqrt(2 * 0.8 / 9.81)
+    first = ep.events[0]
+    assert {first.body_a, first.body_b} == {"floor", "object0"}
+    assert abs(first.time - impact) < 0.01
+    # impulse = m * (v_in + v_out) = m * (1 + e) * sqrt(2 g h)
+    assert first.impulse == pytest.approx(1.0 * 1.7 * math.sqrt(2 * 9.81 * 0.8), rel=0.1)
+    onset = round(first.time * ep.audio_rate)
+    assert np.abs(ep.audio[: onset - 10]).max() == 0 and np.abs(ep.audio[onset : onset + 400]).max() > 0.1
+
+
+def test_episode_slice_keeps_absolute_time():
+    ep = sim.simulate("drop", {"num_objects": 1, "height": 0.5}, seed=0, seconds=1.0, width=32, height=32)
+    part = ep.slice(5, 15)
+    assert len(part) == 10 and part.times[0] == ep.times[5]
+    np.testing.assert_array_equal(part.frames, ep.frames[5:15])
+    assert all(0.25 <= e.time < 0.75 for e in part.events)
+    assert len(part.audio) == round(0.5 * ep.audio_rate)
