@@ -6,6 +6,7 @@
 """
 
 from sim import _gl  # noqa: F401  (must run before mujoco is imported)
+from sim.dataset import load_dataset
 from sim.engine import Simulation, UnstableSimulation
 from sim.episode import STATE_SLICES, Camera, ContactEvent, Episode
 from sim.params import SPLITS, ParamError
@@ -25,6 +26,7 @@ __all__ = [
     "Simulation",
     "UnstableSimulation",
     "get_family",
+    "load_dataset",
     "realize_params",
     "simulate",
 ]

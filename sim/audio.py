@@ -24,6 +24,7 @@ def impact_sound(
     """
     n = int(round(duration * rate))
     wave = np.zeros(n, np.float64)
+    rings: dict[tuple[float, float], tuple[np.ndarray, np.ndarray]] = {}  # (frequency, decay) -> envelope, tone
     for event in events:
         size, restitution = sounds.get(event.body_a) or sounds.get(event.body_b) or (0.1, 0.5)
         amplitude = np.tanh(event.impulse / REFERENCE_IMPULSE)
@@ -35,7 +36,11 @@ def impact_sound(
         length = min(n - start, int(6 * decay * rate))
         if length <= 0:
             continue
-        t = np.arange(length) / rate
-        tone = np.sin(2 * np.pi * frequency * t) + 0.3 * np.sin(2 * np.pi * 2.76 * frequency * t)
-        wave[start : start + length] += amplitude * np.exp(-t / decay) * tone / 1.3
+        ring = rings.get((frequency, decay))
+        if ring is None:  # the full ring of this body, computed once; events use a prefix of it
+            t = np.arange(int(6 * decay * rate)) / rate
+            tone = np.sin(2 * np.pi * frequency * t) + 0.3 * np.sin(2 * np.pi * 2.76 * frequency * t)
+            ring = rings[frequency, decay] = (np.exp(-t / decay), tone)
+        envelope, tone = ring
+        wave[start : start + length] += amplitude * envelope[:length] * tone[:length] / 1.3
     return np.clip(wave, -1.0, 1.0).astype(np.float32)

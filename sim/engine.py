@@ -37,6 +37,10 @@ def model_hash(model: mujoco.MjModel) -> str:
 class ContactTracker:
     """Turns per-substep contacts into events as they begin, integrating each pair's normal force
     over the contact into an impulse (N*s). Moving bodies are named by body, static geometry by geom.
+
+    `update` runs after every MuJoCo substep, so it is kept lean: while the list of touching geom
+    pairs is unchanged (a resting or sliding contact), the grouping of contacts into body pairs is
+    reused and impulses accumulate in a numpy array (copied into the events when they are read).
     """
 
     def __init__(self, model: mujoco.MjModel):
@@ -51,37 +55,74 @@ class ContactTracker:
             entity[g] = names.index(label)
         self.names, self.entity = names, entity
         self.n = len(names)
-        self.events: list[ContactEvent] = []
-        self._active: dict[int, int] = {}  # pair key -> index into events
+        # (ngeom, ngeom) geom pair -> unordered entity pair key min * n + max
+        lo, hi = np.minimum.outer(entity, entity), np.maximum.outer(entity, entity)
+        self._pair_key = lo * self.n + hi
+        self.reset()
 
     def reset(self) -> None:
-        self.events, self._active = [], {}
+        self._events: list[ContactEvent] = []
+        self._impulse = np.zeros(16)  # (capacity,) N*s, one per event
+        self._active: dict[int, int] = {}  # pair key -> index into events
+        self._geoms = b""  # the contact geom pairs of the last substep (bytes), b"" when none
+        self._group = np.zeros(0, np.int64)  # (ncon,) contact -> index into the active pairs
+        self._slots = np.zeros(0, np.int64)  # (n_active,) active pair -> event index
+
+    @property
+    def events(self) -> list[ContactEvent]:
+        for event, impulse in zip(self._events, self._impulse.tolist()):
+            event.impulse = impulse
+        return self._events
 
     def update(self, data: mujoco.MjData, dt: float) -> None:
         ncon = data.ncon
         if ncon == 0:
-            self._active = {}
+            self._active, self._geoms = {}, b""
             return
         con = data.contact
-        ent = self.entity[con.geom[:ncon]]  # (ncon, 2)
-        keys = np.minimum(ent[:, 0], ent[:, 1]) * self.n + np.maximum(ent[:, 0], ent[:, 1])
+        geom = con.geom[:ncon]  # (ncon, 2)
+        geoms = geom.tobytes()
+        if geoms != self._geoms:
+            self._regroup(data, geom)
+            self._geoms = geoms
         addr = con.efc_address[:ncon]
-        normal = np.where(addr >= 0, data.efc_force[np.maximum(addr, 0)], 0.0)  # elliptic: row 0 = normal
-        unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-        force = np.bincount(inverse, weights=normal, minlength=len(unique))
-        active = {}
-        for k, i0, f in zip(unique.tolist(), first.tolist(), force.tolist()):
-            idx = self._active.get(k)
-            if idx is None:
-                a, b = divmod(k, self.n)
-                pos = con.pos[i0]
-                idx = len(self.events)
-                self.events.append(
-                    ContactEvent(float(data.time), self.names[a], self.names[b], 0.0, (float(pos[0]), float(pos[1]), float(pos[2])))
-                )
-            self.events[idx].impulse += f * dt
-            active[k] = idx
-        self._active = active
+        if data.nefc:
+            normal = np.where(addr >= 0, data.efc_force[addr], 0.0)  # elliptic: row 0 = normal
+        else:
+            normal = np.zeros(ncon)
+        force = np.bincount(self._group, weights=normal, minlength=len(self._slots))  # per pair, N
+        self._impulse[self._slots] += force * dt
+
+    def _regroup(self, data: mujoco.MjData, geom: np.ndarray) -> None:
+        """The touching geoms changed: group contacts by pair (in key order) and open events for
+        pairs that were not touching in the previous substep."""
+        keys = self._pair_key[geom[:, 0], geom[:, 1]].tolist()  # (ncon,) pair key per contact
+        first: dict[int, int] = {}  # pair key -> its first contact
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        pairs = sorted(first)
+        if pairs != list(self._active):  # a pair began or ended
+            active, slots = {}, []
+            for k in pairs:
+                idx = self._active.get(k)
+                if idx is None:
+                    idx = self._begin(data, k, first[k])
+                active[k] = idx
+                slots.append(idx)
+            self._active, self._slots = active, np.array(slots, np.int64)
+        rank = {k: r for r, k in enumerate(pairs)}
+        self._group = np.array([rank[k] for k in keys], np.int64)
+
+    def _begin(self, data: mujoco.MjData, key: int, contact: int) -> int:
+        """Open an event for pair `key` at its first contact; return the event's index."""
+        a, b = divmod(key, self.n)
+        pos = data.contact.pos[contact]
+        self._events.append(
+            ContactEvent(float(data.time), self.names[a], self.names[b], 0.0, (float(pos[0]), float(pos[1]), float(pos[2])))
+        )
+        if len(self._events) > len(self._impulse):
+            self._impulse = np.concatenate([self._impulse, np.zeros(len(self._impulse))])
+        return len(self._events) - 1
 
 
 class Simulation:
@@ -137,10 +178,10 @@ class Simulation:
         d.xfrc_applied[self.body_ids[0], :3] = action[:3]
         if m.nu:
             d.ctrl[:] = action[3:]
-        dt = m.opt.timestep
+        dt, step, track = m.opt.timestep, mujoco.mj_step, self.contacts.update
         for _ in range(self.substeps):
-            mujoco.mj_step(m, d)
-            self.contacts.update(d, dt)
+            step(m, d)
+            track(d, dt)
         self._check_stable()
 
     def _check_stable(self) -> None:

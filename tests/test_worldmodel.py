@@ -1,0 +1,341 @@
+"""worldmodel core: tokenizer, block-causal attention, KV-cached rollouts, MoE, heads, checkpoints.
+
+Tiny configs (32x32 frames, d_model 32) on real `sim` episodes; the whole file runs in seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import sim
+import worldmodel as wm
+from worldmodel.config import ACTION, AUDIO, MODALITIES, SEP, TEXT, VIDEO
+from worldmodel.moe import MoEFeedForward
+from worldmodel.tokens import BOS, EOT, PAD, block_causal_mask, clip_layout
+
+
+def tiny_config(**overrides) -> wm.ModelConfig:
+    base = dict(image_size=32, patch=8, tubelet_t=2, d_model=32, n_layer=2, n_head=2, n_expert=4, top_k=2, max_text_len=64)
+    return wm.ModelConfig(**{**base, **overrides})
+
+
+def perturbed_model(cfg: wm.ModelConfig, seed: int = 0, scale: float = 0.05) -> wm.WorldModel:
+    """A model whose every parameter is moved off its initial value (the frame head starts at zero,
+    which would make many checks trivially pass)."""
+    torch.manual_seed(seed)
+    model = wm.WorldModel(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * scale)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def episode() -> sim.Episode:
+    return sim.simulate("drop", {"num_objects": 2}, seed=3, seconds=0.6, width=32, height=32)  # 12 frames
+
+
+@pytest.fixture(scope="module")
+def cfg() -> wm.ModelConfig:
+    return tiny_config()
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenizer
+# ---------------------------------------------------------------------------------------------
+def test_text_tokens_round_trip_and_truncate():
+    caption = "Dropped from rest: a red sphere, restitution 0.71 — ünïcode"
+    tokens = wm.encode_text(caption, 512)
+    assert tokens[0] == BOS and tokens[-1] == EOT and max(tokens[1:-1]) < 256
+    assert wm.decode_text(tokens) == caption
+    cut = wm.encode_text(caption, 10)
+    assert len(cut) == 10 and wm.decode_text(cut) == caption[:8]
+
+
+def test_tubelets_round_trip_with_ragged_time():
+    torch.manual_seed(0)
+    frames = torch.randint(0, 256, (2, 5, 32, 32, 3), dtype=torch.uint8)  # T = 5, not a multiple of 2
+    tub = wm.frames_to_tubelets(frames, tubelet_t=2, patch=8)
+    assert tub.shape == (2, 3, 16, 2 * 8 * 8 * 3)
+    # tubelet (block 1, row 2, col 3) holds exactly frames 2..3, rows 16..23, cols 24..31
+    expect = frames[:, 2:4, 16:24, 24:32].reshape(2, -1)
+    assert torch.equal(tub[:, 1, 2 * 4 + 3], expect)
+    # the ragged last block repeats the last frame
+    last = tub[:, 2].unflatten(-1, (2, -1))
+    assert torch.equal(last[:, :, 0], last[:, :, 1])
+    assert torch.equal(wm.tubelets_to_frames(tub, 5, 2, 8, 4), frames)
+
+
+def test_collate_shapes_and_bad_input(episode, cfg):
+    clips = [episode.slice(0, 7), episode.slice(3, 10)]
+    batch = wm.collate(clips, cfg)
+    assert batch.frames.shape == (2, 7, 32, 32, 3) and batch.frames.dtype == torch.uint8
+    assert batch.text.shape[0] == 2 and batch.text[0, 0] == BOS and (batch.text[0] == EOT).sum() == 1
+    assert batch.audio.shape == (2, 7, 800) and batch.audio_present.all()
+    assert batch.actions.shape == (2, 7, cfg.action_dim) and not batch.actions.any()  # passive scene
+    assert batch.states.shape == (2, 7, cfg.n_max_objects, 6)
+    n = episode.states.shape[1]
+    assert batch.state_mask[0].tolist() == [True] * n + [False] * (cfg.n_max_objects - n)
+    np.testing.assert_allclose(batch.states[1, :, :n, :3].numpy(), episode.positions[3:10], rtol=1e-6)
+    np.testing.assert_allclose(batch.states[1, :, :n, 3:].numpy(), episode.velocities[3:10], rtol=1e-6, atol=1e-6)
+
+    with pytest.raises(ValueError, match="image_size"):
+        wm.collate(clips, tiny_config(image_size=64))
+    with pytest.raises(ValueError, match="fps"):
+        wm.collate(clips, tiny_config(fps=10.0, audio_bins=0))
+    with pytest.raises(ValueError, match="lengths"):
+        wm.collate([episode.slice(0, 4), episode.slice(0, 5)], cfg)
+
+
+def test_sequence_layout(cfg):
+    layout = clip_layout(cfg, n_text=10, nb=3)
+    S = cfg.block_len
+    assert S == 1 + 2 + 2 + 16 and len(layout) == 10 + 3 * S
+    assert layout.types[:10].eq(TEXT).all() and layout.block[:10].eq(-1).all()
+    block1 = layout.types[10 + S : 10 + 2 * S].tolist()
+    assert block1 == [SEP] + [AUDIO] * 2 + [ACTION] * 2 + [VIDEO] * 16
+    assert layout.block[10 + S : 10 + 2 * S].eq(1).all()
+    # video tokens of block 1: time = max_text_len + 2 (first frame), row/col on the grid
+    video = layout.pos[10 + S + 5 : 10 + 2 * S]
+    assert video[:, 0].eq(cfg.max_text_len + 2).all()
+    assert video[5].tolist() == [cfg.max_text_len + 2, 1, 1]
+    assert sum(cfg.rope_sections) == cfg.head_dim // 2
+
+
+def test_block_causal_mask_pattern():
+    block = torch.tensor([-1, -1, 0, 0, 1, 1, 2])
+    valid = torch.tensor([[True, False, True, True, True, True, True]])  # token 1 is text padding
+    m = block_causal_mask(block, block, valid)[0, 0]
+    expect = (block[None, :] <= block[:, None]) & valid[0][None, :]
+    assert torch.equal(m, expect)
+    assert m[0].tolist() == [True, False, False, False, False, False, False]  # text sees text only
+    assert m[3].tolist() == [True, False, True, True, False, False, False]  # block 0 sees itself, not block 1
+    assert m[6].tolist() == [True, False, True, True, True, True, True]
+
+
+# ---------------------------------------------------------------------------------------------
+# block-causal model
+# ---------------------------------------------------------------------------------------------
+def test_future_frames_do_not_change_earlier_outputs(episode, cfg):
+    model = perturbed_model(cfg)
+    batch = wm.collate([episode.slice(0, 8)], cfg)  # 4 blocks of 2 frames
+    changed = dataclasses.replace(batch, frames=batch.frames.clone(), audio=batch.audio.clone())
+    changed.frames[:, 5] = 255 - changed.frames[:, 5]  # frame 5 lies in block 2
+    changed.audio[:, 5] = torch.randn_like(changed.audio[:, 5]) * 0.5
+    with torch.no_grad():
+        a, b = model(batch), model(changed)
+    # predictions made by blocks 0 and 1 (frames 2..5) and readouts of blocks 0, 1 (frames 0..3): identical
+    torch.testing.assert_close(a["frame_mean"][:, :6], b["frame_mean"][:, :6], rtol=0, atol=1e-6)
+    torch.testing.assert_close(a["frame_logstd"][:, :6], b["frame_logstd"][:, :6], rtol=0, atol=1e-6)
+    torch.testing.assert_close(a["states"][:, :4], b["states"][:, :4], rtol=0, atol=1e-6)
+    torch.testing.assert_close(a["frame_logprob"][:, :4], b["frame_logprob"][:, :4], rtol=0, atol=1e-3)
+    # ... while everything from block 2 on does see the change
+    assert (a["frame_mean"][:, 6:] - b["frame_mean"][:, 6:]).abs().amax() > 1e-4
+    assert (a["states"][:, 4:] - b["states"][:, 4:]).abs().amax() > 1e-4
+    # the caption is visible to every block
+    other = dataclasses.replace(batch, text=torch.tensor([wm.encode_text("a different caption", cfg.max_text_len)]))
+    with torch.no_grad():
+        c = model(other)
+    assert (a["frame_mean"][:, 2:4] - c["frame_mean"][:, 2:4]).abs().amax() > 1e-4
+
+
+def test_text_padding_does_not_change_outputs(episode, cfg):
+    model = perturbed_model(cfg)
+    batch = wm.collate([episode.slice(0, 6)], cfg)
+    padded = dataclasses.replace(batch, text=torch.cat([batch.text, torch.full((1, 7), PAD)], dim=1))
+    with torch.no_grad():
+        a, b = model(batch), model(padded)
+    torch.testing.assert_close(a["frame_mean"], b["frame_mean"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(a["states"], b["states"], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("context,horizon", [(4, 5), (5, 4)])
+def test_kv_cached_rollout_equals_uncached_forward_at_temperature_0(episode, cfg, context, horizon):
+    model = perturbed_model(cfg)
+    with torch.no_grad():
+        (r,) = model.rollout(episode, context=context, horizon=horizon, temperature=0.0)
+        out = model(wm.collate([r.episode], cfg))
+    T = context + horizon
+    torch.testing.assert_close(r.mean, out["frame_mean"][0, context:T], rtol=0, atol=1e-4)
+    expected = (out["frame_mean"][0, context:T].clamp(0, 1) * 255).round()
+    assert (expected - torch.from_numpy(r.episode.frames[context:]).float()).abs().amax() <= 1  # rounding ties only
+    n = episode.states.shape[1]
+    np.testing.assert_allclose(r.episode.positions[context:], out["states"][0, context:T, :n, :3].numpy(), atol=1e-4)
+    np.testing.assert_allclose(r.episode.velocities[context:], out["states"][0, context:T, :n, 3:].numpy(), atol=1e-4)
+    assert np.array_equal(r.episode.frames[:context], episode.frames[:context])
+    assert r.mean.abs().amax() > 0 and not torch.equal(r.mean[0], r.mean[-1])  # a non-trivial prediction
+
+
+def test_rollout_logprob_is_differentiable_and_matches_teacher_forcing(episode, cfg):
+    model = perturbed_model(cfg)
+    rollouts = model.rollout(episode, context=4, horizon=4, samples=2, temperature=1.0, seed=7)
+    assert len(rollouts) == 2
+    assert not np.array_equal(rollouts[0].episode.frames[4:], rollouts[1].episode.frames[4:])
+    for r in rollouts:
+        assert r.logprob.shape == () and r.logprob.requires_grad and torch.isfinite(r.logprob)
+        recomputed = model.log_prob(wm.collate([r.episode], cfg), start_frame=4)[0]
+        torch.testing.assert_close(r.logprob, recomputed, rtol=1e-5, atol=1e-2)
+    model.zero_grad()
+    (rollouts[0].logprob + rollouts[1].logprob).backward()
+    for name in ("frame_head.out.weight", "blocks.0.attn.qkv.weight", "embed.video.weight", "embed.text.weight"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    # the same seed draws the same rollout; temperature scales the spread
+    again = model.rollout(episode, context=4, horizon=4, samples=2, temperature=1.0, seed=7)
+    assert np.array_equal(again[1].episode.frames, rollouts[1].episode.frames)
+    with torch.no_grad():
+        cold = model.rollout(episode, context=4, horizon=4, temperature=0.1, seed=7)[0]
+        mean = model.rollout(episode, context=4, horizon=4, temperature=0.0)[0]
+    spread = lambda r: np.abs(r.episode.frames[4:].astype(int) - mean.episode.frames[4:].astype(int)).mean()  # noqa: E731
+    assert spread(cold) < spread(rollouts[0])
+
+
+def test_rollout_returns_sim_episode(episode, cfg):
+    model = perturbed_model(cfg)
+    with torch.no_grad():
+        (r,) = model.rollout(episode, context=4, horizon=6, temperature=1.0, seed=0)
+    e, n = r.episode, episode.states.shape[1]
+    assert isinstance(e, sim.Episode) and isinstance(r, wm.Rollout)
+    assert e.frames.shape == (10, 32, 32, 3) and e.frames.dtype == np.uint8
+    assert e.states.shape == (10, n, 13) and len(e) == 10
+    np.testing.assert_allclose(e.times, episode.times[:10])
+    np.testing.assert_array_equal(e.states[:4], episode.states[:4])
+    np.testing.assert_array_equal(e.states[4:, :, 3:7], np.tile([1.0, 0, 0, 0], (6, n, 1)))
+    assert not e.states[4:, :, 10:].any() and np.isfinite(e.states).all()
+    assert e.caption == episode.caption and e.body_names == episode.body_names and e.scene == "drop"
+    assert r.mean.shape == (6, 32, 32, 3)
+    for bad in (dict(context=1), dict(context=13), dict(horizon=0), dict(samples=0), dict(temperature=-1.0)):
+        with pytest.raises(ValueError):
+            model.rollout(episode, **{"context": 4, "horizon": 4, **bad})
+
+
+# ---------------------------------------------------------------------------------------------
+# mixture of experts
+# ---------------------------------------------------------------------------------------------
+def test_moe_routes_top_k_and_matches_per_token_reference():
+    cfg = tiny_config(n_expert=5, top_k=2)
+    torch.manual_seed(0)
+    moe = MoEFeedForward(cfg)
+    with torch.no_grad():
+        for p in moe.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    x = torch.randn(3, 11, cfg.d_model)
+    types = torch.randint(0, len(MODALITIES), (11,))
+    y, aux, idx = moe(x, types)
+    assert y.shape == x.shape and idx.shape == (3, 11, 2)
+    assert (idx[..., 0] != idx[..., 1]).all()  # k distinct experts per token
+    probs, gates, top = moe.route(x.reshape(-1, cfg.d_model), types.repeat(3))
+    assert torch.equal(top, probs.topk(2, dim=-1).indices) and torch.allclose(gates.sum(-1), torch.ones(33))
+    # a plain loop over tokens and their experts gives the same output
+    ref = torch.zeros(33, cfg.d_model)
+    for t, xt in enumerate(x.reshape(-1, cfg.d_model)):
+        for g, e in zip(gates[t], top[t]):
+            h = torch.nn.functional.gelu(xt @ moe.w_in[e] + moe.b_in[e])
+            ref[t] += g * (h @ moe.w_out[e] + moe.b_out[e])
+    torch.testing.assert_close(y.reshape(-1, cfg.d_model), ref, rtol=1e-5, atol=1e-6)
+    # modality-aware routing: a strong bias sends every video token to expert 3
+    with torch.no_grad():
+        moe.type_bias[VIDEO, 3] = 50.0
+    _, _, idx = moe(x, types)
+    assert (idx[:, types == VIDEO, 0] == 3).all()
+    assert not (idx[:, types != VIDEO] == 3).all()
+
+
+def test_load_balancing_loss_is_minimal_for_uniform_routing():
+    E, k, N = 4, 2, 64
+    uniform = torch.full((N, E), 1 / E)
+    balanced = torch.stack([torch.arange(N) % E, (torch.arange(N) + 1) % E], dim=1)  # every expert equally used
+    assert wm.load_balancing_loss(uniform, balanced, E).item() == pytest.approx(1.0)
+    collapsed = torch.tensor([[0.7, 0.3, 0.0, 0.0]]).repeat(N, 1)
+    top = collapsed.topk(k, dim=-1).indices
+    assert wm.load_balancing_loss(collapsed, top, E).item() == pytest.approx(E * (0.5 * 0.7 + 0.5 * 0.3))  # = 2
+    torch.manual_seed(0)
+    for _ in range(20):  # any routing that follows its own probabilities costs at least the uniform one here
+        logits = torch.randn(N, E) * 3
+        logits[:, 0] += 2  # skewed towards expert 0
+        p = logits.softmax(-1)
+        assert wm.load_balancing_loss(p, p.topk(k, dim=-1).indices, E) > 1.0
+    # padding tokens are not counted
+    valid = torch.arange(N) < N // 2
+    skew = torch.cat([uniform[: N // 2], collapsed[N // 2 :]])
+    top = torch.cat([balanced[: N // 2], collapsed[N // 2 :].topk(k, dim=-1).indices])
+    assert wm.load_balancing_loss(skew, top, E, valid).item() == pytest.approx(1.0)
+
+
+def test_expert_usage_by_modality(episode, cfg):
+    model = perturbed_model(cfg)
+    with torch.no_grad():
+        out = model(wm.collate([episode.slice(0, 6)], cfg))
+    usage = wm.expert_usage(out["routing"], out["token_types"], cfg.n_expert, out["token_valid"])
+    assert usage.shape == (cfg.n_layer, len(MODALITIES), cfg.n_expert)
+    torch.testing.assert_close(usage.sum(-1), torch.ones(cfg.n_layer, len(MODALITIES)))  # every modality present
+    video = out["routing"][0][:, out["token_types"] == VIDEO].reshape(-1)
+    torch.testing.assert_close(usage[0, VIDEO], torch.bincount(video, minlength=cfg.n_expert).float() / len(video))
+
+
+# ---------------------------------------------------------------------------------------------
+# training, checkpoints, presets
+# ---------------------------------------------------------------------------------------------
+def test_tiny_model_overfits_one_clip(episode, cfg):
+    torch.manual_seed(0)
+    model = wm.WorldModel(cfg).train()
+    batch = wm.collate([episode.slice(2, 10)], cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    history = []
+    for _ in range(50):
+        out = model(batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        history.append({k: out[k].item() for k in ("loss", "frame_nll", "state_loss", "moe_aux")})
+    first, last = history[0], history[-1]
+    assert all(np.isfinite(h["loss"]) for h in history)
+    assert last["frame_nll"] < 0.5 * first["frame_nll"], (first, last)
+    assert last["state_loss"] < 0.2 * first["state_loss"], (first, last)
+
+
+def test_save_load_round_trip(tmp_path, episode, cfg):
+    model = perturbed_model(cfg)
+    path = model.save(tmp_path / "ckpt" / "model.safetensors")
+    loaded = wm.load(path)
+    assert loaded.cfg == cfg and loaded.num_parameters() == model.num_parameters()
+    assert wm.load(path.parent).cfg == cfg  # a directory holding model.safetensors
+    batch = wm.collate([episode.slice(0, 6)], cfg)
+    with torch.no_grad():
+        a, b = model(batch), loaded(batch)
+    for key in ("loss", "frame_mean", "frame_logstd", "states", "routing"):
+        assert torch.equal(a[key], b[key]), key
+    with pytest.raises(FileNotFoundError):
+        wm.load(tmp_path / "missing.safetensors")
+
+
+def test_presets_and_config_validation():
+    counts = {name: wm.WorldModel(wm.preset(name)).num_parameters() for name in ("nano", "mini")}
+    assert 5e5 < counts["nano"] < 5e6 < counts["mini"]
+    nano = wm.preset("nano")
+    assert (nano.d_model, nano.n_layer, nano.n_head, nano.n_expert, nano.top_k) == (128, 4, 4, 4, 2)
+    assert wm.preset("base").d_model > wm.preset("mini").d_model
+    assert wm.ModelConfig.from_dict(nano.to_dict()) == nano
+    with pytest.raises(ValueError, match="patch"):
+        wm.ModelConfig(image_size=64, patch=7)
+    with pytest.raises(ValueError, match="top_k"):
+        wm.ModelConfig(n_expert=2, top_k=3)
+    with pytest.raises(ValueError, match="unknown"):
+        wm.ModelConfig.from_dict({"d_model": 64, "width": 3})
+    with pytest.raises(ValueError, match="preset"):
+        wm.preset("huge")
+
+
+def test_baseline_encoder_matches_width_and_depth(episode, cfg):
+    model = wm.WorldModel(cfg)
+    base = wm.baseline_encoder(cfg)
+    assert len(base.layers) == cfg.n_layer and base.layers[0].self_attn.embed_dim == cfg.d_model
+    x = torch.randn(2, 50, cfg.d_model)
+    assert base(x).shape == (2, 50, cfg.d_model)
+    # the dense FFN is as wide as the experts a token uses
+    assert base.layers[0].linear1.out_features == cfg.expert_width * cfg.top_k == 4 * cfg.d_model
+    assert model.num_active_parameters() < model.num_parameters()

@@ -1,0 +1,181 @@
+"""`ModelConfig`: every hyperparameter of the world model, and the size presets nano / mini / base.
+
+    from worldmodel.config import preset
+    cfg = preset("nano")                     # a ModelConfig
+    cfg = preset("nano", n_layer=2)          # with overrides
+
+Token geometry (defaults, 64x64 video at 20 fps, 2x8x8 tubelets): a clip of T frames becomes
+ceil(T / 2) time blocks of 1 separator + 2 audio + 2 action + 64 video tokens, after the caption's
+byte tokens (BOS, bytes, EOT).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+
+# token modality types (the index of `type_emb`; MoE routing can be biased by these)
+TEXT, VIDEO, AUDIO, ACTION, SEP = 0, 1, 2, 3, 4
+MODALITIES = ("text", "video", "audio", "action", "sep")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # --- data geometry -------------------------------------------------------------------------
+    image_size: int = 64
+    """frame height = width in pixels; frames must be exactly this size"""
+    patch: int = 8
+    """tubelet side in pixels (image_size % patch == 0)"""
+    tubelet_t: int = 2
+    """frames per tubelet = frames per time block; a clip's T need not be a multiple (padded)"""
+    fps: float = 20.0
+    """frame rate the model is trained at; episodes at another rate are refused"""
+    audio_rate: int = 16000
+    """audio sample rate in Hz (`Episode.audio_rate`)"""
+    audio_bins: int = 16
+    """an audio token is the log-RMS envelope of one frame's samples in this many bins; 0 = no audio tokens"""
+    action_dim: int = 8
+    """action tokens take the first `action_dim` action channels (zero-padded); 0 = no action tokens"""
+    max_text_len: int = 512
+    """caption bytes beyond max_text_len - 2 are cut (BOS and EOT take two)"""
+    n_max_objects: int = 8
+    """state readout slots: bodies 0..n-1 of an episode, n <= n_max_objects"""
+
+    # --- transformer -----------------------------------------------------------------------------
+    d_model: int = 128
+    n_layer: int = 4
+    n_head: int = 4
+    dropout: float = 0.0
+    rope_theta: float = 10000.0
+
+    # --- mixture of experts feed-forward -------------------------------------------------------
+    n_expert: int = 4
+    top_k: int = 2
+    expert_hidden: int = 0
+    """hidden width of one expert; 0 = 4 * d_model // top_k (active compute of a dense 4x MLP)"""
+    modality_routing: bool = True
+    """add a learned (modality, expert) bias to the router logits"""
+    moe_aux_weight: float = 0.01
+    """weight of the Switch/GShard load-balancing loss in `loss`"""
+
+    # --- heads ---------------------------------------------------------------------------------
+    residual_frame: bool = True
+    """predicted patch mean = last frame of the current tubelet + a learned delta"""
+    logstd_min: float = -6.0
+    logstd_max: float = 0.0
+    """per-pixel log-std in [0, 1] pixel units is squashed into [logstd_min, logstd_max]"""
+    state_weight: float = 1.0
+    pos_scale: float = 1.0
+    """m; positions are divided by this for the state loss"""
+    vel_scale: float = 3.0
+    """m/s; velocities are divided by this for the state loss"""
+
+    # --- derived ---------------------------------------------------------------------------------
+    @property
+    def grid(self) -> int:
+        """patches per image side"""
+        return self.image_size // self.patch
+
+    @property
+    def n_patches(self) -> int:
+        """video tokens per time block"""
+        return self.grid**2
+
+    @property
+    def tubelet_dim(self) -> int:
+        """values in one tubelet: tubelet_t * patch * patch * 3"""
+        return self.tubelet_t * self.patch * self.patch * 3
+
+    @property
+    def samples_per_frame(self) -> int:
+        return int(round(self.audio_rate / self.fps))
+
+    @property
+    def n_audio(self) -> int:
+        """audio tokens per block (one per frame)"""
+        return self.tubelet_t if self.audio_bins > 0 else 0
+
+    @property
+    def n_action(self) -> int:
+        """action tokens per block (one per frame)"""
+        return self.tubelet_t if self.action_dim > 0 else 0
+
+    @property
+    def block_len(self) -> int:
+        """tokens per time block: separator, audio, action, video"""
+        return 1 + self.n_audio + self.n_action + self.n_patches
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    @property
+    def expert_width(self) -> int:
+        return self.expert_hidden or 4 * self.d_model // self.top_k
+
+    @property
+    def rope_sections(self) -> tuple[int, int, int]:
+        """rotary frequency pairs for (time, row, column); they sum to head_dim / 2"""
+        pairs = self.head_dim // 2
+        row = pairs // 4
+        return pairs - 2 * row, row, row
+
+    def __post_init__(self):
+        def bad(name, allowed):
+            raise ValueError(f"ModelConfig.{name}: got {getattr(self, name)!r}; allowed: {allowed}")
+
+        for name in ("image_size", "patch", "tubelet_t", "d_model", "n_layer", "n_head", "n_expert", "top_k", "max_text_len", "n_max_objects"):
+            if int(getattr(self, name)) < 1:
+                bad(name, "an integer >= 1")
+        if self.image_size % self.patch:
+            bad("patch", f"a divisor of image_size={self.image_size}")
+        if self.d_model % self.n_head:
+            bad("n_head", f"a divisor of d_model={self.d_model}")
+        if self.head_dim % 2 or self.head_dim < 8:
+            bad("n_head", f"one giving an even head_dim >= 8 (d_model={self.d_model})")
+        if not 1 <= self.top_k <= self.n_expert:
+            bad("top_k", f"1..n_expert={self.n_expert}")
+        if self.max_text_len < 3:
+            bad("max_text_len", ">= 3")
+        if self.audio_bins < 0:
+            bad("audio_bins", ">= 0")
+        if self.audio_bins and (abs(self.audio_rate / self.fps - self.samples_per_frame) > 1e-6 or self.samples_per_frame % self.audio_bins):
+            bad("audio_bins", f"a divisor of audio_rate / fps = {self.audio_rate / self.fps} (which must be an integer)")
+        if self.action_dim < 0:
+            bad("action_dim", ">= 0")
+        if not 0.0 <= self.dropout < 1.0:
+            bad("dropout", "[0, 1)")
+        if not self.logstd_min < self.logstd_max:
+            bad("logstd_min", f"< logstd_max={self.logstd_max}")
+
+    # --- (de)serialisation ----------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"ModelConfig: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+        return cls(**d)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # trains in minutes on 2 CPU cores
+    "nano": ModelConfig(d_model=128, n_layer=4, n_head=4, n_expert=4, top_k=2),
+    # a few hours on CPU, minutes on a GPU
+    "mini": ModelConfig(d_model=256, n_layer=6, n_head=8, n_expert=8, top_k=2),
+    # for a GPU
+    "base": ModelConfig(d_model=512, n_layer=12, n_head=8, n_expert=8, top_k=2),
+}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    """The preset `name` (nano, mini, base) with field overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"model preset: got {name!r}; allowed: {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **overrides)

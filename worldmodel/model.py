@@ -1,0 +1,442 @@
+"""The world model: UniToken embedding -> block-causal transformer with MoE FFNs -> heads.
+
+    x = [text tokens | block 0 | block 1 | ... ]          (B, L, D), see worldmodel.tokens
+    n_layer x  x = x + Attn(LN(x));  x = x + MoE(LN(x))  block-causal attention, 3-D rotary
+    h = LN(x)
+    frame head:  video token (b, r, c) -> mean, log-std of tubelet (b+1, r, c)   (B, nb-1, Np, tubelet_dim)
+    state head:  block b's video tokens -> pos, vel of n_max objects per frame    (B, nb*tt, n_max, 6)
+
+The frame distribution is a diagonal Gaussian per tubelet pixel in [0, 1] units, discretised onto
+the 256 uint8 levels (the mass of each level's bin, the edge levels taking the tails). Sampling a
+Gaussian value and rounding it to uint8 draws exactly from that distribution, so the
+log-probability of a sampled uint8 frame is exact, differentiable in the model's parameters and
+recomputable from the frames alone (`WorldModel.log_prob`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from worldmodel.config import ModelConfig, preset
+from worldmodel.moe import MoEFeedForward
+from worldmodel.tokens import (
+    PAD,
+    Batch,
+    Layout,
+    UniTokenEmbed,
+    audio_features,
+    block_actions,
+    block_causal_mask,
+    clip_layout,
+    frames_to_tubelets,
+    n_blocks,
+    pad_time,
+    tubelets_to_frames,
+)
+
+FORMAT = "physfusion.worldmodel/1"
+
+
+# ----------------------------------------------------------------------------------------------
+# the discretised Gaussian
+# ----------------------------------------------------------------------------------------------
+def _log_ndtr(x: torch.Tensor) -> torch.Tensor:
+    """log Phi(x) with a sound gradient everywhere (torch's log_ndtr backward fails in float32
+    beyond |x| ~ 500): the asymptotic series below x = -20, where it is exact to ~1e-7."""
+    tail = x < -20
+    inner = torch.special.log_ndtr(x.clamp(min=-20))
+    z = x.clamp(max=-20)
+    z2 = z * z
+    asym = -0.5 * z2 - torch.log(-z) - 0.5 * math.log(2 * math.pi) + torch.log1p(-1 / z2 + 3 / (z2 * z2))
+    return torch.where(tail, asym, inner)
+
+
+def _log_diff_ndtr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log(Phi(b) - Phi(a)) for a < b, stable in both tails."""
+    flip = a > 0  # right tail: Phi(b) - Phi(a) = Phi(-a) - Phi(-b)
+    lo, hi = torch.where(flip, -b, a), torch.where(flip, -a, b)
+    log_hi, log_lo = _log_ndtr(hi), _log_ndtr(lo)
+    return log_hi + torch.log(-torch.expm1((log_lo - log_hi).clamp(max=-1e-12)))
+
+
+def discretized_gaussian_logprob(levels: torch.Tensor, mean: torch.Tensor, logstd: torch.Tensor) -> torch.Tensor:
+    """log P(level) per value, levels in 0..255 (any dtype), mean and logstd in [0, 1] pixel units.
+
+    The bin of level k is [(k - 0.5) / 255, (k + 0.5) / 255], with level 0 taking everything below
+    and level 255 everything above. Computed in float32.
+    """
+    k = levels.float()
+    mean, inv_std = mean.float(), torch.exp(-logstd.float())
+    lo = torch.where(k <= 0, torch.full_like(k, -1e3), (k - 0.5) / 255.0)
+    hi = torch.where(k >= 255, torch.full_like(k, 1e3), (k + 0.5) / 255.0)
+    return _log_diff_ndtr((lo - mean) * inv_std, (hi - mean) * inv_std)
+
+
+def sample_levels(mean: torch.Tensor, logstd: torch.Tensor, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw uint8 levels (as float 0..255): round(clip(mean + temperature * std * eps, 0, 1) * 255).
+    temperature 0 gives the rounded mean."""
+    x = mean.detach().float()
+    if temperature > 0:
+        eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x = x + temperature * logstd.detach().float().exp() * eps
+    return (x.clamp(0, 1) * 255).round()
+
+
+# ----------------------------------------------------------------------------------------------
+# rotary positions (M-RoPE: head_dim/2 frequency pairs split over time, row, column)
+# ----------------------------------------------------------------------------------------------
+class Rotary(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        freqs = [cfg.rope_theta ** (-torch.arange(n, dtype=torch.float32) / n) for n in cfg.rope_sections]
+        self.register_buffer("inv_freq", torch.cat(freqs), persistent=False)  # (hd/2,)
+        self.register_buffer("axis", torch.cat([torch.full((n,), i) for i, n in enumerate(cfg.rope_sections)]), persistent=False)
+
+    def forward(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pos (L, 3) -> cos, sin (L, hd/2)"""
+        angle = pos[:, self.axis].float() * self.inv_freq  # (L, hd/2)
+        return angle.cos(), angle.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (B, nh, L, hd) rotated pairwise (x[i], x[i + hd/2]) by the angles of cos, sin (L, hd/2)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# transformer
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class KVCache:
+    """Keys and values of every token seen so far, per layer, for frame-by-frame rollouts."""
+
+    k: list = field(default_factory=list)  # per layer (B, nh, Lk, hd)
+    v: list = field(default_factory=list)
+    block: torch.Tensor | None = None  # (Lk,) time block of each cached key, -1 for text
+    valid: torch.Tensor | None = None  # (B, Lk) False for padding keys
+
+    def __len__(self) -> int:
+        return 0 if self.block is None else len(self.block)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head, self.dropout = cfg.n_head, cfg.dropout
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.proj.residual = True
+
+    def forward(self, x, cos, sin, mask, cache: KVCache | None = None, layer: int = 0):
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.n_head, D // self.n_head).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, L, hd)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            if layer < len(cache.k):
+                k, v = torch.cat([cache.k[layer], k], dim=2), torch.cat([cache.v[layer], v], dim=2)
+                cache.k[layer], cache.v[layer] = k, v
+            else:
+                cache.k.append(k)
+                cache.v.append(v)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)  # (B, nh, L, hd)
+        return self.proj(y.transpose(1, 2).reshape(B, L, D))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.attn = Attention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.moe = MoEFeedForward(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, cos, sin, mask, types, valid, cache=None, layer=0):
+        x = x + self.drop(self.attn(self.ln1(x), cos, sin, mask, cache, layer))
+        y, aux, routing = self.moe(self.ln2(x), types, valid)
+        return x + y, aux, routing
+
+
+class FrameHead(nn.Module):
+    """Video token of block b -> per-pixel mean and log-std of tubelet (b+1, same row, col)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.out = nn.Linear(cfg.d_model, 2 * cfg.tubelet_dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, h: torch.Tensor, tubelets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h (B, n, Np, D), tubelets (B, n, Np, tubelet_dim) the current blocks' pixels in [0, 1]
+        -> mean, logstd (B, n, Np, tubelet_dim) of the next blocks"""
+        cfg = self.cfg
+        delta, raw = self.out(h).chunk(2, dim=-1)
+        mean = delta
+        if cfg.residual_frame:
+            last = tubelets.unflatten(-1, (cfg.tubelet_t, -1))[..., -1:, :]  # (B, n, Np, 1, p*p*3)
+            mean = mean + last.expand(*last.shape[:-2], cfg.tubelet_t, last.shape[-1]).flatten(-2)
+        logstd = cfg.logstd_min + (cfg.logstd_max - cfg.logstd_min) * torch.sigmoid(raw)
+        return mean, logstd
+
+
+class StateHead(nn.Module):
+    """Block b's video tokens -> positions and velocities of n_max objects in each of its frames,
+    by attention pooling: one learned pooling query per (frame, object) slot."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        Q = cfg.tubelet_t * cfg.n_max_objects
+        self.pool = nn.Linear(cfg.d_model, Q)
+        self.slot = nn.Parameter(torch.randn(Q, cfg.d_model) * 0.02)
+        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, 6))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """h (B, n, Np, D) -> (B, n * tubelet_t, n_max, 6) normalised (pos / pos_scale, vel / vel_scale)"""
+        B, n = h.shape[:2]
+        w = self.pool(h).softmax(dim=2)  # (B, n, Np, Q) over patches
+        pooled = torch.einsum("bnpq,bnpd->bnqd", w, h) + self.slot  # (B, n, Q, D)
+        return self.mlp(pooled).view(B, n * self.cfg.tubelet_t, self.cfg.n_max_objects, 6)
+
+
+class WorldModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = UniTokenEmbed(cfg)
+        self.rotary = Rotary(cfg)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.frame_head = FrameHead(cfg)
+        self.state_head = StateHead(cfg)
+        self.register_buffer("state_scale", torch.tensor([cfg.pos_scale] * 3 + [cfg.vel_scale] * 3), persistent=False)
+        self._init_weights()
+
+    def _init_weights(self):
+        for name, m in self.named_modules():
+            if isinstance(m, nn.Linear) and not name.startswith("frame_head"):
+                std = 0.02 / math.sqrt(2 * self.cfg.n_layer) if getattr(m, "residual", False) else 0.02
+                nn.init.normal_(m.weight, std=std)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, std=0.02)
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+    def num_parameters(self) -> int:
+        """Every parameter, embeddings included."""
+        return sum(p.numel() for p in self.parameters())
+
+    def num_active_parameters(self) -> int:
+        """Parameters used per token: experts count top_k / n_expert."""
+        cfg = self.cfg
+        expert = sum(p.numel() for n, p in self.named_parameters() if ".moe." in n and n.split(".")[-1] in ("w_in", "b_in", "w_out", "b_out"))
+        return self.num_parameters() - expert * (cfg.n_expert - cfg.top_k) // cfg.n_expert
+
+    def describe(self) -> str:
+        c = self.cfg
+        return (
+            f"WorldModel d_model={c.d_model} n_layer={c.n_layer} n_head={c.n_head} experts={c.n_expert} top_k={c.top_k} "
+            f"tubelet={c.tubelet_t}x{c.patch}x{c.patch} on {c.image_size}x{c.image_size}: "
+            f"{self.num_parameters():,} parameters ({self.num_active_parameters():,} active per token)"
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # --- backbone ------------------------------------------------------------------------------
+    def run(self, x: torch.Tensor, layout: Layout, valid: torch.Tensor, cache: KVCache | None = None):
+        """x (B, L, D) new tokens with their layout and validity (B, L); with a cache the tokens
+        attend to everything cached before them, and are appended to it.
+
+        Returns h (B, L, D) after the final norm, moe_aux (scalar, mean over layers), routing (n_layer, B, L, k).
+        """
+        layout = layout.to(x.device)
+        if cache is None:
+            k_block, k_valid = layout.block, valid
+        else:
+            k_block = layout.block if cache.block is None else torch.cat([cache.block, layout.block])
+            k_valid = valid if cache.valid is None else torch.cat([cache.valid, valid], dim=1)
+            cache.block, cache.valid = k_block, k_valid
+        mask = block_causal_mask(layout.block, k_block, k_valid)  # (B, 1, L, Lk)
+        cos, sin = self.rotary(layout.pos)
+        aux, routing = [], []
+        for i, block in enumerate(self.blocks):
+            x, a, r = block(x, cos, sin, mask, layout.types, valid, cache, i)
+            aux.append(a)
+            routing.append(r)
+        return self.ln_f(x), torch.stack(aux).mean(), torch.stack(routing)
+
+    def video_hidden(self, h: torch.Tensor, nb: int) -> torch.Tensor:
+        """The last nb blocks' video tokens of h (B, L, D) -> (B, nb, Np, D)"""
+        S, Np = self.cfg.block_len, self.cfg.n_patches
+        return h[:, h.shape[1] - nb * S :].unflatten(1, (nb, S))[:, :, S - Np :]
+
+    def block_inputs(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Per-block inputs of a batch: tubelets (B, nb, Np, tubelet_dim) in [0, 1], audio
+        features (B, nb, tt, bins) and presence (B, nb, tt), block actions (B, nb, tt, A)."""
+        cfg = self.cfg
+        B, T = batch.frames.shape[:2]
+        nb, tt, dev = n_blocks(T, cfg.tubelet_t), cfg.tubelet_t, batch.frames.device
+        out = {"tubelets": frames_to_tubelets(batch.frames.float() / 255.0, tt, cfg.patch)}
+        out["audio_feat"] = out["audio_present"] = out["actions"] = None
+        if cfg.audio_bins:
+            if batch.audio is None:
+                wave = torch.zeros(B, T, cfg.samples_per_frame, device=dev)
+                present = torch.zeros(B, T, dtype=torch.bool, device=dev)
+            else:
+                wave = batch.audio.float()
+                present = torch.ones(B, T, dtype=torch.bool, device=dev) if batch.audio_present is None else batch.audio_present.bool()
+            present = torch.cat([present, present.new_zeros(B, nb * tt - T)], dim=1)
+            out["audio_feat"] = audio_features(pad_time(wave, tt), cfg.audio_bins).unflatten(1, (nb, tt))
+            out["audio_present"] = present.unflatten(1, (nb, tt))
+        if cfg.action_dim:
+            actions = torch.zeros(B, T, cfg.action_dim, device=dev) if batch.actions is None else batch.actions.float()
+            out["actions"] = block_actions(actions, nb, tt)
+        return out
+
+    # --- training forward ----------------------------------------------------------------------
+    def forward(self, batch: Batch | dict) -> dict[str, torch.Tensor]:
+        """Teacher-forced pass over clips (see `worldmodel.tokens.Batch` for the shapes).
+
+        Returns a dict:
+          loss           scalar: frame_nll + state_weight * state_loss + moe_aux_weight * moe_aux
+          frame_nll      scalar: nats per predicted pixel value (frames tubelet_t .. T-1)
+          state_loss     scalar: MSE of normalised positions and velocities (0 without states)
+          moe_aux        scalar: load-balancing loss, mean over layers (1 = perfectly balanced)
+          frame_logprob  (B, T) log-probability of each frame (sum over pixels); 0 for the first
+                         block's frames, which are not predicted
+          frame_mean     (B, T, H, W, 3) predicted mean in [0, 1] (first block: the input frames)
+          frame_logstd   (B, T, H, W, 3) predicted log-std (first block: 0)
+          states         (B, T, n_max, 6) state readout, positions m and velocities m/s
+          routing        (n_layer, B, L, top_k) experts chosen per token
+          token_types    (L,) modality of each token; token_valid (B, L)
+        """
+        cfg = self.cfg
+        batch = Batch.coerce(batch)
+        B, T = batch.frames.shape[:2]
+        nb, tt = n_blocks(T, cfg.tubelet_t), cfg.tubelet_t
+        inp = self.block_inputs(batch)
+        tub = inp["tubelets"]  # (B, nb, Np, Dt)
+        text_valid = batch.text != PAD  # (B, Lt)
+        x = torch.cat([self.embed.embed_text(batch.text), self.embed.embed_blocks(tub, inp["audio_feat"], inp["audio_present"], inp["actions"])], dim=1)
+        layout = clip_layout(cfg, batch.text.shape[1], nb)
+        valid = torch.cat([text_valid, text_valid.new_ones(B, nb * cfg.block_len)], dim=1)  # (B, L)
+        h, moe_aux, routing = self.run(x, layout, valid)
+        hv = self.video_hidden(h, nb)  # (B, nb, Np, D)
+
+        # next-block frames: block b's tokens predict block b+1
+        mean, logstd = self.frame_head(hv[:, :-1], tub[:, :-1])  # (B, nb-1, Np, Dt)
+        logp = discretized_gaussian_logprob(tub[:, 1:] * 255.0, mean, logstd)  # (B, nb-1, Np, Dt)
+        to_frames = lambda t: tubelets_to_frames(t, (nb - 1) * tt, tt, cfg.patch, cfg.grid)  # noqa: E731
+        logp_f = to_frames(logp).flatten(2).sum(-1)  # (B, (nb-1)*tt) frames tt ..
+        frame_logprob = torch.cat([logp_f.new_zeros(B, tt), logp_f], dim=1)[:, :T]  # (B, T)
+        n_pred = (T - tt) * cfg.image_size**2 * 3
+        frame_nll = -frame_logprob.sum() / max(B * n_pred, 1)
+        first = batch.frames[:, :tt].float() / 255.0
+        frame_mean = torch.cat([first, to_frames(mean)], dim=1)[:, :T]
+        frame_logstd = torch.cat([torch.zeros_like(first), to_frames(logstd)], dim=1)[:, :T]
+
+        # state readout of each block's own frames
+        states = self.state_head(hv)[:, :T]  # (B, T, n_max, 6) normalised
+        if batch.states is not None:
+            target = batch.states.float() / self.state_scale
+            m = torch.ones(B, cfg.n_max_objects, dtype=torch.bool, device=states.device) if batch.state_mask is None else batch.state_mask.bool()
+            err = (states - target).pow(2).mean(-1)  # (B, T, n_max)
+            w = m[:, None, :].expand_as(err).float()
+            state_loss = (err * w).sum() / w.sum().clamp(min=1)
+        else:
+            state_loss = states.new_zeros(())
+
+        loss = frame_nll + cfg.state_weight * state_loss + cfg.moe_aux_weight * moe_aux
+        return {
+            "loss": loss,
+            "frame_nll": frame_nll,
+            "state_loss": state_loss,
+            "moe_aux": moe_aux,
+            "frame_logprob": frame_logprob,
+            "frame_mean": frame_mean,
+            "frame_logstd": frame_logstd,
+            "states": states * self.state_scale,
+            "routing": routing,
+            "token_types": layout.types.to(h.device),
+            "token_valid": valid,
+        }
+
+    def log_prob(self, batch: Batch | dict, start_frame: int) -> torch.Tensor:
+        """(B,) log-probability of frames start_frame .. T-1 given everything before them
+        (teacher forcing); start_frame >= tubelet_t."""
+        if start_frame < self.cfg.tubelet_t:
+            raise ValueError(f"log_prob: start_frame={start_frame}; allowed: >= tubelet_t={self.cfg.tubelet_t} (the first block is not predicted)")
+        return self(batch)["frame_logprob"][:, start_frame:].sum(-1)
+
+    # --- rollouts and checkpoints --------------------------------------------------------------
+    def rollout(self, episode, context: int = 4, horizon: int = 16, samples: int = 1, temperature: float = 1.0, seed: int | None = None):
+        """Roll `episode` forward from its first `context` frames; see `worldmodel.rollout.rollout`."""
+        from worldmodel.rollout import rollout
+
+        return rollout(self, episode, context=context, horizon=horizon, samples=samples, temperature=temperature, seed=seed)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Weights as safetensors with the config JSON in the file's metadata (written atomically)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "config": self.cfg.to_json()})
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> WorldModel:
+        return cls(preset(name, **overrides))
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> WorldModel:
+    """A `WorldModel` from `WorldModel.save`'s file (or a directory holding model.safetensors)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"worldmodel.load: no checkpoint at {str(path)!r}")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"worldmodel.load: {str(path)!r} has format {meta.get('format')!r}; allowed: {FORMAT!r}")
+    model = WorldModel(ModelConfig.from_dict(json.loads(meta["config"])))
+    model.load_state_dict(load_file(str(path)))
+    return model.to(device).eval()
+
+
+def baseline_encoder(cfg: ModelConfig) -> nn.TransformerEncoder:
+    """A plain `nn.TransformerEncoder` of the same width and depth (dense 4x GELU MLP, pre-norm)
+    for throughput comparisons on the same token embeddings (B, L, D)."""
+    layer = nn.TransformerEncoderLayer(
+        cfg.d_model, cfg.n_head, dim_feedforward=4 * cfg.d_model, dropout=cfg.dropout, activation="gelu", batch_first=True, norm_first=True
+    )
+    return nn.TransformerEncoder(layer, cfg.n_layer, enable_nested_tensor=False)
+
+
+if __name__ == "__main__":  # python -m worldmodel.model: parameter counts of the presets
+    from worldmodel.config import PRESETS
+
+    for name in PRESETS:
+        print(f"{name}: {WorldModel.from_preset(name).describe()}")

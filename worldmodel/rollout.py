@@ -1,0 +1,159 @@
+"""Stochastic frame-by-frame rollouts with a key-value cache.
+
+    rollouts = model.rollout(episode, context=4, horizon=16, samples=8, temperature=1.0, seed=0)
+    rollouts[0].episode          # sim.Episode: context + 16 predicted frames (uint8), states (20, n, 13)
+    rollouts[0].logprob          # scalar tensor, differentiable when grad is enabled
+
+The caption and the context blocks are encoded once (prefill); then each time block is sampled
+from the frame head, appended to the cache, and read out by the state head. A context that is not
+a whole number of blocks leaves a partly known block: its known frames are kept and only the rest
+is sampled (exact conditioning, the pixels of a block being independent given the past). Audio is
+unknown beyond the context (the learned "absent" embedding); actions are read from the episode
+when it has them for the horizon, else zero.
+
+`Rollout.logprob` is log p(predicted frames | context, caption) under the model itself
+(temperature 1), whatever temperature drew them; it equals `model.log_prob(collate([r.episode]),
+context)` recomputed by teacher forcing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import sim
+from worldmodel.tokens import (
+    audio_features,
+    block_actions,
+    block_layout,
+    encode_text,
+    episode_arrays,
+    frames_to_tubelets,
+    n_blocks,
+    text_layout,
+    tubelets_to_frames,
+)
+
+
+@dataclass
+class Rollout:
+    episode: sim.Episode
+    """context + predicted frames (T = context + horizon), states (T, n, 13)"""
+    logprob: torch.Tensor
+    """scalar: log-probability of the predicted frames under the model (temperature 1)"""
+    mean: torch.Tensor
+    """(horizon, H, W, 3) predicted mean frames in [0, 1], detached"""
+    context: int
+    temperature: float
+
+
+def rollout(model, episode: sim.Episode, context: int = 4, horizon: int = 16, samples: int = 1, temperature: float = 1.0, seed: int | None = None) -> list[Rollout]:
+    cfg = model.cfg
+    tt, spf = cfg.tubelet_t, cfg.samples_per_frame
+    if episode.frames is None or not tt <= context <= len(episode.frames):
+        n = 0 if episode.frames is None else len(episode.frames)
+        raise ValueError(f"rollout: context={context}; allowed: tubelet_t={tt} .. the episode's {n} frames")
+    if horizon < 1:
+        raise ValueError(f"rollout: horizon={horizon}; allowed: >= 1")
+    if samples < 1:
+        raise ValueError(f"rollout: samples={samples}; allowed: >= 1")
+    if not temperature >= 0:
+        raise ValueError(f"rollout: temperature={temperature}; allowed: >= 0")
+    T = context + horizon
+    nb, nb_known = n_blocks(T, tt), context // tt
+    dev, S = model.device, samples
+    generator = None if seed is None else torch.Generator(dev).manual_seed(seed)
+
+    # the episode's context in Batch layout, T frames long (audio and actions as the episode has them)
+    ctx = episode.slice(0, context)
+    ctx.actions = None if episode.actions is None else episode.actions[:T]
+    arr = episode_arrays(ctx, cfg, n_frames=nb * tt)
+    levels = torch.zeros(S, nb * tt, cfg.image_size, cfg.image_size, 3, device=dev)  # uint8 levels as float
+    levels[:, :context] = torch.from_numpy(episode.frames[:context]).to(dev).float()
+    audio_feat = audio_present = actions = None
+    if cfg.audio_bins:
+        audio_feat = audio_features(torch.from_numpy(arr["audio"]).to(dev), cfg.audio_bins).view(1, nb, tt, -1).expand(S, -1, -1, -1)
+        present = torch.from_numpy(arr["audio_present"]).to(dev) & (torch.arange(nb * tt, device=dev) < context)
+        audio_present = present.view(1, nb, tt).expand(S, -1, -1)
+    if cfg.action_dim:
+        actions = block_actions(torch.from_numpy(arr["actions"]).to(dev)[None], nb, tt).expand(S, -1, -1, -1)
+
+    def blocks(first: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """embeddings (S, count * block_len, D) and tubelets (S, count, Np, Dt) of known blocks"""
+        sl = slice(first, first + count)
+        tub = frames_to_tubelets(levels[:, first * tt : (first + count) * tt] / 255.0, tt, cfg.patch)
+        x = model.embed.embed_blocks(
+            tub,
+            None if audio_feat is None else audio_feat[:, sl],
+            None if audio_present is None else audio_present[:, sl],
+            None if actions is None else actions[:, sl],
+        )
+        return x, tub
+
+    # prefill: caption + whole context blocks
+    from worldmodel.model import KVCache, discretized_gaussian_logprob, sample_levels
+
+    cache = KVCache()
+    text = torch.tensor(encode_text(episode.caption, cfg.max_text_len), device=dev)[None].expand(S, -1)
+    x_blocks, tub = blocks(0, nb_known)
+    x = torch.cat([model.embed.embed_text(text), x_blocks], dim=1)
+    layout = text_layout(text.shape[1]) + block_layout(cfg, 0, nb_known)
+    h, _, _ = model.run(x, layout, torch.ones(S, len(layout), dtype=torch.bool, device=dev), cache)
+    hv, tub = model.video_hidden(h, 1), tub[:, -1:]  # (S, 1, Np, D), (S, 1, Np, Dt) of the last known block
+
+    frame = torch.arange(nb * tt, device=dev)
+    logprob = torch.zeros(S, device=dev)
+    means, states = [], []
+    for b in range(nb_known, nb):
+        mean, logstd = model.frame_head(hv, tub)  # (S, 1, Np, Dt)
+        to_frames = lambda t: tubelets_to_frames(t, tt, tt, cfg.patch, cfg.grid)  # noqa: E731  (S, tt, H, W, 3)
+        drawn = to_frames(sample_levels(mean, logstd, temperature, generator))
+        f = frame[b * tt : (b + 1) * tt]
+        new = (f >= context) & (f < T)  # (tt,) frames sampled here
+        block = levels[:, b * tt : (b + 1) * tt]
+        block = torch.where(new[None, :, None, None, None], drawn, block)
+        if (f >= T).any():  # padding past the horizon repeats the last frame, as in training
+            block = torch.where((f >= T)[None, :, None, None, None], block[:, (T - 1) - b * tt][:, None], block)
+        levels[:, b * tt : (b + 1) * tt] = block
+        lp = to_frames(discretized_gaussian_logprob(frames_to_tubelets(block, tt, cfg.patch), mean, logstd))
+        logprob = logprob + (lp.flatten(2).sum(-1) * new).sum(-1)
+        means.append(to_frames(mean.detach())[:, new])
+
+        x, tub = blocks(b, 1)
+        layout = block_layout(cfg, b, 1)
+        h, _, _ = model.run(x, layout, torch.ones(S, len(layout), dtype=torch.bool, device=dev), cache)
+        hv = model.video_hidden(h, 1)
+        states.append(model.state_head(hv).detach() * model.state_scale)  # (S, tt, n_max, 6)
+
+    # assemble episodes
+    n = episode.states.shape[1]
+    pred_states = torch.cat(states, dim=1)[:, context - nb_known * tt : T - nb_known * tt, :n].double().cpu().numpy()  # (S, horizon, n, 6)
+    frames_u8 = levels[:, :T].to(torch.uint8).cpu().numpy()
+    mean_frames = torch.cat(means, dim=1).float().cpu()
+    out = []
+    for i in range(S):
+        st = np.zeros((T, n, 13))
+        st[:context] = episode.states[:context]
+        st[context:, :, 0:3] = pred_states[i, :, :, :3]
+        st[context:, :, 3] = 1.0  # identity quaternion
+        st[context:, :, 7:10] = pred_states[i, :, :, 3:]
+        ep = sim.Episode(
+            scene=episode.scene,
+            seed=episode.seed,
+            fps=episode.fps,
+            times=episode.times[0] + np.arange(T) / episode.fps,
+            body_names=list(episode.body_names),
+            states=st,
+            params=episode.params,
+            caption=episode.caption,
+            frames=frames_u8[i],
+            audio=ctx.audio,
+            audio_rate=episode.audio_rate,
+            actions=None if episode.actions is None else arr["actions"][:T, : episode.actions.shape[1]].copy(),
+            camera=episode.camera,
+            provenance={**episode.provenance, "rollout": {"context": context, "horizon": horizon, "temperature": temperature, "seed": seed, "sample": i}},
+        )
+        out.append(Rollout(episode=ep, logprob=logprob[i], mean=mean_frames[i], context=context, temperature=temperature))
+    return out
