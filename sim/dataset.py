@@ -128,7 +128,11 @@ class DatasetSpec:
         return cls(**d)
 
     def to_dict(self) -> dict:
-        return _jsonable(dataclasses.asdict(self))
+        d = dataclasses.asdict(self)
+        for name in ("fps", "seconds"):  # fps=20 and fps=20.0 are the same dataset
+            if isinstance(d[name], (int, float)) and not isinstance(d[name], bool):
+                d[name] = float(d[name])
+        return _jsonable(d)
 
     @property
     def families(self) -> tuple[str, ...]:
@@ -463,7 +467,7 @@ def prepare(out: Path, spec: DatasetSpec) -> None:
 
 def config_diff(old: dict, new: dict) -> list[str]:
     keys = sorted(set(old) | set(new))
-    return [f"{k}: {old.get(k)!r} on disk, {new.get(k)!r} requested" for k in keys if _canonical(old.get(k)) != _canonical(new.get(k))]
+    return [f"{k}: {old.get(k)!r} on disk, {new.get(k)!r} requested" for k in keys if old.get(k) != new.get(k)]
 
 
 def completed_shards(out: Path) -> set[int]:

@@ -56,9 +56,9 @@ def _app(cfg: DictConfig) -> dict:
 
 
 def main() -> None:
-    # `params.NAME=value` adds a key to the empty `params` mapping: spell it `+params.NAME=value` for
-    # Hydra, so users need not know the difference.
-    sys.argv[1:] = [f"+{a}" if a.startswith("params.") else a for a in sys.argv[1:]]
+    # `params.NAME=value` and `params={NAME:value,...}` add keys to the (empty) `params` mapping, which
+    # Hydra spells `++params...`; accept the plain form too.
+    sys.argv[1:] = [f"++{a}" if a.startswith(("params.", "params=")) else a for a in sys.argv[1:]]
     _app()
 
 

@@ -155,10 +155,24 @@ def test_ray_launcher_gives_identical_bytes(reference, tmp_path):
     assert_same_dataset(reference, tmp_path / "ray")
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None, reason="hydra-submitit-launcher not installed")
 def test_slurm_config_as_local_submitit_array(reference, tmp_path):
     """configs/launcher/slurm.yaml, with submitit's local executor standing in for Slurm."""
     generate(tmp_path, "-m", "launcher=slurm", "hydra/launcher=submitit_local", "num_tasks=2", *TINY,
              f"out_dir={tmp_path / 'slurm'}", "workers=1", "progress=false")
     assert_same_dataset(reference, tmp_path / "slurm")
+
+
+def test_configs_compose_from_the_installed_package():
+    """The Hydra configs through the compose API: defaults, the launcher group, `params` overrides."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="configs", version_base="1.3"):
+        cfg = compose("generate", overrides=["scene=all", "+params.mass=2.0", "launcher=ray"])
+        assert (cfg.scene, cfg.params.mass, cfg.launcher.name, cfg.launcher.address) == ("all", 2.0, "ray", None)
+        assert cfg.out_dir == "data/all" and cfg.workers >= 1 and cfg.task is None
+        if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None:
+            slurm = compose("generate", overrides=["launcher=slurm", "num_tasks=4"], return_hydra_config=True)
+            assert slurm.hydra.mode.name == "MULTIRUN" and slurm.launcher.name == "local"
+            assert slurm.hydra.sweeper.params.task == "range(0,4)"
+            assert "SlurmLauncher" in slurm.hydra.launcher._target_

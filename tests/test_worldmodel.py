@@ -117,6 +117,27 @@ def test_block_causal_mask_pattern():
     assert m[6].tolist() == [True, False, True, True, True, True, True]
 
 
+def test_discretized_gaussian_is_the_law_of_the_sampler():
+    from worldmodel.model import sample_levels
+
+    mean = torch.tensor([0.5, 0.0, 1.02, 0.3])
+    logstd = torch.tensor([-4.0, -3.0, -3.5, -6.0])
+    levels = torch.arange(256.0)[:, None]
+    p = wm.discretized_gaussian_logprob(levels, mean, logstd).exp()  # (256, 4)
+    torch.testing.assert_close(p.sum(0), torch.ones(4))
+    draws = sample_levels(mean.expand(20000, 4), logstd.expand(20000, 4), 1.0, torch.Generator().manual_seed(0))
+    freq = torch.stack([torch.bincount(draws[:, j].long(), minlength=256) for j in range(4)], dim=1) / 20000
+    assert (freq - p).abs().amax() < 0.02
+    assert freq[0, 1] > 0.4 and freq[255, 2] > 0.4  # the edge levels take the tails
+    # finite gradients even for hopeless predictions
+    m = torch.tensor([-3.0, 4.0, 0.5], requires_grad=True)
+    s = torch.tensor([-6.0, -6.0, -6.0], requires_grad=True)
+    lp = wm.discretized_gaussian_logprob(torch.tensor([255.0, 0.0, 0.0]), m, s)
+    lp.sum().backward()
+    assert torch.isfinite(lp).all() and torch.isfinite(m.grad).all() and torch.isfinite(s.grad).all()
+    assert m.grad[0] > 0 and m.grad[1] < 0  # pulled towards the observed level
+
+
 # ---------------------------------------------------------------------------------------------
 # block-causal model
 # ---------------------------------------------------------------------------------------------
@@ -290,12 +311,13 @@ def test_tiny_model_overfits_one_clip(episode, cfg):
         out = model(batch)
         opt.zero_grad()
         out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         history.append({k: out[k].item() for k in ("loss", "frame_nll", "state_loss", "moe_aux")})
     first, last = history[0], history[-1]
     assert all(np.isfinite(h["loss"]) for h in history)
-    assert last["frame_nll"] < 0.5 * first["frame_nll"], (first, last)
-    assert last["state_loss"] < 0.2 * first["state_loss"], (first, last)
+    assert last["frame_nll"] < 0.3 * first["frame_nll"], (first, last)  # nats per pixel value, >= 0
+    assert last["state_loss"] < 0.5 * first["state_loss"], (first, last)
 
 
 def test_save_load_round_trip(tmp_path, episode, cfg):

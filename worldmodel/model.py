@@ -7,7 +7,8 @@
     state head:  block b's video tokens -> pos, vel of n_max objects per frame    (B, nb*tt, n_max, 6)
 
 The frame distribution is a diagonal Gaussian per tubelet pixel in [0, 1] units, discretised onto
-the 256 uint8 levels (the mass of each level's bin, the edge levels taking the tails). Sampling a
+the 256 uint8 levels (the mass of each level's bin, the edge levels taking the tails); its
+log-std is soft-clamped to [logstd_min, logstd_max]. Sampling a
 Gaussian value and rounding it to uint8 draws exactly from that distribution, so the
 log-probability of a sampled uint8 frame is exact, differentiable in the model's parameters and
 recomputable from the frames alone (`WorldModel.log_prob`).
@@ -175,17 +176,21 @@ class FrameHead(nn.Module):
         self.out = nn.Linear(cfg.d_model, 2 * cfg.tubelet_dim)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        self.logstd_init = 0.5 * (cfg.logstd_min + cfg.logstd_max)  # std 0.05 by default
+        self.delta_scale = cfg.frame_delta_scale
 
     def forward(self, h: torch.Tensor, tubelets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """h (B, n, Np, D), tubelets (B, n, Np, tubelet_dim) the current blocks' pixels in [0, 1]
         -> mean, logstd (B, n, Np, tubelet_dim) of the next blocks"""
         cfg = self.cfg
         delta, raw = self.out(h).chunk(2, dim=-1)
-        mean = delta
+        mean = self.delta_scale * delta
         if cfg.residual_frame:
             last = tubelets.unflatten(-1, (cfg.tubelet_t, -1))[..., -1:, :]  # (B, n, Np, 1, p*p*3)
             mean = mean + last.expand(*last.shape[:-2], cfg.tubelet_t, last.shape[-1]).flatten(-2)
-        logstd = cfg.logstd_min + (cfg.logstd_max - cfg.logstd_min) * torch.sigmoid(raw)
+        # soft clamp of raw + centre into [logstd_min, logstd_max], the identity away from the bounds
+        logstd = cfg.logstd_max - F.softplus(cfg.logstd_max - (raw + self.logstd_init))
+        logstd = cfg.logstd_min + F.softplus(logstd - cfg.logstd_min)
         return mean, logstd
 
 

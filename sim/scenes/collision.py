@@ -98,15 +98,20 @@ class Collision(SceneFamily):
         """Where balls 2.. are at IMPACT_TIME: random spots clear of the first impact and of the other
         balls' start positions (rejection sampling, always the same number of draws)."""
         others: list[list[float]] = []
+        spread_x, spread_y = 0.7 + 3 * p["size"], 0.35 + 2 * p["size"]
         for _ in range(2, p["num_balls"]):
-            candidates = np.column_stack([rng.uniform(-0.7, 0.7, 64), rng.uniform(-0.35, 0.35, 64)])
+            candidates = np.column_stack([rng.uniform(-spread_x, spread_x, 64), rng.uniform(-spread_y, spread_y, 64)])
+            scores = []
             for xy in candidates:
                 trial = {**p, "others": others + [[float(xy[0]), float(xy[1])]]}
-                placed, start = self.impact_positions(trial)[: len(others) + 3], self.start_positions(trial)
-                d_start = np.linalg.norm(start[len(others) + 2] - start[: len(others) + 2], axis=-1).min()
-                d_impact = np.linalg.norm(placed[-1] - placed[:-1], axis=-1).min()
-                if d_start > 1.5 * p["size"] and d_impact > 2.5 * p["size"]:
+                k = len(others) + 2
+                placed, start = self.impact_positions(trial), self.start_positions(trial)
+                d_start = np.linalg.norm(start[k] - start[:k], axis=-1).min()
+                d_impact = np.linalg.norm(placed[k] - placed[:k], axis=-1).min()
+                scores.append(min(d_start / 1.5, d_impact / 2.5) / p["size"])
+                if scores[-1] > 1:
                     break
+            xy = candidates[int(np.argmax(scores))]
             others.append([float(xy[0]), float(xy[1])])
         return {"others": others}
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from sim.params import Param, ParamSpace
 from sim.scenes.base import Scene, SceneFamily, free_body, half_height, mjcf
 

@@ -1,0 +1,179 @@
+"""The dataset engine in-process: round trip against sim.simulate, the zarr schema read with zarr
+alone, seeds, validation, unstable episodes, and the torch clip datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sim
+import sim.dataset as dataset
+from sim.dataset import DatasetError, DatasetSpec, generate, load_dataset
+
+SMALL = dict(scene="drop", num_episodes=3, shard_size=2, seconds=0.5, width=32, height=32, depth=True, segmentation=True)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("small") / "data"
+    s = generate(DatasetSpec(**SMALL), out, workers=1, progress=False, preview_episodes=2)
+    assert s["complete"] and s["episodes"] == 3 and s["frames"] == 30
+    return out
+
+
+def assert_same_episode(a: sim.Episode, b: sim.Episode) -> None:
+    for name in ("frames", "depth", "segmentation", "times", "states", "actions", "audio"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None) == (y is None), name
+        if x is not None:
+            assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y), name
+    for name in ("scene", "seed", "fps", "body_names", "params", "caption", "events", "audio_rate", "provenance"):
+        assert getattr(a, name) == getattr(b, name), name
+    assert a.camera.to_dict() == b.camera.to_dict()
+
+
+def test_round_trip_equals_simulate(small):
+    ds = sim.load_dataset(small)
+    assert len(ds) == 3
+    for i in range(len(ds)):
+        episode = ds[i]
+        fresh = sim.simulate("drop", seed=episode.seed, seconds=0.5, width=32, height=32, depth=True, segmentation=True)
+        assert_same_episode(episode, fresh)
+        assert ds.recipe(i)["seed"] == episode.seed
+    assert ds[-1].seed == ds[2].seed and len(ds[0:2]) == 2
+
+
+def test_clip_reads_the_same_as_episode_slice(small):
+    ds = load_dataset(small)
+    assert_same_episode(ds.clip(1, 3, 8), ds[1].slice(3, 8))
+    assert np.array_equal(ds.read(2, "frames", 4, 6), ds[2].frames[4:6])
+    with pytest.raises(IndexError):
+        ds.clip(0, 9, 9)
+
+
+def test_schema_readable_with_zarr_alone(small):
+    import zarr
+
+    manifest = json.loads((small / "manifest.json").read_text())
+    assert manifest["schema_version"] == dataset.SCHEMA_VERSION and manifest["num_episodes"] == 3
+    assert manifest["config"] == json.loads((small / "config.json").read_text())
+    root = zarr.open_group(str(small / "data.zarr"), mode="r")
+    assert root.attrs["schema"] == "physfusion-dataset"
+    assert sorted(root.group_keys()) == manifest["shards"] == ["shard-00000", "shard-00001"]
+    ds = load_dataset(small)
+    for i, meta in enumerate(manifest["episodes"]):
+        group = root[meta["key"]]
+        assert dict(group.attrs) == meta
+        assert meta["shard"] == i // 2 and meta["offset"] == i % 2
+        frames = group["frames"][...]
+        assert frames.shape == (10, 32, 32, 3) and frames.dtype == np.uint8
+        assert group["states"].shape == (10, len(meta["body_names"]), 13)
+        assert group["segmentation"].dtype == np.int32 and group["depth"].dtype == np.float32
+        assert np.array_equal(frames, ds[i].frames)
+    shard = root["shard-00001"]
+    assert shard.attrs["episodes"] == manifest["episodes"][2:] and shard.attrs["rejected"] == 0
+    assert (small / "preview.mp4").exists() or (small / "preview.gif").exists()
+
+
+def test_episode_seeds_depend_only_on_seed_split_and_index():
+    a = DatasetSpec(num_episodes=100, shard_size=4)
+    b = DatasetSpec(num_episodes=7, shard_size=16, width=128)
+    assert [a.episode(i) for i in range(7)] == [b.episode(i) for i in range(7)]
+    seeds = {a.episode(i)[1] for i in range(100)}
+    assert len(seeds) == 100
+    assert a.episode(0) != DatasetSpec(seed=1).episode(0) != DatasetSpec(split="ood").episode(0)
+    assert a.episode(3, attempt=1) != a.episode(3)
+    mixed = DatasetSpec(scene="all")
+    assert [mixed.episode(i)[0] for i in range(12)] == [sim.SCENES[i % len(sim.SCENES)] for i in range(12)]
+
+
+@pytest.mark.parametrize(
+    "options, names",
+    [
+        (dict(scene="nope"), ["'scene'", "'nope'", "'all'"]),
+        (dict(params={"mass": 0.0}), ["'mass'", "0.0", "(0, 1000]"]),
+        (dict(params={"height": -1}), ["'height'", "-1", "[0, 20]"]),
+        (dict(params={"bogus": 1}), ["'bogus'", "allowed"]),
+        (dict(fps=7), ["'fps'", "7"]),
+        (dict(split="test"), ["'split'", "'test'", "ood"]),
+        (dict(num_episodes=0), ["'num_episodes'", ">= 1"]),
+        (dict(shard_size=0), ["'shard_size'"]),
+        (dict(seconds=0.0), ["'seconds'"]),
+        (dict(seed=-1), ["'seed'"]),
+    ],
+)
+def test_bad_spec_raises_before_anything_is_written(tmp_path, options, names):
+    with pytest.raises(sim.ParamError) as err:
+        generate(DatasetSpec(**{**SMALL, **options}), tmp_path / "out", progress=False)
+    for name in names:
+        assert name in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unstable_episodes_are_retried_then_skipped(tmp_path, monkeypatch):
+    spec = DatasetSpec(**{**SMALL, "num_episodes": 3, "shard_size": 3, "retries": 1, "depth": False, "segmentation": False})
+    unstable = {spec.episode(0)[1], spec.episode(1)[1], spec.episode(1, attempt=1)[1]}
+    real = dataset.simulate
+
+    def flaky(*args, **kwargs):
+        if kwargs["seed"] in unstable:
+            raise sim.UnstableSimulation("test: blown up")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dataset, "simulate", flaky)
+    s = generate(spec, tmp_path / "out", progress=False, preview_episodes=0)
+    assert (s["episodes"], s["rejected"]) == (2, 3)
+    ds = load_dataset(tmp_path / "out")
+    assert ds.manifest["skipped"] == [1] and ds.manifest["rejected"] == 3
+    assert [(m["index"], m["attempt"], m["offset"]) for m in ds.episodes] == [(0, 1, 0), (2, 0, 1)]
+    assert ds[0].seed == spec.episode(0, attempt=1)[1] == ds.recipe(0)["seed"]
+
+
+def test_incomplete_dataset_says_how_to_finish(tmp_path):
+    spec = DatasetSpec(**{**SMALL, "num_episodes": 2, "shard_size": 1, "depth": False, "segmentation": False})
+    s = generate(spec, tmp_path, progress=False, task=0, num_tasks=2)
+    assert not s["complete"] and s["shards_done"] == 1
+    with pytest.raises(DatasetError, match="rerun"):
+        load_dataset(tmp_path)
+    with pytest.raises(DatasetError, match="different config"):
+        generate(DatasetSpec(**{**SMALL, "num_episodes": 2, "shard_size": 1}), tmp_path, progress=False)
+
+
+def test_clip_dataset(small):
+    torch = pytest.importorskip("torch")
+    from worldmodel.data import ClipDataset
+
+    ds = ClipDataset(small, clip_len=4, stride=2)
+    assert len(ds) == 3 * 4  # starts 0, 2, 4, 6 in each 10-frame episode
+    item = ds[5]
+    episode, start = int(item["episode"]), int(item["start"])
+    assert (episode, start) == (1, 2)
+    source = load_dataset(small)[1]
+    assert item["frames"].shape == (4, 3, 32, 32) and item["frames"].dtype == torch.float32
+    assert torch.equal(item["frames"], torch.from_numpy(source.frames[2:6]).permute(0, 3, 1, 2).float() / 255)
+    n = len(source.body_names)
+    assert torch.equal(item["states"][:, :n], torch.from_numpy(source.states[2:6]).float())
+    assert int(item["body_mask"].sum()) == n and item["states"].shape[1] == ds.max_bodies
+    assert item["audio"].shape == (4 * 16000 // 20,) and item["actions"].shape == (4, 3)
+    assert item["caption"] == source.caption and item["depth"].shape == (4, 1, 32, 32)
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=6, shuffle=True, num_workers=0)))
+    assert batch["frames"].shape == (6, 4, 3, 32, 32) and len(batch["caption"]) == 6
+    assert_same_episode(ClipDataset(small, 4, as_episode=True).get(2, 6), load_dataset(small)[2].slice(6, 10))
+    with pytest.raises(ValueError, match="clip_len"):
+        ClipDataset(small, clip_len=11)
+
+
+def test_simulated_clips_match_the_generated_dataset(small):
+    pytest.importorskip("torch")
+    from worldmodel.data import SimulatedClipDataset
+
+    options = {k: v for k, v in SMALL.items() if k not in ("scene", "num_episodes")}
+    items = list(SimulatedClipDataset("drop", 4, num_episodes=2, **options))
+    ds = load_dataset(small)
+    assert [int(it["episode"]) for it in items] == [0, 1]
+    for it in items:
+        start = int(it["start"])
+        assert np.array_equal(it["frames"].mul(255).round().byte().permute(0, 2, 3, 1).numpy(), ds[it["episode"]].frames[start : start + 4])
