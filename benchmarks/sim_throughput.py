@@ -1,24 +1,27 @@
 """Throughput of the dataset pipeline against the raw MuJoCo step+render loop, measured in one run.
 
-    python benchmarks/sim_throughput.py                 # ~1-2 min on 2 cores
-    python benchmarks/sim_throughput.py --episodes 24 --repeats 3 --profile
+    python benchmarks/sim_throughput.py                  # ~1 min on 2 cores
+    python benchmarks/sim_throughput.py --episodes 24 --repeats 5 --profile
+    python benchmarks/sim_throughput.py --finite-floor   # what-if: the floor rendered as a 200 m square
 
 The scene: `drop` with five boxes (num_objects=5, every object a box), 64x64, shadows off, the
 simulator timestep of sim.contact.TIMESTEP and 20 frames/s, i.e. 1 / (20 * TIMESTEP) MuJoCo steps per
-frame. Three measurements, each in fresh worker processes that are warmed up first (imports, the
-OpenGL context and its shaders are per-process start-up costs, not throughput):
+frame. Each repeat runs the same episodes (the dataset seed 1000 + repeat) through:
 
-  raw       the ceiling: mujoco directly on the same compiled scene, one `mujoco.Renderer`, per frame
-            `mj_step` x substeps + `update_scene` + `render`; one core.
-  pipeline  what `physfusion-generate` does per worker (`sim.dataset.generate_shard`): realise params,
-            build and compile the scene, simulate, render, track contacts, extract states, synthesise
-            audio, caption, hash, compress (Blosc-zstd) and write a zarr shard; one worker.
-  2 workers the same pipeline on two processes at once (disjoint shards); frames/s of both together.
+  raw        the ceiling: mujoco directly, per frame `update_scene` + `render` on a `mujoco.Renderer`
+             and `mj_step` x substeps; only this loop is timed (models and renderers are made off
+             the clock).
+  simulate   `sim.simulate` of those episodes: realise params, build and compile the scene, render,
+             track contacts, extract states, synthesise audio, caption, hash; no writing.
+  pipeline   what `physfusion-generate` does per worker (`sim.dataset.generate_shard`): the above plus
+             Blosc-zstd compression and the zarr shard on disk.
+  2 workers  two processes each doing the one-worker pipeline job at once; frames/s of both together.
 
-Printed: a table, then the ratios (targets: pipeline >= 0.8 x raw per worker; 2 workers >= 1.8 x one)
-and, last, a JSON line. Each repeat measures all three back to back, so the ratios compare runs under
-the same machine load; the reported figure of each is the median over repeats. `--profile` adds a
-cProfile of the pipeline (in this process) sorted by own time.
+Workers are spawned, warmed up first (imports, OpenGL context and shader compilation are per-process
+start-up costs, not throughput) and pinned to one core each (worker k on core k), so "per worker" is
+one core. Printed: a table with the ratios (targets: pipeline >= 0.8 x raw per worker; 2 workers >=
+1.8 x one) and, last, a JSON line. Ratios are taken within a repeat (same machine load) and the median
+over repeats is reported. `--profile` adds a cProfile of the pipeline (this process) sorted by own time.
 """
 
 from __future__ import annotations
@@ -41,14 +44,19 @@ NUM_OBJECTS = 5
 PARAMS = {"num_objects": NUM_OBJECTS, "shape": "box"}
 
 
-def all_boxes() -> None:
-    """Make every drop object a box (the family draws the shapes of objects 2..n at random)."""
+INFINITE_FLOOR = 'size="0 0 0.05" material="grid"'
+FINITE_FLOOR = 'size="100 100 5" material="grid"'  # same collisions (MuJoCo planes are infinite)
+
+
+def all_boxes(finite_floor: bool = False) -> None:
+    """Make every drop object a box (the family draws the shapes of objects 2..n at random);
+    with `finite_floor`, render the floor as a 200 m square instead of an infinite plane."""
     from sim.scenes import drop
 
     family = drop.FAMILY
     if getattr(family, "_benchmark_boxes", False):
         return
-    extras = family.extras
+    extras, build = family.extras, family.build
 
     def boxes(p, rng):
         values = extras(p, rng)
@@ -56,7 +64,15 @@ def all_boxes() -> None:
             other["shape"] = "box"
         return values
 
+    def build_finite_floor(p):
+        scene = build(p)
+        assert INFINITE_FLOOR in scene.mjcf, "the floor geom changed: update benchmarks/sim_throughput.py"
+        scene.mjcf = scene.mjcf.replace(INFINITE_FLOOR, FINITE_FLOOR)
+        return scene
+
     family.extras = boxes
+    if finite_floor:
+        family.build = build_finite_floor
     family._benchmark_boxes = True
 
 
@@ -73,64 +89,82 @@ def spec(episodes: int, seed: int) -> dict:
 # Worker-side measurements (run in pool processes)
 
 
-def _init_worker() -> None:
-    all_boxes()
+def _init_worker(counter=None, finite_floor: bool = False) -> None:
+    if counter is not None and hasattr(os, "sched_setaffinity"):
+        with counter.get_lock():  # worker k runs on core k: "per worker" means one core
+            core = sorted(os.sched_getaffinity(0))[counter.value % len(os.sched_getaffinity(0))]
+            counter.value += 1
+        os.sched_setaffinity(0, {core})
+    all_boxes(finite_floor)
     # warm up: imports, the OpenGL context and Mesa's shader compilation, zarr's codecs
     with tempfile.TemporaryDirectory() as tmp:
         from sim.dataset import generate_shard
 
         generate_shard(spec(1, 12345), tmp, 0)
-    _raw_scene()
+    run_raw(1, 12345)
 
 
-_SCENE = None
+def episode_kwargs(episodes: int, seed: int) -> list[dict]:
+    """The sim.simulate arguments of the episodes that `run_pipeline(episodes, seed)` generates."""
+    from sim.dataset import DatasetSpec
+
+    dataset = DatasetSpec.from_dict(spec(episodes, seed))
+    return [dataset.simulate_kwargs(i) for i in range(episodes)]
 
 
-def _raw_scene():
-    """The compiled drop scene with five boxes (seed 0), as the pipeline builds it."""
-    global _SCENE
-    if _SCENE is None:
-        import mujoco
+def run_raw(episodes: int, seed: int) -> tuple[int, float]:
+    """The raw loop over the same scenes as the pipeline run with this seed; (frames, seconds).
 
-        import sim
-        from sim.scenes import drop
-
-        all_boxes()
-        scene = drop.FAMILY.build(sim.realize_params("drop", PARAMS, 0))
-        _SCENE = scene, mujoco.MjModel.from_xml_string(scene.mjcf)
-    return _SCENE
-
-
-def run_raw(episodes: int, frames_per_episode: int) -> tuple[int, float]:
-    """Raw loop: `episodes` x `frames_per_episode` frames; returns (frames, seconds)."""
+    Per episode: mujoco directly, per frame `update_scene` + `render` on a `mujoco.Renderer` and
+    1/(fps*timestep) `mj_step`s. Only that loop is timed: the compiled model and its renderer are made
+    (and a first frame rendered) off the clock. The renderers share one OpenGL context, as the
+    pipeline's do (`sim.render`'s pooled subclass of mujoco.Renderer: same rendering code); a fresh
+    context per episode would cost ~0.2 s and slow every frame after it.
+    """
     import mujoco
 
+    import sim
     from sim import contact
+    from sim.render import _make_renderer
 
-    scene, model = _raw_scene()
-    model.vis.quality.offsamples = 0
-    data = mujoco.MjData(model)
     substeps = round(1.0 / (FPS * contact.TIMESTEP))
-    renderer = mujoco.Renderer(model, height=HEIGHT, width=WIDTH)
-    renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
-    renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
-    frames = []
-    start = time.perf_counter()
-    for _ in range(episodes):
-        mujoco.mj_resetData(model, data)
+    n = 0
+    seconds = 0.0
+    for kwargs in episode_kwargs(episodes, seed):
+        family = sim.get_family(kwargs["scene"])
+        scene = family.build(sim.realize_params(kwargs["scene"], kwargs["params"], kwargs["seed"], kwargs["split"]))
+        model = mujoco.MjModel.from_xml_string(scene.mjcf)
+        model.vis.quality.offsamples = 0
+        renderer = _make_renderer(model, HEIGHT, WIDTH)
+        renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+        renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+        data = mujoco.MjData(model)
         for name, qpos in scene.qpos.items():
             adr = model.joint(name).qposadr[0]
             data.qpos[adr : adr + len(qpos)] = qpos
         mujoco.mj_forward(model, data)
-        for t in range(frames_per_episode):
+        n_frames = round(family.seconds * FPS)
+        frames = []
+        start = time.perf_counter()
+        for t in range(n_frames):
             renderer.update_scene(data, "main")
             frames.append(renderer.render())
-            if t + 1 < frames_per_episode:
+            if t + 1 < n_frames:
                 for _ in range(substeps):
                     mujoco.mj_step(model, data)
-    seconds = time.perf_counter() - start
-    renderer.close()
-    return len(frames), seconds
+        seconds += time.perf_counter() - start
+        n += len(frames)
+        renderer.close()
+    return n, seconds
+
+
+def run_simulate(episodes: int, seed: int) -> tuple[int, float]:
+    """The pipeline without the dataset writer: sim.simulate of the same episodes; (frames, seconds)."""
+    import sim
+
+    start = time.perf_counter()
+    frames = sum(len(sim.simulate(**kwargs)) for kwargs in episode_kwargs(episodes, seed))
+    return frames, time.perf_counter() - start
 
 
 def run_pipeline(episodes: int, seed: int) -> tuple[int, float]:
@@ -154,46 +188,46 @@ def _timed(pool, fn, args_list) -> tuple[int, float]:
 # --------------------------------------------------------------------------------------------------
 
 
-def measure(episodes: int, repeats: int) -> dict:
+def measure(episodes: int, repeats: int, finite_floor: bool = False) -> dict:
     import sim
 
     frames_per_episode = round(sim.get_family("drop").seconds * FPS)
     context = multiprocessing.get_context("spawn")
-    rows = {"raw": [], "pipeline": [], "pipeline_2w": []}
-    with context.Pool(1, initializer=_init_worker) as one, context.Pool(2, initializer=_init_worker) as two:
-        # make sure both of the 2-worker pool's processes are up and warm before timing
-        two.starmap(time.sleep, [(0.5,), (0.5,)])
+    rows = {"raw": [], "simulate": [], "pipeline": [], "pipeline_2w": []}
+    one_core, two_cores = context.Value("i", 0), context.Value("i", 0)
+    with context.Pool(1, _init_worker, (one_core, finite_floor)) as one, context.Pool(2, _init_worker, (two_cores, finite_floor)) as two:
+        two.starmap(time.sleep, [(0.5,), (0.5,)])  # both processes up and warm before timing
         for r in range(repeats):
-            frames, seconds = _timed(one, run_raw, [(episodes, frames_per_episode)])
+            # the same episodes (seed 1000 + r) through the raw loop, sim.simulate and the pipeline
+            frames, seconds = _timed(one, run_raw, [(episodes, 1000 + r)])
             rows["raw"].append(frames / seconds)
+            frames, seconds = _timed(one, run_simulate, [(episodes, 1000 + r)])
+            rows["simulate"].append(frames / seconds)
             frames, seconds = _timed(one, run_pipeline, [(episodes, 1000 + r)])
             rows["pipeline"].append(frames / seconds)
-            frames, seconds = _timed(two, run_pipeline, [(episodes, 2000 + r), (episodes, 3000 + r)])
+            # two workers, each doing the one worker's job (into its own directory)
+            frames, seconds = _timed(two, run_pipeline, [(episodes, 1000 + r), (episodes, 1000 + r)])
             rows["pipeline_2w"].append(frames / seconds)
-            print(
-                f"  repeat {r + 1}/{repeats}: raw {rows['raw'][-1]:.0f}, pipeline {rows['pipeline'][-1]:.0f}, "
-                f"2 workers {rows['pipeline_2w'][-1]:.0f} frames/s",
-                file=sys.stderr,
-            )
-    per_worker = [p / r for p, r in zip(rows["pipeline"], rows["raw"])]
-    scaling = [p2 / p for p2, p in zip(rows["pipeline_2w"], rows["pipeline"])]
-    return {
-        "raw_fps": statistics.median(rows["raw"]),
-        "pipeline_fps": statistics.median(rows["pipeline"]),
-        "pipeline_2w_fps": statistics.median(rows["pipeline_2w"]),
-        "pipeline_vs_raw": statistics.median(per_worker),
-        "scaling_2w": statistics.median(scaling),
-        "repeats": {k: [round(v, 1) for v in vs] for k, vs in rows.items()},
-        "frames_per_episode": frames_per_episode,
-        "episodes_per_run": episodes,
-    }
+            print(f"  repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rows.items()) + " frames/s", file=sys.stderr)
+    ratio = lambda a, b: statistics.median(x / y for x, y in zip(rows[a], rows[b]))  # noqa: E731  same-repeat ratios
+    out = {f"{k}_fps": statistics.median(v) for k, v in rows.items()}
+    out.update(
+        simulate_vs_raw=ratio("simulate", "raw"),
+        pipeline_vs_raw=ratio("pipeline", "raw"),
+        scaling_2w=ratio("pipeline_2w", "pipeline"),
+        repeats={k: [round(v, 1) for v in vs] for k, vs in rows.items()},
+        frames_per_episode=frames_per_episode,
+        episodes_per_run=episodes,
+        finite_floor=finite_floor,
+    )
+    return out
 
 
-def profile(episodes: int) -> None:
+def profile(episodes: int, finite_floor: bool = False) -> None:
     import cProfile
     import pstats
 
-    _init_worker()
+    _init_worker(None, finite_floor)
     profiler = cProfile.Profile()
     profiler.enable()
     run_pipeline(episodes, 4000)
@@ -203,22 +237,26 @@ def profile(episodes: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--episodes", type=int, default=16, help="episodes per measurement (per worker)")
-    parser.add_argument("--repeats", type=int, default=3, help="measurements of each kind; medians are reported")
+    parser.add_argument("--episodes", type=int, default=8, help="episodes per measurement (per worker)")
+    parser.add_argument("--repeats", type=int, default=5, help="measurements of each kind; medians are reported")
     parser.add_argument("--profile", action="store_true", help="also cProfile the pipeline (to stderr)")
+    parser.add_argument("--finite-floor", action="store_true",
+                        help="render the floor as a 200 m square instead of an infinite plane (what-if; same physics)")
     args = parser.parse_args()
 
     import mujoco
 
-    r = measure(args.episodes, args.repeats)
+    r = measure(args.episodes, args.repeats, args.finite_floor)
     if args.profile:
-        profile(args.episodes)
+        profile(args.episodes, args.finite_floor)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.platform()}"
-    print(f"sim throughput: drop, {NUM_OBJECTS} boxes, {WIDTH}x{HEIGHT}, {FPS} fps, shadows off, MuJoCo {mujoco.__version__}, {machine}")
-    print(f"{'':28s} {'frames/s':>10s} {'ratio':>8s} {'target':>8s}")
-    print(f"{'raw step+render (1 core)':28s} {r['raw_fps']:10.0f} {'1.00':>8s} {'':>8s}")
-    print(f"{'pipeline, 1 worker':28s} {r['pipeline_fps']:10.0f} {r['pipeline_vs_raw']:8.2f} {'>= 0.80':>8s}  (vs raw)")
-    print(f"{'pipeline, 2 workers':28s} {r['pipeline_2w_fps']:10.0f} {r['scaling_2w']:8.2f} {'>= 1.80':>8s}  (vs 1 worker)")
+    floor = "a finite 200 m floor (--finite-floor)" if args.finite_floor else "the families' infinite floor"
+    print(f"sim throughput: drop, {NUM_OBJECTS} boxes, {WIDTH}x{HEIGHT}, {FPS} fps, shadows off, {floor}, MuJoCo {mujoco.__version__}, {machine}")
+    print(f"{'':40s} {'frames/s':>9s} {'ratio':>6s} {'target':>7s}")
+    print(f"{'raw step+render (1 core)':40s} {r['raw_fps']:9.0f} {1:6.2f}")
+    print(f"{'sim.simulate only (1 core)':40s} {r['simulate_fps']:9.0f} {r['simulate_vs_raw']:6.2f} {'':7s}  vs raw")
+    print(f"{'pipeline incl. zarr write, 1 worker':40s} {r['pipeline_fps']:9.0f} {r['pipeline_vs_raw']:6.2f} {'>= 0.80':7s}  vs raw")
+    print(f"{'pipeline incl. zarr write, 2 workers':40s} {r['pipeline_2w_fps']:9.0f} {r['scaling_2w']:6.2f} {'>= 1.80':7s}  vs 1 worker")
     summary = {
         "benchmark": "sim_throughput",
         "scene": "drop",

@@ -13,6 +13,7 @@ from sim.params import SPLITS, ParamError
 from sim.render import RenderError
 from sim.scenes import SCENES, get_family
 from sim.simulate import realize_params, simulate
+from sim import envs  # noqa: F401,E402  (registers the physfusion/<Family>-v0 gymnasium environments)
 
 __all__ = [
     "SCENES",

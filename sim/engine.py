@@ -17,6 +17,7 @@ from sim.scenes.base import Scene
 
 MAX_PENETRATION = 0.05  # m; deeper contacts mean the solver has failed
 MAX_SPEED = 100.0  # m/s; faster bodies mean energy has blown up
+MAX_SPIN = 2000.0  # rad/s; a small bead rolling at 3 m/s legitimately spins at ~800 rad/s
 
 
 class UnstableSimulation(RuntimeError):
@@ -58,6 +59,8 @@ class ContactTracker:
         # (ngeom, ngeom) geom pair -> unordered entity pair key min * n + max
         lo, hi = np.minimum.outer(entity, entity), np.maximum.outer(entity, entity)
         self._pair_key = lo * self.n + hi
+        # without gaps, whether a contact makes constraint rows (efc_address >= 0) depends on its geoms only
+        self._gaps = bool((model.geom_gap > 0).any() or (model.npair and (model.pair_gap > 0).any()))
         self.reset()
 
     def reset(self) -> None:
@@ -66,32 +69,43 @@ class ContactTracker:
         self._active: dict[int, int] = {}  # pair key -> index into events
         self._geoms = b""  # the contact geom pairs of the last substep (bytes), b"" when none
         self._group = np.zeros(0, np.int64)  # (ncon,) contact -> index into the active pairs
+        self._grouped = False  # some pair has several contacts (else contact i is active pair i)
+        self._excluded = False  # some contact may have no constraint rows (efc_address -1)
         self._slots = np.zeros(0, np.int64)  # (n_active,) active pair -> event index
+        self._acc = np.zeros(0)  # (n_active,) the active pairs' impulses, N*s (flushed to _impulse)
 
     @property
     def events(self) -> list[ContactEvent]:
+        self._flush()
         for event, impulse in zip(self._events, self._impulse.tolist()):
             event.impulse = impulse
         return self._events
 
     def update(self, data: mujoco.MjData, dt: float) -> None:
-        ncon = data.ncon
-        if ncon == 0:
-            self._active, self._geoms = {}, b""
+        if data.ncon == 0:
+            if self._geoms:
+                self._flush()
+                self._active, self._geoms, self._slots, self._acc = {}, b"", self._slots[:0], self._acc[:0]
             return
-        con = data.contact
-        geom = con.geom[:ncon]  # (ncon, 2)
+        con = data.contact  # ncon long
+        geom = con.geom  # (ncon, 2)
         geoms = geom.tobytes()
         if geoms != self._geoms:
             self._regroup(data, geom)
             self._geoms = geoms
-        addr = con.efc_address[:ncon]
-        if data.nefc:
-            normal = np.where(addr >= 0, data.efc_force[addr], 0.0)  # elliptic: row 0 = normal
+        addr = con.efc_address  # elliptic cones: row 0 of a contact is its normal force
+        if not data.nefc:
+            normal = np.zeros(len(addr))
+        elif self._excluded:
+            normal = np.where(addr >= 0, data.efc_force[addr], 0.0)
         else:
-            normal = np.zeros(ncon)
-        force = np.bincount(self._group, weights=normal, minlength=len(self._slots))  # per pair, N
-        self._impulse[self._slots] += force * dt
+            normal = data.efc_force[addr]
+        if self._grouped:
+            normal = np.bincount(self._group, weights=normal, minlength=len(self._acc))  # per pair, N
+        self._acc += normal * dt
+
+    def _flush(self) -> None:
+        self._impulse[self._slots] = self._acc
 
     def _regroup(self, data: mujoco.MjData, geom: np.ndarray) -> None:
         """The touching geoms changed: group contacts by pair (in key order) and open events for
@@ -102,6 +116,7 @@ class ContactTracker:
             first.setdefault(k, i)
         pairs = sorted(first)
         if pairs != list(self._active):  # a pair began or ended
+            self._flush()
             active, slots = {}, []
             for k in pairs:
                 idx = self._active.get(k)
@@ -110,8 +125,11 @@ class ContactTracker:
                 active[k] = idx
                 slots.append(idx)
             self._active, self._slots = active, np.array(slots, np.int64)
+            self._acc = self._impulse[self._slots]
         rank = {k: r for r, k in enumerate(pairs)}
         self._group = np.array([rank[k] for k in keys], np.int64)
+        self._grouped = len(pairs) < len(keys) or keys != pairs
+        self._excluded = self._gaps or bool((data.contact.efc_address < 0).any())
 
     def _begin(self, data: mujoco.MjData, key: int, contact: int) -> int:
         """Open an event for pair `key` at its first contact; return the event's index."""
@@ -144,8 +162,19 @@ class Simulation:
                 f"{self.model.opt.timestep * 1000:g} ms simulator steps (e.g. 10, 20, 25, 50)"
             )
         self.body_ids = [self.model.body(name).id for name in scene.tracked]
+        self._ids = np.array(self.body_ids, np.int64)
+        self._roots = self.model.body_rootid[self._ids]
         self.action_dim = 3 + self.model.nu
         self.contacts = ContactTracker(self.model)
+        # translational dofs (slide joints, free joints' first three) are checked against MAX_SPEED,
+        # rotational ones against MAX_SPIN
+        self._linear_dofs = np.zeros(self.model.nv, bool)
+        for j in range(self.model.njnt):
+            adr, kind = self.model.jnt_dofadr[j], self.model.jnt_type[j]
+            if kind == mujoco.mjtJoint.mjJNT_FREE:
+                self._linear_dofs[adr : adr + 3] = True
+            elif kind == mujoco.mjtJoint.mjJNT_SLIDE:
+                self._linear_dofs[adr] = True
         self.reset()
 
     def reset(self) -> None:
@@ -188,21 +217,23 @@ class Simulation:
         d = self.data
         if not (np.isfinite(d.qpos).all() and np.isfinite(d.qvel).all()):
             raise UnstableSimulation(f"non-finite state at t={d.time:.3f} s")
-        speed = np.abs(d.qvel).max(initial=0.0)
-        if speed > MAX_SPEED:
-            raise UnstableSimulation(f"energy blow-up: a generalised velocity of {speed:.3g} at t={d.time:.3f} s")
+        speed = np.abs(d.qvel[self._linear_dofs]).max(initial=0.0)
+        spin = np.abs(d.qvel[~self._linear_dofs]).max(initial=0.0)
+        if speed > MAX_SPEED or spin > MAX_SPIN:
+            raise UnstableSimulation(
+                f"energy blow-up: a speed of {speed:.3g} m/s or a spin of {spin:.3g} rad/s at t={d.time:.3f} s"
+            )
         if d.ncon and d.contact.dist[: d.ncon].min() < -MAX_PENETRATION:
             depth = -d.contact.dist[: d.ncon].min()
             raise UnstableSimulation(f"deep penetration: {depth * 100:.1f} cm at t={d.time:.3f} s")
 
     def states(self) -> np.ndarray:
         """(n_tracked, 13): centre-of-mass position, quaternion wxyz, linear and angular velocity."""
-        m, d = self.model, self.data
-        ids = self.body_ids
+        d, ids = self.data, self._ids
         pos = d.xipos[ids]
         # cvel is [angular, linear] at the subtree centre of mass of each body's root
         cvel = d.cvel[ids]
-        origin = d.subtree_com[m.body_rootid[ids]]
+        origin = d.subtree_com[self._roots]
         angvel = cvel[:, :3]
         vel = cvel[:, 3:] + np.cross(angvel, pos - origin)
         return np.concatenate([pos, d.xquat[ids], vel, angvel], axis=1)

@@ -26,7 +26,7 @@ class Drop(SceneFamily):
                   train=(0.08, 0.2), ood=(0.22, 0.3), exclusive_low=True),
             Param("mass", "mass of the first object in kg", valid=(0.0, 1000.0), train=(0.2, 2.0), ood=(2.5, 5.0),
                   exclusive_low=True),
-            Param("height", "lowest point of the first object above the floor at release, m", valid=(0.0, 20.0),
+            Param("height", "lowest point of the first object above the floor at release, m", valid=(0.0, 6.0),
                   train=(0.3, 1.5), ood=(1.6, 2.2)),
             Param("restitution", "coefficient of restitution (bounce apex / drop height ~ restitution^2)",
                   valid=(0.0, 1.0), train=(0.3, 0.8), ood=[(0.1, 0.25), (0.85, 0.95)]),

@@ -7,8 +7,8 @@ at the edge after Coulomb friction, v0 = sqrt(speed^2 + 2 mu g d).
 Closed form: the cup leaves the edge horizontally at `speed` and its centre of mass falls
 `table_height` in sqrt(2 h / g), landing `speed * sqrt(2 * table_height / g)` beyond the edge.
 The cup tips a little as it crosses the edge (the edge supports its back half while the front half
-is already unsupported), so the measured landing distance is slightly shorter; see the tests for the
-tolerance reached.
+is already unsupported): it leaves 2-5% slower and lands within 3 cm of the closed form (measured
+-0.4 to +2.2 cm, longest at low speed), see tests/test_scenes_physics.py.
 """
 
 from __future__ import annotations
