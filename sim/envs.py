@@ -100,7 +100,8 @@ class PhysicsEnv(gym.Env):
         # The spaces are fixed for the env's life; the structure of a scene (how many bodies) can vary
         # with its parameters, so probe the largest and pad to it.
         realize_params(scene, self.params, 0, split)  # bad fixed params fail here, naming the parameter
-        probe_model, n_tracked = self._probe()
+        probe_scene, probe_model, n_tracked = self._probe()
+        Simulation(probe_scene, fps, model=probe_model)  # an fps that is not a whole number of steps fails here
         self.max_bodies = max(n_tracked, max_bodies or 0)
         nu = probe_model.nu
         ctrl_low = np.where(probe_model.actuator_ctrllimited, probe_model.actuator_ctrlrange[:, 0], -1.0)
@@ -113,7 +114,11 @@ class PhysicsEnv(gym.Env):
         )
         state = spaces.Box(-np.inf, np.inf, shape=(self.max_bodies * STATE_DIM,), dtype=np.float64)
         pixels = spaces.Box(0, 255, shape=(height, width, 3), dtype=np.uint8)
-        self.observation_space = {"state": state, "pixels": pixels, "pixels_state": spaces.Dict({"pixels": pixels, "state": state})}[obs_type]
+        self.observation_space = {
+            "state": state,
+            "pixels": pixels,
+            "pixels_state": spaces.Dict({"pixels": pixels, "state": state}),
+        }[obs_type]
 
         self.sim: Simulation | None = None
         self._renderer: FrameRenderer | None = None
@@ -122,8 +127,8 @@ class PhysicsEnv(gym.Env):
         self._last_obs = None
 
     def _probe(self):
-        """(a compiled model, the most tracked bodies seen): the family with every free integer
-        parameter at its largest valid value, and a few ordinary draws."""
+        """(scene, compiled model, number of tracked bodies) of the largest scene seen: the family
+        with every free integer parameter at its largest valid value, and a few ordinary draws."""
         ints = {p.name: int(p.valid[1]) for p in self.family.params.params if p.kind == "int" and p.name not in self.params}
         best = None
         for given in ([{**self.params, **ints}] if ints else []) + [self.params]:
@@ -132,8 +137,8 @@ class PhysicsEnv(gym.Env):
                     built = self.family.build(realize_params(self.scene, given, seed, self.split))
                 except ParamError:  # e.g. a cross-parameter check rejects the extreme combination
                     continue
-                if best is None or len(built.tracked) > best[1]:
-                    best = (compile_scene(built), len(built.tracked))
+                if best is None or len(built.tracked) > best[2]:
+                    best = (built, compile_scene(built), len(built.tracked))
         return best
 
     # ----------------------------------------------------------------------------------------------

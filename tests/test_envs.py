@@ -149,6 +149,8 @@ def test_reset_options_and_bad_input():
         make("drop", obs_type="voxels")
     with pytest.raises(sim.ParamError, match="mass"):
         make("drop", params={"mass": -1.0})
+    with pytest.raises(ValueError, match="fps"):
+        make("drop", fps=30)  # 1/30 s is not a whole number of 1 ms steps
 
 
 def test_unstable_simulation_terminates_with_flag():
