@@ -35,9 +35,15 @@ def model_hash(model: mujoco.MjModel) -> str:
     return hashlib.sha256(buffer.tobytes()).hexdigest()
 
 
+REBOUND_GAP = 0.02  # s; shorter flights (rebounds under ~0.5 mm) continue the previous contact
+
+
 class ContactTracker:
     """Turns per-substep contacts into events as they begin, integrating each pair's normal force
     over the contact into an impulse (N*s). Moving bodies are named by body, static geometry by geom.
+
+    A pair that touches again within REBOUND_GAP of separating continues its event (contact
+    chatter of resting or rocking bodies is one event, not hundreds).
 
     `update` runs after every MuJoCo substep, so it is kept lean: while the list of touching geom
     pairs is unchanged (a resting or sliding contact), the grouping of contacts into body pairs is
@@ -67,6 +73,7 @@ class ContactTracker:
         self._events: list[ContactEvent] = []
         self._impulse = np.zeros(16)  # (capacity,) N*s, one per event
         self._active: dict[int, int] = {}  # pair key -> index into events
+        self._ended: dict[int, tuple[int, float]] = {}  # pair key -> (event index, time it separated)
         self._geoms = b""  # the contact geom pairs of the last substep (bytes), b"" when none
         self._group = np.zeros(0, np.int64)  # (ncon,) contact -> index into the active pairs
         self._grouped = False  # some pair has several contacts (else contact i is active pair i)
@@ -85,6 +92,7 @@ class ContactTracker:
         if data.ncon == 0:
             if self._geoms:
                 self._flush()
+                self._end(self._active, data.time)
                 self._active, self._geoms, self._slots, self._acc = {}, b"", self._slots[:0], self._acc[:0]
             return
         con = data.contact  # ncon long
@@ -117,11 +125,14 @@ class ContactTracker:
         pairs = sorted(first)
         if pairs != list(self._active):  # a pair began or ended
             self._flush()
+            self._end([k for k in self._active if k not in first], data.time)
             active, slots = {}, []
             for k in pairs:
                 idx = self._active.get(k)
                 if idx is None:
-                    idx = self._begin(data, k, first[k])
+                    idx, separated = self._ended.get(k, (-1, -np.inf))
+                    if data.time - separated > REBOUND_GAP:
+                        idx = self._begin(data, k, first[k])
                 active[k] = idx
                 slots.append(idx)
             self._active, self._slots = active, np.array(slots, np.int64)
@@ -130,6 +141,10 @@ class ContactTracker:
         self._group = np.array([rank[k] for k in keys], np.int64)
         self._grouped = len(pairs) < len(keys) or keys != pairs
         self._excluded = self._gaps or bool((data.contact.efc_address < 0).any())
+
+    def _end(self, keys, time: float) -> None:
+        for k in keys:
+            self._ended[k] = (self._active[k], float(time))
 
     def _begin(self, data: mujoco.MjData, key: int, contact: int) -> int:
         """Open an event for pair `key` at its first contact; return the event's index."""

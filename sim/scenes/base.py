@@ -114,7 +114,9 @@ def mjcf(
     scene with one restitution and one friction needs nothing more.
     """
     floor_geom = (
-        '<geom name="floor" type="plane" size="0 0 0.05" material="grid" condim="3"/>' if floor else ""
+        # finite for rendering (an infinite plane is drawn as a dense grid, most of a CPU frame's
+        # cost); planes collide as infinite half-spaces either way
+        '<geom name="floor" type="plane" size="100 100 5" material="grid" condim="3"/>' if floor else ""
     )
     return f"""<mujoco model="physfusion">
   <compiler angle="radian" autolimits="true"/>

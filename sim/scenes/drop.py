@@ -12,7 +12,7 @@ from sim.scenes.base import Scene, SceneFamily, free_body, half_height, mjcf
 
 SHAPES = ("sphere", "box", "cylinder", "capsule")
 COLOURS = ("red", "blue", "green", "yellow", "purple")
-SPACING = 0.6  # m between object centres along x
+SPACING = 0.45  # m between object centres along x
 
 
 class Drop(SceneFamily):
@@ -64,9 +64,9 @@ class Drop(SceneFamily):
             for i, o in enumerate(objects)
         )
         width = SPACING * (len(objects) - 1)
-        distance = 2.6 + 0.9 * width
+        distance = 2.3 + 0.8 * max(0.0, width - 0.9)  # m; frames 0..1.7 m of height at fovy 45
         return Scene(
-            mjcf=mjcf(bodies, camera_eye=(0, -distance, 0.9), camera_target=(0, 0, 0.8),
+            mjcf=mjcf(bodies, camera_eye=(0, -distance, 0.95), camera_target=(0, 0, 0.8),
                       restitution=p["restitution"], friction=p["friction"]),
             tracked=[f"object{i}" for i in range(len(objects))],
             sounds={f"object{i}": (o["size"], p["restitution"]) for i, o in enumerate(objects)},
