@@ -2,7 +2,6 @@
 
     python benchmarks/sim_throughput.py                  # ~1 min on 2 cores
     python benchmarks/sim_throughput.py --episodes 24 --repeats 5 --profile
-    python benchmarks/sim_throughput.py --finite-floor   # what-if: the floor rendered as a 200 m square
 
 The scene: `drop` with five boxes (num_objects=5, every object a box), 64x64, shadows off, the
 simulator timestep of sim.contact.TIMESTEP and 20 frames/s, i.e. 1 / (20 * TIMESTEP) MuJoCo steps per
@@ -44,19 +43,14 @@ NUM_OBJECTS = 5
 PARAMS = {"num_objects": NUM_OBJECTS, "shape": "box"}
 
 
-INFINITE_FLOOR = 'size="0 0 0.05" material="grid"'
-FINITE_FLOOR = 'size="100 100 5" material="grid"'  # same collisions (MuJoCo planes are infinite)
-
-
-def all_boxes(finite_floor: bool = False) -> None:
-    """Make every drop object a box (the family draws the shapes of objects 2..n at random);
-    with `finite_floor`, render the floor as a 200 m square instead of an infinite plane."""
+def all_boxes() -> None:
+    """Make every drop object a box (the family draws the shapes of objects 2..n at random)."""
     from sim.scenes import drop
 
     family = drop.FAMILY
     if getattr(family, "_benchmark_boxes", False):
         return
-    extras, build = family.extras, family.build
+    extras = family.extras
 
     def boxes(p, rng):
         values = extras(p, rng)
@@ -64,15 +58,7 @@ def all_boxes(finite_floor: bool = False) -> None:
             other["shape"] = "box"
         return values
 
-    def build_finite_floor(p):
-        scene = build(p)
-        assert INFINITE_FLOOR in scene.mjcf, "the floor geom changed: update benchmarks/sim_throughput.py"
-        scene.mjcf = scene.mjcf.replace(INFINITE_FLOOR, FINITE_FLOOR)
-        return scene
-
     family.extras = boxes
-    if finite_floor:
-        family.build = build_finite_floor
     family._benchmark_boxes = True
 
 
@@ -89,13 +75,13 @@ def spec(episodes: int, seed: int) -> dict:
 # Worker-side measurements (run in pool processes)
 
 
-def _init_worker(counter=None, finite_floor: bool = False) -> None:
+def _init_worker(counter=None) -> None:
     if counter is not None and hasattr(os, "sched_setaffinity"):
         with counter.get_lock():  # worker k runs on core k: "per worker" means one core
             core = sorted(os.sched_getaffinity(0))[counter.value % len(os.sched_getaffinity(0))]
             counter.value += 1
         os.sched_setaffinity(0, {core})
-    all_boxes(finite_floor)
+    all_boxes()
     # warm up: imports, the OpenGL context and Mesa's shader compilation, zarr's codecs
     with tempfile.TemporaryDirectory() as tmp:
         from sim.dataset import generate_shard
@@ -188,14 +174,14 @@ def _timed(pool, fn, args_list) -> tuple[int, float]:
 # --------------------------------------------------------------------------------------------------
 
 
-def measure(episodes: int, repeats: int, finite_floor: bool = False) -> dict:
+def measure(episodes: int, repeats: int) -> dict:
     import sim
 
     frames_per_episode = round(sim.get_family("drop").seconds * FPS)
     context = multiprocessing.get_context("spawn")
     rows = {"raw": [], "simulate": [], "pipeline": [], "pipeline_2w": []}
     one_core, two_cores = context.Value("i", 0), context.Value("i", 0)
-    with context.Pool(1, _init_worker, (one_core, finite_floor)) as one, context.Pool(2, _init_worker, (two_cores, finite_floor)) as two:
+    with context.Pool(1, _init_worker, (one_core,)) as one, context.Pool(2, _init_worker, (two_cores,)) as two:
         two.starmap(time.sleep, [(0.5,), (0.5,)])  # both processes up and warm before timing
         for r in range(repeats):
             # the same episodes (seed 1000 + r) through the raw loop, sim.simulate and the pipeline
@@ -218,16 +204,15 @@ def measure(episodes: int, repeats: int, finite_floor: bool = False) -> dict:
         repeats={k: [round(v, 1) for v in vs] for k, vs in rows.items()},
         frames_per_episode=frames_per_episode,
         episodes_per_run=episodes,
-        finite_floor=finite_floor,
     )
     return out
 
 
-def profile(episodes: int, finite_floor: bool = False) -> None:
+def profile(episodes: int) -> None:
     import cProfile
     import pstats
 
-    _init_worker(None, finite_floor)
+    _init_worker(None)
     profiler = cProfile.Profile()
     profiler.enable()
     run_pipeline(episodes, 4000)
@@ -240,18 +225,15 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=8, help="episodes per measurement (per worker)")
     parser.add_argument("--repeats", type=int, default=5, help="measurements of each kind; medians are reported")
     parser.add_argument("--profile", action="store_true", help="also cProfile the pipeline (to stderr)")
-    parser.add_argument("--finite-floor", action="store_true",
-                        help="render the floor as a 200 m square instead of an infinite plane (what-if; same physics)")
     args = parser.parse_args()
 
     import mujoco
 
-    r = measure(args.episodes, args.repeats, args.finite_floor)
+    r = measure(args.episodes, args.repeats)
     if args.profile:
-        profile(args.episodes, args.finite_floor)
+        profile(args.episodes)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.platform()}"
-    floor = "a finite 200 m floor (--finite-floor)" if args.finite_floor else "the families' infinite floor"
-    print(f"sim throughput: drop, {NUM_OBJECTS} boxes, {WIDTH}x{HEIGHT}, {FPS} fps, shadows off, {floor}, MuJoCo {mujoco.__version__}, {machine}")
+    print(f"sim throughput: drop, {NUM_OBJECTS} boxes, {WIDTH}x{HEIGHT}, {FPS} fps, shadows off, MuJoCo {mujoco.__version__}, {machine}")
     print(f"{'':40s} {'frames/s':>9s} {'ratio':>6s} {'target':>7s}")
     print(f"{'raw step+render (1 core)':40s} {r['raw_fps']:9.0f} {1:6.2f}")
     print(f"{'sim.simulate only (1 core)':40s} {r['simulate_fps']:9.0f} {r['simulate_vs_raw']:6.2f} {'':7s}  vs raw")

@@ -1,6 +1,6 @@
 """Datasets of episodes on disk: the sharded zarr v3 format, its writer, and `load_dataset`.
 
-On-disk schema (version 1). Everything can be read with `zarr` (v3) and `json` alone:
+On-disk schema (version 2). Everything can be read with `zarr` (v3) and `json` alone:
 
     out_dir/
       config.json              the generation config (`DatasetSpec` as JSON), written before any shard;
@@ -9,32 +9,44 @@ On-disk schema (version 1). Everything can be read with `zarr` (v3) and `json` a
         shard-00003/           zarr group: one shard = `shard_size` consecutive episode indices
                                [3*shard_size, 4*shard_size), the unit of work. It appears atomically
                                (written under out_dir/.tmp/, then renamed): present means complete.
-                               attributes: shard, start, stop, episodes (list of episode metadata),
-                               rejected (unstable simulations), skipped (indices with no episode), frames
-          ep-000051/           zarr group: one episode; attributes: that episode's metadata (below)
-            frames             (T, H, W, 3) uint8 RGB
-            depth              (T, H, W) float32, metres along the optical axis   [depth=true]
-            segmentation       (T, H, W) int32, 0 = background, i+1 = body_names[i] [segmentation=true]
-            times              (T,) float64 s, times[t] = t / fps
-            states             (T, n_bodies, 13) float64, world frame: centre-of-mass position xyz (m),
-                               quaternion wxyz, linear velocity xyz (m/s), angular velocity xyz (rad/s)
-            actions            (T, A) float32, force xyz (N) on body 0 + actuator controls [actuated only]
-            audio              (S,) float32 mono in [-1, 1] at audio_rate Hz, S = round(T / fps * audio_rate)
+                               attributes: shard, start, stop, episodes (list of episode metadata, the
+                               only copy in the shard), rejected (unstable simulations), skipped
+                               (indices with no episode), frames (F, the shard's total)
+                               Arrays: the shard's episodes concatenated along axis 0, in offset order;
+                               episode e holds rows [frame_start, frame_stop) (audio: [audio_start,
+                               audio_stop)) of its metadata. No per-episode groups.
+          frames               (F, H, W, 3) uint8 RGB
+          depth                (F, H, W) float32, metres along the optical axis   [depth=true]
+          segmentation         (F, H, W) int32, 0 = background, i+1 = body_names[i] [segmentation=true]
+          times                (F,) float64 s, per episode times[t] = t / fps
+          states               (F, N, 13) float64, N = the most bodies of any episode in the shard; an
+                               episode's rows hold its n = len(body_names) bodies in [:, :n], zeros
+                               after. World frame: centre-of-mass position xyz (m), quaternion wxyz,
+                               linear velocity xyz (m/s), angular velocity xyz (rad/s)
+          actions              (F, A) float32, force xyz (N) on body 0 + actuator controls, A = the
+                               largest action size; zero-padded (and zero rows for passive episodes)
+                               [some episode actuated]
+          audio                (sum S,) float32 mono in [-1, 1] at audio_rate Hz, per episode
+                               S = round(T / fps * audio_rate)
       manifest.json            written last, atomically: the dataset is complete iff it exists
       preview.mp4              the first `preview_episodes` episodes tiled in a grid (preview.gif without ffmpeg)
 
-Each array is stored with zarr's sharding codec: one file per array, inner chunks of `chunk_frames`
-frames (audio: the samples of `chunk_frames` frames), each compressed losslessly with Blosc-zstd, so a
-clip `frames[start:stop]` reads only the chunks it overlaps.
+Each array is stored with zarr's sharding codec (one file per array per shard), inner chunks of
+`chunk_frames` frames (audio: the samples of `chunk_frames` frames), each compressed losslessly with
+Blosc-zstd (clevel 3; byte shuffle for types wider than a byte), so a clip reads only the chunks
+its rows overlap. A shard's episodes are buffered in memory and each array is written with one call.
+An episode's own arrays: `arr[frame_start + a : frame_start + b]` cut to `arrays[name]["shape"]`
+(`sim.dataset.read_array` does this).
 
-Episode metadata (manifest["episodes"][i] and the attributes of its zarr group):
-    index (episode index in [0, num_episodes)), key ("shard-00003/ep-000051", the group path in data.zarr),
-    shard, offset (position within the shard), attempt (0, or k for the k-th retry after an unstable
-    simulation), scene, seed (the `sim.simulate` seed), split, fps, n_frames, audio_rate, body_names,
+Episode metadata (manifest["episodes"][i] and shard attributes["episodes"][offset]):
+    index (episode index in [0, num_episodes)), key ("shard-00003", the shard group's path in
+    data.zarr), shard, offset (position within the shard), attempt (0, or k for the k-th retry after an
+    unstable simulation), frame_start, frame_stop, audio_start, audio_stop (its rows in the shard's
+    arrays), scene, seed (the `sim.simulate` seed), split, fps, n_frames, audio_rate, body_names,
     params (every realised parameter), caption, events ([{time, body_a, body_b, impulse, position}]),
     camera ({name, fovy_deg, width, height, position, rotation, intrinsics, extrinsics}), provenance
-    ({mujoco, scene_hash, physfusion, timestep, split}), arrays ({name: {shape, dtype}}), hash (sha256
-    of the arrays and this metadata).
+    ({mujoco, scene_hash, physfusion, timestep, split}), arrays ({name: {shape, dtype}}: the
+    episode's own, unpadded shapes), hash (sha256 of those arrays and this metadata).
 
 manifest.json: schema, schema_version, config, config_hash, num_requested, num_episodes, num_frames,
 rejected, skipped, shards (group names), hash (sha256 over the episode hashes in index order),
@@ -78,7 +90,7 @@ from sim.scenes import SCENES, get_family
 from sim.simulate import check_render_settings, package_version, realize_params, simulate
 
 SCHEMA = "physfusion-dataset"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STORE = "data.zarr"
 MANIFEST = "manifest.json"
 CONFIG = "config.json"
@@ -238,11 +250,11 @@ _episodes_written = 0  # per process, for the crash test hook
 def generate_shard(spec: dict, out_dir: str, shard: int, on_episode: Callable[[], None] | None = None) -> dict:
     """Simulate and write the episodes of one shard; return the shard's attributes.
 
+    The shard's episodes are buffered in memory and written at the end, each array with one call
+    (the cost of a zarr array is mostly fixed, so it is paid once per shard, not per episode).
     Everything is written under out_dir/.tmp/<unique>/ and renamed to data.zarr/shard-NNNNN at the
     end, so a shard is either complete or absent whatever happens to this process.
     """
-    import zarr
-
     global _episodes_written
     spec_ = DatasetSpec.from_dict(spec)
     out = Path(out_dir)
@@ -250,11 +262,10 @@ def generate_shard(spec: dict, out_dir: str, shard: int, on_episode: Callable[[]
     if final.exists():  # done meanwhile (e.g. by a duplicate Slurm task)
         return read_shard_info(final)
     tmp = out / TMP / f"{shard_name(shard)}.{uuid.uuid4().hex}"
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    group = zarr.open_group(str(tmp), mode="w")
+    tmp.mkdir(parents=True, exist_ok=True)
     crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
-    episodes: list[dict] = []
-    rejected, skipped, frames = 0, [], 0
+    writer = ShardWriter(shard)
+    rejected, skipped = 0, []
     for index in spec_.shard_indices(shard):
         for attempt in range(spec_.retries + 1):
             kwargs = spec_.simulate_kwargs(index, attempt)
@@ -263,12 +274,7 @@ def generate_shard(spec: dict, out_dir: str, shard: int, on_episode: Callable[[]
             except UnstableSimulation:
                 rejected += 1
                 continue
-            meta = write_episode(
-                group, episode, index=index, shard=shard, offset=len(episodes), attempt=attempt,
-                chunk_frames=spec_.chunk_frames,
-            )
-            episodes.append(meta)
-            frames += len(episode)
+            writer.add(episode, index=index, attempt=attempt)
             break
         else:
             skipped.append(index)
@@ -281,12 +287,12 @@ def generate_shard(spec: dict, out_dir: str, shard: int, on_episode: Callable[[]
         "shard": shard,
         "start": spec_.shard_indices(shard).start,
         "stop": spec_.shard_indices(shard).stop,
-        "episodes": episodes,
+        "episodes": writer.episodes,
         "rejected": rejected,
         "skipped": skipped,
-        "frames": frames,
+        "frames": writer.frames,
     }
-    group.attrs.update(info)
+    writer.write(tmp, info, chunk_frames=spec_.chunk_frames)
     final.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.rename(tmp, final)
@@ -337,33 +343,92 @@ def episode_hash(arrays: dict[str, np.ndarray], meta: dict) -> str:
     return h.hexdigest()
 
 
-def write_episode(group, episode: Episode, *, index: int, shard: int, offset: int, attempt: int, chunk_frames: int) -> dict:
-    """Write one episode as a subgroup of a shard group; return its metadata."""
+# Blosc-zstd, per dtype size: bytes (RGB) compress best unshuffled, wider types byte-shuffled.
+CLEVEL = 3
+WRITE_BATCH = 64  # inner chunks per codec-pipeline batch
+
+
+def _compressor(dtype: np.dtype):
     from zarr.codecs import BloscCodec
 
-    arrays = episode_arrays(episode)
-    meta = {
-        "index": index,
-        "key": f"{shard_name(shard)}/{episode_name(index)}",
-        "shard": shard,
-        "offset": offset,
-        "attempt": attempt,
-        **episode_metadata(episode),
-        "arrays": {name: {"shape": list(a.shape), "dtype": a.dtype.str} for name, a in arrays.items()},
-    }
-    meta["hash"] = episode_hash(arrays, meta)
-    sub = group.create_group(episode_name(index), attributes=meta)
-    for name, a in arrays.items():
-        step = chunk_frames if name != "audio" else max(1, round(chunk_frames * episode.audio_rate / episode.fps))
-        chunk = (max(1, min(step, a.shape[0])), *a.shape[1:])
-        shard_shape = (max(1, math.ceil(a.shape[0] / chunk[0])) * chunk[0], *a.shape[1:])
-        typesize = a.dtype.itemsize
-        array = sub.create_array(
-            name, shape=a.shape, dtype=a.dtype, chunks=chunk, shards=shard_shape, fill_value=0,
-            compressors=BloscCodec(cname="zstd", clevel=3, shuffle="noshuffle" if typesize == 1 else "shuffle", typesize=typesize),
-        )
-        array[...] = a
-    return meta
+    typesize = dtype.itemsize
+    return BloscCodec(cname="zstd", clevel=CLEVEL, shuffle="noshuffle" if typesize == 1 else "shuffle", typesize=typesize)
+
+
+class ShardWriter:
+    """Buffers a shard's episodes, then writes them as one zarr group of concatenated arrays."""
+
+    def __init__(self, shard: int):
+        self.shard = shard
+        self.episodes: list[dict] = []
+        self.arrays: list[dict[str, np.ndarray]] = []
+        self.frames = 0
+        self.samples = 0
+
+    def add(self, episode: Episode, *, index: int, attempt: int) -> dict:
+        """Buffer one episode; return its metadata (its offsets in the shard's arrays included)."""
+        arrays = episode_arrays(episode)
+        n = len(episode)
+        s = len(arrays["audio"]) if "audio" in arrays else 0
+        meta = {
+            "index": index,
+            "key": shard_name(self.shard),
+            "shard": self.shard,
+            "offset": len(self.episodes),
+            "attempt": attempt,
+            "frame_start": self.frames,
+            "frame_stop": self.frames + n,
+            "audio_start": self.samples,
+            "audio_stop": self.samples + s,
+            **episode_metadata(episode),
+            "arrays": {name: {"shape": list(a.shape), "dtype": a.dtype.str} for name, a in arrays.items()},
+        }
+        meta["hash"] = episode_hash(arrays, meta)
+        self.episodes.append(meta)
+        self.arrays.append(arrays)
+        self.frames += n
+        self.samples += s
+        return meta
+
+    def concatenated(self) -> dict[str, np.ndarray]:
+        """Each array over the shard's episodes along axis 0; states and actions zero-padded to the
+        shard's largest second dimension (max bodies, max action size)."""
+        names = [n for n in ARRAYS if any(n in a for a in self.arrays)]
+        out = {}
+        for name in names:
+            parts = [a[name] for a in self.arrays if name in a]
+            length = self.samples if name == "audio" else self.frames
+            inner = tuple(max(p.shape[k] for p in parts) for k in range(1, parts[0].ndim))
+            full = np.zeros((length, *inner), parts[0].dtype)
+            for meta, a in zip(self.episodes, self.arrays):
+                if name not in a:
+                    continue
+                start = meta["audio_start"] if name == "audio" else meta["frame_start"]
+                x = a[name]
+                full[(slice(start, start + len(x)), *(slice(0, d) for d in x.shape[1:]))] = x
+            out[name] = full
+        return out
+
+    def write(self, path: Path, info: dict, *, chunk_frames: int) -> None:
+        import zarr
+
+        group = zarr.open_group(str(path), mode="w", attributes=info)
+        if not self.episodes:
+            return
+        m = self.episodes[0]
+        audio_chunk = max(1, round(chunk_frames * m["audio_rate"] / m["fps"]))
+        # zarr's default batch size of 1 sends every inner chunk through the codec pipeline (and its
+        # I/O thread) alone; batching them halves the cost of writing a shard
+        with zarr.config.set({"codec_pipeline.batch_size": WRITE_BATCH}):
+            for name, a in self.concatenated().items():
+                step = audio_chunk if name == "audio" else chunk_frames
+                chunk = (max(1, min(step, a.shape[0])), *a.shape[1:])
+                shard_shape = (max(1, math.ceil(a.shape[0] / chunk[0])) * chunk[0], *a.shape[1:])
+                array = group.create_array(
+                    name, shape=a.shape, dtype=a.dtype, chunks=chunk, shards=shard_shape, fill_value=0,
+                    compressors=_compressor(a.dtype),
+                )
+                array[...] = a
 
 
 # --------------------------------------------------------------------------------------------------
@@ -582,7 +647,7 @@ def write_preview(out: Path, episodes: list[dict], tile: int = 128) -> str | Non
     import zarr
 
     store = zarr.open_group(str(out / STORE), mode="r")
-    clips = [store[m["key"]]["frames"][...] for m in episodes if "frames" in m["arrays"]]
+    clips = [read_array(store[m["key"]], m, "frames") for m in episodes if "frames" in m["arrays"]]
     if not clips:
         return None
     fps = episodes[0]["fps"]
@@ -641,10 +706,12 @@ class SimDataset(Sequence):
         self.episodes: list[dict] = self.manifest["episodes"]
         self.spec = DatasetSpec.from_dict(self.manifest["config"])
         self._store = None
+        self._groups: dict = {}  # shard groups and arrays opened so far (their metadata read once)
+        self._arrays: dict = {}
 
     def __getstate__(self):  # picklable for DataLoader workers: reopen the store lazily
         state = dict(self.__dict__)
-        state["_store"] = None
+        state["_store"], state["_groups"], state["_arrays"] = None, {}, {}
         return state
 
     @property
@@ -666,12 +733,19 @@ class SimDataset(Sequence):
     def meta(self, i: int) -> dict:
         return self.episodes[i]
 
+    def group(self, i: int):
+        """The zarr group (shard) holding episode i."""
+        key = self.episodes[i]["key"]
+        if key not in self._groups:
+            self._groups[key] = self.store[key]
+        return self._groups[key]
+
     def read(self, i: int, name: str, start: int | None = None, stop: int | None = None) -> np.ndarray | None:
         """Array `name` of episode i, frames [start, stop) (audio: samples), or None if absent."""
         meta = self.episodes[i]
         if name not in meta["arrays"]:
             return None
-        return self.store[meta["key"]][name][slice(start, stop)]
+        return read_array(self.group(i), meta, name, start, stop, self._arrays)
 
     def clip(self, i: int, start: int = 0, stop: int | None = None) -> Episode:
         """Episode i restricted to frames [start, stop), reading only those frames (as Episode.slice)."""
@@ -681,10 +755,9 @@ class SimDataset(Sequence):
         if stop <= start:
             raise IndexError(f"empty clip [{start}, {stop}) of episode {i} ({n} frames)")
         fps, rate = meta["fps"], meta["audio_rate"]
-        group = self.store[meta["key"]]
 
         def get(name, a=start, b=stop):
-            return group[name][a:b] if name in meta["arrays"] else None
+            return self.read(i, name, a, b)
 
         times = get("times")
         events = [
@@ -722,6 +795,24 @@ class SimDataset(Sequence):
         kwargs = self.spec.simulate_kwargs(meta["index"], meta["attempt"])
         assert kwargs["seed"] == meta["seed"] and kwargs["scene"] == meta["scene"]
         return kwargs
+
+
+def read_array(group, meta: dict, name: str, start: int | None = None, stop: int | None = None, cache: dict | None = None) -> np.ndarray:
+    """Array `name` of the episode `meta` from its shard group: frames [start, stop) (audio:
+    samples), read from the shard's concatenated array (only the chunks it overlaps) and cut to
+    the episode's own shape (states: its bodies; actions: its action size)."""
+    shape = meta["arrays"][name]["shape"]
+    base = meta["audio_start"] if name == "audio" else meta["frame_start"]
+    a, b, _ = slice(start, stop).indices(shape[0])
+    b = max(a, b)
+    if cache is None:
+        array = group[name]
+    else:
+        key = (meta["key"], name)
+        if key not in cache:
+            cache[key] = group[name]
+        array = cache[key]
+    return array[(slice(base + a, base + b), *(slice(0, d) for d in shape[1:]))]
 
 
 def load_dataset(path: str | os.PathLike) -> SimDataset:

@@ -65,16 +65,28 @@ def test_schema_readable_with_zarr_alone(small):
     assert sorted(root.group_keys()) == manifest["shards"] == ["shard-00000", "shard-00001"]
     ds = load_dataset(small)
     for i, meta in enumerate(manifest["episodes"]):
-        group = root[meta["key"]]
-        assert dict(group.attrs) == meta
+        group = root[meta["key"]]  # the episode's shard: arrays concatenated over its episodes
+        assert meta["key"] == f"shard-{i // 2:05d}"
+        assert group.attrs["episodes"][meta["offset"]] == meta  # metadata stored once, in the shard
         assert meta["shard"] == i // 2 and meta["offset"] == i % 2
-        frames = group["frames"][...]
+        a, b = meta["frame_start"], meta["frame_stop"]
+        assert b - a == meta["n_frames"] == 10
+        frames = group["frames"][a:b]
         assert frames.shape == (10, 32, 32, 3) and frames.dtype == np.uint8
-        assert group["states"].shape == (10, len(meta["body_names"]), 13)
+        n = len(meta["body_names"])
+        most = max(len(m["body_names"]) for m in group.attrs["episodes"])  # padded to the shard's most bodies
+        assert group["states"].shape[1:] == (most, 13) and group["states"].shape[0] == group["frames"].shape[0]
+        assert not group["states"][a:b, n:].any()
+        assert meta["arrays"]["states"]["shape"] == [10, n, 13]
         assert group["segmentation"].dtype == np.int32 and group["depth"].dtype == np.float32
         assert np.array_equal(frames, ds[i].frames)
+        assert np.array_equal(group["states"][a:b, :n], ds[i].states)
+        audio = group["audio"][meta["audio_start"] : meta["audio_stop"]]
+        assert np.array_equal(audio, ds[i].audio)
     shard = root["shard-00001"]
     assert shard.attrs["episodes"] == manifest["episodes"][2:] and shard.attrs["rejected"] == 0
+    assert list(shard.group_keys()) == []  # no per-episode groups
+    assert root["shard-00000"]["frames"].shape[0] == 20 and root["shard-00000"]["frames"].chunks[0] == 8
     assert (small / "preview.mp4").exists() or (small / "preview.gif").exists()
 
 
@@ -95,7 +107,7 @@ def test_episode_seeds_depend_only_on_seed_split_and_index():
     [
         (dict(scene="nope"), ["'scene'", "'nope'", "'all'"]),
         (dict(params={"mass": 0.0}), ["'mass'", "0.0", "(0, 1000]"]),
-        (dict(params={"height": -1}), ["'height'", "-1", "[0, 20]"]),
+        (dict(params={"height": -1}), ["'height'", "-1", "[0, 6]"]),
         (dict(params={"bogus": 1}), ["'bogus'", "allowed"]),
         (dict(fps=7), ["'fps'", "7"]),
         (dict(split="test"), ["'split'", "'test'", "ood"]),
@@ -177,3 +189,32 @@ def test_simulated_clips_match_the_generated_dataset(small):
     for it in items:
         start = int(it["start"])
         assert np.array_equal(it["frames"].mul(255).round().byte().permute(0, 2, 3, 1).numpy(), ds[it["episode"]].frames[start : start + 4])
+
+
+def test_shard_pads_bodies_and_actions_and_reads_back_each_episode(tmp_path):
+    """A shard's arrays are concatenated over its episodes: different body counts and passive next
+    to actuated episodes are zero-padded, and `read_array` gives each episode back unpadded."""
+    import dataclasses
+
+    import zarr
+
+    one = sim.simulate("drop", params={"num_objects": 1}, seed=1, seconds=0.5, width=16, height=16)
+    three = sim.simulate("drop", params={"num_objects": 3}, seed=2, seconds=0.5, width=16, height=16)
+    actuated = dataclasses.replace(one, actions=np.arange(len(one) * 3, dtype=np.float32).reshape(-1, 3))
+    writer = dataset.ShardWriter(7)
+    for k, episode in enumerate((one, three, actuated)):
+        writer.add(episode, index=k, attempt=0)
+    writer.write(tmp_path / "shard", {"episodes": writer.episodes}, chunk_frames=4)
+    group = zarr.open_group(str(tmp_path / "shard"), mode="r")
+    assert group["states"].shape == (30, 3, 13) and group["actions"].shape == (30, 3)
+    assert group["frames"].chunks == (4, 16, 16, 3)
+    for meta, episode in zip(writer.episodes, (one, three, actuated)):
+        assert meta["key"] == "shard-00007" and meta["frame_stop"] - meta["frame_start"] == len(episode)
+        for name in ("frames", "times", "states", "audio", "actions"):
+            expected = getattr(episode, name)
+            got = dataset.read_array(group, meta, name) if name in meta["arrays"] else None
+            assert (expected is None) == (got is None), name
+            if expected is not None:
+                assert got.dtype == expected.dtype and np.array_equal(got, expected), name
+        assert np.array_equal(dataset.read_array(group, meta, "states", 2, 7), episode.states[2:7])
+    assert not group["actions"][:20].any()  # passive episodes: zero rows

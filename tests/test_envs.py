@@ -3,7 +3,6 @@ vector envs, rendering and unstable simulations, for every scene family."""
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 
 import gymnasium as gym
@@ -14,12 +13,7 @@ from gymnasium.utils.env_checker import check_env
 import sim
 from sim.envs import PhysicsEnv, env_id
 
-# Families are being written in parallel: skip the ones whose module does not exist yet.
-AVAILABLE = [s for s in sim.SCENES if importlib.util.find_spec(f"sim.scenes.{s}") is not None]
-families = pytest.mark.parametrize(
-    "scene",
-    [pytest.param(s, marks=pytest.mark.skipif(s not in AVAILABLE, reason=f"sim/scenes/{s}.py not written yet")) for s in sim.SCENES],
-)
+families = pytest.mark.parametrize("scene", sim.SCENES)
 
 
 def make(scene: str, **kwargs) -> PhysicsEnv:
