@@ -90,8 +90,7 @@ def _make_renderer(model: mujoco.MjModel, height: int, width: int) -> mujoco.Ren
 
 class FrameRenderer:
     """Renders one camera. Shadows and multisampling are off by default: on a CPU (Mesa) they
-    dominate the cost (a 64x64 frame: ~0.8 ms without, ~30 ms with the shadow map; an infinite
-    plane adds ~2.5 ms, as MuJoCo draws it as a 200x200-quad grid).
+    dominate the cost of a frame (as does an infinite plane, which MuJoCo draws as a dense grid).
 
     segmentation ids: 0 for background and static geometry, i+1 for the i-th tracked body.
     """
