@@ -240,6 +240,9 @@ def shard_name(shard: int) -> str:
     return f"shard-{shard:05d}"
 
 
+_episodes_written = 0  # per process, for the crash test hook
+
+
 def generate_shard(spec: dict, out_dir: str, shard: int, on_episode: Callable[[], None] | None = None) -> dict:
     """Simulate and write the episodes of one shard; return the shard's attributes.
 
