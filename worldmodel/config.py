@@ -5,8 +5,8 @@
     cfg = preset("nano", n_layer=2)          # with overrides
 
 Token geometry (defaults, 64x64 video at 20 fps, 2x8x8 tubelets): a clip of T frames becomes
-ceil(T / 2) time blocks of 1 separator + 2 audio + 2 action + 64 video tokens, after the caption's
-byte tokens (BOS, bytes, EOT).
+ceil(T / 2) time blocks of 1 separator + 2 audio + 2 action + 2 state + 64 video tokens, after the
+caption's byte tokens (BOS, bytes, EOT).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 
 # token modality types (the index of `type_emb`; MoE routing can be biased by these)
-TEXT, VIDEO, AUDIO, ACTION, SEP = 0, 1, 2, 3, 4
-MODALITIES = ("text", "video", "audio", "action", "sep")
+TEXT, VIDEO, AUDIO, ACTION, SEP, STATE = 0, 1, 2, 3, 4, 5
+MODALITIES = ("text", "video", "audio", "action", "sep", "state")
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,10 @@ class ModelConfig:
     max_text_len: int = 512
     """caption bytes beyond max_text_len - 2 are cut (BOS and EOT take two)"""
     n_max_objects: int = 8
-    """state readout slots: bodies 0..n-1 of an episode, n <= n_max_objects"""
+    """tracked bodies: bodies 0..n_max_objects-1 of an episode (the rest are not modelled)"""
+    state_tokens: bool = True
+    """one state token per frame (the tracked bodies' positions and velocities): the context's
+    known states go in, the model's own predictions are fed back during a rollout"""
 
     # --- transformer -----------------------------------------------------------------------------
     d_model: int = 128
@@ -74,6 +77,10 @@ class ModelConfig:
     """m; positions are divided by this for the state loss"""
     vel_scale: float = 3.0
     """m/s; velocities are divided by this for the state loss"""
+    step_pos_scale: float = 0.02
+    step_vel_scale: float = 0.5
+    """m, m/s: the dynamics head predicts each frame's state as a step from the previous one,
+    p' = p + v dt + step_pos_scale * r_p, v' = v + step_vel_scale * r_v; r is what it outputs"""
 
     # --- derived ---------------------------------------------------------------------------------
     @property
@@ -106,9 +113,14 @@ class ModelConfig:
         return self.tubelet_t if self.action_dim > 0 else 0
 
     @property
+    def n_state(self) -> int:
+        """state tokens per block (one per frame)"""
+        return self.tubelet_t if self.state_tokens else 0
+
+    @property
     def block_len(self) -> int:
-        """tokens per time block: separator, audio, action, video"""
-        return 1 + self.n_audio + self.n_action + self.n_patches
+        """tokens per time block: separator, audio, action, state, video"""
+        return 1 + self.n_audio + self.n_action + self.n_state + self.n_patches
 
     @property
     def head_dim(self) -> int:

@@ -3,8 +3,9 @@
     x = [text tokens | block 0 | block 1 | ... ]          (B, L, D), see worldmodel.tokens
     n_layer x  x = x + Attn(LN(x));  x = x + MoE(LN(x))  block-causal attention, 3-D rotary
     h = LN(x)
-    frame head:  video token (b, r, c) -> mean, log-std of tubelet (b+1, r, c)   (B, nb-1, Np, tubelet_dim)
-    state head:  block b's video tokens -> pos, vel of n_max objects per frame    (B, nb*tt, n_max, 6)
+    frame head:     video token (b, r, c) -> mean, log-std of tubelet (b+1, r, c)   (B, nb-1, Np, tubelet_dim)
+    state head:     block b's video tokens -> pos, vel of its own frames (readout)    (B, nb*tt, n_max, 6)
+    dynamics head:  block b's video tokens -> steps to block b+1's frames' states     (B, (nb-1)*tt, n_max, 6)
 
 The frame distribution is a diagonal Gaussian per tubelet pixel in [0, 1] units, discretised onto
 the 256 uint8 levels (the mass of each level's bin, the edge levels taking the tails); its
@@ -12,6 +13,12 @@ log-std is soft-clamped to [logstd_min, logstd_max]. Sampling a
 Gaussian value and rounding it to uint8 draws exactly from that distribution, so the
 log-probability of a sampled uint8 frame is exact, differentiable in the model's parameters and
 recomputable from the frames alone (`WorldModel.log_prob`).
+
+The dynamics head predicts each next frame's state as a semi-physical step from the previous
+frame's: p' = p + v dt + step_pos_scale * r_p, v' = v + step_vel_scale * r_v (dt = 1 / fps), so a
+constant velocity is free and gravity, bounces and collisions are what it learns. Its base is the
+previous frame's known state (teacher forcing; in a rollout, the context's states and then its own
+predictions) or, for clips without states, the readout of the last frame of the block it sees.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from worldmodel.tokens import (
     UniTokenEmbed,
     audio_features,
     block_actions,
+    state_features,
     block_causal_mask,
     clip_layout,
     frames_to_tubelets,
@@ -224,6 +232,7 @@ class WorldModel(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.frame_head = FrameHead(cfg)
         self.state_head = StateHead(cfg)
+        self.dynamics_head = StateHead(cfg)
         self.register_buffer("state_scale", torch.tensor([cfg.pos_scale] * 3 + [cfg.vel_scale] * 3), persistent=False)
         self._init_weights()
 
@@ -309,7 +318,50 @@ class WorldModel(nn.Module):
         if cfg.action_dim:
             actions = torch.zeros(B, T, cfg.action_dim, device=dev) if batch.actions is None else batch.actions.float()
             out["actions"] = block_actions(actions, nb, tt)
+        out["state_feat"] = out["state_present"] = None
+        if cfg.state_tokens:
+            states = torch.zeros(B, T, cfg.n_max_objects, 6, device=dev) if batch.states is None else batch.states.float()
+            mask = self._state_mask(batch, B, dev)
+            out["state_feat"] = state_features(pad_time(states, tt), mask, cfg.pos_scale, cfg.vel_scale).unflatten(1, (nb, tt))
+            present = torch.full((B,), batch.states is not None, device=dev)
+            out["state_present"] = present if batch.state_present is None else present & batch.state_present.bool()
         return out
+
+    def _state_mask(self, batch: Batch, B: int, device) -> torch.Tensor:
+        if batch.state_mask is None:
+            return torch.ones(B, self.cfg.n_max_objects, dtype=torch.bool, device=device)
+        return batch.state_mask.bool()
+
+    def step_states(self, prev: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """prev (..., 6) position m, velocity m/s; steps (..., 6) the dynamics head's output ->
+        the next frame's (..., 6): p + v dt + step_pos_scale * r_p, v + step_vel_scale * r_v"""
+        cfg = self.cfg
+        p, v = prev[..., :3], prev[..., 3:]
+        return torch.cat([p + v / cfg.fps + cfg.step_pos_scale * steps[..., :3], v + cfg.step_vel_scale * steps[..., 3:]], dim=-1)
+
+    def step_targets(self, prev: torch.Tensor, nxt: torch.Tensor) -> torch.Tensor:
+        """The dynamics head output that takes prev (..., 6) exactly to nxt (..., 6)."""
+        cfg = self.cfg
+        p, v = prev[..., :3], prev[..., 3:]
+        return torch.cat([(nxt[..., :3] - p - v / cfg.fps) / cfg.step_pos_scale, (nxt[..., 3:] - v) / cfg.step_vel_scale], dim=-1)
+
+    def predict_states(self, steps: torch.Tensor, readout: torch.Tensor, known: torch.Tensor | None, present: torch.Tensor) -> torch.Tensor:
+        """Next blocks' states from the dynamics head's steps.
+
+        steps (B, n, tt, N, 6) for blocks 1..n (made by blocks 0..n-1); readout (B, n*tt, N, 6) SI,
+        the readout of blocks 0..n-1; known (B, (n+1)*tt, N, 6) SI states of blocks 0..n or None;
+        present (B,) whether `known` is the base. Returns (B, n*tt, N, 6) SI for blocks 1..n.
+        """
+        tt = self.cfg.tubelet_t
+        p = present[:, None, None, None]
+        last = slice(tt - 1, steps.shape[1] * tt, tt)  # last frame of blocks 0..n-1
+        prev = readout[:, last].detach() if known is None else torch.where(p, known[:, last], readout[:, last].detach())  # (B, n, N, 6)
+        out = []
+        for j in range(tt):
+            cur = self.step_states(prev, steps[:, :, j])
+            out.append(cur)
+            prev = cur if known is None else torch.where(p, known[:, tt + j :: tt][:, : steps.shape[1]], cur)
+        return torch.stack(out, dim=2).flatten(1, 2)
 
     # --- training forward ----------------------------------------------------------------------
     def forward(self, batch: Batch | dict) -> dict[str, torch.Tensor]:
@@ -318,13 +370,16 @@ class WorldModel(nn.Module):
         Returns a dict:
           loss           scalar: frame_nll + state_weight * state_loss + moe_aux_weight * moe_aux
           frame_nll      scalar: nats per predicted pixel value (frames tubelet_t .. T-1)
-          state_loss     scalar: MSE of normalised positions and velocities (0 without states)
+          state_loss     scalar: readout_loss + step_loss (0 without states)
+          readout_loss   scalar: MSE of the readout's normalised positions and velocities
+          step_loss      scalar: Huber loss of the dynamics head's steps (see `step_targets`)
           moe_aux        scalar: load-balancing loss, mean over layers (1 = perfectly balanced)
           frame_logprob  (B, T) log-probability of each frame (sum over pixels); 0 for the first
                          block's frames, which are not predicted
           frame_mean     (B, T, H, W, 3) predicted mean in [0, 1] (first block: the input frames)
           frame_logstd   (B, T, H, W, 3) predicted log-std (first block: 0)
-          states         (B, T, n_max, 6) state readout, positions m and velocities m/s
+          states         (B, T, n_max, 6) positions m and velocities m/s: the readout for the first
+                         block's frames, the dynamics head's one-step prediction after
           routing        (n_layer, B, L, top_k) experts chosen per token
           token_types    (L,) modality of each token; token_valid (B, L)
         """
@@ -335,7 +390,8 @@ class WorldModel(nn.Module):
         inp = self.block_inputs(batch)
         tub = inp["tubelets"]  # (B, nb, Np, Dt)
         text_valid = batch.text != PAD  # (B, Lt)
-        x = torch.cat([self.embed.embed_text(batch.text), self.embed.embed_blocks(tub, inp["audio_feat"], inp["audio_present"], inp["actions"])], dim=1)
+        blocks = self.embed.embed_blocks(tub, inp["audio_feat"], inp["audio_present"], inp["actions"], inp["state_feat"], inp["state_present"])
+        x = torch.cat([self.embed.embed_text(batch.text), blocks], dim=1)
         layout = clip_layout(cfg, batch.text.shape[1], nb)
         valid = torch.cat([text_valid, text_valid.new_ones(B, nb * cfg.block_len)], dim=1)  # (B, L)
         h, moe_aux, routing = self.run(x, layout, valid)
@@ -353,27 +409,36 @@ class WorldModel(nn.Module):
         frame_mean = torch.cat([first, to_frames(mean)], dim=1)[:, :T]
         frame_logstd = torch.cat([torch.zeros_like(first), to_frames(logstd)], dim=1)[:, :T]
 
-        # state readout of each block's own frames
-        states = self.state_head(hv)[:, :T]  # (B, T, n_max, 6) normalised
-        if batch.states is not None:
-            target = batch.states.float() / self.state_scale
-            m = torch.ones(B, cfg.n_max_objects, dtype=torch.bool, device=states.device) if batch.state_mask is None else batch.state_mask.bool()
-            err = (states - target).pow(2).mean(-1)  # (B, T, n_max)
-            w = m[:, None, :].expand_as(err).float()
-            state_loss = (err * w).sum() / w.sum().clamp(min=1)
+        # states: readout of each block's own frames; dynamics steps to the next block's
+        readout = self.state_head(hv) * self.state_scale  # (B, nb*tt, n_max, 6) SI
+        steps = self.dynamics_head(hv[:, :-1]).unflatten(1, (nb - 1, tt))  # (B, nb-1, tt, n_max, 6)
+        known = None if batch.states is None else pad_time(batch.states.float(), tt)  # (B, nb*tt, n_max, 6)
+        present = inp["state_present"] if inp["state_present"] is not None else torch.full((B,), known is not None, device=tub.device)
+        predicted = self.predict_states(steps, readout[:, : (nb - 1) * tt], known, present)
+        states = torch.cat([readout[:, :tt], predicted], dim=1)[:, :T]  # (B, T, n_max, 6) SI
+        if known is not None:
+            w = self._state_mask(batch, B, tub.device)[:, None, :].float()  # (B, 1, n_max)
+            err = ((readout[:, :T] - known[:, :T]) / self.state_scale).pow(2).mean(-1)  # (B, T, n_max)
+            readout_loss = (err * w).sum() / (w.sum() * T).clamp(min=1)
+            target = self.step_targets(known[:, tt - 1 : -1], known[:, tt:]).unflatten(1, (nb - 1, tt))  # (B, nb-1, tt, n_max, 6)
+            step_err = F.smooth_l1_loss(steps, target, reduction="none").mean(-1).flatten(1, 2)[:, : T - tt]  # (B, T-tt, n_max)
+            step_loss = (step_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
         else:
-            state_loss = states.new_zeros(())
+            readout_loss = step_loss = readout.new_zeros(())
+        state_loss = readout_loss + step_loss
 
         loss = frame_nll + cfg.state_weight * state_loss + cfg.moe_aux_weight * moe_aux
         return {
             "loss": loss,
             "frame_nll": frame_nll,
             "state_loss": state_loss,
+            "readout_loss": readout_loss,
+            "step_loss": step_loss,
             "moe_aux": moe_aux,
             "frame_logprob": frame_logprob,
             "frame_mean": frame_mean,
             "frame_logstd": frame_logstd,
-            "states": states * self.state_scale,
+            "states": states,
             "routing": routing,
             "token_types": layout.types.to(h.device),
             "token_valid": valid,
@@ -387,11 +452,11 @@ class WorldModel(nn.Module):
         return self(batch)["frame_logprob"][:, start_frame:].sum(-1)
 
     # --- rollouts and checkpoints --------------------------------------------------------------
-    def rollout(self, episode, context: int = 4, horizon: int = 16, samples: int = 1, temperature: float = 1.0, seed: int | None = None):
+    def rollout(self, episode, context: int = 4, horizon: int = 16, samples: int = 1, temperature: float = 1.0, seed: int | None = None, use_states: bool = True):
         """Roll `episode` forward from its first `context` frames; see `worldmodel.rollout.rollout`."""
         from worldmodel.rollout import rollout
 
-        return rollout(self, episode, context=context, horizon=horizon, samples=samples, temperature=temperature, seed=seed)
+        return rollout(self, episode, context=context, horizon=horizon, samples=samples, temperature=temperature, seed=seed, use_states=use_states)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Weights as safetensors with the config JSON in the file's metadata (written atomically)."""

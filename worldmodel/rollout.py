@@ -4,8 +4,11 @@
     rollouts[0].episode          # sim.Episode: context + 16 predicted frames (uint8), states (20, n, 13)
     rollouts[0].logprob          # scalar tensor, differentiable when grad is enabled
 
-The caption and the context blocks are encoded once (prefill); then each time block is sampled
-from the frame head, appended to the cache, and read out by the state head. A context that is not
+The caption and the context blocks are encoded once (prefill); then each time block's frames are
+sampled from the frame head and its states stepped by the dynamics head, and the block is appended
+to the cache. The context's states come from the episode (`use_states=True`) and the predicted ones
+are fed back as state tokens; with `use_states=False` the model sees pixels only and steps from its
+own readout. Only the first `n_max_objects` bodies are tracked: the rollout's episode holds those. A context that is not
 a whole number of blocks leaves a partly known block: its known frames are kept and only the rest
 is sampled (exact conditioning, the pixels of a block being independent given the past). Audio is
 unknown beyond the context (the learned "absent" embedding); actions are read from the episode
@@ -32,6 +35,7 @@ from worldmodel.tokens import (
     episode_arrays,
     frames_to_tubelets,
     n_blocks,
+    state_features,
     text_layout,
     tubelets_to_frames,
 )
@@ -49,7 +53,16 @@ class Rollout:
     temperature: float
 
 
-def rollout(model, episode: sim.Episode, context: int = 4, horizon: int = 16, samples: int = 1, temperature: float = 1.0, seed: int | None = None) -> list[Rollout]:
+def rollout(
+    model,
+    episode: sim.Episode,
+    context: int = 4,
+    horizon: int = 16,
+    samples: int = 1,
+    temperature: float = 1.0,
+    seed: int | None = None,
+    use_states: bool = True,
+) -> list[Rollout]:
     cfg = model.cfg
     tt, spf = cfg.tubelet_t, cfg.samples_per_frame
     if episode.frames is None or not tt <= context <= len(episode.frames):
@@ -73,6 +86,11 @@ def rollout(model, episode: sim.Episode, context: int = 4, horizon: int = 16, sa
     levels = torch.zeros(S, nb * tt, cfg.image_size, cfg.image_size, 3, device=dev)  # uint8 levels as float
     levels[:, :context] = torch.from_numpy(episode.frames[:context]).to(dev).float()
     audio_feat = audio_present = actions = None
+    n = min(episode.states.shape[1], cfg.n_max_objects)  # tracked bodies
+    # (S, nb*tt, n_max, 6) SI: the context's states, zeros until predicted
+    known = torch.from_numpy(arr["states"]).to(dev).float()[None].repeat(S, 1, 1, 1)
+    mask = torch.from_numpy(arr["state_mask"]).to(dev)[None].expand(S, -1)  # (S, n_max)
+    states_in = torch.full((S,), bool(use_states and cfg.state_tokens), device=dev)  # state tokens present
     if cfg.audio_bins:
         audio_feat = audio_features(torch.from_numpy(arr["audio"]).to(dev), cfg.audio_bins).view(1, nb, tt, -1).expand(S, -1, -1, -1)
         present = torch.from_numpy(arr["audio_present"]).to(dev) & (torch.arange(nb * tt, device=dev) < context)
@@ -84,11 +102,17 @@ def rollout(model, episode: sim.Episode, context: int = 4, horizon: int = 16, sa
         """embeddings (S, count * block_len, D) and tubelets (S, count, Np, Dt) of known blocks"""
         sl = slice(first, first + count)
         tub = frames_to_tubelets(levels[:, first * tt : (first + count) * tt] / 255.0, tt, cfg.patch)
+        state_feat = None
+        if cfg.state_tokens:
+            st = known[:, first * tt : (first + count) * tt]
+            state_feat = state_features(st, mask, cfg.pos_scale, cfg.vel_scale).unflatten(1, (count, tt))
         x = model.embed.embed_blocks(
             tub,
             None if audio_feat is None else audio_feat[:, sl],
             None if audio_present is None else audio_present[:, sl],
             None if actions is None else actions[:, sl],
+            state_feat,
+            states_in,
         )
         return x, tub
 
@@ -105,7 +129,7 @@ def rollout(model, episode: sim.Episode, context: int = 4, horizon: int = 16, sa
 
     frame = torch.arange(nb * tt, device=dev)
     logprob = torch.zeros(S, device=dev)
-    means, states = [], []
+    means = []
     for b in range(nb_known, nb):
         mean, logstd = model.frame_head(hv, tub)  # (S, 1, Np, Dt)
         to_frames = lambda t: tubelets_to_frames(t, tt, tt, cfg.patch, cfg.grid)  # noqa: E731  (S, tt, H, W, 3)
@@ -121,21 +145,28 @@ def rollout(model, episode: sim.Episode, context: int = 4, horizon: int = 16, sa
         logprob = logprob + (lp.flatten(2).sum(-1) * new).sum(-1)
         means.append(to_frames(mean.detach())[:, new])
 
+        # states of block b: dynamics steps from the last frame of block b-1 (known, or read out)
+        steps = model.dynamics_head(hv).detach()  # (S, tt, n_max, 6)
+        prev = known[:, b * tt - 1] if states_in[0] else (model.state_head(hv).detach() * model.state_scale)[:, -1]
+        for j in range(tt):
+            cur = model.step_states(prev, steps[:, j])
+            if b * tt + j >= context:
+                known[:, b * tt + j] = cur
+            prev = known[:, b * tt + j]
+
         x, tub = blocks(b, 1)
         layout = block_layout(cfg, b, 1)
         h, _, _ = model.run(x, layout, torch.ones(S, len(layout), dtype=torch.bool, device=dev), cache)
         hv = model.video_hidden(h, 1)
-        states.append(model.state_head(hv).detach() * model.state_scale)  # (S, tt, n_max, 6)
 
     # assemble episodes
-    n = episode.states.shape[1]
-    pred_states = torch.cat(states, dim=1)[:, context - nb_known * tt : T - nb_known * tt, :n].double().cpu().numpy()  # (S, horizon, n, 6)
+    pred_states = known[:, context:T, :n].double().cpu().numpy()  # (S, horizon, n, 6)
     frames_u8 = levels[:, :T].to(torch.uint8).cpu().numpy()
     mean_frames = torch.cat(means, dim=1).float().cpu()
     out = []
     for i in range(S):
         st = np.zeros((T, n, 13))
-        st[:context] = episode.states[:context]
+        st[:context] = episode.states[:context, :n]
         st[context:, :, 0:3] = pred_states[i, :, :, :3]
         st[context:, :, 3] = 1.0  # identity quaternion
         st[context:, :, 7:10] = pred_states[i, :, :, 3:]
@@ -144,7 +175,7 @@ def rollout(model, episode: sim.Episode, context: int = 4, horizon: int = 16, sa
             seed=episode.seed,
             fps=episode.fps,
             times=episode.times[0] + np.arange(T) / episode.fps,
-            body_names=list(episode.body_names),
+            body_names=list(episode.body_names[:n]),
             states=st,
             params=episode.params,
             caption=episode.caption,

@@ -7,6 +7,7 @@ Sequence of one clip of T frames, tt = tubelet_t, nb = ceil(T / tt) time blocks:
       [SEP]                                               block separator
       [audio of frames b*tt .. b*tt+tt-1]                 log-RMS envelope of each frame's samples
       [action a_f, f = (b+1)*tt-1 .. (b+2)*tt-2]           the actions that drive block b+1's frames
+      [state of frames b*tt .. b*tt+tt-1]                 tracked bodies' positions and velocities
       [tubelet (b, r, c) for r, c in grid]               tt x patch x patch x 3 pixels each
 
 Attention is block-causal: a token of block b sees every text token and blocks <= b
@@ -16,7 +17,8 @@ non-video tokens, so a video token's relation to its own block does not depend o
 
 A clip whose T is not a multiple of tt is padded by repeating its last frame; `frame_mask` marks
 the real frames. Audio of unknown frames (padding, or frames still being predicted) is replaced
-by a learned "absent" embedding.
+by a learned "absent" embedding; so are the states of a clip trained or rolled out without them
+(`Batch.state_present`), which makes the model read the bodies' motion from pixels alone.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
-from worldmodel.config import ACTION, AUDIO, MODALITIES, SEP, TEXT, VIDEO, ModelConfig
+from worldmodel.config import ACTION, AUDIO, MODALITIES, SEP, STATE, TEXT, VIDEO, ModelConfig
 
 PAD, BOS, EOT = 256, 257, 258
 TEXT_VOCAB = 259  # 256 byte values + PAD, BOS, EOT
@@ -94,6 +96,14 @@ def block_actions(actions: torch.Tensor, nb: int, tubelet_t: int) -> torch.Tenso
     return padded[:, idx.clamp(max=T).to(actions.device)]
 
 
+def state_features(states: torch.Tensor, mask: torch.Tensor, pos_scale: float, vel_scale: float) -> torch.Tensor:
+    """(B, T, n, 6) positions (m) and velocities (m/s), mask (B, n) tracked bodies -> (B, T, n * 7):
+    per body position / pos_scale, velocity / vel_scale (zero if untracked) and the tracked flag."""
+    m = mask[:, None, :, None].to(states.dtype).expand(*states.shape[:3], 1)  # (B, T, n, 1)
+    scale = states.new_tensor([pos_scale] * 3 + [vel_scale] * 3)
+    return torch.cat([states / scale * m, m], dim=-1).flatten(2)
+
+
 # ----------------------------------------------------------------------------------------------
 # batch
 # ----------------------------------------------------------------------------------------------
@@ -108,6 +118,8 @@ class Batch:
     actions:       (B, T, action_dim) float32, a_t applied during frame t (zero-padded), or None
     states:        (B, T, n_max_objects, 6) float32 positions (m) and velocities (m/s), or None
     state_mask:    (B, n_max_objects) bool, True for the bodies an episode has, or None
+    state_present: (B,) bool, False for clips whose states are hidden from the state tokens (they
+                   remain loss targets), or None (present iff `states` is given)
     """
 
     frames: torch.Tensor
@@ -117,6 +129,7 @@ class Batch:
     actions: torch.Tensor | None = None
     states: torch.Tensor | None = None
     state_mask: torch.Tensor | None = None
+    state_present: torch.Tensor | None = None
 
     def to(self, device) -> Batch:
         return Batch(**{f.name: None if (v := getattr(self, f.name)) is None else v.to(device) for f in fields(self)})
@@ -138,8 +151,6 @@ def _check_episode(ep, cfg: ModelConfig, what: str = "episode") -> None:
         raise ValueError(f"{what}: frames of shape {ep.frames.shape}; allowed: (T, {cfg.image_size}, {cfg.image_size}, 3) (ModelConfig.image_size)")
     if abs(float(ep.fps) - cfg.fps) > 1e-6:
         raise ValueError(f"{what}: fps={ep.fps}; allowed: {cfg.fps} (ModelConfig.fps)")
-    if ep.states.shape[1] > cfg.n_max_objects:
-        raise ValueError(f"{what}: {ep.states.shape[1]} bodies; allowed: <= {cfg.n_max_objects} (ModelConfig.n_max_objects)")
     if cfg.audio_bins and ep.audio is not None and ep.audio_rate != cfg.audio_rate:
         raise ValueError(f"{what}: audio_rate={ep.audio_rate}; allowed: {cfg.audio_rate} (ModelConfig.audio_rate)")
     if cfg.action_dim and ep.actions is not None and ep.actions.shape[1] > cfg.action_dim:
@@ -166,9 +177,9 @@ def episode_arrays(ep, cfg: ModelConfig, n_frames: int | None = None) -> dict[st
             a = np.asarray(ep.actions, np.float32)[:T]
             actions[: len(a), : a.shape[1]] = a
         out["actions"] = actions
-    n = ep.states.shape[1]
+    n = min(ep.states.shape[1], cfg.n_max_objects)  # tracked bodies
     states = np.zeros((T, cfg.n_max_objects, 6), np.float32)
-    s = np.asarray(ep.states[:T])
+    s = np.asarray(ep.states[:T, :n])
     states[: len(s), :n, :3] = s[..., 0:3]
     states[: len(s), :n, 3:] = s[..., 7:10]
     out["states"] = states
@@ -232,6 +243,8 @@ def block_layout(cfg: ModelConfig, first: int, count: int) -> Layout:
     pos += [(j, 0, 0) for j in range(cfg.n_audio)]
     types += [ACTION] * cfg.n_action
     pos += [(tt - 1 + j, 0, 0) for j in range(cfg.n_action)]  # a_f sits at its own frame f
+    types += [STATE] * cfg.n_state
+    pos += [(j, 0, 0) for j in range(cfg.n_state)]
     types += [VIDEO] * cfg.n_patches
     pos += [(0, r, c) for r in range(g) for c in range(g)]
     types_t, pos_t = torch.tensor(types), torch.tensor(pos)  # (S,), (S, 3)
@@ -279,6 +292,10 @@ class UniTokenEmbed(nn.Module):
         if cfg.action_dim:
             self.action = nn.Linear(cfg.action_dim, D)
             self.action_slot = nn.Parameter(torch.zeros(cfg.n_action, D))
+        if cfg.state_tokens:
+            self.state = nn.Linear(cfg.n_max_objects * 7, D)  # per body: pos, vel (normalised), tracked flag
+            self.state_slot = nn.Parameter(torch.zeros(cfg.n_state, D))
+            self.state_absent = nn.Parameter(torch.zeros(D))
         for p in (self.patch_pos, self.sep):
             nn.init.normal_(p, std=0.02)
 
@@ -292,12 +309,15 @@ class UniTokenEmbed(nn.Module):
         audio_feat: torch.Tensor | None,
         audio_present: torch.Tensor | None,
         actions: torch.Tensor | None,
+        state_feat: torch.Tensor | None = None,
+        state_present: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One or more time blocks -> (B, nb * block_len, D) in `block_layout` order.
 
         tubelets: (B, nb, Np, tubelet_dim) pixels in [0, 1]
         audio_feat: (B, nb, tt, audio_bins); audio_present: (B, nb, tt) bool
         actions: (B, nb, tt, action_dim)
+        state_feat: (B, nb, tt, n_max_objects * 7) from `state_features`; state_present: (B,) bool
         """
         cfg, ty = self.cfg, self.type_emb.weight
         B, nb = tubelets.shape[:2]
@@ -308,5 +328,9 @@ class UniTokenEmbed(nn.Module):
             parts.append(a + ty[AUDIO])
         if cfg.action_dim:
             parts.append(self.action(actions) + self.action_slot + ty[ACTION])  # (B, nb, tt, D)
+        if cfg.state_tokens:
+            s = self.state(state_feat) + self.state_slot  # (B, nb, tt, D)
+            s = torch.where(state_present[:, None, None, None], s, self.state_absent)
+            parts.append(s + ty[STATE])
         parts.append(self.video(tubelets * 2 - 1) + self.patch_pos + ty[VIDEO])  # (B, nb, Np, D)
         return torch.cat(parts, dim=2).flatten(1, 2)  # (B, nb * S, D)
