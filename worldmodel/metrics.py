@@ -80,12 +80,17 @@ def ssim(pred: np.ndarray, true: np.ndarray, sigma: float = 1.5) -> np.ndarray:
 # --- a centroid parser: where is each body in a frame? --------------------------------------------
 
 COLOUR_TOLERANCE = 60.0  # RGB distance (0..255 units) within which a pixel counts as a body's colour
+SATURATED = 100.0  # max - min of a pixel's RGB (0..255) above which it is a body's colour, not floor or sky
 
 
-def body_colours(episode: Episode, context: int, bodies: int) -> np.ndarray:
+def body_colours(episode: Episode, context: int, bodies: int, window: int = 2) -> np.ndarray:
     """(bodies, 3) RGB of each body as rendered, from the context frames only: the mean colour of its
-    segmentation pixels when the episode has segmentation, else the median colour of the pixel under
-    its projected centre of mass. NaN for a body never seen in the context."""
+    segmentation pixels when the episode has segmentation; else, in each context frame, the pixel
+    under its projected centre of mass if saturated, otherwise the most saturated pixel within `window`
+    px of it (bodies wear saturated colours, the floor and sky do not; a gear's hub or a cup's rim may
+    sit at the centre itself), median over frames.
+    NaN for a body never seen in the context, and for bodies whose colours are within
+    COLOUR_TOLERANCE of another body's (they cannot be told apart: pour's beads)."""
     frames = episode.frames[:context].astype(np.float64)  # (c, H, W, 3)
     colours = np.full((bodies, 3), np.nan)
     if episode.segmentation is not None:
@@ -93,14 +98,30 @@ def body_colours(episode: Episode, context: int, bodies: int) -> np.ndarray:
             mask = episode.segmentation[:context] == b + 1
             if mask.any():
                 colours[b] = frames[mask].mean(axis=0)
-        return colours
+        return _distinct(colours)
     H, W = frames.shape[1:3]
     uv = np.floor(episode.camera.project(episode.positions[:context, :bodies])).astype(int)  # (c, b, 2) px
     for b in range(bodies):
-        seen = [frames[t, v, u] for t, (u, v) in enumerate(uv[:, b]) if 0 <= u < W and 0 <= v < H]
+        seen = []
+        for t, (u, v) in enumerate(uv[:, b]):
+            if not (0 <= u < W and 0 <= v < H):
+                continue
+            centre = frames[t, v, u]
+            if np.ptp(centre) >= SATURATED:
+                seen.append(centre)
+                continue
+            patch = frames[t, max(v - window, 0) : v + window + 1, max(u - window, 0) : u + window + 1].reshape(-1, 3)
+            seen.append(patch[np.argmax(np.ptp(patch, axis=1))])
         if seen:
             colours[b] = np.median(seen, axis=0)
-    return colours
+    return _distinct(colours)
+
+
+def _distinct(colours: np.ndarray) -> np.ndarray:
+    """`colours` (b, 3) with NaN rows for those within COLOUR_TOLERANCE of another row."""
+    dist = np.linalg.norm(colours[:, None] - colours[None], axis=-1) + np.diag(np.full(len(colours), np.inf))
+    ambiguous = (dist < COLOUR_TOLERANCE).any(axis=1)
+    return np.where(ambiguous[:, None], np.nan, colours)
 
 
 def parse_centroids(frames: np.ndarray, colours: np.ndarray, tolerance: float = COLOUR_TOLERANCE) -> np.ndarray:
