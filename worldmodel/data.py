@@ -136,22 +136,30 @@ class SimulatedClipDataset(IterableDataset):
         self.clip_len, self.num_episodes = clip_len, num_episodes
         self.max_bodies, self.action_dim, self.as_episode = max_bodies, action_dim, as_episode
 
+    def clip(self, index: int):
+        """The clip of episode `index`, or None if every attempt was unstable or the episode is
+        shorter than clip_len."""
+        for attempt in range(self.spec.retries + 1):
+            kwargs = self.spec.simulate_kwargs(index, attempt)
+            try:
+                episode = simulate(**kwargs)
+            except UnstableSimulation:
+                continue
+            if len(episode) < self.clip_len:
+                return None
+            start = int(np.random.default_rng(kwargs["seed"]).integers(len(episode) - self.clip_len + 1))
+            clip = episode.slice(start, start + self.clip_len)
+            if self.as_episode:
+                return clip
+            return clip_tensors(clip, max_bodies=self.max_bodies, action_dim=self.action_dim, episode=index, start=start)
+        return None
+
     def __iter__(self):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         index = worker
         while self.num_episodes is None or index < self.num_episodes:
-            for attempt in range(self.spec.retries + 1):
-                kwargs = self.spec.simulate_kwargs(index, attempt)
-                try:
-                    episode = simulate(**kwargs)
-                except UnstableSimulation:
-                    continue
-                if len(episode) >= self.clip_len:
-                    start = int(np.random.default_rng(kwargs["seed"]).integers(len(episode) - self.clip_len + 1))
-                    clip = episode.slice(start, start + self.clip_len)
-                    yield clip if self.as_episode else clip_tensors(
-                        clip, max_bodies=self.max_bodies, action_dim=self.action_dim, episode=index, start=start
-                    )
-                break
+            item = self.clip(index)
+            if item is not None:
+                yield item
             index += workers
