@@ -36,6 +36,21 @@ def model_hash(model: mujoco.MjModel) -> str:
 
 
 REBOUND_GAP = 0.02  # s; shorter flights (rebounds under ~0.5 mm) continue the previous contact
+MAX_LAYOUTS = 4096  # contact layouts remembered per tracker (a resting box chatters between a few)
+
+
+class _Layout:
+    """How one list of touching geom pairs groups into entity pairs (cached per list)."""
+
+    def __init__(self, keys: list[int], excluded: bool):
+        self.first: dict[int, int] = {}  # pair key -> its first contact
+        for i, k in enumerate(keys):
+            self.first.setdefault(k, i)
+        self.pairs = sorted(self.first)  # the touching pairs, in key order
+        rank = {k: r for r, k in enumerate(self.pairs)}
+        self.group = np.array([rank[k] for k in keys], np.int64)  # (ncon,) contact -> pair rank
+        self.grouped = len(self.pairs) < len(keys) or keys != self.pairs  # else contact i is pair i
+        self.excluded = excluded  # some contact may have no constraint rows (efc_address -1)
 
 
 class ContactTracker:
@@ -46,8 +61,9 @@ class ContactTracker:
     chatter of resting or rocking bodies is one event, not hundreds).
 
     `update` runs after every MuJoCo substep, so it is kept lean: while the list of touching geom
-    pairs is unchanged (a resting or sliding contact), the grouping of contacts into body pairs is
-    reused and impulses accumulate in a numpy array (copied into the events when they are read).
+    pairs is unchanged (a resting or sliding contact), each contact's normal force is summed in a
+    numpy array, folded into its pair's impulse only when the list changes or events are read; the
+    grouping of a list into pairs is computed once per distinct list (`_Layout`).
     """
 
     def __init__(self, model: mujoco.MjModel):
@@ -67,6 +83,7 @@ class ContactTracker:
         self._pair_key = lo * self.n + hi
         # without gaps, whether a contact makes constraint rows (efc_address >= 0) depends on its geoms only
         self._gaps = bool((model.geom_gap > 0).any() or (model.npair and (model.pair_gap > 0).any()))
+        self._layouts: dict[bytes, _Layout] = {}  # contact geom pairs (bytes) -> their layout
         self.reset()
 
     def reset(self) -> None:
@@ -75,14 +92,15 @@ class ContactTracker:
         self._active: dict[int, int] = {}  # pair key -> index into events
         self._ended: dict[int, tuple[int, float]] = {}  # pair key -> (event index, time it separated)
         self._geoms = b""  # the contact geom pairs of the last substep (bytes), b"" when none
-        self._group = np.zeros(0, np.int64)  # (ncon,) contact -> index into the active pairs
-        self._grouped = False  # some pair has several contacts (else contact i is active pair i)
-        self._excluded = False  # some contact may have no constraint rows (efc_address -1)
+        self._layout = _Layout([], False)
         self._slots = np.zeros(0, np.int64)  # (n_active,) active pair -> event index
         self._acc = np.zeros(0)  # (n_active,) the active pairs' impulses, N*s (flushed to _impulse)
+        self._forces = np.zeros(0)  # (ncon,) each contact's normal force summed over substeps, N
+        self._dt = 0.0  # s, the substep of the forces summed in _forces
 
     @property
     def events(self) -> list[ContactEvent]:
+        self._fold()
         self._flush()
         for event, impulse in zip(self._events, self._impulse.tolist()):
             event.impulse = impulse
@@ -91,56 +109,70 @@ class ContactTracker:
     def update(self, data: mujoco.MjData, dt: float) -> None:
         if data.ncon == 0:
             if self._geoms:
+                self._fold()
                 self._flush()
                 self._end(self._active, data.time)
                 self._active, self._geoms, self._slots, self._acc = {}, b"", self._slots[:0], self._acc[:0]
+                self._layout, self._forces = _Layout([], False), self._forces[:0]
             return
         con = data.contact  # ncon long
         geom = con.geom  # (ncon, 2)
         geoms = geom.tobytes()
-        if geoms != self._geoms:
-            self._regroup(data, geom)
-            self._geoms = geoms
-        addr = con.efc_address  # elliptic cones: row 0 of a contact is its normal force
+        if geoms != self._geoms or dt != self._dt:
+            self._fold()
+            self._regroup(data, geoms, geom)
+            self._geoms, self._dt = geoms, dt
         if not data.nefc:
-            normal = np.zeros(len(addr))
-        elif self._excluded:
-            normal = np.where(addr >= 0, data.efc_force[addr], 0.0)
+            return
+        addr = con.efc_address  # elliptic cones: row 0 of a contact is its normal force
+        if self._layout.excluded:
+            self._forces += np.where(addr >= 0, data.efc_force[addr], 0.0)
         else:
-            normal = data.efc_force[addr]
-        if self._grouped:
-            normal = np.bincount(self._group, weights=normal, minlength=len(self._acc))  # per pair, N
-        self._acc += normal * dt
+            self._forces += data.efc_force[addr]
+
+    def _fold(self) -> None:
+        """Add the summed contact forces to their pairs' impulses."""
+        if not len(self._forces):
+            return
+        forces = self._forces
+        if self._layout.grouped:
+            forces = np.bincount(self._layout.group, weights=forces, minlength=len(self._acc))  # per pair, N
+        self._acc += forces * self._dt
+        self._forces.fill(0.0)
 
     def _flush(self) -> None:
         self._impulse[self._slots] = self._acc
 
-    def _regroup(self, data: mujoco.MjData, geom: np.ndarray) -> None:
+    def _layout_of(self, geoms: bytes, geom: np.ndarray, addr: np.ndarray) -> _Layout:
+        layout = self._layouts.get(geoms)
+        if layout is None:
+            keys = self._pair_key[geom[:, 0], geom[:, 1]].tolist()  # (ncon,) pair key per contact
+            layout = _Layout(keys, self._gaps or bool((addr < 0).any()))
+            if len(self._layouts) >= MAX_LAYOUTS:
+                self._layouts.clear()
+            self._layouts[geoms] = layout
+        return layout
+
+    def _regroup(self, data: mujoco.MjData, geoms: bytes, geom: np.ndarray) -> None:
         """The touching geoms changed: group contacts by pair (in key order) and open events for
         pairs that were not touching in the previous substep."""
-        keys = self._pair_key[geom[:, 0], geom[:, 1]].tolist()  # (ncon,) pair key per contact
-        first: dict[int, int] = {}  # pair key -> its first contact
-        for i, k in enumerate(keys):
-            first.setdefault(k, i)
-        pairs = sorted(first)
-        if pairs != list(self._active):  # a pair began or ended
+        layout = self._layout_of(geoms, geom, data.contact.efc_address)
+        if layout.pairs != list(self._active):  # a pair began or ended
             self._flush()
-            self._end([k for k in self._active if k not in first], data.time)
+            self._end([k for k in self._active if k not in layout.first], data.time)
             active, slots = {}, []
-            for k in pairs:
+            for k in layout.pairs:
                 idx = self._active.get(k)
                 if idx is None:
                     idx, separated = self._ended.get(k, (-1, -np.inf))
                     if data.time - separated > REBOUND_GAP:
-                        idx = self._begin(data, k, first[k])
+                        idx = self._begin(data, k, layout.first[k])
                 active[k] = idx
                 slots.append(idx)
             self._active, self._slots = active, np.array(slots, np.int64)
             self._acc = self._impulse[self._slots]
-        rank = {k: r for r, k in enumerate(pairs)}
-        self._group = np.array([rank[k] for k in keys], np.int64)
-        self._grouped = len(pairs) < len(keys) or keys != pairs
-        self._excluded = self._gaps or bool((data.contact.efc_address < 0).any())
+        self._layout = layout
+        self._forces = np.zeros(len(layout.group))
 
     def _end(self, keys, time: float) -> None:
         for k in keys:

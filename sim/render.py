@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import atexit
+import functools
+import hashlib
 import os
 import threading
 
@@ -18,10 +20,36 @@ class RenderError(RuntimeError):
     pass
 
 
-# OpenGL contexts kept for reuse, per process and thread: (pid, thread, width, height) -> idle contexts.
-# A fresh context costs ~0.2 s on Mesa (its shaders are compiled on first use), more than a whole
-# 64x64 episode, so each worker makes one and every later renderer of that size reuses it.
-_IDLE_GL: dict[tuple[int, int, int, int], list] = {}
+# Render resources kept for reuse, per process and thread: (pid, thread, width, height) -> idle
+# `_GLResources`. A fresh OpenGL context costs ~0.2 s on Mesa (its shaders are compiled on first use),
+# more than a whole 64x64 episode, so each worker makes one and every later renderer of that size
+# reuses it. The model's render context (textures, meshes, offscreen buffers, ~3 ms) and abstract
+# scene (~1 ms) are reused too when the next model draws the same (`render_signature`): episodes of
+# one family differ in sizes, masses and poses, which live in the scene, not in the render context.
+_IDLE_GL: dict[tuple[int, int, int, int], list[_GLResources]] = {}
+MAX_IDLE = 10  # idle resources kept per size: one per family of a mixed dataset
+_DEFAULT_FLAGS = mujoco.MjvScene().flags.copy()  # mjv_makeScene's render flags (shadow, skybox, ...)
+
+
+class _GLResources:
+    """An OpenGL context with the render context and abstract scene last made in it (or None)."""
+
+    def __init__(self, gl_context):
+        self.gl_context = gl_context
+        self.mjr_context: mujoco.MjrContext | None = None
+        self.scene: mujoco.MjvScene | None = None
+        self.signature = b""  # render_signature of the model they were made for
+
+    def free_model_resources(self) -> None:
+        if self.mjr_context is not None:
+            with self.gl_context.as_current():
+                self.mjr_context.free()
+        self.mjr_context = self.scene = None
+        self.signature = b""
+
+    def free(self) -> None:
+        self.free_model_resources()
+        self.gl_context.free()
 
 
 def _gl_key(width: int, height: int) -> tuple[int, int, int, int]:
@@ -29,55 +57,120 @@ def _gl_key(width: int, height: int) -> tuple[int, int, int, int]:
 
 
 def _free_idle_gl() -> None:
-    for key, contexts in _IDLE_GL.items():
+    for key, idle in _IDLE_GL.items():
         if key[0] == os.getpid():
-            for context in contexts:
-                context.free()
+            for resources in idle:
+                resources.free()
     _IDLE_GL.clear()
 
 
 atexit.register(_free_idle_gl)
 
+# model fields `mjr_makeContext` and `mjv_makeScene` read: assets, materials, skins and flexes
+_ASSET_PREFIXES = ("tex_", "mat_", "mesh_", "hfield_", "skin_", "flex_")
+_VISUAL_GROUPS = ("global_", "quality", "headlight", "map", "scale", "rgba")
+
+
+@functools.cache
+def _field_names(cls: type, prefixes: tuple[str, ...]) -> tuple[str, ...]:
+    """The data attributes (properties) of a MuJoCo struct type whose names start with a prefix."""
+    return tuple(
+        sorted(n for n in dir(cls) if n.startswith(prefixes) and not n.startswith("_") and isinstance(getattr(cls, n), property))
+    )
+
+
+def render_signature(model: mujoco.MjModel) -> bytes:
+    """Digest of what a render context and an abstract scene take from `model` at creation.
+
+    Two models with equal signatures can share them. Left out: `stat.extent`, which only scales the
+    shadow frustum and fog (refreshed on reuse, `_refresh_extent`), except for infinite planes,
+    whose grid it sizes.
+    """
+    h = hashlib.sha256()
+    for name in _field_names(type(model), _ASSET_PREFIXES):
+        h.update(name.encode() + getattr(model, name).tobytes())
+    for group in _VISUAL_GROUPS:
+        fields = getattr(model.vis, group)
+        for name in _field_names(type(fields), ("",)):
+            h.update(name.encode() + np.asarray(getattr(fields, name)).tobytes())
+    planes = model.geom_type == mujoco.mjtGeom.mjGEOM_PLANE
+    h.update(model.geom_size[planes].tobytes() + model.geom_matid[planes].tobytes())
+    if (model.geom_size[planes][:, :2] <= 0).any():
+        h.update(np.float64(model.stat.extent).tobytes())
+    return h.digest()
+
+
+def _refresh_extent(mjr_context: mujoco.MjrContext, model: mujoco.MjModel) -> None:
+    """Set the render context's extent-scaled fields as `mjr_makeContext` would for `model` (the
+    OpenGL fog distances stay the first model's: the renderer never enables fog)."""
+    extent, vmap = model.stat.extent, model.vis.map
+    mjr_context.shadowClip = extent * vmap.shadowclip
+    mjr_context.fogStart = extent * vmap.fogstart
+    mjr_context.fogEnd = extent * vmap.fogend
+
+
+def _acquire(key, signature: bytes, gl_context_cls: type) -> _GLResources:
+    """Idle resources for this size: with this signature if any, else any (or a new context)."""
+    idle = _IDLE_GL.get(key, [])
+    for i in range(len(idle) - 1, -1, -1):
+        if idle[i].signature == signature:
+            return idle.pop(i)
+    if idle:
+        resources = idle.pop()
+        resources.free_model_resources()
+        return resources
+    return _GLResources(gl_context_cls(key[2], key[3]))
+
+
+def _release(key, resources: _GLResources) -> None:
+    idle = _IDLE_GL.setdefault(key, [])
+    idle.append(resources)
+    if len(idle) > MAX_IDLE:
+        idle.pop(0).free()
+
 
 class _PooledRenderer(mujoco.Renderer):
-    """`mujoco.Renderer` whose OpenGL context comes from (and returns to) the per-process pool.
+    """`mujoco.Renderer` whose OpenGL context, render context and scene come from (and return to)
+    the per-process pool.
 
-    Only the model's render context (`MjrContext`: textures, meshes, offscreen buffer) is made per
-    renderer; `render`, `update_scene` and depth/segmentation decoding are mujoco.Renderer's own.
+    `render`, `update_scene` and depth/segmentation decoding are mujoco.Renderer's own.
     """
 
     def __init__(self, model: mujoco.MjModel, height: int, width: int, gl_context_cls: type):
-        self._gl_context = self._mjr_context = None
+        self._gl_context = self._mjr_context = self._resources = None
         self._width, self._height, self._model = width, height, model
-        # mujoco.Renderer allots 10,000 geoms (~15 ms to allocate); start smaller, grow when full
-        self._scene = mujoco.MjvScene(model=model, maxgeom=max(1000, 4 * (model.ngeom + model.nsite)))
         self._scene_option = mujoco.MjvOption()
         self._rect = mujoco.MjrRect(0, 0, width, height)
         self._depth_rendering = self._segmentation_rendering = False
         self._key = _gl_key(width, height)
-        idle = _IDLE_GL.get(self._key)
-        self._gl_context = idle.pop() if idle else gl_context_cls(width, height)
+        signature = render_signature(model)
+        resources = _acquire(self._key, signature, gl_context_cls)
+        self._resources, self._gl_context = resources, resources.gl_context
         self._gl_context.make_current()
-        self._mjr_context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150.value)
-        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN.value, self._mjr_context)
-        self._mjr_context.readDepthMap = mujoco.mjtDepthMap.mjDEPTH_ZEROFAR
+        if resources.mjr_context is None:
+            # mujoco.Renderer allots 10,000 geoms (~15 ms to allocate); start smaller, grow when full
+            resources.scene = mujoco.MjvScene(model=model, maxgeom=max(1000, 4 * (model.ngeom + model.nsite)))
+            resources.mjr_context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150.value)
+            mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN.value, resources.mjr_context)
+            resources.mjr_context.readDepthMap = mujoco.mjtDepthMap.mjDEPTH_ZEROFAR
+            resources.signature = signature
+        else:
+            _refresh_extent(resources.mjr_context, model)
+            resources.scene.flags[:] = _DEFAULT_FLAGS
+        self._scene, self._mjr_context = resources.scene, resources.mjr_context
 
     def update_scene(self, data: mujoco.MjData, camera=-1, scene_option=None) -> None:
         super().update_scene(data, camera, scene_option)
         while self._scene.ngeom >= self._scene.maxgeom:  # full: some geoms may have been left out
             flags = self._scene.flags.copy()
-            self._scene = mujoco.MjvScene(model=self._model, maxgeom=4 * self._scene.maxgeom)
+            self._scene = self._resources.scene = mujoco.MjvScene(model=self._model, maxgeom=4 * self._scene.maxgeom)
             self._scene.flags[:] = flags
             super().update_scene(data, camera, scene_option)
 
     def close(self) -> None:
-        if self._mjr_context is not None:
-            with self._gl_context.as_current():
-                self._mjr_context.free()
-            self._mjr_context = None
-        if self._gl_context is not None:
-            _IDLE_GL.setdefault(self._key, []).append(self._gl_context)
-            self._gl_context = None
+        if self._resources is not None:
+            _release(self._key, self._resources)
+        self._resources = self._gl_context = self._mjr_context = None
 
 
 def _make_renderer(model: mujoco.MjModel, height: int, width: int) -> mujoco.Renderer:

@@ -41,6 +41,31 @@ def test_same_seed_same_episode(scene):
 
 
 @pytest.mark.parametrize("scene", FAMILIES)
+def test_reused_render_resources_give_the_frames_of_fresh_ones(scene):
+    # a worker's second episode of a family reuses the first one's render context and scene
+    from sim import render
+
+    kw = dict(seed=3, depth=True, segmentation=True, shadows=True)
+    render._free_idle_gl()
+    fresh = small(scene, **kw)
+    render._free_idle_gl()
+    small(scene, seed=4, seconds=0.1, depth=True, segmentation=True, shadows=True)
+    reused = small(scene, **kw)
+    for name in ("frames", "depth", "segmentation"):
+        np.testing.assert_array_equal(getattr(reused, name), getattr(fresh, name), err_msg=name)
+
+
+def test_render_resources_are_reused_within_a_family():
+    from sim import render
+
+    render._free_idle_gl()
+    small("drop", seed=4, seconds=0.1)
+    pooled = [r.mjr_context for r in render._IDLE_GL[render._gl_key(32, 32)]]
+    small("drop", seed=3, seconds=0.1, params={"size": 0.25})
+    assert [r.mjr_context for r in render._IDLE_GL[render._gl_key(32, 32)]] == pooled
+
+
+@pytest.mark.parametrize("scene", FAMILIES)
 def test_splits_sample_their_ranges(scene):
     family = sim.get_family(scene)
     for i in range(20):
