@@ -391,10 +391,13 @@ def write_video(path: Path, predicted: np.ndarray, simulated: np.ndarray, fps: f
     os.replace(tmp, path)
 
 
+TABLE_LABELS = {MODEL: "model", "copy_last": "copy last", "constant_velocity": "const vel", "constant_acceleration": "const acc"}
+
+
 def print_table(report: dict) -> None:
     """A human-readable summary on stderr."""
     names = list(PREDICTORS)
-    head = f"{'family':<12}{'eps':>4}" + "".join(f"{n[:14]:>15}" for n in names) + f"{'win':>5}{'psnr':>7}{'floor px':>9}{'px':>7}"
+    head = f"{'family':<12}{'eps':>4}" + "".join(f"{TABLE_LABELS[n]:>11}" for n in names) + f"{'win':>5}{'psnr':>7}{'floor px':>9}{'px':>7}"
     for key, dataset in report["datasets"].items():
         print(f"\n[{key}] position error over the horizon, m (mean); PSNR dB; frame-parsed error px", file=sys.stderr)
         print(head, file=sys.stderr)
@@ -406,7 +409,7 @@ def print_table(report: dict) -> None:
             cell = lambda v, w, f: f"{'-':>{w}}" if v is None else f"{v:>{w}{f}}"  # noqa: E731
             print(
                 f"{family:<12}{s['episodes']:>4}"
-                + "".join(cell(err[n]["mean"], 15, ".4f") for n in names)
+                + "".join(cell(err[n]["mean"], 11, ".4f") for n in names)
                 + f"{'' if win is None else ('yes' if win else 'no'):>5}"
                 + cell(s["psnr_db"].get(MODEL), 7, ".1f")
                 + cell(px[FLOOR]["mean"], 9, ".2f")
