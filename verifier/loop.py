@@ -202,7 +202,8 @@ def verify(query: str | dict | PhysicalQuery, model=None, *, oracle: str = "sim"
     if verdict == "unverified" and sim_answer is not None:
         answer, source = sim_answer, "simulator"  # the correction
     if simulator is not None:
-        simulator["disagreement"] = disagreement(final, sim_answer, representative.episode, simulated, context)
+        simulator["disagreement"] = disagreement(final or representative.answer, sim_answer, representative.episode,
+                                                 simulated, context)
     return Verification(query, answer, source, verdict, checks, simulator, rounds, pool[0].answer,
                         representative.episode, simulated)
 

@@ -247,7 +247,8 @@ SCENE_WORDS = [  # first match wins
     ("push", r"\bpaddle|\bpusher\b"),
     ("stack", r"\bstack|\btower|\bblocks\b|\btopple|\bfall over\b|\bcubes\b"),
     ("table_fall", r"\btable|\bdesk|\bcounter\b|\bbench\b"),
-    ("collision", r"\bhits?\b|\bcollid|\bcollision|\bstrikes?\b|\bhead-on|\bcrash|\bbumps? into|\bimpact"),
+    ("collision", r"\bcollid|\bcollision|\bhead-on|\bcrash|"
+                  r"\b(hits?|strikes?|struck|bumps? into)\b(?!\s+(the\s+)?(ground|floor))"),
     ("ramp", r"\bramp|\bincline|\bslope|\bslides? down|\brolls? down|\binclined"),
     ("projectile", r"\bthrow|\bthrown|\blaunch|\bkick|\bfired|\bshot\b|\btoss|\bhurl|\bhorizontally|\bprojectile|"
                    r"\blobbed|\bserved"),
@@ -569,6 +570,17 @@ BUILDERS = {
     "table_fall": build_table_fall,
     "gears": build_gears,
 }
+# structured queries: neutral values for parameters a question does not depend on (the rest are required)
+STRUCTURED_DEFAULTS = {
+    "drop": {"num_objects": 1, "shape": "sphere", "size": 0.1, "mass": 1.0, "restitution": 0.5, "friction": 0.5},
+    "projectile": {"shape": "sphere", "size": 0.1, "mass": 1.0, "height": 0.0, "restitution": 0.5, "friction": 0.5},
+    "ramp": {"shape": "box", "size": 0.1, "mass": 1.0, "restitution": 0.2},
+    "pendulum": {"links": 1, "angle2_deg": 0.0, "mass": 1.0, "size": 0.05, "damping": 0.0},
+    "collision": {"num_balls": 2, "size": 0.2, "impact_parameter": 0.0},
+    "stack": {"mass": 0.3, "friction": 0.7},
+    "table_fall": {"mass": 0.3, "friction": 0.2},
+    "gears": {"num_gears": 2},
+}
 ORDINALS = {"first": 0, "driver": 0, "second": 1, "third": 2, "fourth": 3, "fifth": 4, "sixth": 5}
 
 
@@ -667,8 +679,14 @@ def from_mapping(data: dict) -> PhysicalQuery:
     if question not in SCENE_QUESTIONS[scene]:
         raise QueryError(f"parameter 'question': got {question!r} for scene {scene!r}; allowed: "
                          f"{', '.join(SCENE_QUESTIONS[scene])}")
+    assumptions = [f"{k}={v} (not given)" for k, v in STRUCTURED_DEFAULTS[scene].items() if k not in params]
+    params = {**STRUCTURED_DEFAULTS[scene], **params}
+    missing = [name for name in sim.get_family(scene).params.names() if name not in params]
+    if missing:
+        raise QueryError(f"scene {scene!r}: missing parameter(s) {', '.join(map(repr, missing))}; "
+                         f"given: {sorted(data.get('params') or {})}")
     query = PhysicalQuery(scene, params, question, data.get("time"), data.get("distance"), int(data.get("body") or 0),
-                          [], str(data.get("text") or ""))
+                          assumptions, str(data.get("text") or ""))
     return validate(query)
 
 
