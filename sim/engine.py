@@ -36,11 +36,12 @@ def model_hash(model: mujoco.MjModel) -> str:
 
 
 REBOUND_GAP = 0.02  # s; shorter flights (rebounds under ~0.5 mm) continue the previous contact
-MAX_LAYOUTS = 4096  # contact layouts remembered per tracker (a resting box chatters between a few)
+MAX_LAYOUTS = 4096  # contact layouts remembered per tracker (resting bodies switch between a few)
 
 
 class _Layout:
-    """How one list of touching geom pairs groups into entity pairs (cached per list)."""
+    """One list of touching geom pairs: how its contacts group into entity pairs, and their normal
+    forces summed over the substeps it was current (cached per list)."""
 
     def __init__(self, keys: list[int], excluded: bool):
         self.first: dict[int, int] = {}  # pair key -> its first contact
@@ -51,6 +52,36 @@ class _Layout:
         self.group = np.array([rank[k] for k in keys], np.int64)  # (ncon,) contact -> pair rank
         self.grouped = len(self.pairs) < len(keys) or keys != self.pairs  # else contact i is pair i
         self.excluded = excluded  # some contact may have no constraint rows (efc_address -1)
+        self.forces = np.zeros(len(keys))  # (ncon,) N, summed over substeps since the last fold
+        self.dirty = False  # forces holds something not yet folded into the impulses
+        self.slots = np.zeros(0, np.int64)  # (n_pairs,) each pair's event index ...
+        self.epoch = -1  # ... as of this many events begun
+        # the constraint rows of the contacts' normal forces (slice or index array), valid while the
+        # constraint count is `nefc`: contact rows come last, each contact's count fixed by its geoms
+        self.rows: slice | np.ndarray = slice(0)
+        self.nefc = -1
+
+    def normal_rows(self, data: mujoco.MjData) -> slice | np.ndarray:
+        """Rows of data.efc_force holding the contacts' normal forces (elliptic cones: a contact's first row)."""
+        if data.nefc != self.nefc:
+            addr = data.contact.efc_address  # (ncon,)
+            step = addr[1] - addr[0] if len(addr) > 1 else 1
+            regular = step > 0 and (np.diff(addr) == step).all()
+            self.rows = slice(addr[0], addr[-1] + 1, step) if regular else addr.copy()
+            self.nefc = data.nefc
+        return self.rows
+
+    def add_forces(self, data: mujoco.MjData) -> None:
+        """Add this substep's normal forces (N) of the contacts."""
+        if self.excluded:
+            addr = data.contact.efc_address
+            self.forces += np.where(addr >= 0, data.efc_force[addr], 0.0)
+        else:
+            self.forces += data.efc_force[self.normal_rows(data)]
+
+    def pair_forces(self) -> np.ndarray:
+        """(n_pairs,) the summed forces per pair, N."""
+        return np.bincount(self.group, weights=self.forces, minlength=len(self.pairs)) if self.grouped else self.forces
 
 
 class ContactTracker:
@@ -60,10 +91,11 @@ class ContactTracker:
     A pair that touches again within REBOUND_GAP of separating continues its event (contact
     chatter of resting or rocking bodies is one event, not hundreds).
 
-    `update` runs after every MuJoCo substep, so it is kept lean: while the list of touching geom
-    pairs is unchanged (a resting or sliding contact), each contact's normal force is summed in a
-    numpy array, folded into its pair's impulse only when the list changes or events are read; the
-    grouping of a list into pairs is computed once per distinct list (`_Layout`).
+    `update` runs after every MuJoCo substep, so it is kept lean. Each distinct list of touching
+    geom pairs gets a `_Layout` (its grouping into entity pairs and their events, computed once)
+    that sums its contacts' normal forces while it is current. Resting and rocking bodies switch
+    between a few lists; the sums are added to the events' impulses only when an event begins or
+    the events are read.
     """
 
     def __init__(self, model: mujoco.MjModel):
@@ -83,25 +115,22 @@ class ContactTracker:
         self._pair_key = lo * self.n + hi
         # without gaps, whether a contact makes constraint rows (efc_address >= 0) depends on its geoms only
         self._gaps = bool((model.geom_gap > 0).any() or (model.npair and (model.pair_gap > 0).any()))
-        self._layouts: dict[bytes, _Layout] = {}  # contact geom pairs (bytes) -> their layout
         self.reset()
 
     def reset(self) -> None:
         self._events: list[ContactEvent] = []
         self._impulse = np.zeros(16)  # (capacity,) N*s, one per event
-        self._active: dict[int, int] = {}  # pair key -> index into events
-        self._ended: dict[int, tuple[int, float]] = {}  # pair key -> (event index, time it separated)
+        self._event_of: dict[int, int] = {}  # pair key -> index of its latest event
+        self._separated: dict[int, float] = {}  # pair key -> time it last stopped touching, s
         self._geoms = b""  # the contact geom pairs of the last substep (bytes), b"" when none
-        self._layout = _Layout([], False)
-        self._slots = np.zeros(0, np.int64)  # (n_active,) active pair -> event index
-        self._acc = np.zeros(0)  # (n_active,) the active pairs' impulses, N*s (flushed to _impulse)
-        self._forces = np.zeros(0)  # (ncon,) each contact's normal force summed over substeps, N
-        self._dt = 0.0  # s, the substep of the forces summed in _forces
+        self._layouts: dict[bytes, _Layout] = {b"": _Layout([], False)}  # geom pairs (bytes) -> layout
+        self._layout = self._layouts[b""]  # the current one
+        self._dirty: list[_Layout] = []  # layouts with forces not yet added to the impulses
+        self._dt = 0.0  # s, the substep of the forces being summed
 
     @property
     def events(self) -> list[ContactEvent]:
         self._fold()
-        self._flush()
         for event, impulse in zip(self._events, self._impulse.tolist()):
             event.impulse = impulse
         return self._events
@@ -109,77 +138,61 @@ class ContactTracker:
     def update(self, data: mujoco.MjData, dt: float) -> None:
         if data.ncon == 0:
             if self._geoms:
-                self._fold()
-                self._flush()
-                self._end(self._active, data.time)
-                self._active, self._geoms, self._slots, self._acc = {}, b"", self._slots[:0], self._acc[:0]
-                self._layout, self._forces = _Layout([], False), self._forces[:0]
+                self._switch(data, b"", self._layout_of(b"", None, data))
             return
-        con = data.contact  # ncon long
-        geom = con.geom  # (ncon, 2)
+        geom = data.contact.geom  # (ncon, 2)
         geoms = geom.tobytes()
         if geoms != self._geoms or dt != self._dt:
-            self._fold()
-            self._regroup(data, geoms, geom)
-            self._geoms, self._dt = geoms, dt
-        if not data.nefc:
-            return
-        addr = con.efc_address  # elliptic cones: row 0 of a contact is its normal force
-        if self._layout.excluded:
-            self._forces += np.where(addr >= 0, data.efc_force[addr], 0.0)
-        else:
-            self._forces += data.efc_force[addr]
+            if dt != self._dt:
+                self._fold()
+                self._dt = dt
+            self._switch(data, geoms, self._layout_of(geoms, geom, data))
+        if data.nefc:
+            self._layout.add_forces(data)
 
-    def _fold(self) -> None:
-        """Add the summed contact forces to their pairs' impulses."""
-        if not len(self._forces):
-            return
-        forces = self._forces
-        if self._layout.grouped:
-            forces = np.bincount(self._layout.group, weights=forces, minlength=len(self._acc))  # per pair, N
-        self._acc += forces * self._dt
-        self._forces.fill(0.0)
-
-    def _flush(self) -> None:
-        self._impulse[self._slots] = self._acc
-
-    def _layout_of(self, geoms: bytes, geom: np.ndarray, addr: np.ndarray) -> _Layout:
+    def _layout_of(self, geoms: bytes, geom: np.ndarray | None, data: mujoco.MjData) -> _Layout:
         layout = self._layouts.get(geoms)
         if layout is None:
             keys = self._pair_key[geom[:, 0], geom[:, 1]].tolist()  # (ncon,) pair key per contact
-            layout = _Layout(keys, self._gaps or bool((addr < 0).any()))
+            layout = _Layout(keys, self._gaps or bool((data.contact.efc_address < 0).any()))
             if len(self._layouts) >= MAX_LAYOUTS:
-                self._layouts.clear()
+                self._fold()
+                self._layouts = {b"": self._layouts[b""]}
             self._layouts[geoms] = layout
         return layout
 
-    def _regroup(self, data: mujoco.MjData, geoms: bytes, geom: np.ndarray) -> None:
-        """The touching geoms changed: group contacts by pair (in key order) and open events for
-        pairs that were not touching in the previous substep."""
-        layout = self._layout_of(geoms, geom, data.contact.efc_address)
-        if layout.pairs != list(self._active):  # a pair began or ended
-            self._flush()
-            self._end([k for k in self._active if k not in layout.first], data.time)
-            active, slots = {}, []
+    def _switch(self, data: mujoco.MjData, geoms: bytes, layout: _Layout) -> None:
+        """The touching geoms changed to `layout`'s: note the pairs that stopped touching, open
+        events for pairs that begin touching (unless they rebound within REBOUND_GAP)."""
+        previous = self._layout
+        if layout.pairs != previous.pairs:
+            time = float(data.time)
+            for k in previous.pairs:
+                if k not in layout.first:
+                    self._separated[k] = time
             for k in layout.pairs:
-                idx = self._active.get(k)
-                if idx is None:
-                    idx, separated = self._ended.get(k, (-1, -np.inf))
-                    if data.time - separated > REBOUND_GAP:
-                        idx = self._begin(data, k, layout.first[k])
-                active[k] = idx
-                slots.append(idx)
-            self._active, self._slots = active, np.array(slots, np.int64)
-            self._acc = self._impulse[self._slots]
-        self._layout = layout
-        self._forces = np.zeros(len(layout.group))
+                if k not in previous.first and time - self._separated.get(k, -np.inf) > REBOUND_GAP:
+                    self._begin(data, k, layout.first[k])
+        if layout.epoch != len(self._events):
+            layout.slots = np.array([self._event_of[k] for k in layout.pairs], np.int64)
+            layout.epoch = len(self._events)
+        if not layout.dirty and len(layout.pairs):
+            layout.dirty = True
+            self._dirty.append(layout)
+        self._geoms, self._layout = geoms, layout
 
-    def _end(self, keys, time: float) -> None:
-        for k in keys:
-            self._ended[k] = (self._active[k], float(time))
+    def _fold(self) -> None:
+        """Add the layouts' summed contact forces to their events' impulses."""
+        for layout in self._dirty:
+            self._impulse[layout.slots] += layout.pair_forces() * self._dt
+            layout.forces.fill(0.0)
+            layout.dirty = False
+        self._dirty.clear()
 
-    def _begin(self, data: mujoco.MjData, key: int, contact: int) -> int:
-        """Open an event for pair `key` at its first contact; return the event's index."""
+    def _begin(self, data: mujoco.MjData, key: int, contact: int) -> None:
+        """Open an event for pair `key` at its first contact (the forces summed so far are added
+        first: they belong to the pair's previous event)."""
+        self._fold()
         a, b = divmod(key, self.n)
         pos = data.contact.pos[contact]
         self._events.append(
@@ -187,7 +200,7 @@ class ContactTracker:
         )
         if len(self._events) > len(self._impulse):
             self._impulse = np.concatenate([self._impulse, np.zeros(len(self._impulse))])
-        return len(self._events) - 1
+        self._event_of[key] = len(self._events) - 1
 
 
 class Simulation:
@@ -276,14 +289,21 @@ class Simulation:
 
     def states(self) -> np.ndarray:
         """(n_tracked, 13): centre-of-mass position, quaternion wxyz, linear and angular velocity."""
+        return states_from_kinematics(self.kinematics())
+
+    def kinematics(self) -> np.ndarray:
+        """(n_tracked, 16) what the states are derived from (`states_from_kinematics`), a cheap
+        copy to record every frame: centre of mass, quaternion, cvel (angular, linear), and the
+        centre of mass of the root's subtree, about which cvel is expressed."""
         d, ids = self.data, self._ids
-        pos = d.xipos[ids]
-        # cvel is [angular, linear] at the subtree centre of mass of each body's root
-        cvel = d.cvel[ids]
-        origin = d.subtree_com[self._roots]
-        angvel = cvel[:, :3]
-        vel = cvel[:, 3:] + np.cross(angvel, pos - origin)
-        return np.concatenate([pos, d.xquat[ids], vel, angvel], axis=1)
+        return np.concatenate([d.xipos[ids], d.xquat[ids], d.cvel[ids], d.subtree_com[self._roots]], axis=-1)
+
+
+def states_from_kinematics(kinematics: np.ndarray) -> np.ndarray:
+    """(..., n, 16) `Simulation.kinematics` -> (..., n, 13) states."""
+    pos, quat, angvel, cvel_linear, origin = np.split(kinematics, [3, 7, 10, 13], axis=-1)
+    vel = cvel_linear + np.cross(angvel, pos - origin)  # linear velocity at the centre of mass
+    return np.concatenate([pos, quat, vel, angvel], axis=-1)
 
 
 def frames_for(seconds: float, fps: float) -> int:

@@ -10,7 +10,7 @@ from sim import _gl  # noqa: F401
 import mujoco
 
 from sim.audio import AUDIO_RATE, impact_sound
-from sim.engine import Simulation, compile_scene, frames_for, model_hash
+from sim.engine import Simulation, compile_scene, frames_for, model_hash, states_from_kinematics
 from sim.episode import Episode
 from sim.params import ParamError, check_split
 from sim.render import FrameRenderer
@@ -101,14 +101,14 @@ def simulate(
         if render
         else None
     )
-    states = np.zeros((n_frames, len(sim.body_ids), 13))
+    kinematics = np.zeros((n_frames, len(sim.body_ids), 16))  # per frame, see Simulation.kinematics
     rgb = np.zeros((n_frames, height, width, 3), np.uint8) if render else None
     depth_maps = np.zeros((n_frames, height, width), np.float32) if render and depth else None
     segments = np.zeros((n_frames, height, width), np.int32) if render and segmentation else None
     applied = np.zeros((n_frames, sim.action_dim))
     try:
         for t in range(n_frames):
-            states[t] = sim.states()
+            kinematics[t] = sim.kinematics()
             if renderer is not None:
                 rgb[t], d, s = renderer.render(sim.data)
                 if depth_maps is not None:
@@ -129,7 +129,7 @@ def simulate(
         fps=float(fps),
         times=np.arange(n_frames) / fps,
         body_names=list(built.tracked),
-        states=states,
+        states=states_from_kinematics(kinematics),
         params=values,
         caption=family.caption(values),
         frames=rgb,
