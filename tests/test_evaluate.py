@@ -108,6 +108,8 @@ def test_collision_is_detected_when_the_simulator_says_the_balls_touch():
         touch = min(e.time for e in ep.events if {e.body_a, e.body_b} == {"ball0", "ball1"})
         assert metrics.collided(ep, 4) == int(np.flatnonzero(ep.times > touch)[0])
         assert metrics.bounced(ep, 4) is None
+        # a predictor that stops the balls at the first predicted frame has not made them collide
+        assert metrics.collided(baselines.copy_last(ep, 4, len(ep) - 4), 4) is None
 
 
 def test_toppling_follows_the_centre_of_mass_criterion():

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
+from safetensors import SafetensorError
 from tqdm import tqdm
 
 from sim.dataset import DatasetError, SimDataset, load_dataset
@@ -70,7 +71,8 @@ def check_options(cfg: DictConfig) -> dict:
     checkpoint = _path(cfg, "checkpoint")
     file = checkpoint / "model.safetensors" if checkpoint.is_dir() else checkpoint
     if not file.is_file():
-        raise ConfigError(f"parameter 'checkpoint': got {str(checkpoint)!r}, which does not exist; allowed: a model.safetensors file or a directory holding one")
+        problem = "a directory without model.safetensors" if checkpoint.is_dir() else "which does not exist"
+        raise ConfigError(f"parameter 'checkpoint': got {str(checkpoint)!r}, {problem}; allowed: a model.safetensors file or a directory holding one")
     opts = {
         "checkpoint": file,
         "data": _path(cfg, "data"),
@@ -134,8 +136,9 @@ def load_model(opts: dict):
         raise ConfigError(f"parameter 'device': got {device!r}; allowed: cpu (no CUDA device is available)")
     try:
         return worldmodel.load(opts["checkpoint"], device=device)
-    except (ValueError, OSError) as err:
-        raise ConfigError(f"parameter 'checkpoint': {err}") from None
+    except (ValueError, OSError, RuntimeError, SafetensorError) as err:  # not a checkpoint, or another model's
+        first_line = str(err).strip().splitlines()[0]
+        raise ConfigError(f"parameter 'checkpoint': {str(opts['checkpoint'])!r} cannot be loaded ({first_line}); allowed: a file written by WorldModel.save") from None
 
 
 # --- rolling out and scoring one episode ----------------------------------------------------------
@@ -394,8 +397,14 @@ def write_video(path: Path, predicted: np.ndarray, simulated: np.ndarray, fps: f
 TABLE_LABELS = {MODEL: "model", "copy_last": "copy last", "constant_velocity": "const vel", "constant_acceleration": "const acc"}
 
 
+def _cell(value: float | None, width: int, spec: str) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}{spec}}"
+
+
 def print_table(report: dict) -> None:
-    """A human-readable summary on stderr."""
+    """A human-readable summary on stderr: per dataset and family, the position error of the model and
+    the baselines, whether the model wins, PSNR and the frame-parsed error (parser floor, model); then
+    event accuracy, the OOD/ID ratio and the caption ablation."""
     names = list(PREDICTORS)
     head = f"{'family':<12}{'eps':>4}" + "".join(f"{TABLE_LABELS[n]:>11}" for n in names) + f"{'win':>5}{'psnr':>7}{'floor px':>9}{'px':>7}"
     for key, dataset in report["datasets"].items():
@@ -403,25 +412,26 @@ def print_table(report: dict) -> None:
         print(head, file=sys.stderr)
         rows = list(dataset["families"].items()) + [("all", dataset["overall"])]
         for family, s in rows:
-            err = s["position_error_m"]
+            err, px = s["position_error_m"], s["frame_position_error_px"]
             win = report["wins"].get(family) if key == "id" else None
-            px = s["frame_position_error_px"]
-            cell = lambda v, w, f: f"{'-':>{w}}" if v is None else f"{v:>{w}{f}}"  # noqa: E731
             print(
                 f"{family:<12}{s['episodes']:>4}"
-                + "".join(cell(err[n]["mean"], 11, ".4f") for n in names)
+                + "".join(_cell(err[n]["mean"], 11, ".4f") for n in names)
                 + f"{'' if win is None else ('yes' if win else 'no'):>5}"
-                + cell(s["psnr_db"].get(MODEL), 7, ".1f")
-                + cell(px[FLOOR]["mean"], 9, ".2f")
-                + cell(px[MODEL]["mean"], 7, ".2f"),
+                + _cell(s["psnr_db"].get(MODEL), 7, ".1f")
+                + _cell(px[FLOOR]["mean"], 9, ".2f")
+                + _cell(px[MODEL]["mean"], 7, ".2f"),
                 file=sys.stderr,
             )
+        for event, e in dataset["overall"]["events"].items():
+            accuracy = ", ".join(f"{TABLE_LABELS[n]} {_cell(e[n]['accuracy'], 4, '.2f').strip()}" for n in names)
+            print(f"{event} accuracy ({e['episodes']} episodes, {e['occurred']} with the event): {accuracy}", file=sys.stderr)
     if "ood_id_ratio" in report:
-        print(f"\nOOD / ID position error: {report['ood_id_ratio']['overall']}", file=sys.stderr)
+        print(f"\nOOD / ID position error: {_cell(report['ood_id_ratio']['overall'], 0, '.2f')}", file=sys.stderr)
     ablation = report.get("caption_ablation") or {}
     if ablation.get("episodes"):
         figures = ", ".join(f"{k} {ablation[k]['position_error_m']:.4f} m" for k in ("caption", "shuffled", "removed"))
-        print(f"caption ablation ({', '.join(ablation['families'])}): {figures}", file=sys.stderr)
+        print(f"caption ablation ({', '.join(ablation['families'])}; position error): {figures}", file=sys.stderr)
 
 
 # --- the command ----------------------------------------------------------------------------------

@@ -155,11 +155,14 @@ def frame_position_error(frames: np.ndarray, true: Episode, start: int, colours:
 
 
 # --- events ---------------------------------------------------------------------------------------
+# Judged on the predicted frames [start, T) alone: a velocity change between two predicted frames (not
+# across the seam between the last known frame and the first predicted one, where a predictor's first
+# step may jump), a height against the last known frame start - 1.
 
 BOUNCE_SPEED = 0.1  # m/s: a bounce is a frame where a body falling faster than this rises faster than this
 COLLISION_DV = 0.05  # m/s: a collision changes two bodies' horizontal velocities by more than this, oppositely
-TOPPLE_DROP = 0.02  # m: a body toppled once its centre is this far below where it started
-FALL_DROP = 0.2  # m: a body fell off (a table, a ledge) once its centre is this far below where it started
+TOPPLE_DROP = 0.02  # m: a body toppling (or falling from a tower) drops its centre this far
+FALL_DROP = 0.2  # m: a body falling off a table or a ledge drops its centre this far
 
 EVENT_FAMILIES = {
     "bounced": ("drop", "projectile"),
@@ -177,38 +180,38 @@ def _first(flags: np.ndarray, start: int) -> int | None:
 
 
 def bounced(episode: Episode, start: int, bodies: int | None = None) -> int | None:
-    """First frame t >= start where some body's vertical velocity went from < -BOUNCE_SPEED at t - 1 to
+    """First frame t > start where some body's vertical velocity went from < -BOUNCE_SPEED at t - 1 to
     > BOUNCE_SPEED at t, or None."""
     vz = episode.velocities[:, :bodies, 2]  # (T, b)
     flags = np.zeros(len(vz), bool)
     flags[1:] = ((vz[:-1] < -BOUNCE_SPEED) & (vz[1:] > BOUNCE_SPEED)).any(axis=1)
-    return _first(flags, max(start, 1))
+    return _first(flags, start + 1)
 
 
 def collided(episode: Episode, start: int, bodies: int | None = None) -> int | None:
-    """First frame t >= start where two bodies' horizontal velocities both changed by more than
+    """First frame t > start where two bodies' horizontal velocities both changed by more than
     COLLISION_DV since t - 1, in opposite directions (momentum exchanged between them), or None."""
     dv = np.diff(episode.velocities[:, :bodies, :2], axis=0)  # (T-1, b, 2)
     big = np.linalg.norm(dv, axis=-1) > COLLISION_DV  # (T-1, b)
     opposite = np.einsum("tid,tjd->tij", dv, dv) < 0  # (T-1, b, b)
-    pair = opposite & big[:, :, None] & big[:, None, :]
     flags = np.zeros(len(episode), bool)
-    flags[1:] = pair.any(axis=(1, 2))
-    return _first(flags, max(start, 1))
+    flags[1:] = (opposite & big[:, :, None] & big[:, None, :]).any(axis=(1, 2))
+    return _first(flags, start + 1)
 
 
 def _dropped(episode: Episode, start: int, bodies: int | None, depth: float) -> int | None:
+    """First frame t >= start where some body's centre is `depth` (m) below its height at start - 1."""
     z = episode.positions[:, :bodies, 2]  # (T, b)
-    return _first((z < z[0] - depth).any(axis=1), start)
+    return _first((z < z[start - 1] - depth).any(axis=1), start)
 
 
 def toppled(episode: Episode, start: int, bodies: int | None = None) -> int | None:
-    """First frame t >= start where some body's centre is TOPPLE_DROP below its height at frame 0."""
+    """First frame t >= start where some body's centre is TOPPLE_DROP below its last known height."""
     return _dropped(episode, start, bodies, TOPPLE_DROP)
 
 
 def fell_off(episode: Episode, start: int, bodies: int | None = None) -> int | None:
-    """First frame t >= start where some body's centre is FALL_DROP below its height at frame 0."""
+    """First frame t >= start where some body's centre is FALL_DROP below its last known height."""
     return _dropped(episode, start, bodies, FALL_DROP)
 
 
@@ -216,6 +219,6 @@ EVENT_DETECTORS = {"bounced": bounced, "collided": collided, "toppled": toppled,
 
 
 def detect_events(episode: Episode, start: int, bodies: int | None = None) -> dict[str, int | None]:
-    """{event: the first frame >= start where it happens, or None} for every event type, over bodies
-    [0, bodies) (all when None)."""
+    """{event: the first frame where it happens in the prediction window, or None} for every event
+    type, over bodies [0, bodies) (all when None). start >= 1."""
     return {name: detect(episode, start, bodies) for name, detect in EVENT_DETECTORS.items()}
