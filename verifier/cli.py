@@ -62,12 +62,12 @@ def load_model(checkpoint, device: str):
 
 
 def answer_one(query, model, options: dict, out: Path) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
     say = (lambda m: print(f"physfusion-verify: {m}", file=sys.stderr, flush=True)) if options["progress"] else None
     result = verify(query, model, oracle=options["oracle"], samples=options["samples"],
                     max_rethinks=options["max_rethinks"], context=options["context"],
                     temperature=float(options["temperature"]), tolerance=float(options["tolerance"]),
                     seed=options["seed"], progress=say)
+    out.mkdir(parents=True, exist_ok=True)  # only once the query is understood
     if options["video"]:
         result.video = write_video(out / "video.mp4", result.predicted, result.simulated)
     report = result.to_dict()
