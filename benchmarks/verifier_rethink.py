@@ -29,10 +29,10 @@ from verifier.oracle import simulate_answer  # noqa: E402
 from verifier.query import QueryError, parse_query  # noqa: E402
 
 TEMPLATES = [
+    ("drop", lambda r: f"A ball is dropped from {r.uniform(1.0, 1.5):.2f} m. How high is it after {r.uniform(0.2, 0.4):.2f} s?"),
     ("drop", lambda r: f"A ball is let go {r.uniform(0.5, 1.5):.2f} m above the floor. How long until it lands?"),
     ("drop", lambda r: f"A ball with restitution {r.uniform(0.5, 0.8):.2f} falls from {r.uniform(0.6, 1.4):.2f} m. "
                        f"How high does it rebound?"),
-    ("drop", lambda r: f"A ball is dropped from {r.uniform(1.0, 1.5):.2f} m. How high is it after {r.uniform(0.2, 0.4):.2f} s?"),
     ("projectile", lambda r: f"A ball is launched at {r.uniform(2, 3.5):.2f} m/s at {r.uniform(30, 60):.0f} degrees. "
                              f"What is its range?"),
     ("ramp", lambda r: f"A box slides down a {r.uniform(20, 35):.0f} degree incline with friction {r.uniform(0.1, 0.3):.2f}. "

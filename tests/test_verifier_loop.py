@@ -17,6 +17,7 @@ from verifier import parse_query, simulate_answer, verify
 BIN = Path(sys.executable).with_name("physfusion-verify")
 COMMAND = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "verifier.cli"]
 DROP = "A ball is released 0.6 m above the floor. How long does it take to land?"
+SHORT = "A ball is let go 1 m above the floor. What is its height after 0.25 s?"  # a 7-frame horizon
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def test_without_a_model_the_simulator_answers():
 
 def test_untrained_model_is_checked_and_corrected(tiny_checkpoint):
     model = worldmodel.load(tiny_checkpoint)
-    query = parse_query(DROP)
+    query = parse_query(SHORT)
     truth, _ = simulate_answer(query)
     result = verify(query, model, oracle="sim", samples=2, max_rethinks=1, seed=0)
     assert result.verdict in ("corrected", "unverified", "verified")
@@ -49,7 +50,7 @@ def test_untrained_model_is_checked_and_corrected(tiny_checkpoint):
         assert len(result.rounds) == 2 and result.source == "simulator"
         assert result.answer.value == truth.value
     else:  # an answer the loop accepts must agree with the simulator
-        assert abs(result.answer.value - truth.value) <= max(0.05 * truth.value, 0.02)
+        assert abs(result.answer.value - truth.value) <= max(0.05 * abs(truth.value), 0.02)
     assert result.predicted is not None and len(result.predicted) == len(result.simulated)
     assert result.simulator["disagreement"]["trajectory_rmse_m"] >= 0
     assert set(result.checks["checks"]) >= {"permanence", "continuity", "plausibility"}
@@ -58,7 +59,7 @@ def test_untrained_model_is_checked_and_corrected(tiny_checkpoint):
 
 def test_intrinsic_checks_alone_without_the_oracle(tiny_checkpoint):
     model = worldmodel.load(tiny_checkpoint)
-    result = verify(DROP, model, oracle="none", samples=2, max_rethinks=0, seed=1)
+    result = verify(SHORT, model, oracle="none", samples=2, max_rethinks=0, seed=1)
     assert result.simulator is None and result.simulated is None
     assert result.verdict in ("verified", "unverified")
     if result.verdict == "unverified":
@@ -81,12 +82,12 @@ def test_cli_answers_from_the_simulator_and_writes_report_and_video(tmp_path):
 
 
 def test_cli_with_a_checkpoint_runs_the_loop(tmp_path, tiny_checkpoint):
-    proc = run(tmp_path, f"query={DROP}", f"checkpoint={tiny_checkpoint}", "samples=2", "max_rethinks=0",
+    proc = run(tmp_path, f"query={SHORT}", f"checkpoint={tiny_checkpoint}", "samples=2", "max_rethinks=0",
                "out_dir=out")
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["verdict"] in ("verified", "unverified")
-    assert report["simulator"]["answer"]["unit"] == "s" and len(report["rounds"]) == 1
+    assert report["simulator"]["answer"]["unit"] == "m" and len(report["rounds"]) == 1
     assert (tmp_path / "out" / "video.mp4").exists()
 
 
@@ -120,10 +121,10 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, overrides, message):
 
 def test_rethink_benchmark_runs_on_any_checkpoint(tiny_checkpoint):
     proc = subprocess.run([sys.executable, "benchmarks/verifier_rethink.py", "--checkpoint", str(tiny_checkpoint),
-                           "--queries", "2", "--samples", "2", "--max-rethinks", "1"],
+                           "--queries", "1", "--samples", "2", "--max-rethinks", "1"],
                           cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["queries"] == 2
+    assert summary["queries"] == 1
     assert 0 <= summary["single_sample_accuracy"] <= 1 and 0 <= summary["rethink_accuracy"] <= 1
     assert "single-sample" in proc.stdout and "re-think" in proc.stdout
