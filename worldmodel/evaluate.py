@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from sim.dataset import DatasetError, SimDataset, load_dataset
 from sim.episode import Episode
+import worldmodel
 from worldmodel import metrics
 from worldmodel.baselines import BASELINES
 
@@ -124,9 +125,7 @@ def open_dataset(key: str, path: Path, opts: dict, model_cfg) -> SimDataset:
     return ds
 
 
-def load_model(opts: dict):
-    import worldmodel
-
+def load_model(opts: dict) -> worldmodel.WorldModel:
     device = opts["device"]
     try:
         torch.device(device)
