@@ -247,7 +247,7 @@ class FrameRenderer:
         """(H, W, 3) uint8 RGB, (H, W) float32 depth in m or None, (H, W) int32 ids or None."""
         r = self._renderer
         r.update_scene(data, self._mjv_camera)
-        rgb = r.render().copy()
+        rgb = r.render()  # a fresh array
         depth = seg = None
         if self._depth:
             r.enable_depth_rendering()

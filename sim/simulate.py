@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 
 import numpy as np
@@ -17,6 +18,7 @@ from sim.render import FrameRenderer
 from sim.scenes import get_family
 
 
+@functools.cache  # looking it up scans the installed distributions (~0.2 ms)
 def package_version() -> str:
     try:
         return importlib.metadata.version("physfusion")
