@@ -194,7 +194,10 @@ def test_evaluate_writes_report_plots_and_videos(inputs, tmp_path):
     # drop and projectile have two episodes each: their captions are swapped and removed
     ablation = report["caption_ablation"]
     assert ablation["families"] == ["drop", "projectile"] and ablation["episodes"] == 4
-    assert {"caption", "shuffled", "removed"} <= set(ablation)
+    for variant in ("caption", "shuffled", "removed"):
+        assert set(ablation[variant]["events"]) == {"bounced"} and sorted(ablation[variant]["families"]) == ["drop", "projectile"]
+    per_family = [id_["families"][f]["position_error_m"]["model"]["mean"] for f in ("drop", "projectile")]
+    assert ablation["caption"]["position_error_m"] == pytest.approx(np.mean(per_family))  # two episodes each
     assert len(report["plots"]) == 2 and len(report["videos"]) == 4
     for path in report["plots"] + report["videos"]:
         assert Path(path).stat().st_size > 1000, path

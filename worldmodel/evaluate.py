@@ -328,11 +328,13 @@ def caption_ablation(records: list[dict], fps: float) -> dict:
     if not chosen:
         return out
     s = summarise(chosen, fps)
+    per_family = {f: summarise([r for r in chosen if r["family"] == f], fps) for f in out["families"]}
     for label, name in (("caption", MODEL), ("shuffled", SHUFFLED), ("removed", REMOVED)):
         out[label] = {
             "position_error_m": s["position_error_m"][name]["mean"],
             "velocity_error_m_s": s["velocity_error_m_s"][name]["mean"],
             "events": {event: e[name] for event, e in s["events"].items()},
+            "families": {f: {"position_error_m": fs["position_error_m"][name]["mean"]} for f, fs in per_family.items()},
         }
     return out
 
