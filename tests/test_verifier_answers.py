@@ -49,6 +49,8 @@ CASES = [
     ("What is the period of a 0.6 m long pendulum pulled back 25 degrees?", period(0.6, 25), 0.02),
     ("A 0.8 kg ball travelling at 1.2 m/s strikes a stationary 1.6 kg ball, restitution 0.7. "
      "What are the velocities after the collision?", collision(0.8, 1.6, 1.2, 0, 0.7), 0.02),
+    ("Two 0.5 kg balls approach each other head-on at 1 m/s and 1.5 m/s in an elastic collision. What are the "
+     "velocities after?", collision(0.5, 0.5, 1.0, -1.5, 1.0), 0.02),
     ("A cup slides off the edge of a 0.9 m table at 1.4 m/s. How far from the table does it land?",
      1.4 * math.sqrt(2 * 0.9 / G), 0.03),
     ("Two gears mesh; the second has twice as many teeth. The driver spins at 4 rad/s. How fast does the second gear "

@@ -196,6 +196,7 @@ ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "driver_speed": (("angular_speed",), ("driver", "turns", "spins", "rotates", "speed", "at", "driven")),
 }
 WORD = re.compile(r"[a-zμ]+")
+CLAUSE_END = re.compile(r"[.?!;,](?!\d)")  # not a decimal point
 
 
 def normalise(text: str) -> str:
@@ -213,7 +214,10 @@ def assign_roles(text: str, quantities: list[Quantity], scene: str) -> None:
         hi = quantities[i + 1].start if i + 1 < len(quantities) else len(text)
         clause_lo = max(lo, max(lower.rfind(c, 0, q.start) for c in ".?!;") + 1)
         before = WORD.findall(lower[clause_lo : q.start])[-5:][::-1]  # nearest first
-        after_end = min([hi] + [k for k in (lower.find(c, q.end) for c in ".?!;,") if k >= 0])
+        if i + 1 < len(quantities) and not text[q.end : hi].strip():  # "2 1 kg balls": read past the next one
+            hi = quantities[i + 2].start if i + 2 < len(quantities) else len(text)
+        stop = CLAUSE_END.search(lower, q.end)
+        after_end = min(hi, stop.start() if stop else hi)
         after = WORD.findall(lower[q.end : after_end])[:3]
         best = None
         for role, (kinds, words) in ROLES.items():
@@ -269,14 +273,14 @@ def find_scene(text: str) -> str:
     )
 
 
-def split_question(text: str) -> tuple[str, str]:
-    """(the setting, the question sentence): the question is the last sentence that asks."""
+def split_question(text: str) -> str:
+    """The question sentence: the last sentence that asks."""
     sentences = [s.strip() for s in re.split(r"(?<=[.?!])\s+(?=[A-Z])", text.strip()) if s.strip()]
     for k in range(len(sentences) - 1, -1, -1):
         s = sentences[k]
         if s.endswith("?") or re.match(r"(?i)(how|what|where|when|does|do|will|is|are|would|can|find|compute|"
                                         r"calculate|determine|predict)\b", s):
-            return " ".join(sentences[:k] + sentences[k + 1 :]), s
+            return s
     raise QueryError(f"no question found in {text!r}: ask something (how high, how far, when, does it topple, ...)")
 
 
@@ -461,6 +465,9 @@ def build_collision(b: Builder, question: str) -> None:
         if count.value != 2:
             raise QueryError(f"parameter 'num_balls': got {count.text!r}; allowed: 2 for questions")
     masses = b.many("mass")
+    if len(masses) == 1 and [c.value for c in b.many("count")] == [2]:  # "two 1 kg balls"
+        build_equal_balls(b, masses[0].value)
+        return
     if len(masses) != 2:
         raise QueryError(f"the ball masses: got {len(masses)} ({', '.join(q.text for q in masses)}); allowed: "
                          f"two (e.g. 'a 1 kg ball ... a 2 kg ball'). Understood: {b.understood()}")
@@ -493,13 +500,33 @@ def build_collision(b: Builder, question: str) -> None:
         b.assumptions.append(f"ball order: the {balls[0][0]:g} kg ball first (it moves towards the other)")
     b.set("masses", [balls[0][0], balls[1][0]])
     b.set("velocities", [balls[0][1], balls[1][1]])
+    collision_kind(b)
+
+
+def build_equal_balls(b: Builder, mass: float) -> None:
+    """Two balls of one mass: one moving, the other resting or coming the other way."""
+    speeds = b.many("speed")
+    if len(speeds) == 1 and re.search(r"\b(resting|at rest|stationary|still|motionless)\b", b.lower):
+        velocities = [speeds[0].value, 0.0]
+    elif len(speeds) == 2 and re.search(r"toward|opposite|oncoming|approach|head-on", b.lower):
+        velocities = [speeds[0].value, -abs(speeds[1].value)]
+    else:
+        raise QueryError(f"the balls' velocities: got {len(speeds)} speed(s); allowed: one ball's speed and the "
+                         f"other 'at rest', or two speeds towards each other. Understood: {b.understood()}")
+    b.set("masses", [mass, mass])
+    b.set("velocities", velocities)
+    collision_kind(b)
+
+
+def collision_kind(b: Builder) -> None:
+    """Head-on only (text), and the restitution, given or named (elastic, inelastic)."""
     if re.search(r"glancing|oblique|off-cent", b.lower):
         raise QueryError(f"glancing collisions are not understood in text; use the structured form with "
                          f"impact_parameter. Understood: {b.understood()}")
     b.set("impact_parameter", 0.0)
     restitution = b.one("restitution", "the restitution", required=False)
     if restitution is None:
-        if re.search(r"perfectly inelastic|stick together|inelastic", b.lower):
+        if re.search(r"perfectly inelastic|completely inelastic|stick together", b.lower):
             restitution = 0.0
         elif re.search(r"\belastic", b.lower):
             restitution = 1.0
@@ -622,7 +649,7 @@ def load_mapping(text: str) -> dict:
 
 def from_text(text: str) -> PhysicalQuery:
     text = normalise(text)
-    setting, question = split_question(text)
+    question = split_question(text)
     scene = find_scene(text)
     if scene not in BUILDERS:
         raise QueryError(f"scene {scene!r} was recognised, but questions about it are not supported; "
@@ -635,6 +662,9 @@ def from_text(text: str) -> PhysicalQuery:
     kind = find_question(question, scene, bool(times), bool(distances))
     b = Builder(scene, text, quantities)
     time = b.one("time", "the time asked about (e.g. 'after 0.5 s')", required=kind in TIMED)
+    if time is not None and kind not in TIMED:
+        raise QueryError(f"the question {question!r} asks for {kind!r}, which takes no time, but a time was given. "
+                         f"Understood: {b.understood()}")
     distance = None
     if kind == "lands_beyond":
         if len(distances) != 1:
@@ -697,10 +727,9 @@ def validate(query: PhysicalQuery) -> PhysicalQuery:
         query.params = {name: realised[name] for name in sim.get_family(query.scene).params.names()}
     except sim.ParamError as err:
         raise QueryError(f"{err}. Understood: {query.describe()}") from None
-    if query.question in TIMED:
-        if query.time is None or not (0 < query.time <= MAX_QUERY_TIME):
-            raise QueryError(f"parameter 'time': got {query.time!r}; allowed: a time in (0, {MAX_QUERY_TIME:g}] s. "
-                             f"Understood: {query.describe()}")
+    if query.question in TIMED and (query.time is None or not 0 < query.time <= MAX_QUERY_TIME):
+        raise QueryError(f"parameter 'time': got {query.time!r}; allowed: a time in (0, {MAX_QUERY_TIME:g}] s. "
+                         f"Understood: {query.describe()}")
     if query.question == "lands_beyond" and (query.distance is None or not 0 <= query.distance <= 100):
         raise QueryError(f"parameter 'distance': got {query.distance!r}; allowed: [0, 100] m. "
                          f"Understood: {query.describe()}")
