@@ -36,6 +36,13 @@ def test_psnr_of_known_noise():
     assert (metrics.psnr(true, true) == metrics.PSNR_MAX_DB).all()
 
 
+def test_ssim_of_flat_frames_is_the_luminance_term():
+    """Flat frames have no variance: SSIM = (2 a b + C1) / (a^2 + b^2 + C1), C1 = (0.01 * 255)^2."""
+    a, b = np.full((1, 16, 16, 3), 100, np.uint8), np.full((1, 16, 16, 3), 120, np.uint8)
+    c1 = (0.01 * 255) ** 2
+    np.testing.assert_allclose(metrics.ssim(a, b), (2 * 100 * 120 + c1) / (100**2 + 120**2 + c1), rtol=1e-12)
+
+
 def test_ssim_is_one_for_identical_frames_and_falls_with_noise():
     frames = sim.simulate("drop", seed=0, seconds=0.2).frames  # (4, 64, 64, 3)
     np.testing.assert_allclose(metrics.ssim(frames, frames), 1.0, atol=1e-12)
