@@ -108,17 +108,17 @@ class Rotary(nn.Module):
         self.register_buffer("inv_freq", torch.cat(freqs), persistent=False)  # (hd/2,)
         self.register_buffer("axis", torch.cat([torch.full((n,), i) for i, n in enumerate(cfg.rope_sections)]), persistent=False)
 
-    def forward(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """pos (L, 3) -> cos, sin (L, hd/2)"""
+    def forward(self, pos: torch.Tensor) -> torch.Tensor:
+        """pos (L, 3) -> unit complex rotations exp(i * angle), (L, hd/2) complex64"""
         angle = pos[:, self.axis].float() * self.inv_freq  # (L, hd/2)
-        return angle.cos(), angle.sin()
+        return torch.polar(torch.ones_like(angle), angle)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (B, nh, L, hd) rotated pairwise (x[i], x[i + hd/2]) by the angles of cos, sin (L, hd/2)."""
-    x1, x2 = x.chunk(2, dim=-1)
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+def apply_rotary(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """x (..., L, hd) with adjacent pairs (x[2i], x[2i+1]) rotated as complex numbers by rot (L, hd/2)
+    (one complex multiply: about twice as fast on a CPU as the rotate-half form)."""
+    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(xc * rot).flatten(-2).to(x.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -145,10 +145,10 @@ class Attention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.proj.residual = True
 
-    def forward(self, x, cos, sin, mask, cache: KVCache | None = None, layer: int = 0):
+    def forward(self, x, rot, mask, cache: KVCache | None = None, layer: int = 0):
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_head, D // self.n_head).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, L, hd)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k = apply_rotary(q, rot), apply_rotary(k, rot)
         if cache is not None:
             if layer < len(cache.k):
                 k, v = torch.cat([cache.k[layer], k], dim=2), torch.cat([cache.v[layer], v], dim=2)
@@ -169,8 +169,8 @@ class Block(nn.Module):
         self.moe = MoEFeedForward(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, cos, sin, mask, types, valid, cache=None, layer=0):
-        x = x + self.drop(self.attn(self.ln1(x), cos, sin, mask, cache, layer))
+    def forward(self, x, rot, mask, types, valid, cache=None, layer=0):
+        x = x + self.drop(self.attn(self.ln1(x), rot, mask, cache, layer))
         y, aux, routing = self.moe(self.ln2(x), types, valid)
         return x + y, aux, routing
 
@@ -283,11 +283,12 @@ class WorldModel(nn.Module):
             k_block = layout.block if cache.block is None else torch.cat([cache.block, layout.block])
             k_valid = valid if cache.valid is None else torch.cat([cache.valid, valid], dim=1)
             cache.block, cache.valid = k_block, k_valid
-        mask = block_causal_mask(layout.block, k_block, k_valid)  # (B, 1, L, Lk)
-        cos, sin = self.rotary(layout.pos)
+        allowed = block_causal_mask(layout.block, k_block, k_valid)  # (B, 1, L, Lk) bool
+        mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill_(~allowed, float("-inf"))  # additive, made once for all layers
+        rot = self.rotary(layout.pos)
         aux, routing = [], []
         for i, block in enumerate(self.blocks):
-            x, a, r = block(x, cos, sin, mask, layout.types, valid, cache, i)
+            x, a, r = block(x, rot, mask, layout.types, valid, cache, i)
             aux.append(a)
             routing.append(r)
         return self.ln_f(x), torch.stack(aux).mean(), torch.stack(routing)

@@ -4,7 +4,8 @@ Every token is routed to its top_k experts by a linear router (plus an optional 
 modality, so experts are free to specialise by modality); the expert outputs are mixed with the
 renormalised router probabilities (Mixtral style; with top_k = 1 the raw probability, Switch
 style). Dispatch is batched: the (token, expert) pairs are sorted by expert, each expert runs one
-matmul on its contiguous slice, and the results are scattered back with index_add_.
+matmul on its contiguous slice, and the results are put back in token order by the inverse
+permutation (no scatter-add) and mixed by the gates.
 
 No token is ever dropped, so a token's output depends on that token alone: the layer cannot leak
 information across time blocks (capacity-based dropping would).
@@ -75,16 +76,17 @@ class MoEFeedForward(nn.Module):
 
         flat = idx.reshape(-1)  # (N*k,) expert of each (token, slot)
         order = flat.argsort(stable=True)  # (token, slot) pairs grouped by expert
-        token = order // k  # (N*k,) source token of each sorted pair
         counts = torch.bincount(flat, minlength=self.n_expert).tolist()
-        xs = xf[token]  # (N*k, D)
+        xs = xf.index_select(0, order // k)  # (N*k, D) each pair's token, grouped by expert
         outs = []
-        for e, chunk in enumerate(xs.split(counts)):
+        # unbind once: indexing w_in[e] per expert would make autograd zero-fill the whole stack E times
+        experts = zip(self.w_in.unbind(0), self.b_in.unbind(0), self.w_out.unbind(0), self.b_out.unbind(0))
+        for chunk, (w_in, b_in, w_out, b_out) in zip(xs.split(counts), experts):
             if chunk.shape[0]:
-                h = F.gelu(torch.addmm(self.b_in[e], chunk, self.w_in[e]))  # (n_e, Hd)
-                outs.append(torch.addmm(self.b_out[e], h, self.w_out[e]))  # (n_e, D)
-        ys = torch.cat(outs) * gates.reshape(-1)[order, None].to(x.dtype)  # (N*k, D)
-        y = torch.zeros_like(xf).index_add_(0, token, ys)  # (N, D)
+                outs.append(torch.addmm(b_out, F.gelu(torch.addmm(b_in, chunk, w_in)), w_out))  # (n_e, D)
+        ys = torch.cat(outs)  # (N*k, D) in expert order
+        ys = ys.new_empty(ys.shape).index_copy(0, order, ys)  # back to (token, slot) order: a permutation, no accumulation
+        y = (ys.view(B * L, k, D) * gates[..., None].to(x.dtype)).sum(1)  # (N, D)
         return self.dropout(y.view(B, L, D)), aux, idx.view(B, L, k)
 
 
