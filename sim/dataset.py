@@ -322,7 +322,7 @@ def episode_metadata(episode: Episode) -> dict:
             "body_names": list(episode.body_names),
             "params": episode.params,
             "caption": episode.caption,
-            "events": [dataclasses.asdict(e) for e in episode.events],
+            "events": [dict(vars(e)) for e in episode.events],  # flat dataclasses: asdict without its deep copy
             "camera": episode.camera.to_dict() if episode.camera is not None else None,
             "provenance": episode.provenance,
         }
