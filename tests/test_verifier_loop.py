@@ -128,3 +128,33 @@ def test_rethink_benchmark_runs_on_any_checkpoint(tiny_checkpoint):
     assert summary["queries"] == 1
     assert 0 <= summary["single_sample_accuracy"] <= 1 and 0 <= summary["rethink_accuracy"] <= 1
     assert "single-sample" in proc.stdout and "re-think" in proc.stdout
+
+
+def test_cli_takes_a_structured_query(tmp_path):
+    query = json.dumps({"scene": "projectile", "params": {"speed": 3.0, "angle_deg": 40.0, "height": 0.2},
+                        "question": "range"})
+    proc = run(tmp_path, f"query={query}", "out_dir=out", "video=false")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    a = np.radians(40.0)
+    vz = 3.0 * np.sin(a)
+    expected = 3.0 * np.cos(a) * (vz + np.sqrt(vz**2 + 2 * 9.81 * 0.2)) / 9.81
+    assert report["answer"]["value"] == pytest.approx(expected, rel=0.02)
+    assert report["video"] is None and not (tmp_path / "out" / "video.mp4").exists()
+
+
+def test_video_panels_and_drawn_trajectories(tmp_path):
+    from verifier.video import PREDICTED, SIMULATED, compose, write_video
+
+    result = verify("A ball is thrown at 3 m/s at 45 degrees. How far does it land?")
+    simulated = result.simulated
+    frames = compose(None, simulated, scale=4)
+    assert frames.shape == (len(simulated), 256, 256, 3)
+    plain = simulated.frames[-1].repeat(4, 0).repeat(4, 1)
+    drawn = (frames[-1] != plain).any(-1)  # the pixels the trajectory overwrote
+    assert drawn.sum() > 50 and (frames[-1][drawn] == SIMULATED).all()
+    u, v = np.round(simulated.camera.project(simulated.positions[len(simulated) // 2, 0]) * 4).astype(int)
+    assert drawn[v - 2 : v + 3, u - 2 : u + 3].any()  # the path passes where the ball was
+    both = compose(simulated, simulated, scale=4)  # predicted | simulated
+    assert both.shape[2] == 2 * 256 + 4 and (both[-1, :, :256] == PREDICTED).all(-1).sum() > 50
+    assert Path(write_video(tmp_path / "v.mp4", simulated, simulated)).stat().st_size > 1000

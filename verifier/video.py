@@ -50,28 +50,32 @@ def panel(episode: sim.Episode, t: int, scale: int, paths: list[tuple[sim.Episod
     return frame
 
 
-def write_video(path: str | os.PathLike, predicted: sim.Episode | None, simulated: sim.Episode | None,
-                scale: int = 4) -> str:
-    """Write predicted | simulated (either may be None) to `path` (.mp4; .gif if no H.264 encoder).
-    Returns the path written."""
+def compose(predicted: sim.Episode | None, simulated: sim.Episode | None, scale: int = 4) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames: predicted | simulated side by side (either may be None), even-sized."""
     episodes = [e for e in (predicted, simulated) if e is not None and e.frames is not None]
     if not episodes:
         raise ValueError("write_video: no episode with frames")
-    T = max(len(e.frames) for e in episodes)
     frames = []
-    for t in range(T):
+    for t in range(max(len(e.frames) for e in episodes)):
         panels = []
         if predicted is not None and predicted.frames is not None:
             paths = [(simulated, FAINT)] if simulated is not None else []
             panels.append(panel(predicted, t, scale, paths + [(predicted, PREDICTED)]))
         if simulated is not None and simulated.frames is not None:
             panels.append(panel(simulated, t, scale, [(simulated, SIMULATED)]))
-        height = max(p.shape[0] for p in panels)
-        gap = np.zeros((height, GAP, 3), np.uint8)
+        gap = np.zeros((panels[0].shape[0], GAP, 3), np.uint8)
         row = np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1)
-        frames.append(row[: row.shape[0] // 2 * 2, : row.shape[1] // 2 * 2])
+        frames.append(row[: row.shape[0] // 2 * 2, : row.shape[1] // 2 * 2])  # H.264 wants even sizes
+    return np.stack(frames)
+
+
+def write_video(path: str | os.PathLike, predicted: sim.Episode | None, simulated: sim.Episode | None,
+                scale: int = 4) -> str:
+    """Write `compose(predicted, simulated)` to `path` (.mp4; .gif if no H.264 encoder). Returns the
+    path written."""
+    frames = compose(predicted, simulated, scale)
+    fps = (predicted if predicted is not None else simulated).fps
     path = Path(path)
-    fps = episodes[0].fps
     for target, kwargs in (
         (path, {"fps": fps, "codec": "libx264", "macro_block_size": 1, "ffmpeg_log_level": "error",
                 "pixelformat": "yuv420p"}),
