@@ -6,6 +6,7 @@ Shared by `simulate` (whole episodes) and the gymnasium environments (one frame 
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 
@@ -60,6 +61,17 @@ class _Layout:
         # constraint count is `nefc`: contact rows come last, each contact's count fixed by its geoms
         self.rows: slice | np.ndarray = slice(0)
         self.nefc = -1
+        self._transitions: dict[_Layout, tuple[list[int], list[int]]] = {}  # next layout -> see `transition`
+
+    def transition(self, to: _Layout) -> tuple[list[int], list[int]]:
+        """(pairs that stop touching, pairs that begin touching) when the contacts go from this list to `to`'s."""
+        change = self._transitions.get(to)
+        if change is None:
+            change = self._transitions[to] = (
+                [k for k in self.pairs if k not in to.first],
+                [k for k in to.pairs if k not in self.first],
+            )
+        return change
 
     def normal_rows(self, data: mujoco.MjData) -> slice | np.ndarray:
         """Rows of data.efc_force holding the contacts' normal forces (elliptic cones: a contact's first row)."""
@@ -166,12 +178,12 @@ class ContactTracker:
         events for pairs that begin touching (unless they rebound within REBOUND_GAP)."""
         previous = self._layout
         if layout.pairs != previous.pairs:
+            stopped, started = previous.transition(layout)
             time = float(data.time)
-            for k in previous.pairs:
-                if k not in layout.first:
-                    self._separated[k] = time
-            for k in layout.pairs:
-                if k not in previous.first and time - self._separated.get(k, -np.inf) > REBOUND_GAP:
+            for k in stopped:
+                self._separated[k] = time
+            for k in started:
+                if time - self._separated.get(k, -math.inf) > REBOUND_GAP:
                     self._begin(data, k, layout.first[k])
         if layout.epoch != len(self._events):
             layout.slots = np.array([self._event_of[k] for k in layout.pairs], np.int64)
