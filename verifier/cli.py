@@ -23,10 +23,16 @@ import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
+from sim.engine import UnstableSimulation
 from sim.params import ParamError
+from verifier.answer import AnswerError
 from verifier.loop import verify
 from verifier.query import QueryError, load_mapping, read_batch
 from verifier.video import write_video
+
+
+# bad input, or a scene whose simulation cannot show the answer (the message says which): exit 2
+ANSWER_ERRORS = (QueryError, ParamError, AnswerError, UnstableSimulation)
 
 
 def write_json_atomic(path: Path, data) -> None:
@@ -65,7 +71,7 @@ def answer_one(query, model, options: dict, out: Path) -> dict:
     say = (lambda m: print(f"physfusion-verify: {m}", file=sys.stderr, flush=True)) if options["progress"] else None
     result = verify(query, model, oracle=options["oracle"], samples=options["samples"],
                     max_rethinks=options["max_rethinks"], context=options["context"],
-                    temperature=float(options["temperature"]), tolerance=float(options["tolerance"]),
+                    temperature=options["temperature"], tolerance=options["tolerance"],
                     seed=options["seed"], progress=say)
     out.mkdir(parents=True, exist_ok=True)  # only once the query is understood
     if options["video"]:
@@ -86,7 +92,7 @@ def run(cfg: DictConfig) -> dict:
     for i, query in enumerate(queries):
         try:
             reports.append(answer_one(query, model, options, out / f"{i:04d}"))
-        except (QueryError, ParamError) as err:  # one bad line does not stop a batch
+        except ANSWER_ERRORS as err:  # one bad line does not stop a batch
             reports.append({"query": query, "error": str(err), "verdict": "error"})
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".reports.jsonl.{uuid.uuid4().hex}"
@@ -102,7 +108,7 @@ def run(cfg: DictConfig) -> dict:
 def _app(cfg: DictConfig) -> dict:
     try:
         summary = run(cfg)
-    except (QueryError, ParamError) as err:
+    except ANSWER_ERRORS as err:
         print(f"physfusion-verify: error: {err}", file=sys.stderr)
         sys.exit(2)
     print(json.dumps(summary), flush=True)

@@ -148,8 +148,11 @@ def verify(query: str | dict | PhysicalQuery, model=None, *, oracle: str = "sim"
     if model is None and oracle == "none":
         raise QueryError("parameter 'oracle': got 'none' without a checkpoint; allowed: 'sim', or give a checkpoint")
     for name, value, low in (("samples", samples, 1), ("max_rethinks", max_rethinks, 0), ("context", context, 1)):
-        if not isinstance(value, int) or value < low:
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise QueryError(f"parameter {name!r}: got {value!r}; allowed: an integer >= {low}")
+    for name, value in (("temperature", temperature), ("tolerance", tolerance)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
+            raise QueryError(f"parameter {name!r}: got {value!r}; allowed: a number >= 0")
     if not isinstance(query, PhysicalQuery):
         query = parse_query(query)
     say = progress or (lambda message: None)
