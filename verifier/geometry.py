@@ -82,7 +82,8 @@ def support_clearance(episode: sim.Episode, positions: np.ndarray) -> np.ndarray
         return z - np.where(on, STACK_PEDESTAL, 0.0)
     if scene == "table_fall":
         outer = bodies(episode)[0].outer
-        on = (x < outer) & (x > -table_fall.TABLE_DEPTH)  # over the table, or tipping over its edge
+        # over the table top (or tipping over its edge); a cup that rolled back under the table is on the floor
+        on = (x < outer) & (x > -table_fall.TABLE_DEPTH) & (z > p["table_height"] - outer)
         return z - np.where(on, p["table_height"], 0.0)
     if scene == "ramp":
         up, normal, _ = ramp.slope_frame(p["angle_deg"])

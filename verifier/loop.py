@@ -66,10 +66,8 @@ class Verification:
     video: str | None = None
 
     def to_dict(self) -> dict:
-        q = self.query
         return {
-            "query": {"text": q.text, "scene": q.scene, "question": q.question, "params": q.params, "time": q.time,
-                      "distance": q.distance, "body": q.body, "assumptions": q.assumptions},
+            "query": self.query.to_dict(),
             "answer": None if self.answer is None else {**self.answer.to_dict(), "source": self.source},
             "verdict": self.verdict,
             "simulator": self.simulator,
