@@ -205,6 +205,13 @@ def test_evaluate_writes_report_plots_and_videos(inputs, tmp_path):
         assert set(ablation[variant]["events"]) == {"bounced"} and sorted(ablation[variant]["families"]) == ["drop", "projectile"]
     per_family = [id_["families"][f]["position_error_m"]["model"]["mean"] for f in ("drop", "projectile")]
     assert ablation["caption"]["position_error_m"] == pytest.approx(np.mean(per_family))  # two episodes each
+    # expert use: per family and modality, each row the shares of the experts (summing to 1)
+    use = report["expert_use"]
+    assert sorted(use["by_family"]) == sorted(sim.SCENES)
+    assert {"text", "video", "audio", "action", "state", "sep"} <= set(use["overall"])
+    for shares in [*use["overall"].values(), *use["by_family"]["drop"].values()]:
+        assert len(shares) == 4 and sum(shares) == pytest.approx(1.0, abs=1e-3)
+    assert "expert use by modality" in proc.stderr
     assert len(report["plots"]) == 2 and len(report["videos"]) == 4
     for path in report["plots"] + report["videos"]:
         assert Path(path).stat().st_size > 1000, path

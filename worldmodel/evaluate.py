@@ -10,7 +10,7 @@ first min(n_bodies, model.cfg.n_max_objects) bodies of each episode are scored (
 
 Writes into out_dir: report.json (per dataset, per family and overall: position and velocity error
 over the horizon, frame-parsed position error and the parser's floor, PSNR/SSIM, event accuracy;
-the OOD/ID ratio, the caption ablation, `wins`), plots/position_error_<dataset>.png (error against
+the OOD/ID ratio, the caption ablation, `wins`, expert use by modality and by family), plots/position_error_<dataset>.png (error against
 horizon time, per family, model against baselines) and videos/<dataset>-<episode>-<family>.mp4
 (predicted | simulated | |difference|). A table goes to stderr; the last stdout line is a JSON
 summary. Bad input exits with status 2 and a one-line message, before anything is written.
@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import uuid
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -213,11 +214,40 @@ def evaluate_dataset(model, ds: SimDataset, opts: dict, *, ablation: bool, video
                 predictions[SHUFFLED] = model_predictions(model, replace(true, caption=shuffled[i]), opts)
         record = score_episode(true, predictions, context, bodies)
         record["episode"] = i
+        record["expert_use"] = expert_use(model, true)
         records.append(record)
         if i in video_positions:
             clips[i] = (predictions[MODEL][0].frames, true.frames)
         bar.update(1)
     return records, clips
+
+
+def expert_use(model, episode: Episode) -> np.ndarray:
+    """(n_modalities, n_expert): the share of each modality's routed (token, slot) pairs that each
+    expert takes, mean over layers, in a teacher-forced pass over the episode (NaN rows for the
+    modalities the episode lacks)."""
+    with torch.no_grad():
+        out = model(worldmodel.collate([episode], model.cfg).to(model.device))
+    usage = worldmodel.expert_usage(out["routing"], out["token_types"], model.cfg.n_expert, out["token_valid"]).mean(0)
+    present = torch.bincount(out["token_types"], minlength=usage.shape[0]) > 0
+    return torch.where(present[:, None], usage, torch.nan).cpu().numpy()
+
+
+def summarise_expert_use(records: list[dict]) -> dict:
+    """{"by_family": {family: {modality: [share per expert]}}, "overall": {...}}: the model's own
+    account of which experts each modality and each scene family used."""
+
+    def table(rows: list[np.ndarray]) -> dict:
+        with warnings.catch_warnings():  # modalities absent from every row stay NaN and are left out
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(np.stack(rows), axis=0)  # (n_modalities, n_expert)
+        return {m: [round(float(v), 4) for v in mean[i]] for i, m in enumerate(worldmodel.MODALITIES) if np.isfinite(mean[i]).all()}
+
+    families = sorted({r["family"] for r in records})
+    return {
+        "by_family": {f: table([r["expert_use"] for r in records if r["family"] == f]) for f in families},
+        "overall": table([r["expert_use"] for r in records]),
+    }
 
 
 def video_positions(metas: list[dict], count: int) -> set[int]:
@@ -427,6 +457,8 @@ def print_table(report: dict) -> None:
         for event, e in dataset["overall"]["events"].items():
             accuracy = ", ".join(f"{TABLE_LABELS[n]} {_cell(e[n]['accuracy'], 4, '.2f').strip()}" for n in names)
             print(f"{event} accuracy ({e['episodes']} episodes, {e['occurred']} with the event): {accuracy}", file=sys.stderr)
+    use = report["expert_use"]["overall"]
+    print("\nexpert use by modality (share per expert, mean over layers): " + "; ".join(f"{m} {' '.join(f'{v:.2f}' for v in shares)}" for m, shares in use.items()), file=sys.stderr)
     if "ood_id_ratio" in report:
         print(f"\nOOD / ID position error: {_cell(report['ood_id_ratio']['overall'], 0, '.2f')}", file=sys.stderr)
     ablation = report.get("caption_ablation") or {}
@@ -480,6 +512,7 @@ def run(cfg: DictConfig) -> dict:
                 report["videos"].append(str(video))
 
     report["wins"] = wins(report["datasets"]["id"])
+    report["expert_use"] = summarise_expert_use(all_records["id"])
     if "ood" in datasets:
         report["ood_id_ratio"] = ood_ratio(report["datasets"]["id"], report["datasets"]["ood"])
     if opts["caption_ablation"]:
