@@ -13,6 +13,7 @@ import pytest
 
 import worldmodel
 from verifier import parse_query, simulate_answer, verify
+from verifier.answer import agree
 
 BIN = Path(sys.executable).with_name("physfusion-verify")
 COMMAND = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "verifier.cli"]
@@ -49,6 +50,7 @@ def test_untrained_model_is_checked_and_corrected(tiny_checkpoint):
     if result.verdict == "unverified":  # after max_rethinks: the simulator's answer is the correction
         assert len(result.rounds) == 2 and result.source == "simulator"
         assert result.answer.value == truth.value
+        assert result.model_answer is None or not agree(result.model_answer, truth, 0.05, 0.02)
     else:  # an answer the loop accepts must agree with the simulator
         assert abs(result.answer.value - truth.value) <= max(0.05 * abs(truth.value), 0.02)
     assert result.predicted is not None and len(result.predicted) == len(result.simulated)

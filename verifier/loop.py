@@ -60,6 +60,7 @@ class Verification:
     checks: dict
     simulator: dict | None = None
     rounds: list[dict] = field(default_factory=list)
+    model_answer: Answer | None = None  # the survivors' aggregate (None: nothing survived, or no model)
     single_sample: Answer | None = None  # the first rollout's answer, unchecked (for comparison)
     predicted: sim.Episode | None = None  # the representative rollout
     simulated: sim.Episode | None = None  # the simulator at the model's frame rate
@@ -73,6 +74,7 @@ class Verification:
             "simulator": self.simulator,
             "checks": self.checks,
             "rounds": self.rounds,
+            "model_answer": None if self.model_answer is None else self.model_answer.to_dict(),
             "single_sample_answer": None if self.single_sample is None else self.single_sample.to_dict(),
             "video": self.video,
         }
@@ -189,6 +191,7 @@ def verify(query: str | dict | PhysicalQuery, model=None, *, oracle: str = "sim"
             "answers": [None if s.answer is None else s.answer.value for s in batch],
             "consistent": [s.report.consistent for s in batch],
             "failed": [s.report.failed() + ([] if s.plausible else ["plausibility"]) for s in batch],
+            "why_implausible": [s.why for s in batch],
             "survivors": sum(s.survives for s in pool),
             "aggregate": None if final is None else final.value,
             "agrees_with_simulator": None if sim_answer is None else agrees,
@@ -205,7 +208,7 @@ def verify(query: str | dict | PhysicalQuery, model=None, *, oracle: str = "sim"
     if simulator is not None:
         simulator["disagreement"] = disagreement(final or representative.answer, sim_answer, representative.episode,
                                                  simulated, context)
-    return Verification(query, answer, source, verdict, checks, simulator, rounds, pool[0].answer,
+    return Verification(query, answer, source, verdict, checks, simulator, rounds, final, pool[0].answer,
                         representative.episode, simulated)
 
 
