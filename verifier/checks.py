@@ -13,10 +13,11 @@ scene's family and parameters for masses, extents, supports and joints (verifier
 | permanence   | body-frames whose state is missing or non-finite (a vanished object), count      |
 | continuity   | largest step of a body beyond what its speeds allow (a teleport), m              |
 | gravity      | mean |a - g| / g over frames in free flight (touching nothing)                   |
-| energy       | largest rise of kinetic + potential energy above its start, / the energy at play |
+| energy       | largest rise of kinetic + potential energy above its lowest earlier value (quiet |
+|              | frames: no impact under way), / the energy at play (passive scenes)              |
 | momentum     | largest drift of the total horizontal momentum / its scale (collisions)          |
 | penetration  | deepest overlap of a body's inner sphere with the floor, a support or another    |
-|              | body, / that body's inner radius                                                 |
+|              | body beyond the first frame's, / that body's inner radius (at least 2 cm)        |
 | constraint   | largest relative violation of a joint (pendulum length, gear axle, ...)          |
 
 Thresholds (THRESHOLDS) were calibrated with `benchmarks/verifier_checks.py` on valid simulator
