@@ -27,7 +27,7 @@ class RenderError(RuntimeError):
 # scene (~1 ms) are reused too when the next model draws the same (`render_signature`): episodes of
 # one family differ in sizes, masses and poses, which live in the scene, not in the render context.
 _IDLE_GL: dict[tuple[int, int, int, int], list[_GLResources]] = {}
-MAX_IDLE = 10  # idle resources kept per size: one per family of a mixed dataset
+MAX_IDLE = 10  # idle resources kept per size (one per renderer open at once; freed beyond this)
 _DEFAULT_FLAGS = mujoco.MjvScene().flags.copy()  # mjv_makeScene's render flags (shadow, skybox, ...)
 
 
@@ -39,6 +39,20 @@ class _GLResources:
         self.mjr_context: mujoco.MjrContext | None = None
         self.scene: mujoco.MjvScene | None = None
         self.signature = b""  # render_signature of the model they were made for
+
+    def make_for(self, model: mujoco.MjModel, signature: bytes) -> None:
+        """Make the render context and scene for `model` (the OpenGL context must be current)."""
+        # mujoco.Renderer allots 10,000 geoms (~15 ms to allocate); start smaller, grow when full
+        self.scene = mujoco.MjvScene(model=model, maxgeom=max(1000, 4 * (model.ngeom + model.nsite)))
+        self.mjr_context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150.value)
+        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN.value, self.mjr_context)
+        self.mjr_context.readDepthMap = mujoco.mjtDepthMap.mjDEPTH_ZEROFAR
+        self.signature = signature
+
+    def reuse_for(self, model: mujoco.MjModel) -> None:
+        """Adapt them to `model`, whose render signature is theirs."""
+        _refresh_extent(self.mjr_context, model)
+        self.scene.flags[:] = _DEFAULT_FLAGS
 
     def free_model_resources(self) -> None:
         if self.mjr_context is not None:
@@ -148,15 +162,9 @@ class _PooledRenderer(mujoco.Renderer):
         self._resources, self._gl_context = resources, resources.gl_context
         self._gl_context.make_current()
         if resources.mjr_context is None:
-            # mujoco.Renderer allots 10,000 geoms (~15 ms to allocate); start smaller, grow when full
-            resources.scene = mujoco.MjvScene(model=model, maxgeom=max(1000, 4 * (model.ngeom + model.nsite)))
-            resources.mjr_context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150.value)
-            mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN.value, resources.mjr_context)
-            resources.mjr_context.readDepthMap = mujoco.mjtDepthMap.mjDEPTH_ZEROFAR
-            resources.signature = signature
+            resources.make_for(model, signature)
         else:
-            _refresh_extent(resources.mjr_context, model)
-            resources.scene.flags[:] = _DEFAULT_FLAGS
+            resources.reuse_for(model)
         self._scene, self._mjr_context = resources.scene, resources.mjr_context
 
     def update_scene(self, data: mujoco.MjData, camera=-1, scene_option=None) -> None:
