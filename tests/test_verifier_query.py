@@ -85,6 +85,9 @@ def test_structured_json_yaml_and_batch(tmp_path):
     ("A ball is dropped from 2 m and 7 kg. How high does it bounce?", "restitution"),
     ("A ball is dropped from 2 m by 3 people. When does it land?", "did not understand what '3'"),
     ("A 1 kg ball at 3 m/s hits a 2 kg ball moving at 1 m/s. What are the velocities afterwards?", "direction"),
+    ("A ball is thrown at 5 m/s at 45 degrees. Does it land beyond?", "gives none"),
+    ("scene: [1, 2]", "'scene': got \\[1, 2\\]"),
+    ("{not json", "neither JSON nor YAML"),
 ])
 def test_bad_queries_raise_query_error_naming_what_is_wrong(text, match):
     with pytest.raises(QueryError, match=match):

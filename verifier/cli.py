@@ -109,7 +109,7 @@ def _app(cfg: DictConfig) -> dict:
     try:
         summary = run(cfg)
     except ANSWER_ERRORS as err:
-        print(f"physfusion-verify: error: {err}", file=sys.stderr)
+        print(f"physfusion-verify: error: {' '.join(str(err).split())}", file=sys.stderr)  # one line
         sys.exit(2)
     print(json.dumps(summary), flush=True)
     return summary

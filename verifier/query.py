@@ -287,6 +287,9 @@ def split_question(text: str) -> str:
 def find_question(question: str, scene: str, has_time: bool, has_distance: bool) -> str:
     q = question.lower()
     yes_no = re.match(r"(does|do|will|would|is|are|can)\b", q) is not None
+    if yes_no and not has_distance and re.search(r"beyond|farther|further|past|more than|at least", q):
+        raise QueryError(f"question {question!r} asks whether it lands beyond a distance, but gives none "
+                         f"(e.g. 'beyond 2 m')")
     rules = [
         ("angular_speed", scene == "gears"),
         ("topples", scene == "stack" and re.search(r"topple|fall over|fall down|tip over|tip|collapse|falls", q)),
@@ -641,7 +644,7 @@ def load_mapping(text: str) -> dict:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise QueryError(f"query: neither JSON nor YAML ({err})") from None
+            raise QueryError(f"query: neither JSON nor YAML ({' '.join(str(err).split())})") from None
     if not isinstance(data, dict):
         raise QueryError(f"query: got {type(data).__name__}; allowed: a mapping with scene, params, question")
     return data
@@ -692,7 +695,7 @@ def from_mapping(data: dict) -> PhysicalQuery:
     if unknown:
         raise QueryError(f"query: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(allowed))}")
     scene, params, question = data.get("scene"), dict(data.get("params") or {}), data.get("question")
-    if scene not in BUILDERS:
+    if not isinstance(scene, str) or scene not in BUILDERS:
         raise QueryError(f"parameter 'scene': got {scene!r}; allowed: one of {', '.join(BUILDERS)}")
     if not isinstance(question, str):
         raise QueryError(f"parameter 'question': got {question!r}; allowed: one of {', '.join(QUESTIONS)} or an "
