@@ -107,6 +107,20 @@ def test_sequence_layout(cfg):
     assert sum(cfg.rope_sections) == cfg.head_dim // 2
 
 
+def test_rotary_scores_depend_on_relative_position_only(cfg):
+    from worldmodel.model import Rotary, apply_rotary
+
+    rotary = Rotary(cfg)
+    torch.manual_seed(0)
+    q, k = torch.randn(cfg.head_dim), torch.randn(cfg.head_dim)
+    pos = torch.tensor([[3, 1, 2], [7, 4, 0], [3 + 11, 1 + 5, 2 - 2], [7 + 11, 4 + 5, 0 - 2]])  # shifted pair
+    rot = rotary(pos)  # (4, hd/2) complex
+    score = lambda i, j: (apply_rotary(q[None], rot[i : i + 1]) * apply_rotary(k[None], rot[j : j + 1])).sum()  # noqa: E731
+    torch.testing.assert_close(score(0, 1), score(2, 3), rtol=1e-5, atol=1e-5)  # same offset, same score
+    assert (score(0, 1) - score(0, 3)).abs() > 1e-3  # another offset, another score
+    torch.testing.assert_close(apply_rotary(q[None], rot[:1]).norm(), q.norm())  # a rotation
+
+
 def test_block_causal_mask_pattern():
     block = torch.tensor([-1, -1, 0, 0, 1, 1, 2])
     valid = torch.tensor([[True, False, True, True, True, True, True]])  # token 1 is text padding
