@@ -1,0 +1,233 @@
+"""The fine-tuning run behind `physfusion-rlpf`: RL from physical feedback, or continued supervised
+training (`baseline=sft`) on the same simulator episodes with the same number of optimiser steps.
+
+One step:
+  1. draw `queries_per_step` training queries from the prioritised buffer (`rlpf.buffer`; a pure
+     function of (seed, step) and the buffer's state);
+  2. rlpf: roll each one out `group_size` times from its context (no gradient), score every rollout
+     with the simulator (`rlpf.rewards`), set the query's priority to its disagreement rate and
+     normalise the rewards within the group (`rlpf.grpo`); groups without reward variance are
+     skipped and counted;
+  3. `ppo_epochs` optimiser updates on the loss
+        rlpf: mean over kept groups of the GRPO loss (clipped surrogate + beta * KL to the start)
+              + pixel_weight * frame NLL + state_weight * state loss + moe_aux_weight * MoE balance,
+              the last three teacher-forced on the drawn queries' simulator episodes: the frame NLL
+              is the pixel-fidelity anchor that, with the KL, bounds drift (reward hacking), and
+              the state loss trains the state and dynamics heads, which the policy gradient reaches
+              only through the hidden states;
+        sft:  the model's own supervised loss on the same simulator episodes (the same frame NLL,
+              state loss and balance terms with the model's weights), so RLPF with pixel_weight = 1
+              and state_weight = the model's state_weight is exactly SFT plus the GRPO term.
+The SFT baseline draws its queries from the same buffer, whose priorities then never change
+(uniform draws). Checkpoints, exact resume and the optimiser schedule are those of
+`worldmodel.train` (its helpers are used as they are).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import worldmodel
+from rlpf import grpo, rewards
+from rlpf.buffer import QueryBuffer
+from rlpf.evaluate import evaluate
+from rlpf.policy import model_actions
+from rlpf.queries import make_queries
+from sim.dataset import write_json_atomic
+from worldmodel import metrics
+from worldmodel.train import CRASH_ENV, check_run, checkpoint_dirs, learning_rate, load_checkpoint, make_optimizer, save_checkpoint
+
+RUN_KEYS = (
+    "baseline", "seed", "families", "train_queries", "context", "horizon", "group_size", "queries_per_step",
+    "temperature", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "beta", "clip",
+    "ppo_epochs", "state_weight", "pixel_weight", "min_reward_std", "reward_weights", "answer_tolerance",
+    "buffer_alpha", "buffer_floor",
+)
+"""options that define a run: resuming into out_dir with other values is refused"""
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def rollout_seed(seed: int, step: int, query: int) -> int:
+    """The torch seed of the group of `query` at `step`."""
+    return int(np.random.default_rng([seed, step, query]).integers(2**31))
+
+
+def sample_group(model, query, opts: dict, step: int, reference: rewards.Reference):
+    """G rollouts of `query`, scored. Returns (rollout episodes, rewards (G,), scores)."""
+    rollouts, actions = model_actions(model, query, opts["group_size"], opts["temperature"], rollout_seed(opts["seed"], step, query.index))
+    scores = [rewards.score(query, a, reference, opts["reward_weights"], opts["answer_tolerance"], model.cfg.n_max_objects) for a in actions]
+    return [r.episode for r in rollouts], torch.tensor([s.reward for s in scores], dtype=torch.float64), scores
+
+
+def supervised_loss(model, episodes, opts: dict, device) -> tuple[torch.Tensor, dict]:
+    """The teacher-forced loss on simulator episodes (module docstring) and its parts."""
+    out = model(worldmodel.collate(episodes, model.cfg).to(device))
+    if opts["baseline"] == "sft":
+        loss = out["loss"]
+    else:
+        loss = opts["pixel_weight"] * out["frame_nll"] + opts["state_weight"] * out["state_loss"] + model.cfg.moe_aux_weight * out["moe_aux"]
+    return loss, {"frame_nll": out["frame_nll"].item(), "state_loss": out["state_loss"].item()}
+
+
+def rl_step(model, queries, drawn, references, buffer, opts: dict, step: int, device) -> tuple[list, dict]:
+    """Sample and score the groups of one step and update the buffer. Returns (the kept groups as
+    (batch of G episodes, advantages (G,)), figures to log)."""
+    model.eval()
+    groups, group_rewards, disagreement, violation, psnr, terms = [], [], [], [], [], []
+    for i in drawn:
+        q = queries[i]
+        episodes, r, scores = sample_group(model, q, opts, step, references[i])
+        disagreement.append(float(np.mean([s.disagrees for s in scores])))
+        buffer.update(i, disagreement[-1])
+        violation.append(float(np.mean([s.violates for s in scores])))
+        psnr.append(float(np.mean([metrics.psnr(e.frames[q.context :], q.episode.frames[q.context :]).mean() for e in episodes])))
+        terms += [s.terms for s in scores]
+        groups.append(episodes)
+        group_rewards.append(r)
+    model.train()
+    all_rewards = torch.stack(group_rewards)  # (Q, G)
+    advantages, keep = grpo.group_advantages(all_rewards, opts["min_reward_std"])
+    kept = [(worldmodel.collate(groups[k], model.cfg).to(device), advantages[k].float().to(device)) for k in np.flatnonzero(keep.numpy())]
+    log = {
+        "reward/mean": float(all_rewards.mean()),
+        "reward/std_within_group": float(all_rewards.std(dim=1, unbiased=False).mean()),
+        **{f"reward/{t}": float(np.mean([x[t] for x in terms])) for t in rewards.TERMS},
+        "rollouts/disagreement_rate": float(np.mean(disagreement)),
+        "rollouts/violation_rate": float(np.mean(violation)),
+        "rollouts/psnr": float(np.mean(psnr)),
+        "groups/skipped": int((~keep).sum()),
+    }
+    return kept, log
+
+
+def update(model, reference_model, optimizer, kept_groups, sim_episodes, opts: dict, device) -> dict:
+    """`ppo_epochs` optimiser updates on one step's samples. Returns figures to log: the KL to the
+    start and the supervised parts before the first update, the clipped fraction of the last."""
+    old = [None] * len(kept_groups)  # per-value log-probabilities under the sampling policy
+    log = {}
+    for epoch in range(opts["ppo_epochs"]):
+        optimizer.zero_grad(set_to_none=True)
+        stats = []
+        for k, (batch, advantages) in enumerate(kept_groups):
+            loss, logp, s = grpo.group_loss(model, reference_model, batch, opts["context"], advantages, old[k], opts["clip"], opts["beta"])
+            (loss / len(kept_groups)).backward()
+            old[k] = logp if old[k] is None else old[k]
+            stats.append(s)
+        sup, parts = supervised_loss(model, sim_episodes, opts, device)
+        sup.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), opts["grad_clip"]) if opts["grad_clip"] > 0 else torch.zeros(())
+        optimizer.step()
+        if epoch == 0:
+            log = {"loss/frame_nll": parts["frame_nll"], "loss/state_loss": parts["state_loss"], "train/grad_norm": float(grad_norm)}
+            if stats:
+                log["policy/kl"] = float(np.mean([s.kl for s in stats]))
+                log["policy/surrogate"] = float(np.mean([s.surrogate for s in stats]))
+        if stats:
+            log["policy/clip_fraction"] = float(np.mean([s.clipped for s in stats]))
+    return log
+
+
+def finetune(opts: dict) -> dict:
+    """Run (or resume) a fine-tuning run; returns the JSON summary. `opts` are checked options
+    (`rlpf.cli.check_options`)."""
+    device = torch.device(opts["device"])
+    out: Path = opts["out_dir"]
+    reference_model = worldmodel.load(opts["checkpoint"], device=device)
+    for p in reference_model.parameters():
+        p.requires_grad_(False)
+    cfg = reference_model.cfg
+    run = {k: opts[k] for k in RUN_KEYS}
+    run["checkpoint_sha256"] = file_sha256(opts["checkpoint"])
+    check_run(out, run)
+
+    kw = dict(context=opts["context"], horizon=opts["horizon"], families=opts["families"], image_size=cfg.image_size, fps=cfg.fps)
+    train_queries = make_queries(opts["train_queries"], split="train", seed=opts["seed"], **kw)
+    eval_queries = make_queries(opts["eval_queries"], split="val", seed=opts["seed"], **kw)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "run.json", run)
+
+    model = worldmodel.load(opts["checkpoint"], device=device).train()
+    optimizer = make_optimizer(model, opts["lr"], opts["weight_decay"], opts["betas"])
+    buffer = QueryBuffer(len(train_queries), opts["buffer_alpha"], opts["buffer_floor"])
+    totals = {"groups": 0, "skipped_groups": 0, "simulator_episodes": 0, "rollouts": 0}
+    ckpts = checkpoint_dirs(out)
+    start = 0
+    if ckpts:
+        start = load_checkpoint(ckpts[-1], model, optimizer)
+        state = json.loads((ckpts[-1] / "state.json").read_text())
+        buffer.load_state_dict(state["buffer"])
+        totals = state["totals"]
+        print(f"resuming from {ckpts[-1]} (step {start})", file=sys.stderr, flush=True)
+
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    quiet = not opts["progress"]
+    eval_kw = dict(samples=opts["eval_samples"], temperature=opts["eval_temperature"], seed=opts["seed"], long_horizon_s=opts["long_horizon_s"], weights=opts["reward_weights"], tolerance=opts["answer_tolerance"])
+    eval_refs: dict[int, rewards.Reference] = {}
+    with tqdm(total=len(eval_queries), desc="evaluate before", unit="query", file=sys.stderr, disable=quiet, dynamic_ncols=True) as bar:
+        before = evaluate(reference_model, eval_queries, references=eval_refs, bar=bar, **eval_kw)
+
+    writer = SummaryWriter(str(out / "tb"), purge_step=start)
+    references = {q.index: rewards.reference(q, cfg.n_max_objects) for q in train_queries}
+    steps, crash_after = opts["steps"], int(os.environ.get(CRASH_ENV, "-1"))
+    bar = tqdm(total=steps, initial=start, desc=opts["baseline"], unit="step", file=sys.stderr, disable=quiet, dynamic_ncols=True)
+    t_start = time.perf_counter()
+    for step in range(start, steps):
+        lr = learning_rate(step, lr=opts["lr"], min_lr=opts["min_lr"], warmup_steps=opts["warmup_steps"], steps=steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        drawn = buffer.draw(np.random.default_rng([opts["seed"], step]), opts["queries_per_step"])
+        kept, log = [], {}
+        if opts["baseline"] == "rlpf":
+            kept, log = rl_step(model, train_queries, drawn, references, buffer, opts, step, device)
+            totals["groups"] += len(drawn)
+            totals["skipped_groups"] += log["groups/skipped"]
+            totals["rollouts"] += len(drawn) * opts["group_size"]
+        log.update(update(model, reference_model, optimizer, kept, [train_queries[i].episode for i in drawn], opts, device))
+        totals["simulator_episodes"] += len(drawn)
+        done = step + 1
+        log["train/lr"] = lr
+        log["groups/skipped_total"] = totals["skipped_groups"]
+        bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in log.items() if k in ("reward/mean", "policy/kl", "loss/frame_nll")})
+        bar.update(1)
+        if done % opts["log_every"] == 0 or done == steps:
+            for k, v in log.items():
+                writer.add_scalar(k, v, done)
+        if done % opts["ckpt_every"] == 0 or done == steps:
+            save_checkpoint(out, model, optimizer, done, {"run": run, "totals": totals, "buffer": buffer.state_dict()}, opts["keep_checkpoints"])
+        if done == crash_after:
+            os._exit(3)
+    bar.close()
+    elapsed = time.perf_counter() - t_start
+
+    with tqdm(total=len(eval_queries), desc="evaluate after", unit="query", file=sys.stderr, disable=quiet, dynamic_ncols=True) as ebar:
+        after = evaluate(model, eval_queries, references=eval_refs, bar=ebar, **eval_kw)
+    for k, v in after.items():
+        if isinstance(v, float):
+            writer.add_scalar(f"eval/{k}", v, steps)
+    writer.close()
+    summary = {
+        "checkpoint": str(out / "model.safetensors"),
+        "out_dir": str(out),
+        "baseline": opts["baseline"],
+        "steps": steps,
+        "resumed_from": start,
+        **totals,
+        "seconds": round(elapsed, 2),
+        "before": before,
+        "after": after,
+    }
+    write_json_atomic(out / "report.json", summary)
+    return summary
