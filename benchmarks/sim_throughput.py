@@ -18,14 +18,19 @@ frame. Each repeat runs the same episodes (the dataset seed 1000 + repeat) throu
 
 Workers are spawned, warmed up first (imports, OpenGL context and shader compilation are per-process
 start-up costs, not throughput) and pinned to one core each (worker k on core k), so "per worker" is
-one core. Printed: a table with the ratios (targets: pipeline >= 0.8 x raw per worker; 2 workers >=
-1.8 x one) and, last, a JSON line. Ratios are taken within a repeat (same machine load) and the median
-over repeats is reported. `--profile` adds a cProfile of the pipeline (this process) sorted by own time.
+one core. The one-worker rows are timed inside the worker (the raw row: its loop only), the 2-worker
+row around both workers. Printed: a table with the ratios (targets: pipeline >= 0.8 x raw per worker;
+2 workers >= 1.8 x one) and, last, a JSON line. Ratios are taken within a repeat (same machine load)
+and the median over repeats is reported. The CPU ratio column compares the same runs by the worker's
+CPU seconds (all its threads) instead of wall seconds: on a machine shared with other jobs, wall time
+also counts the waits for a core, CPU time does not. `--profile` adds a cProfile of the pipeline
+(this process) sorted by own time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -90,6 +95,23 @@ def _init_worker(counter=None) -> None:
     run_raw(1, 12345)
 
 
+class Stopwatch:
+    """Wall and CPU seconds summed over timed sections; CPU is this process's, all its threads (the
+    renderer's and the writer's included), so it is what a worker spends, whatever else the machine runs."""
+
+    def __init__(self):
+        self.wall = self.cpu = 0.0
+
+    @contextlib.contextmanager
+    def timing(self):
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.wall += time.perf_counter() - wall
+            self.cpu += time.process_time() - cpu
+
+
 def episode_kwargs(episodes: int, seed: int) -> list[dict]:
     """The sim.simulate arguments of the episodes that `run_pipeline(episodes, seed)` generates."""
     from sim.dataset import DatasetSpec
@@ -98,8 +120,8 @@ def episode_kwargs(episodes: int, seed: int) -> list[dict]:
     return [dataset.simulate_kwargs(i) for i in range(episodes)]
 
 
-def run_raw(episodes: int, seed: int) -> tuple[int, float]:
-    """The raw loop over the same scenes as the pipeline run with this seed; (frames, seconds).
+def run_raw(episodes: int, seed: int) -> tuple[int, float, float]:
+    """The raw loop over the same scenes as the pipeline run with this seed; (frames, wall s, CPU s).
 
     Per episode: mujoco directly, per frame `update_scene` + `render` on a `mujoco.Renderer` and
     1/(fps*timestep) `mj_step`s. Only that loop is timed: the compiled model and its renderer are made
@@ -115,7 +137,7 @@ def run_raw(episodes: int, seed: int) -> tuple[int, float]:
 
     substeps = round(1.0 / (FPS * contact.TIMESTEP))
     n = 0
-    seconds = 0.0
+    clock = Stopwatch()
     for kwargs in episode_kwargs(episodes, seed):
         family = sim.get_family(kwargs["scene"])
         scene = family.build(sim.realize_params(kwargs["scene"], kwargs["params"], kwargs["seed"], kwargs["split"]))
@@ -131,44 +153,50 @@ def run_raw(episodes: int, seed: int) -> tuple[int, float]:
         mujoco.mj_forward(model, data)
         n_frames = round(family.seconds * FPS)
         frames = []
-        start = time.perf_counter()
-        for t in range(n_frames):
-            renderer.update_scene(data, "main")
-            frames.append(renderer.render())
-            if t + 1 < n_frames:
-                for _ in range(substeps):
-                    mujoco.mj_step(model, data)
-        seconds += time.perf_counter() - start
+        with clock.timing():
+            for t in range(n_frames):
+                renderer.update_scene(data, "main")
+                frames.append(renderer.render())
+                if t + 1 < n_frames:
+                    for _ in range(substeps):
+                        mujoco.mj_step(model, data)
         n += len(frames)
         renderer.close()
-    return n, seconds
+    return n, clock.wall, clock.cpu
 
 
-def run_simulate(episodes: int, seed: int) -> tuple[int, float]:
-    """The pipeline without the dataset writer: sim.simulate of the same episodes; (frames, seconds)."""
+def run_simulate(episodes: int, seed: int) -> tuple[int, float, float]:
+    """The pipeline without the dataset writer: sim.simulate of the same episodes; (frames, wall s, CPU s)."""
     import sim
 
-    start = time.perf_counter()
-    frames = sum(len(sim.simulate(**kwargs)) for kwargs in episode_kwargs(episodes, seed))
-    return frames, time.perf_counter() - start
+    clock = Stopwatch()
+    with clock.timing():
+        frames = sum(len(sim.simulate(**kwargs)) for kwargs in episode_kwargs(episodes, seed))
+    return frames, clock.wall, clock.cpu
 
 
-def run_pipeline(episodes: int, seed: int) -> tuple[int, float]:
-    """One shard of `episodes` episodes through sim.dataset.generate_shard; returns (frames, seconds)."""
+def run_pipeline(episodes: int, seed: int) -> tuple[int, float, float]:
+    """One shard of `episodes` episodes through sim.dataset.generate_shard; (frames, wall s, CPU s)."""
     from sim.dataset import generate_shard
 
+    clock = Stopwatch()
     with tempfile.TemporaryDirectory(prefix="physfusion-bench-") as tmp:
-        start = time.perf_counter()
-        info = generate_shard(spec(episodes, seed), tmp, 0)
-        seconds = time.perf_counter() - start
-    return info["frames"], seconds
+        with clock.timing():
+            info = generate_shard(spec(episodes, seed), tmp, 0)
+    return info["frames"], clock.wall, clock.cpu
 
 
 def _timed(pool, fn, args_list) -> tuple[int, float]:
-    """Run fn over args_list on the pool at once; (total frames, wall seconds)."""
+    """Run fn over args_list on the pool at once; (total frames, wall seconds of the whole)."""
     start = time.perf_counter()
     results = pool.starmap(fn, args_list)
     return sum(r[0] for r in results), time.perf_counter() - start
+
+
+def _one_worker(pool, fn, episodes: int, seed: int) -> tuple[float, float]:
+    """fn on the one-worker pool; (frames per wall second, frames per CPU second), as fn timed them."""
+    frames, wall, cpu = pool.apply(fn, (episodes, seed))
+    return frames / wall, frames / cpu
 
 
 # --------------------------------------------------------------------------------------------------
@@ -179,29 +207,32 @@ def measure(episodes: int, repeats: int) -> dict:
 
     frames_per_episode = round(sim.get_family("drop").seconds * FPS)
     context = multiprocessing.get_context("spawn")
-    rows = {"raw": [], "simulate": [], "pipeline": [], "pipeline_2w": []}
+    rows = {"raw": [], "simulate": [], "pipeline": [], "pipeline_2w": []}  # frames per wall second
+    cpu_rows = {"raw": [], "simulate": [], "pipeline": []}  # frames per CPU second of the worker
     one_core, two_cores = context.Value("i", 0), context.Value("i", 0)
     with context.Pool(1, _init_worker, (one_core,)) as one, context.Pool(2, _init_worker, (two_cores,)) as two:
         two.starmap(time.sleep, [(0.5,), (0.5,)])  # both processes up and warm before timing
         for r in range(repeats):
             # the same episodes (seed 1000 + r) through the raw loop, sim.simulate and the pipeline
-            frames, seconds = _timed(one, run_raw, [(episodes, 1000 + r)])
-            rows["raw"].append(frames / seconds)
-            frames, seconds = _timed(one, run_simulate, [(episodes, 1000 + r)])
-            rows["simulate"].append(frames / seconds)
-            frames, seconds = _timed(one, run_pipeline, [(episodes, 1000 + r)])
-            rows["pipeline"].append(frames / seconds)
+            for name, fn in (("raw", run_raw), ("simulate", run_simulate), ("pipeline", run_pipeline)):
+                wall_fps, cpu_fps = _one_worker(one, fn, episodes, 1000 + r)
+                rows[name].append(wall_fps)
+                cpu_rows[name].append(cpu_fps)
             # two workers, each doing the one worker's job (into its own directory)
             frames, seconds = _timed(two, run_pipeline, [(episodes, 1000 + r), (episodes, 1000 + r)])
             rows["pipeline_2w"].append(frames / seconds)
             print(f"  repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rows.items()) + " frames/s", file=sys.stderr)
-    ratio = lambda a, b: statistics.median(x / y for x, y in zip(rows[a], rows[b]))  # noqa: E731  same-repeat ratios
+    ratio = lambda a, b, t=rows: statistics.median(x / y for x, y in zip(t[a], t[b]))  # noqa: E731  same-repeat ratios
     out = {f"{k}_fps": statistics.median(v) for k, v in rows.items()}
+    out.update({f"{k}_cpu_fps": statistics.median(v) for k, v in cpu_rows.items()})
     out.update(
         simulate_vs_raw=ratio("simulate", "raw"),
         pipeline_vs_raw=ratio("pipeline", "raw"),
         scaling_2w=ratio("pipeline_2w", "pipeline"),
+        simulate_vs_raw_cpu=ratio("simulate", "raw", cpu_rows),
+        pipeline_vs_raw_cpu=ratio("pipeline", "raw", cpu_rows),
         repeats={k: [round(v, 1) for v in vs] for k, vs in rows.items()},
+        repeats_cpu={k: [round(v, 1) for v in vs] for k, vs in cpu_rows.items()},
         frames_per_episode=frames_per_episode,
         episodes_per_run=episodes,
     )
@@ -234,10 +265,10 @@ def main() -> None:
         profile(args.episodes)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.platform()}"
     print(f"sim throughput: drop, {NUM_OBJECTS} boxes, {WIDTH}x{HEIGHT}, {FPS} fps, shadows off, MuJoCo {mujoco.__version__}, {machine}")
-    print(f"{'':40s} {'frames/s':>9s} {'ratio':>6s} {'target':>7s}")
+    print(f"{'':40s} {'frames/s':>9s} {'ratio':>6s} {'target':>7s} {'CPU ratio':>21s}")
     print(f"{'raw step+render (1 core)':40s} {r['raw_fps']:9.0f} {1:6.2f}")
-    print(f"{'sim.simulate only (1 core)':40s} {r['simulate_fps']:9.0f} {r['simulate_vs_raw']:6.2f} {'':7s}  vs raw")
-    print(f"{'pipeline incl. zarr write, 1 worker':40s} {r['pipeline_fps']:9.0f} {r['pipeline_vs_raw']:6.2f} {'>= 0.80':7s}  vs raw")
+    print(f"{'sim.simulate only (1 core)':40s} {r['simulate_fps']:9.0f} {r['simulate_vs_raw']:6.2f} {'':7s}  vs raw  {r['simulate_vs_raw_cpu']:6.2f}")
+    print(f"{'pipeline incl. zarr write, 1 worker':40s} {r['pipeline_fps']:9.0f} {r['pipeline_vs_raw']:6.2f} {'>= 0.80':7s}  vs raw  {r['pipeline_vs_raw_cpu']:6.2f}")
     print(f"{'pipeline incl. zarr write, 2 workers':40s} {r['pipeline_2w_fps']:9.0f} {r['scaling_2w']:6.2f} {'>= 1.80':7s}  vs 1 worker")
     summary = {
         "benchmark": "sim_throughput",

@@ -423,6 +423,9 @@ class ShardWriter:
                 array = group.create_array(
                     name, shape=a.shape, dtype=a.dtype, chunks=chunk, shards=shard_shape, fill_value=0,
                     compressors=_compressor(a.dtype),
+                    # store all-zero chunks too: testing every chunk for it costs more (~1 ms per
+                    # episode) than the few bytes such a chunk compresses to
+                    config={"write_empty_chunks": True},
                 )
                 array[...] = a
 
