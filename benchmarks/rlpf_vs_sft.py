@@ -1,0 +1,104 @@
+"""Does RL from physical feedback beat continued supervised training at the same simulator budget?
+
+    python benchmarks/rlpf_vs_sft.py --checkpoint runs/exp1/model.safetensors --steps 200
+    python benchmarks/rlpf_vs_sft.py --checkpoint ... --steps 2 -- train_queries=4 horizon=4   # any physfusion-rlpf overrides
+
+Runs `physfusion-rlpf` twice from the same checkpoint with the same options: RLPF, and
+`baseline=sft` (continued supervised training on the same simulator episodes, drawn the same way,
+with the same number of optimiser steps). Both evaluate the starting model and their result on the
+same held-out queries with the same rollout seeds. Prints one table (the starting model, SFT,
+RLPF: disagreement rate with the simulator, intrinsic-violation rate, position error over the
+horizon and at lead times >= --long-horizon-s, PSNR), the issue's bars, and a last JSON line.
+Runs are resumable: rerunning the same command continues them (same --out-dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+COLUMNS = [  # (key, header, format)
+    ("disagreement_rate", "disagreement", "{:.3f}"),
+    ("violation_rate", "violations", "{:.3f}"),
+    ("position_error", "pos err m", "{:.4f}"),
+    ("position_error_long", "long pos err m", "{:.4f}"),
+    ("psnr", "PSNR dB", "{:.2f}"),
+]
+
+
+def overrides_from(args, extra: list[str]) -> dict[str, str]:
+    """physfusion-rlpf overrides: the benchmark's defaults, then the pass-through ones (they win)."""
+    out = {"checkpoint": args.checkpoint, "steps": str(args.steps), "horizon": "40", "long_horizon_s": str(args.long_horizon_s), "progress": "false"}
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"rlpf_vs_sft: override {item!r}; allowed: key=value")
+        out[key] = value
+    return out
+
+
+def run_one(overrides: dict[str, str], out_dir: str, baseline: str | None) -> dict:
+    args = [f"{k}={v}" for k, v in overrides.items()] + [f"out_dir={out_dir}"] + ([f"baseline={baseline}"] if baseline else [])
+    print(f"physfusion-rlpf {' '.join(args)}", file=sys.stderr, flush=True)
+    proc = subprocess.run([shutil.which("physfusion-rlpf"), *args], stdout=subprocess.PIPE, text=True, env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")})
+    if proc.returncode:
+        raise SystemExit(f"rlpf_vs_sft: physfusion-rlpf exited with {proc.returncode}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def cell(value, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    ours, extra = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", required=True, help="the starting world model (model.safetensors)")
+    ap.add_argument("--steps", type=int, default=200, help="optimiser steps of each run")
+    ap.add_argument("--long-horizon-s", type=float, default=1.5, help="lead time (s) from which rollout error counts as long-horizon")
+    ap.add_argument("--out-dir", default="runs/rlpf_vs_sft", help="the runs go to OUT_DIR/rlpf and OUT_DIR/sft")
+    args = ap.parse_args(ours)
+    overrides = overrides_from(args, extra)
+    sft = run_one(overrides, os.path.join(args.out_dir, "sft"), "sft")
+    rl = run_one(overrides, os.path.join(args.out_dir, "rlpf"), None)
+    rows = {"start": rl["before"], "sft": sft["after"], "rlpf": rl["after"]}
+
+    print(f"{'':8}" + "".join(f"{h:>16}" for _, h, _ in COLUMNS))
+    for name, figures in rows.items():
+        print(f"{name:8}" + "".join(f"{cell(figures[k], f):>16}" for k, _, f in COLUMNS))
+    start, after, base = rows["start"], rows["rlpf"], rows["sft"]
+    reduction = 1 - after["disagreement_rate"] / start["disagreement_rate"] if start["disagreement_rate"] else None
+    long_ratio = after["position_error_long"] / base["position_error_long"] if base["position_error_long"] else None
+    bars = {
+        "disagreement_reduction": reduction,
+        "disagreement_reduction_ok": reduction is not None and reduction >= 0.30,
+        "violations_not_risen": after["violation_rate"] <= start["violation_rate"],
+        "psnr_within_1db": abs(after["psnr"] - start["psnr"]) <= 1.0,
+        "long_horizon_error_rlpf_over_sft": long_ratio,
+        "rlpf_beats_sft_long_horizon": long_ratio is not None and long_ratio < 1.0,
+    }
+    print(
+        f"\ndisagreement {cell(reduction and 100 * reduction, '{:.0f}')}% lower than the start (bar >= 30%); "
+        f"violations {'not risen' if bars['violations_not_risen'] else 'ROSE'}; PSNR change {after['psnr'] - start['psnr']:+.2f} dB (bar within 1); "
+        f"long-horizon error RLPF / SFT {cell(long_ratio, '{:.3f}')} (bar < 1); "
+        f"simulator episodes {sft['simulator_episodes']} each",
+    )
+    result = {
+        "rows": rows,
+        "bars": bars,
+        "simulator_episodes": {"sft": sft["simulator_episodes"], "rlpf": rl["simulator_episodes"]},
+        "steps": rl["steps"],
+        "seconds": {"sft": sft["seconds"], "rlpf": rl["seconds"]},
+        "checkpoints": {"sft": sft["checkpoint"], "rlpf": rl["checkpoint"]},
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()

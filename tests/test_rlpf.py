@@ -1,0 +1,172 @@
+"""rlpf in process: the query environment, the simulator's rewards, the GRPO arithmetic and the
+prioritised buffer, with real simulations and a real (tiny) world model."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import rlpf
+import worldmodel as wm
+from rlpf import grpo, rewards
+from rlpf.queries import make_queries
+
+torch.set_num_threads(1)
+HORIZON = 6
+
+
+@pytest.fixture(scope="module")
+def env():
+    """One query per family (7), context 4, horizon 6."""
+    return gym.make(rlpf.ENV_ID, num_queries=len(rlpf.FAMILIES), horizon=HORIZON).unwrapped
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return wm.WorldModel(wm.preset("nano", d_model=32, n_layer=1, n_head=2)).eval()
+
+
+def test_query_env_passes_the_gymnasium_checker(env):
+    check_env(env, skip_render_check=True)
+    obs, info = env.reset(seed=3)
+    assert env.observation_space.contains(obs)
+    assert obs["frames"].shape == (4, 64, 64, 3) and obs["question"] and obs["caption"]
+    assert env.action_space["positions"].shape == (HORIZON, 8, 3)
+    _, _, terminated, truncated, info = env.step(env.action_space.sample())
+    assert terminated and not truncated
+    assert env.action_space.contains(info["simulated_action"])
+
+
+def test_queries_are_deterministic_and_held_out_apart():
+    a = make_queries(3, split="train", seed=0, context=4, horizon=2, families=["drop"])
+    b = make_queries(3, split="train", seed=0, context=4, horizon=2, families=["drop"])
+    held_out = make_queries(3, split="val", seed=0, context=4, horizon=2, families=["drop"])
+    assert all(np.array_equal(x.episode.frames, y.episode.frames) for x, y in zip(a, b))
+    assert {x.episode.seed for x in a}.isdisjoint({x.episode.seed for x in held_out})
+    assert len(a[0].episode) == 6
+
+
+def test_the_simulators_own_trajectory_scores_the_maximal_reward(env):
+    for k in range(len(env.queries)):
+        env.reset(options={"query": k})
+        _, reward, _, _, info = env.step(env.reference(env.query).action)
+        assert reward == 0.0, (env.query.question.scene, info["reward_terms"])  # every term is <= 0
+        assert not info["disagrees"] and not info["violates"] and info["position_error_m"] == 0.0
+        for _ in range(3):  # no action does better
+            _, other, *_ = env.step(env.action_space.sample())
+            assert other < reward
+
+
+def test_corrupted_trajectories_score_less_term_by_term(env):
+    for k in range(len(env.queries)):
+        env.reset(options={"query": k})
+        perfect = env.reference(env.query).action
+        scene = env.query.question.scene
+
+        shifted = {**perfect, "positions": perfect["positions"] + np.float32(0.3)}
+        _, reward, _, _, info = env.step(shifted)
+        assert info["reward_terms"]["trajectory"] < 0 and reward < 0, scene
+
+        wrong = perfect["answer"].copy()
+        wrong[0] = 1.0 - wrong[0] if env.query.question.question != "position_at" else wrong[0] + 1.0
+        _, reward, _, _, info = env.step({**perfect, "answer": wrong})
+        assert info["disagrees"] and info["reward_terms"]["answer"] == -1.0 and reward == -env.weights["answer"], scene
+
+        teleport = {k2: v.copy() for k2, v in perfect.items()}
+        teleport["positions"][HORIZON // 2 :, 0, 2] += 1.0  # body 0 jumps up 1 m, its velocity unchanged
+        _, reward, _, _, info = env.step(teleport)
+        assert info["violates"] and "continuity" in info["failed_checks"] and info["reward_terms"]["violations"] < 0, scene
+
+
+def test_wrong_events_are_penalised():
+    (q,) = make_queries(1, split="train", seed=0, context=4, horizon=12, families=["table_fall"])
+    ref = rewards.reference(q, 8)
+    assert ref.events == {"fell_off": True}
+    stays = {k: v.copy() for k, v in ref.action.items()}
+    stays["positions"][:, 0] = q.episode.positions[q.context - 1, 0]  # the cup never leaves the table
+    stays["velocities"][:] = 0
+    s = rewards.score(q, stays, ref, rewards.DEFAULT_WEIGHTS, 0.05, 8)
+    assert s.terms["events"] == -1.0 and s.reward < 0
+
+
+def test_group_advantages_are_normalised_within_groups_and_flat_groups_skipped():
+    r = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0], [0.0, 10.0, 0.0, 10.0]], dtype=torch.float64)
+    adv, keep = grpo.group_advantages(r, min_std=1e-6)
+    assert keep.tolist() == [True, False, True]
+    assert torch.allclose(adv[keep].mean(dim=1), torch.zeros(2, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(adv[keep].std(dim=1, unbiased=False), torch.ones(2, dtype=torch.float64), atol=1e-6)
+    assert torch.equal(adv[1], torch.zeros(4, dtype=torch.float64))
+    assert torch.allclose(adv[2], torch.tensor([-1.0, 1.0, -1.0, 1.0], dtype=torch.float64), atol=1e-6)  # shift- and scale-free
+
+
+def test_the_probability_ratio_is_clipped():
+    logp_old = torch.zeros(2, 3)
+    logp = torch.log(torch.tensor([[1.5, 1.0, 0.5], [1.5, 1.0, 0.5]])).requires_grad_()
+    advantages = torch.tensor([1.0, -1.0])
+    surrogate, clipped = grpo.clipped_surrogate(logp, logp_old, advantages, clip=0.2)
+    # A > 0: min(r, clip(r)) = 1.2, 1.0, 0.5; A < 0: min(-r, -clip(r)) = -1.5, -1.0, -0.8
+    assert surrogate.item() == pytest.approx((1.2 + 1.0 + 0.5 - 1.5 - 1.0 - 0.8) / 6)
+    assert clipped.item() == pytest.approx(4 / 6)
+    surrogate.backward()
+    g = logp.grad
+    assert g[0, 0] == 0 and g[1, 2] == 0  # clipped where it would pay to move further
+    assert g[0, 2] > 0 and g[1, 0] < 0  # not clipped where the ratio moves against the advantage
+
+
+def test_gaussian_kl_matches_torch_and_vanishes_for_equal_distributions():
+    m1, s1, m2, s2 = torch.rand(50), torch.randn(50) * 0.3 - 3, torch.rand(50), torch.randn(50) * 0.3 - 3
+    ours = grpo.gaussian_kl(m1, s1, m2, s2)
+    theirs = torch.distributions.kl_divergence(torch.distributions.Normal(m1, s1.exp()), torch.distributions.Normal(m2, s2.exp()))
+    assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-6)
+    assert torch.equal(grpo.gaussian_kl(m1, s1, m1, s1), torch.zeros(50))
+
+
+def test_per_value_logprobs_are_the_rollouts_exact_logprob(tiny_model, env):
+    q = env.queries[0]
+    rollouts, actions = rlpf.model_actions(tiny_model, q, samples=3, temperature=1.0, seed=0)
+    batch = wm.collate([r.episode for r in rollouts], tiny_model.cfg)
+    with torch.no_grad():
+        per_value = grpo.per_value_logprob(tiny_model(batch), batch.frames, q.context)
+    assert per_value.shape == (3, HORIZON, 64, 64, 3)
+    expected = torch.stack([r.logprob for r in rollouts])
+    assert torch.allclose(per_value.flatten(1).sum(1), expected, rtol=1e-5)
+    assert all(env.action_space.contains(a) or np.isnan(a["answer"]).any() for a in actions)
+
+
+def test_group_loss_starts_with_zero_kl_and_moves_towards_advantaged_samples(tiny_model, env):
+    model = wm.WorldModel(tiny_model.cfg)
+    model.load_state_dict(tiny_model.state_dict())
+    q = env.queries[1]
+    rollouts, _ = rlpf.model_actions(model, q, samples=2, temperature=1.0, seed=1)
+    batch = wm.collate([r.episode for r in rollouts], model.cfg)
+    advantages = torch.tensor([1.0, -1.0])
+    loss, logp, stats = grpo.group_loss(model, tiny_model, batch, q.context, advantages, None, clip=0.2, beta=0.1)
+    assert stats.kl == 0.0 and stats.clipped == 0.0
+    loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p -= 1e-3 * p.grad / (p.grad.norm() + 1e-12)
+        after = grpo.per_value_logprob(model(batch), batch.frames, q.context).flatten(1).sum(1)
+    before = logp.flatten(1).sum(1)
+    assert after[0] - before[0] > after[1] - before[1]  # the advantaged sample gained relative to the other
+    _, _, moved = grpo.group_loss(model, tiny_model, batch, q.context, advantages, logp, clip=0.2, beta=0.1)
+    assert moved.kl > 0
+
+
+def test_buffer_draws_high_disagreement_queries_more_often():
+    buffer = rlpf.QueryBuffer(6, alpha=1.0, floor=0.1)
+    for i, d in enumerate([1.0, 1.0, 1.0, 0.0, 0.0, 0.0]):
+        buffer.update(i, d)
+    rng = np.random.default_rng(0)
+    counts = np.bincount([i for _ in range(2000) for i in buffer.draw(rng, 1)], minlength=6)
+    assert counts[:3].min() > 5 * counts[3:].max() and counts[3:].min() > 0  # right answers are drawn less, never starved
+    assert buffer.probabilities()[0] == pytest.approx(1.1 / 3.6)
+    assert sorted(buffer.draw(rng, 6)) == list(range(6))  # without replacement
+    uniform = rlpf.QueryBuffer(6, alpha=0.0)
+    uniform.load_state_dict(buffer.state_dict())
+    assert np.allclose(uniform.probabilities(), 1 / 6) and np.array_equal(uniform.draws, buffer.draws)

@@ -1,0 +1,141 @@
+"""physfusion-rlpf: real subprocess runs from a tiny saved world model with tiny settings (a few
+queries, 4-frame horizons, groups of 3), the config through Hydra's compose API, and the
+benchmark script end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from safetensors.torch import load_file
+
+import worldmodel as wm
+from rlpf.cli import ConfigError, check_options
+from worldmodel.train import CRASH_ENV
+
+TINY = ["train_queries=4", "eval_queries=2", "eval_samples=1", "horizon=4", "group_size=3", "queries_per_step=2", "min_reward_std=1e-9", "progress=false"]
+ENV = {"MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
+
+
+def run(args, cwd, env=None, check=True):
+    proc = subprocess.run([shutil.which("physfusion-rlpf"), *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, **ENV, **(env or {})}, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def summary(proc) -> dict:
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rlpf")
+    torch.manual_seed(0)
+    wm.WorldModel(wm.preset("nano", d_model=32, n_layer=1, n_head=2)).save(root / "start.safetensors")
+    return root
+
+
+def weights_equal(a, b) -> bool:
+    a, b = load_file(str(a)), load_file(str(b))
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_rlpf_run_reports_before_and_after_logs_and_checkpoints(workdir):
+    s = summary(run(["checkpoint=start.safetensors", "steps=2", "out_dir=runs/rl", *TINY], workdir))
+    for side in ("before", "after"):
+        for key in ("disagreement_rate", "violation_rate", "position_error", "psnr"):
+            assert isinstance(s[side][key], float), (side, key)
+        assert 0 <= s[side]["disagreement_rate"] <= 1 and s[side]["rollouts"] == 2
+    assert s["baseline"] == "rlpf" and s["steps"] == 2 and s["groups"] == 4 and s["simulator_episodes"] == 4
+    assert s["skipped_groups"] == 0 and s["rollouts"] == 12
+    out = workdir / "runs/rl"
+    assert not weights_equal(s["checkpoint"], workdir / "start.safetensors")  # it trained
+    assert wm.load(s["checkpoint"]).cfg.d_model == 32
+    assert json.loads((out / "report.json").read_text()) == s
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(out / "tb")).Reload().Tags()["scalars"]
+    for tag in ("reward/mean", "policy/kl", "loss/frame_nll", "rollouts/psnr", "rollouts/disagreement_rate", "groups/skipped_total", "eval/disagreement_rate"):
+        assert tag in tags, tag
+
+
+def test_flat_groups_are_skipped_and_counted(workdir):
+    args = [a for a in TINY if not a.startswith("min_reward_std")]
+    s = summary(run(["checkpoint=start.safetensors", "steps=1", "out_dir=runs/flat", "min_reward_std=1e9", *args], workdir))
+    assert s["groups"] == 2 and s["skipped_groups"] == 2
+
+
+def test_interrupted_run_resumes_exactly(workdir):
+    args = ["checkpoint=start.safetensors", "steps=4", "ckpt_every=2", *TINY]
+    whole = summary(run([*args, "out_dir=runs/whole"], workdir))
+    crashed = run([*args, "out_dir=runs/crash"], workdir, env={CRASH_ENV: "3"}, check=False)
+    assert crashed.returncode == 3 and not (workdir / "runs/crash/report.json").exists()
+    resumed = summary(run([*args, "out_dir=runs/crash"], workdir))
+    assert resumed["resumed_from"] == 2
+    assert weights_equal(whole["checkpoint"], resumed["checkpoint"])
+    assert resumed["after"] == whole["after"] and resumed["skipped_groups"] == whole["skipped_groups"]
+    state = lambda name: json.loads((workdir / f"runs/{name}/checkpoints/step-000004/state.json").read_text())  # noqa: E731
+    assert state("whole")["buffer"] == state("crash")["buffer"]
+    refused = run([*args, "out_dir=runs/crash", "beta=0.5"], workdir, check=False)
+    assert refused.returncode == 2 and "different beta" in refused.stderr
+
+
+def test_sft_baseline_uses_the_same_episodes_and_steps(workdir):
+    s = summary(run(["checkpoint=start.safetensors", "steps=2", "out_dir=runs/sft", "baseline=sft", *TINY], workdir))
+    assert s["baseline"] == "sft" and s["simulator_episodes"] == 4 and s["groups"] == 0 and s["rollouts"] == 0
+    assert not weights_equal(s["checkpoint"], workdir / "start.safetensors")
+    assert set(s["before"]) == set(s["after"])
+
+
+def test_bad_input_exits_2_naming_the_parameter_and_writes_nothing(workdir):
+    proc = run(["checkpoint=start.safetensors", "out_dir=runs/bad", *TINY, "group_size=1"], workdir, check=False)
+    assert proc.returncode == 2 and "parameter 'group_size': got 1; allowed: an integer >= 2" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (workdir / "runs/bad").exists()
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("checkpoint=missing.safetensors", "parameter 'checkpoint': got"),
+        ("clip=1.5", "parameter 'clip': got 1.5; allowed: a number in (0, 1)"),
+        ("beta=-1", "parameter 'beta': got -1; allowed: a number >= 0"),
+        ("temperature=0", "parameter 'temperature': got 0; allowed: a number > 0"),
+        ("families=[drop,vortex]", "parameter 'families': got ['drop', 'vortex']"),
+        ("baseline=dpo", "parameter 'baseline': got 'dpo'; allowed: null"),
+        ("queries_per_step=9", "parameter 'queries_per_step': got 9; allowed: at most train_queries=4"),
+        ("context=1", "parameter 'context': got 1; allowed: an integer >= the model's tubelet_t=2"),
+        ("reward_weights.answer=-2", "parameter 'reward_weights'"),
+    ],
+)
+def test_bad_options_are_refused_with_the_allowed_range(workdir, override, message, monkeypatch):
+    monkeypatch.chdir(workdir)
+    with initialize_config_module(config_module="configs", version_base="1.3"):
+        cfg = compose(config_name="rlpf", overrides=["checkpoint=start.safetensors", *TINY, override])
+    with pytest.raises(ConfigError) as err:
+        check_options(cfg)
+    assert message in str(err.value)
+
+
+def test_benchmark_prints_both_runs_in_one_table(workdir):
+    script = Path(__file__).resolve().parents[1] / "benchmarks/rlpf_vs_sft.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--checkpoint", "start.safetensors", "--out-dir", "bench", "--steps", "1", "--long-horizon-s", "0.15",
+         "--", *TINY],
+        cwd=workdir, capture_output=True, text=True, env={**os.environ, **ENV}, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert set(result["rows"]) == {"start", "sft", "rlpf"}
+    assert result["simulator_episodes"] == {"sft": 2, "rlpf": 2}
+    assert result["rows"]["rlpf"]["position_error_long"] is not None
+    table = "\n".join(lines[:-1])
+    assert "rlpf" in table and "sft" in table and "disagreement" in table
