@@ -9,7 +9,10 @@ One step:
      normalise the rewards within the group (`rlpf.grpo`); groups without reward variance are
      skipped and counted;
   3. `ppo_epochs` optimiser updates on the loss
-        rlpf: mean over kept groups of the GRPO loss (clipped surrogate + beta * KL to the start)
+        rlpf: mean over the groups of the GRPO loss (clipped surrogate + beta * KL to the start; 0
+              for skipped groups) + rollout_state_weight * the error of the model's one-step state
+              predictions on its own rollouts against the simulator's states (the compounding
+              drift that teacher forcing never sees; `own_state_loss`)
               + pixel_weight * frame NLL + state_weight * state loss + moe_aux_weight * MoE balance,
               the last three teacher-forced on the drawn queries' simulator episodes: the frame NLL
               is the pixel-fidelity anchor that, with the KL, bounds drift (reward hacking), and
@@ -17,7 +20,8 @@ One step:
               only through the hidden states;
         sft:  the model's own supervised loss on the same simulator episodes (the same frame NLL,
               state loss and balance terms with the model's weights), so RLPF with pixel_weight = 1
-              and state_weight = the model's state_weight is exactly SFT plus the GRPO term.
+              and state_weight = the model's state_weight is exactly SFT plus the two on-policy
+              terms (GRPO and the rollout state error).
 The SFT baseline draws its queries from the same buffer, whose priorities then never change
 (uniform draws). Checkpoints, exact resume and the optimiser schedule are those of
 `worldmodel.train` (its helpers are used as they are).
@@ -30,6 +34,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +48,13 @@ from rlpf.policy import model_actions
 from rlpf.queries import make_queries
 from sim.dataset import write_json_atomic
 from worldmodel import metrics
+from worldmodel.tokens import Batch, episode_arrays
 from worldmodel.train import CRASH_ENV, check_run, checkpoint_dirs, learning_rate, load_checkpoint, make_optimizer, save_checkpoint
 
 RUN_KEYS = (
     "baseline", "seed", "families", "train_queries", "context", "horizon", "group_size", "queries_per_step",
     "temperature", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "beta", "clip",
-    "ppo_epochs", "state_weight", "pixel_weight", "min_reward_std", "reward_weights", "answer_tolerance",
+    "ppo_epochs", "state_weight", "pixel_weight", "rollout_state_weight", "min_reward_std", "reward_weights", "answer_tolerance",
     "buffer_alpha", "buffer_floor",
 )
 """options that define a run: resuming into out_dir with other values is refused"""
@@ -80,9 +86,19 @@ def supervised_loss(model, episodes, opts: dict, device) -> tuple[torch.Tensor, 
     return loss, {"frame_nll": out["frame_nll"].item(), "state_loss": out["state_loss"].item()}
 
 
-def rl_step(model, queries, drawn, references, buffer, opts: dict, step: int, device) -> tuple[list, dict]:
-    """Sample and score the groups of one step and update the buffer. Returns (the kept groups as
-    (batch of G episodes, advantages (G,)), figures to log)."""
+@dataclass
+class Group:
+    """One query's sampled rollouts, ready for the loss."""
+
+    batch: Batch  # the G rollouts (context + sampled frames, the model's own states)
+    simulated: torch.Tensor  # (G, T, n_max, 6) the simulator's positions m and velocities m/s
+    body_mask: torch.Tensor  # (G, n_max) tracked bodies
+    advantages: torch.Tensor | None  # (G,), None for a group skipped for want of reward variance
+
+
+def rl_step(model, queries, drawn, references, buffer, opts: dict, step: int, device) -> tuple[list[Group], dict]:
+    """Sample and score the groups of one step and update the buffer. Returns (the groups, figures
+    to log)."""
     model.eval()
     groups, group_rewards, disagreement, violation, psnr, terms = [], [], [], [], [], []
     for i in drawn:
@@ -98,7 +114,13 @@ def rl_step(model, queries, drawn, references, buffer, opts: dict, step: int, de
     model.train()
     all_rewards = torch.stack(group_rewards)  # (Q, G)
     advantages, keep = grpo.group_advantages(all_rewards, opts["min_reward_std"])
-    kept = [(worldmodel.collate(groups[k], model.cfg).to(device), advantages[k].float().to(device)) for k in np.flatnonzero(keep.numpy())]
+    out = []
+    for k, (i, episodes) in enumerate(zip(drawn, groups)):
+        truth = episode_arrays(queries[i].episode, model.cfg)
+        simulated = torch.from_numpy(truth["states"]).to(device)[None].expand(len(episodes), -1, -1, -1)
+        body_mask = torch.from_numpy(truth["state_mask"]).to(device)[None].expand(len(episodes), -1)
+        adv = advantages[k].float().to(device) if keep[k] else None
+        out.append(Group(worldmodel.collate(episodes, model.cfg).to(device), simulated, body_mask, adv))
     log = {
         "reward/mean": float(all_rewards.mean()),
         "reward/std_within_group": float(all_rewards.std(dim=1, unbiased=False).mean()),
@@ -108,28 +130,50 @@ def rl_step(model, queries, drawn, references, buffer, opts: dict, step: int, de
         "rollouts/psnr": float(np.mean(psnr)),
         "groups/skipped": int((~keep).sum()),
     }
-    return kept, log
+    return out, log
 
 
-def update(model, reference_model, optimizer, kept_groups, sim_episodes, opts: dict, device) -> dict:
+def own_state_loss(model, out: dict, group: Group, context: int) -> torch.Tensor:
+    """Mean squared error (positions / pos_scale, velocities / vel_scale) between the model's
+    one-step state predictions on its own rollouts (each stepped from its own previous predicted
+    state, as in the rollout) and the simulator's states, over the predicted frames and tracked
+    bodies: the dynamics head learns to correct the drift it compounds."""
+    err = ((out["states"][:, context:] - group.simulated[:, context:]) / model.state_scale).pow(2).mean(-1)  # (G, H, n_max)
+    w = group.body_mask[:, None, :].float()
+    return (err * w).sum() / (w.sum() * err.shape[1]).clamp(min=1)
+
+
+def update(model, reference_model, optimizer, groups: list[Group], sim_episodes, opts: dict, device) -> dict:
     """`ppo_epochs` optimiser updates on one step's samples. Returns figures to log: the KL to the
-    start and the supervised parts before the first update, the clipped fraction of the last."""
-    old = [None] * len(kept_groups)  # per-value log-probabilities under the sampling policy
+    start and the losses before the first update, the clipped fraction of the last."""
+    old = [None] * len(groups)  # per-value log-probabilities under the sampling policy
     log = {}
     for epoch in range(opts["ppo_epochs"]):
         optimizer.zero_grad(set_to_none=True)
-        stats = []
-        for k, (batch, advantages) in enumerate(kept_groups):
-            loss, logp, s = grpo.group_loss(model, reference_model, batch, opts["context"], advantages, old[k], opts["clip"], opts["beta"])
-            (loss / len(kept_groups)).backward()
-            old[k] = logp if old[k] is None else old[k]
-            stats.append(s)
+        stats, own = [], []
+        for k, group in enumerate(groups):
+            if group.advantages is None and not opts["rollout_state_weight"]:
+                continue
+            out = model(group.batch)
+            loss = own_state_loss(model, out, group, opts["context"])
+            own.append(loss.item())
+            loss = opts["rollout_state_weight"] * loss
+            if group.advantages is not None:
+                with torch.no_grad():
+                    ref_out = reference_model(group.batch)
+                policy_loss, logp, s = grpo.group_loss(out, ref_out, group.batch.frames, opts["context"], group.advantages, old[k], opts["clip"], opts["beta"])
+                loss = loss + policy_loss
+                old[k] = logp if old[k] is None else old[k]
+                stats.append(s)
+            (loss / len(groups)).backward()
         sup, parts = supervised_loss(model, sim_episodes, opts, device)
         sup.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), opts["grad_clip"]) if opts["grad_clip"] > 0 else torch.zeros(())
         optimizer.step()
         if epoch == 0:
             log = {"loss/frame_nll": parts["frame_nll"], "loss/state_loss": parts["state_loss"], "train/grad_norm": float(grad_norm)}
+            if own:
+                log["loss/rollout_state_loss"] = float(np.mean(own))
             if stats:
                 log["policy/kl"] = float(np.mean([s.kl for s in stats]))
                 log["policy/surrogate"] = float(np.mean([s.surrogate for s in stats]))

@@ -68,17 +68,15 @@ class GroupStats:
     clipped: float  # fraction of values whose ratio was clipped
 
 
-def group_loss(model, reference, batch, context: int, advantages: torch.Tensor, logp_old: torch.Tensor | None, clip: float, beta: float):
-    """The GRPO loss of one group of sampled episodes (`batch`, G episodes) with gradient.
+def group_loss(out: dict, ref_out: dict, frames: torch.Tensor, context: int, advantages: torch.Tensor, logp_old: torch.Tensor | None, clip: float, beta: float):
+    """The GRPO loss of one group of G sampled episodes, from the current model's output `out` on
+    them (with gradient) and the frozen starting model's `ref_out`; frames (G, T, H, W, 3) uint8.
 
     logp_old: the per-value log-probabilities under the policy that sampled them (None: the current
     model is that policy, its own values detached are used). Returns (loss, logp detached, stats)."""
-    out = model(batch)
-    logp = per_value_logprob(out, batch.frames, context)
+    logp = per_value_logprob(out, frames, context)
     old = logp.detach() if logp_old is None else logp_old
     surrogate, clipped = clipped_surrogate(logp, old, advantages, clip)
-    with torch.no_grad():
-        ref = reference(batch)
-    kl = gaussian_kl(out["frame_mean"][:, context:], out["frame_logstd"][:, context:], ref["frame_mean"][:, context:], ref["frame_logstd"][:, context:]).mean()
+    kl = gaussian_kl(out["frame_mean"][:, context:], out["frame_logstd"][:, context:], ref_out["frame_mean"][:, context:].detach(), ref_out["frame_logstd"][:, context:].detach()).mean()
     loss = -surrogate + beta * kl
     return loss, logp.detach(), GroupStats(surrogate.item(), kl.item(), clipped.item())

@@ -63,7 +63,7 @@ def test_rlpf_run_reports_before_and_after_logs_and_checkpoints(workdir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tags = EventAccumulator(str(out / "tb")).Reload().Tags()["scalars"]
-    for tag in ("reward/mean", "policy/kl", "loss/frame_nll", "rollouts/psnr", "rollouts/disagreement_rate", "groups/skipped_total", "eval/disagreement_rate"):
+    for tag in ("reward/mean", "policy/kl", "loss/frame_nll", "loss/rollout_state_loss", "rollouts/psnr", "rollouts/disagreement_rate", "groups/skipped_total", "eval/disagreement_rate"):
         assert tag in tags, tag
 
 
