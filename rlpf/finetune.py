@@ -227,19 +227,19 @@ def finetune(opts: dict) -> dict:
     references = {q.index: rewards.reference(q, cfg.n_max_objects) for q in train_queries}
     steps, crash_after = opts["steps"], int(os.environ.get(CRASH_ENV, "-1"))
     bar = tqdm(total=steps, initial=start, desc=opts["baseline"], unit="step", file=sys.stderr, disable=quiet, dynamic_ncols=True)
-    t_start = time.perf_counter()
+    t_start, log = time.perf_counter(), {}
     for step in range(start, steps):
         lr = learning_rate(step, lr=opts["lr"], min_lr=opts["min_lr"], warmup_steps=opts["warmup_steps"], steps=steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
         drawn = buffer.draw(np.random.default_rng([opts["seed"], step]), opts["queries_per_step"])
-        kept, log = [], {}
+        groups, log = [], {}
         if opts["baseline"] == "rlpf":
-            kept, log = rl_step(model, train_queries, drawn, references, buffer, opts, step, device)
+            groups, log = rl_step(model, train_queries, drawn, references, buffer, opts, step, device)
             totals["groups"] += len(drawn)
             totals["skipped_groups"] += log["groups/skipped"]
             totals["rollouts"] += len(drawn) * opts["group_size"]
-        log.update(update(model, reference_model, optimizer, kept, [train_queries[i].episode for i in drawn], opts, device))
+        log.update(update(model, reference_model, optimizer, groups, [train_queries[i].episode for i in drawn], opts, device))
         totals["simulator_episodes"] += len(drawn)
         done = step + 1
         log["train/lr"] = lr
@@ -270,8 +270,19 @@ def finetune(opts: dict) -> dict:
         "resumed_from": start,
         **totals,
         "seconds": round(elapsed, 2),
+        "last_step": {k: round(v, 6) for k, v in log.items()},
         "before": before,
         "after": after,
     }
     write_json_atomic(out / "report.json", summary)
+    print(f"{opts['baseline']}: before {describe(before)} -> after {describe(after)}", file=sys.stderr, flush=True)
     return summary
+
+
+def describe(figures: dict) -> str:
+    """One line of the held-out figures."""
+    long = figures["position_error_long"]
+    return (
+        f"disagreement {figures['disagreement_rate']:.3f}, violations {figures['violation_rate']:.3f}, "
+        f"position error {figures['position_error']:.4f} m" + ("" if long is None else f" (long horizon {long:.4f} m)") + f", PSNR {figures['psnr']:.2f} dB"
+    )
