@@ -172,3 +172,24 @@ def test_buffer_draws_high_disagreement_queries_more_often():
     uniform = rlpf.QueryBuffer(6, alpha=0.0)
     uniform.load_state_dict(buffer.state_dict())
     assert np.allclose(uniform.probabilities(), 1 / 6) and np.array_equal(uniform.draws, buffer.draws)
+
+
+def test_the_rollout_state_term_trains_the_dynamics_head_towards_the_simulator(tiny_model, env):
+    from rlpf.finetune import Group, own_state_loss
+    from worldmodel.tokens import episode_arrays
+
+    q = env.queries[0]
+    rollouts, _ = rlpf.model_actions(tiny_model, q, samples=2, temperature=1.0, seed=0)
+    truth = episode_arrays(q.episode, tiny_model.cfg)
+    group = Group(wm.collate([r.episode for r in rollouts], tiny_model.cfg), torch.from_numpy(truth["states"])[None].expand(2, -1, -1, -1),
+                  torch.from_numpy(truth["state_mask"])[None].expand(2, -1), None)
+    model = wm.WorldModel(tiny_model.cfg)
+    model.load_state_dict(tiny_model.state_dict())
+    loss = own_state_loss(model, model(group.batch), group, q.context)
+    loss.backward()
+    assert loss > 0 and model.dynamics_head.mlp[-1].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p -= 1e-2 * p.grad / (p.grad.norm() + 1e-12)
+        assert own_state_loss(model, model(group.batch), group, q.context) < loss
