@@ -44,7 +44,7 @@ def overrides_from(args, extra: list[str]) -> dict[str, str]:
 def run_one(overrides: dict[str, str], out_dir: str, baseline: str | None) -> dict:
     args = [f"{k}={v}" for k, v in overrides.items()] + [f"out_dir={out_dir}"] + ([f"baseline={baseline}"] if baseline else [])
     print(f"physfusion-rlpf {' '.join(args)}", file=sys.stderr, flush=True)
-    proc = subprocess.run([shutil.which("physfusion-rlpf"), *args], stdout=subprocess.PIPE, text=True, env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")})
+    proc = subprocess.run([shutil.which("physfusion-rlpf"), *args], check=False, stdout=subprocess.PIPE, text=True, env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")})
     if proc.returncode:
         raise SystemExit(f"rlpf_vs_sft: physfusion-rlpf exited with {proc.returncode}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -22,6 +22,7 @@ the episode terminates after one step.
 from __future__ import annotations
 
 import string
+from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -59,7 +60,7 @@ class QueryEnv(gym.Env):
     (`rlpf.rewards.DEFAULT_WEIGHTS`); tolerance: relative agreement of answers.
     """
 
-    metadata = {"render_modes": []}
+    metadata: ClassVar[dict] = {"render_modes": []}
 
     def __init__(
         self,

@@ -25,7 +25,7 @@ ENV = {"MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
 
 
 def run(args, cwd, env=None, check=True):
-    proc = subprocess.run([shutil.which("physfusion-rlpf"), *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, **ENV, **(env or {})}, timeout=600)
+    proc = subprocess.run([shutil.which("physfusion-rlpf"), *args], check=False, cwd=cwd, capture_output=True, text=True, env={**os.environ, **ENV, **(env or {})}, timeout=600)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -82,7 +82,7 @@ def test_interrupted_run_resumes_exactly(workdir):
     assert resumed["resumed_from"] == 2
     assert weights_equal(whole["checkpoint"], resumed["checkpoint"])
     assert resumed["after"] == whole["after"] and resumed["skipped_groups"] == whole["skipped_groups"]
-    state = lambda name: json.loads((workdir / f"runs/{name}/checkpoints/step-000004/state.json").read_text())  # noqa: E731
+    state = lambda name: json.loads((workdir / f"runs/{name}/checkpoints/step-000004/state.json").read_text())
     assert state("whole")["buffer"] == state("crash")["buffer"]
     refused = run([*args, "out_dir=runs/crash", "beta=0.5"], workdir, check=False)
     assert refused.returncode == 2 and "different beta" in refused.stderr
@@ -129,7 +129,7 @@ def test_benchmark_prints_both_runs_in_one_table(workdir):
     proc = subprocess.run(
         [sys.executable, str(script), "--checkpoint", "start.safetensors", "--out-dir", "bench", "--steps", "1", "--long-horizon-s", "0.15",
          "--", *TINY],
-        cwd=workdir, capture_output=True, text=True, env={**os.environ, **ENV}, timeout=600,
+        check=False, cwd=workdir, capture_output=True, text=True, env={**os.environ, **ENV}, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
