@@ -186,6 +186,39 @@ def test_future_frames_do_not_change_earlier_outputs(episode, cfg):
     assert (a["frame_logstd"][:, 2:4] - c["frame_logstd"][:, 2:4]).abs().amax() > 1e-3
 
 
+def test_state_tokens_condition_the_model_unless_hidden(episode, cfg):
+    model = perturbed_model(cfg)
+    batch = wm.collate([episode.slice(0, 8)], cfg)
+    moved = dataclasses.replace(batch, states=batch.states + 0.3)
+    with torch.no_grad():
+        a, b = model(batch), model(moved)
+        assert (a["frame_logstd"] - b["frame_logstd"]).abs().amax() > 1e-3  # the states are read
+        hidden = dataclasses.replace(batch, state_present=torch.tensor([False]))
+        c = model(hidden)
+        d = model(dataclasses.replace(moved, state_present=torch.tensor([False])))
+    torch.testing.assert_close(c["frame_logstd"], d["frame_logstd"], rtol=0, atol=1e-6)  # hidden: not read
+    torch.testing.assert_close(c["states"], d["states"], rtol=0, atol=1e-6)
+    assert c["state_loss"] != d["state_loss"]  # ... but still the targets
+    # one dynamics step: p + v dt + step_pos_scale r_p, v + step_vel_scale r_v, and its exact inverse
+    prev, nxt = torch.randn(5, 6), torch.randn(5, 6)
+    torch.testing.assert_close(model.step_states(prev, model.step_targets(prev, nxt)), nxt, rtol=0, atol=1e-5)
+    p, v = prev[:, :3], prev[:, 3:]
+    torch.testing.assert_close(model.step_states(prev, torch.zeros(5, 6)), torch.cat([p + v / cfg.fps, v], dim=1))
+
+
+def test_rollout_from_pixels_alone(episode, cfg):
+    model = perturbed_model(cfg)
+    with torch.no_grad():
+        (a,) = model.rollout(episode, context=4, horizon=4, temperature=0.0)
+        (b,) = model.rollout(episode, context=4, horizon=4, temperature=0.0, use_states=False)
+        shifted = dataclasses.replace(episode, states=episode.states.copy())
+        shifted.states[:, :, 2] += 0.5  # the context states move, the pixels do not
+        (c,) = model.rollout(shifted, context=4, horizon=4, temperature=0.0, use_states=False)
+    assert np.isfinite(b.episode.states).all() and not np.allclose(a.episode.states[4:], b.episode.states[4:])
+    np.testing.assert_allclose(b.episode.states[4:], c.episode.states[4:], atol=1e-6)  # pixels alone decide
+    np.testing.assert_array_equal(b.episode.frames, c.episode.frames)
+
+
 def test_text_padding_does_not_change_outputs(episode, cfg):
     model = perturbed_model(cfg)
     batch = wm.collate([episode.slice(0, 6)], cfg)
