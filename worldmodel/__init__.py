@@ -9,6 +9,9 @@ physics videos forward frame by frame.
     rollouts[0].episode                                       # sim.Episode with predicted frames and states
     rollouts[0].logprob                                       # differentiable log-probability
     model.save("runs/nano/model.safetensors"); model = worldmodel.load("runs/nano/model.safetensors")
+
+Commands: `physfusion-train` (worldmodel.train) and `physfusion-evaluate` (worldmodel.evaluate, with
+worldmodel.metrics and worldmodel.baselines).
 """
 
 from worldmodel.config import MODALITIES, PRESETS, ModelConfig, preset
