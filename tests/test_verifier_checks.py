@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import sim
-from tests.conftest import family_params
+from conftest import family_params
 from verifier import check_trajectory, corrupt
 
 
