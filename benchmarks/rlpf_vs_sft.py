@@ -78,13 +78,13 @@ def main(argv: list[str] | None = None) -> dict:
         "disagreement_reduction": reduction,
         "disagreement_reduction_ok": reduction is not None and reduction >= 0.30,
         "violations_not_risen": after["violation_rate"] <= start["violation_rate"],
-        "psnr_within_1db": abs(after["psnr"] - start["psnr"]) <= 1.0,
+        "psnr_within_1db": after["psnr"] >= start["psnr"] - 1.0,  # fidelity not lost (a rise is fine)
         "long_horizon_error_rlpf_over_sft": long_ratio,
         "rlpf_beats_sft_long_horizon": long_ratio is not None and long_ratio < 1.0,
     }
     print(
         f"\ndisagreement {cell(reduction and 100 * reduction, '{:.0f}')}% lower than the start (bar >= 30%); "
-        f"violations {'not risen' if bars['violations_not_risen'] else 'ROSE'}; PSNR change {after['psnr'] - start['psnr']:+.2f} dB (bar within 1); "
+        f"violations {'not risen' if bars['violations_not_risen'] else 'ROSE'}; PSNR change {after['psnr'] - start['psnr']:+.2f} dB (bar >= -1); "
         f"long-horizon error RLPF / SFT {cell(long_ratio, '{:.3f}')} (bar < 1); "
         f"simulator episodes {sft['simulator_episodes']} each",
     )
