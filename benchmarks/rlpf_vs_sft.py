@@ -32,7 +32,7 @@ COLUMNS = [  # (key, header, format)
 
 def overrides_from(args, extra: list[str]) -> dict[str, str]:
     """physfusion-rlpf overrides: the benchmark's defaults, then the pass-through ones (they win)."""
-    out = {"checkpoint": args.checkpoint, "steps": str(args.steps), "horizon": "40", "long_horizon_s": str(args.long_horizon_s)}
+    out = {"checkpoint": args.checkpoint, "steps": str(args.steps), "long_horizon_s": str(args.long_horizon_s)}
     for item in extra:
         key, sep, value = item.partition("=")
         if not sep:
