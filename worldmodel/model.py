@@ -215,23 +215,31 @@ class FrameHead(nn.Module):
 
 
 class StateHead(nn.Module):
-    """Block b's video tokens -> positions and velocities of n_max objects in each of its frames,
-    by attention pooling: one learned pooling query per (frame, object) slot."""
+    """Block b's video tokens -> 6 numbers per object in each of tubelet_t frames, by attention
+    pooling: one learned pooling query per (frame, object) slot. With `n_features`, each object's own
+    explicit features (B, n, n_max, F) are added to its slots and mapped linearly to the output too."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, n_features: int = 0):
         super().__init__()
         self.cfg = cfg
         Q = cfg.tubelet_t * cfg.n_max_objects
         self.pool = nn.Linear(cfg.d_model, Q)
         self.slot = nn.Parameter(torch.randn(Q, cfg.d_model) * 0.02)
         self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, 6))
+        if n_features:
+            self.features = nn.Linear(n_features, cfg.d_model)
+            self.skip = nn.Linear(n_features, 6)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """h (B, n, Np, D) -> (B, n * tubelet_t, n_max, 6) normalised (pos / pos_scale, vel / vel_scale)"""
+    def forward(self, h: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        """h (B, n, Np, D), features (B, n, n_max, F) or None -> (B, n * tubelet_t, n_max, 6)"""
+        cfg = self.cfg
         B, n = h.shape[:2]
         w = self.pool(h).softmax(dim=2)  # (B, n, Np, Q) over patches
-        pooled = torch.einsum("bnpq,bnpd->bnqd", w, h) + self.slot  # (B, n, Q, D)
-        return self.mlp(pooled).view(B, n * self.cfg.tubelet_t, self.cfg.n_max_objects, 6)
+        pooled = (torch.einsum("bnpq,bnpd->bnqd", w, h) + self.slot).view(B, n, cfg.tubelet_t, cfg.n_max_objects, -1)
+        if features is None:
+            return self.mlp(pooled).view(B, n * cfg.tubelet_t, cfg.n_max_objects, 6)
+        out = self.mlp(pooled + self.features(features)[:, :, None]) + self.skip(features)[:, :, None]  # (B, n, tt, n_max, 6)
+        return out.view(B, n * cfg.tubelet_t, cfg.n_max_objects, 6)
 
 
 class WorldModel(nn.Module):
@@ -244,7 +252,7 @@ class WorldModel(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.frame_head = FrameHead(cfg)
         self.state_head = StateHead(cfg)
-        self.dynamics_head = StateHead(cfg)
+        self.dynamics_head = StateHead(cfg, n_features=9)
         self.register_buffer("state_scale", torch.tensor([cfg.pos_scale] * 3 + [cfg.vel_scale] * 3), persistent=False)
         self._init_weights()
 
@@ -358,6 +366,22 @@ class WorldModel(nn.Module):
         p, v = prev[..., :3], prev[..., 3:]
         return torch.cat([(nxt[..., :3] - p - v / cfg.fps) / cfg.step_pos_scale, (nxt[..., 3:] - v) / cfg.step_vel_scale], dim=-1)
 
+    def dynamics_features(self, cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        """Each body's explicit inputs to the dynamics head from the base frame's state cur (..., 6)
+        and the frame before, prev (..., 6): position / pos_scale, velocity / vel_scale and the last
+        velocity change / step_vel_scale (..., 9). Free flight keeps its change: a linear map."""
+        cfg = self.cfg
+        return torch.cat([cur[..., :3] / cfg.pos_scale, cur[..., 3:] / cfg.vel_scale, (cur[..., 3:] - prev[..., 3:]) / cfg.step_vel_scale], dim=-1)
+
+    def block_dynamics(self, hv: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+        """Steps to blocks 1..n from blocks 0..n-1: hv (B, n, Np, D) their video hidden states, src
+        (B, n*tt, N, 6) SI states of their frames (known, or read out) -> (B, n, tt, N, 6)."""
+        tt = self.cfg.tubelet_t
+        last = torch.arange(hv.shape[1], device=hv.device) * tt + tt - 1  # base frame of each block
+        before = last - 1 if tt > 1 else last
+        features = self.dynamics_features(src[:, last], src[:, before])  # (B, n, N, 9)
+        return self.dynamics_head(hv, features).unflatten(1, (hv.shape[1], tt))
+
     def predict_states(self, steps: torch.Tensor, readout: torch.Tensor, known: torch.Tensor | None, present: torch.Tensor) -> torch.Tensor:
         """Next blocks' states from the dynamics head's steps.
 
@@ -424,9 +448,10 @@ class WorldModel(nn.Module):
 
         # states: readout of each block's own frames; dynamics steps to the next block's
         readout = self.state_head(hv) * self.state_scale  # (B, nb*tt, n_max, 6) SI
-        steps = self.dynamics_head(hv[:, :-1]).unflatten(1, (nb - 1, tt))  # (B, nb-1, tt, n_max, 6)
         known = None if batch.states is None else pad_time(batch.states.float(), tt)  # (B, nb*tt, n_max, 6)
         present = inp["state_present"] if inp["state_present"] is not None else torch.full((B,), known is not None, device=tub.device)
+        src = readout.detach() if known is None else torch.where(present[:, None, None, None], known, readout.detach())
+        steps = self.block_dynamics(hv[:, :-1], src[:, : (nb - 1) * tt])  # (B, nb-1, tt, n_max, 6)
         predicted = self.predict_states(steps, readout[:, : (nb - 1) * tt], known, present)
         states = torch.cat([readout[:, :tt], predicted], dim=1)[:, :T]  # (B, T, n_max, 6) SI
         if known is not None:

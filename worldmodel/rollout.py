@@ -146,8 +146,10 @@ def rollout(
         means.append(to_frames(mean.detach())[:, new])
 
         # states of block b: dynamics steps from the last frame of block b-1 (known, or read out)
-        steps = model.dynamics_head(hv).detach()  # (S, tt, n_max, 6)
-        prev = known[:, b * tt - 1] if states_in[0] else (model.state_head(hv).detach() * model.state_scale)[:, -1]
+        # (S, tt, N, 6) SI states of block b-1's frames: known, or read out from its video tokens
+        src = known[:, (b - 1) * tt : b * tt] if states_in[0] else model.state_head(hv).detach() * model.state_scale
+        steps = model.block_dynamics(hv, src).detach()[:, 0]  # (S, tt, n_max, 6)
+        prev = src[:, -1]
         for j in range(tt):
             cur = model.step_states(prev, steps[:, j])
             if b * tt + j >= context:
