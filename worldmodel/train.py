@@ -52,7 +52,7 @@ from worldmodel.moe import expert_usage
 from worldmodel.tokens import collate
 
 # keys of configs/train.yaml that define what is trained (the rest may change between resumes)
-RUN_KEYS = ("data", "sim_split", "clip_len", "batch_size", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "state_dropout", "seed", "model")
+RUN_KEYS = ("data", "sim_split", "clip_len", "batch_size", "lr", "dynamics_lr_scale", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "state_dropout", "seed", "model")
 CRASH_ENV = "PHYSFUSION_TEST_CRASH_AFTER_STEP"  # test hook: exit abruptly after this step
 
 
@@ -136,11 +136,16 @@ def learning_rate(step: int, *, lr: float, min_lr: float, warmup_steps: int, ste
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas) -> torch.optim.AdamW:
-    """AdamW; matrices decay, biases, norms, embeddings' extra vectors and gains do not."""
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed.text" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed.text" not in n)]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas, dynamics_lr_scale: float = 1.0) -> torch.optim.AdamW:
+    """AdamW; matrices decay, biases, norms, embeddings' extra vectors and gains do not. The dynamics
+    head's group carries `lr_scale` (its learning rate is lr * dynamics_lr_scale): its outputs are
+    physical steps of order 1 that Adam, moving each weight by about lr per step, reaches slowly."""
+    groups = []
+    for scale, params in ((1.0, [(n, p) for n, p in model.named_parameters() if not n.startswith("dynamics_head.")]),
+                          (dynamics_lr_scale, [(n, p) for n, p in model.named_parameters() if n.startswith("dynamics_head.")])):
+        decay = [p for n, p in params if p.ndim >= 2 and "embed.text" not in n]
+        rest = [p for n, p in params if not (p.ndim >= 2 and "embed.text" not in n)]
+        groups += [{"params": decay, "weight_decay": weight_decay, "lr_scale": scale}, {"params": rest, "weight_decay": 0.0, "lr_scale": scale}]
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
 
 
@@ -208,7 +213,7 @@ def validate(options: dict) -> None:
         need(name, isinstance(options[name], int) and options[name] >= 1, "an integer >= 1")
     for name in ("warmup_steps", "video_every", "num_workers", "seed"):
         need(name, isinstance(options[name], int) and options[name] >= 0, "an integer >= 0")
-    for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
+    for name in ("lr", "min_lr", "weight_decay", "grad_clip", "dynamics_lr_scale"):
         need(name, isinstance(options[name], (int, float)) and options[name] >= 0, "a number >= 0")
     need("lr", options["lr"] > 0, "a number > 0")
     need("state_dropout", 0 <= options["state_dropout"] <= 1, "a number in [0, 1]")
@@ -299,7 +304,7 @@ def train(options: dict) -> dict:
 
     torch.manual_seed(options["seed"])
     model = WorldModel(cfg).to(device)
-    optimizer = make_optimizer(model, options["lr"], options["weight_decay"], options["betas"])
+    optimizer = make_optimizer(model, options["lr"], options["weight_decay"], options["betas"], options["dynamics_lr_scale"])
     ckpts = checkpoint_dirs(out)
     start = load_checkpoint(ckpts[-1], model, optimizer) if ckpts else 0
     if rank == 0:
@@ -339,7 +344,7 @@ def train(options: dict) -> dict:
     for step, batch in zip(range(start, steps), loader):
         lr = learning_rate(step, lr=options["lr"], min_lr=options["min_lr"], warmup_steps=options["warmup_steps"], steps=steps)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         present = hidden_states(options["seed"], step, options["batch_size"], options["state_dropout"])[rank::world]
         batch = replace(batch, state_present=present).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
