@@ -73,10 +73,13 @@ def main() -> None:
     ablation = report.get("caption_ablation", {})
     if ablation.get("episodes"):
         for event in ("bounced", "collided"):
-            acc = {k: ablation[k]["events"].get(event, {}).get("model", {}).get("accuracy") for k in ("caption", "shuffled", "removed")}
-            timing = {k: ablation[k]["events"].get(event, {}).get("model", {}).get("timing_error_s") for k in ("caption", "shuffled", "removed")}
+            acc = {k: ablation[k]["events"].get(event, {}).get("accuracy") for k in ("caption", "shuffled", "removed")}
+            timing = {k: ablation[k]["events"].get(event, {}).get("timing_error_s") for k in ("caption", "shuffled", "removed")}
             print(f"{event}: accuracy {acc}, timing error s {timing}")
         print("caption ablation, position error m: " + ", ".join(f"{k} {ablation[k]['position_error_m']:.4f}" for k in ("caption", "shuffled", "removed")))
+        for family in ("drop", "collision"):
+            errs = {k: ablation[k]["families"].get(family, {}).get("position_error_m") for k in ("caption", "shuffled", "removed")}
+            print(f"  {family}: " + ", ".join(f"{k} {v:.4f}" for k, v in errs.items() if v is not None))
     wins = sum(r["ratio_to_best_baseline"] < 1 for f, r in rows.items() if f != "all")
     print(json.dumps({"model": args.model, "steps": train["steps"], "train_minutes": round(train_minutes, 1), "families_won": f"{wins}/{len(families)}",
                       "ood_id_ratio": ood, "position_error_m": rows, "caption_ablation": ablation.get("position_error_m") and {k: ablation[k]["position_error_m"] for k in ("caption", "shuffled", "removed")},
