@@ -24,6 +24,7 @@ import sys
 COLUMNS = [  # (key, header, format)
     ("disagreement_rate", "disagreement", "{:.3f}"),
     ("violation_rate", "violations", "{:.3f}"),
+    ("failed_checks", "failed checks", "{:.2f}"),
     ("position_error", "pos err m", "{:.4f}"),
     ("position_error_long", "long pos err m", "{:.4f}"),
     ("psnr", "PSNR dB", "{:.2f}"),
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     bars = {
         "disagreement_reduction": reduction,
         "disagreement_reduction_ok": reduction is not None and reduction >= 0.30,
-        "violations_not_risen": after["violation_rate"] <= start["violation_rate"],
+        "violations_not_risen": after["violation_rate"] <= start["violation_rate"] and after["failed_checks"] <= start["failed_checks"],
         "psnr_within_1db": after["psnr"] >= start["psnr"] - 1.0,  # fidelity not lost (a rise is fine)
         "long_horizon_error_rlpf_over_sft": long_ratio,
         "rlpf_beats_sft_long_horizon": long_ratio is not None and long_ratio < 1.0,

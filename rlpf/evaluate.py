@@ -6,6 +6,8 @@ Every query is rolled out `samples` times with seeds that depend only on (seed, 
 models are compared on the same random draws. Figures (means over queries and samples):
     disagreement_rate        fraction of rollouts whose answer disagrees with the simulator's (`rlpf.rewards`)
     violation_rate           fraction failing an intrinsic check the simulator's trajectory passes
+    failed_checks            mean number of such checks failed per rollout (finer than the rate,
+                             which saturates at 1 for a weak model)
     position_error           m, tracked bodies' position error over all predicted frames
     position_error_long      m, the same over predicted frames at least long_horizon_s after the
                              last context frame (None when the horizon is shorter)
@@ -59,6 +61,7 @@ def evaluate(
                 {
                     "disagrees": s.disagrees,
                     "violates": s.violates,
+                    "failed_checks": len(s.failed_checks),
                     "position_error": float(curve.mean()),
                     "position_error_long": float(long.mean()) if len(long) else None,
                     "psnr": float(metrics.psnr(r.episode.frames[q.context :], q.episode.frames[q.context :]).mean()),
@@ -72,6 +75,7 @@ def evaluate(
     return {
         "disagreement_rate": float(np.mean([r["disagrees"] for r in rows])),
         "violation_rate": float(np.mean([r["violates"] for r in rows])),
+        "failed_checks": float(np.mean([r["failed_checks"] for r in rows])),
         "position_error": float(np.mean([r["position_error"] for r in rows])),
         "position_error_long": float(np.mean(longs)) if longs else None,
         "psnr": float(np.mean([r["psnr"] for r in rows])),

@@ -51,7 +51,7 @@ def weights_equal(a, b) -> bool:
 def test_rlpf_run_reports_before_and_after_logs_and_checkpoints(workdir):
     s = summary(run(["checkpoint=start.safetensors", "steps=2", "out_dir=runs/rl", *TINY], workdir))
     for side in ("before", "after"):
-        for key in ("disagreement_rate", "violation_rate", "position_error", "psnr"):
+        for key in ("disagreement_rate", "violation_rate", "failed_checks", "position_error", "psnr"):
             assert isinstance(s[side][key], float), (side, key)
         assert 0 <= s[side]["disagreement_rate"] <= 1 and s[side]["rollouts"] == 2
     assert s["baseline"] == "rlpf" and s["steps"] == 2 and s["groups"] == 4 and s["simulator_episodes"] == 4
