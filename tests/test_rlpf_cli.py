@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from hydra import compose, initialize_config_module
 from safetensors.torch import load_file
 
 import worldmodel as wm
+from conftest import last_json, run_command
 from rlpf.cli import ConfigError, check_options
 from worldmodel.train import CRASH_ENV
 
@@ -25,14 +25,7 @@ ENV = {"MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
 
 
 def run(args, cwd, env=None, check=True):
-    proc = subprocess.run([shutil.which("physfusion-rlpf"), *args], check=False, cwd=cwd, capture_output=True, text=True, env={**os.environ, **ENV, **(env or {})}, timeout=600)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
-def summary(proc) -> dict:
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_command("physfusion-rlpf", args, cwd, env={**ENV, **(env or {})}, check=check)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +42,7 @@ def weights_equal(a, b) -> bool:
 
 
 def test_rlpf_run_reports_before_and_after_logs_and_checkpoints(workdir):
-    s = summary(run(["checkpoint=start.safetensors", "steps=2", "out_dir=runs/rl", *TINY], workdir))
+    s = last_json(run(["checkpoint=start.safetensors", "steps=2", "out_dir=runs/rl", *TINY], workdir))
     for side in ("before", "after"):
         for key in ("disagreement_rate", "violation_rate", "failed_checks", "position_error", "psnr"):
             assert isinstance(s[side][key], float), (side, key)
@@ -69,16 +62,16 @@ def test_rlpf_run_reports_before_and_after_logs_and_checkpoints(workdir):
 
 def test_flat_groups_are_skipped_and_counted(workdir):
     args = [a for a in TINY if not a.startswith("min_reward_std")]
-    s = summary(run(["checkpoint=start.safetensors", "steps=1", "out_dir=runs/flat", "min_reward_std=1e9", *args], workdir))
+    s = last_json(run(["checkpoint=start.safetensors", "steps=1", "out_dir=runs/flat", "min_reward_std=1e9", *args], workdir))
     assert s["groups"] == 2 and s["skipped_groups"] == 2
 
 
 def test_interrupted_run_resumes_exactly(workdir):
     args = ["checkpoint=start.safetensors", "steps=4", "ckpt_every=2", *TINY]
-    whole = summary(run([*args, "out_dir=runs/whole"], workdir))
+    whole = last_json(run([*args, "out_dir=runs/whole"], workdir))
     crashed = run([*args, "out_dir=runs/crash"], workdir, env={CRASH_ENV: "3"}, check=False)
     assert crashed.returncode == 3 and not (workdir / "runs/crash/report.json").exists()
-    resumed = summary(run([*args, "out_dir=runs/crash"], workdir))
+    resumed = last_json(run([*args, "out_dir=runs/crash"], workdir))
     assert resumed["resumed_from"] == 2
     assert weights_equal(whole["checkpoint"], resumed["checkpoint"])
     assert resumed["after"] == whole["after"] and resumed["skipped_groups"] == whole["skipped_groups"]
@@ -89,7 +82,7 @@ def test_interrupted_run_resumes_exactly(workdir):
 
 
 def test_sft_baseline_uses_the_same_episodes_and_steps(workdir):
-    s = summary(run(["checkpoint=start.safetensors", "steps=2", "out_dir=runs/sft", "baseline=sft", *TINY], workdir))
+    s = last_json(run(["checkpoint=start.safetensors", "steps=2", "out_dir=runs/sft", "baseline=sft", *TINY], workdir))
     assert s["baseline"] == "sft" and s["simulator_episodes"] == 4 and s["groups"] == 0 and s["rollouts"] == 0
     assert not weights_equal(s["checkpoint"], workdir / "start.safetensors")
     assert set(s["before"]) == set(s["after"])

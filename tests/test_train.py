@@ -18,21 +18,14 @@ import torch
 from safetensors.torch import load_file
 
 import worldmodel as wm
+from conftest import last_json, run_command
 from worldmodel.train import CRASH_ENV, batch_indices, learning_rate
 
 TINY = ["model.d_model=32", "model.n_layer=1", "model.n_head=2", "clip_len=6", "batch_size=2", "video_every=0", "progress=false", "num_workers=0"]
 
 
 def run(args, cwd, env=None, check=True, launcher=None):
-    cmd = (launcher or [shutil.which("physfusion-train")]) + list(args)
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, "MUJOCO_GL": "egl", **(env or {})}, timeout=600)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
-def summary(proc) -> dict:
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_command("physfusion-train", args, cwd, env=env, check=check, launcher=launcher)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +57,7 @@ def test_batches_are_a_function_of_seed_and_step():
 
 def test_train_writes_a_loadable_checkpoint_and_logs(dataset):
     proc = run(["data=data", "steps=4", "ckpt_every=2", "video_every=4", "out_dir=runs/a", *TINY], dataset)
-    s = summary(proc)
+    s = last_json(proc)
     assert s["steps"] == 4 and s["resumed_from"] == 0 and s["processes"] == 1
     assert "parameters" in proc.stdout.splitlines()[0]  # the true parameter count, printed at start
     assert np.isfinite(s["loss"]) and s["clips_per_s"] > 0
@@ -84,16 +77,16 @@ def test_train_writes_a_loadable_checkpoint_and_logs(dataset):
 
 def test_interrupted_run_resumes_exactly(dataset):
     args = ["data=data", "steps=6", "ckpt_every=3", *TINY]
-    whole = summary(run([*args, "out_dir=runs/whole"], dataset))
+    whole = last_json(run([*args, "out_dir=runs/whole"], dataset))
     crashed = run([*args, "out_dir=runs/crash"], dataset, env={CRASH_ENV: "4"}, check=False)
     assert crashed.returncode == 3 and not (dataset / "runs/crash/checkpoints/step-000006").exists()
-    resumed = summary(run([*args, "out_dir=runs/crash"], dataset))
+    resumed = last_json(run([*args, "out_dir=runs/crash"], dataset))
     assert resumed["resumed_from"] == 3
     a, b = load_file(whole["checkpoint"]), load_file(resumed["checkpoint"])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["loss"] == whole["loss"]
     # a finished run rerun does nothing; more steps continue it
-    again = summary(run([*args, "out_dir=runs/crash"], dataset))
+    again = last_json(run([*args, "out_dir=runs/crash"], dataset))
     assert again["resumed_from"] == 6 and again["clips_per_s"] is None
 
 
@@ -122,15 +115,15 @@ def test_rerun_with_another_definition_is_refused(dataset):
 
 
 def test_on_the_fly_simulation(dataset):
-    s = summary(run(["data=sim:drop", "steps=2", "out_dir=runs/fly", *TINY], dataset))
+    s = last_json(run(["data=sim:drop", "steps=2", "out_dir=runs/fly", *TINY], dataset))
     assert s["steps"] == 2 and np.isfinite(s["loss"])
     assert json.loads((dataset / "runs/fly/run.json").read_text())["data_hash"].startswith("sim:drop:train")
 
 
 def test_ddp_two_gloo_processes(dataset):
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", shutil.which("physfusion-train")]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
     proc = run(["data=data", "steps=3", "batch_size=4", "out_dir=runs/ddp", *[a for a in TINY if not a.startswith("batch_size")]], dataset, launcher=launcher)
-    s = summary(proc)
+    s = last_json(proc)
     assert s["processes"] == 2 and s["steps"] == 3 and np.isfinite(s["loss"])
     assert proc.stdout.count('"checkpoint"') == 1  # rank 0 alone reports and writes
     model = wm.load(s["checkpoint"])
