@@ -64,7 +64,7 @@ def rollout(
     use_states: bool = True,
 ) -> list[Rollout]:
     cfg = model.cfg
-    tt, spf = cfg.tubelet_t, cfg.samples_per_frame
+    tt = cfg.tubelet_t
     if episode.frames is None or not tt <= context <= len(episode.frames):
         n = 0 if episode.frames is None else len(episode.frames)
         raise ValueError(f"rollout: context={context}; allowed: tubelet_t={tt} .. the episode's {n} frames")
