@@ -541,6 +541,19 @@ def completed_shards(out: Path) -> set[int]:
     return {int(p.name.split("-")[1]) for p in store.glob("shard-*") if (p / "zarr.json").exists()}
 
 
+def exit_with_parent(parent: int, poll_s: float = 0.5) -> None:
+    """Worker initializer: end this process when `parent` is gone (killed outright, its pool never
+    shut down), so that no orphan goes on writing shards into a folder someone may have reused."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _run_shards(spec, out, shards, workers, launcher, ray_address, bar) -> Iterator[dict]:
     spec_dict = spec.to_dict()
     if launcher == "ray":
@@ -557,7 +570,7 @@ def _run_shards(spec, out, shards, workers, launcher, ray_address, bar) -> Itera
     from concurrent.futures.process import BrokenProcessPool
 
     context = multiprocessing.get_context("spawn")  # fresh processes: each makes its own GL context
-    with ProcessPoolExecutor(min(workers, len(shards)), mp_context=context) as pool:
+    with ProcessPoolExecutor(min(workers, len(shards)), mp_context=context, initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(generate_shard, spec_dict, str(out), s) for s in shards]
         try:
             for future in as_completed(futures):

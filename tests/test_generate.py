@@ -115,6 +115,39 @@ def test_resume_after_sigkill(reference, tmp_path):
     assert_same_dataset(reference, out)
 
 
+def _children(pid: int) -> list[int]:
+    """Live child processes of `pid` (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def test_workers_exit_when_the_parent_is_killed(tmp_path):
+    """A parent killed outright (SIGKILL to it alone, so its pool is never shut down) takes its
+    workers with it: no orphan goes on writing shards."""
+    out = tmp_path / "orphans"
+    args = ["scene=drop", "num_episodes=40", "shard_size=2", "seconds=0.5", "width=32", "height=32", f"out_dir={out}", "workers=2", "progress=false"]
+    proc = subprocess.Popen([*COMMAND, *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    workers: list[int] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        workers = [c for c in _children(proc.pid) if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+        if len(workers) == 2 and list((out / "data.zarr").glob("shard-*")):
+            break
+        time.sleep(0.05)
+    if proc.poll() is not None:
+        pytest.skip("the run finished before it could be killed")
+    assert len(workers) == 2
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().split()[2] for w in workers):
+        time.sleep(0.1)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists() and Path(f"/proc/{w}/stat").read_text().split()[2] != "Z"]
+    assert not alive, f"orphaned workers still running: {alive}"
+
+
 @pytest.mark.parametrize(
     "override, expected",
     [
