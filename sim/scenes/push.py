@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from sim.params import Param, ParamSpace
+from sim.params import Param, ParamError, ParamSpace
 from sim.scenes.base import Scene, SceneFamily, free_body, mjcf, rgba
 
 PADDLE = (0.015, 0.1, 0.04)  # half sizes (m): thickness along the push, width, height
@@ -63,23 +63,26 @@ class Push(SceneFamily):
     )
 
     def extras(self, p: dict, rng: np.random.Generator) -> dict:
-        """The other objects: shape, size, mass and place, somewhere beside the push path."""
+        """The other objects: shape, size, mass and place, somewhere beside the push path, apart
+        from each other and from the pushed box (their bounding spheres 1 cm apart; places are
+        redrawn until they are)."""
         u = direction(p)
         side = np.array([-u[1], u[0]])
+        placed = [(np.zeros(2), p["size"] * math.sqrt(3) / 2)]  # (xy, bounding radius): the pushed box at the origin
         others = []
         for i in range(1, p["num_objects"]):
-            along = float(rng.uniform(-0.1, 0.5))
-            across = float(rng.choice([-1, 1]) * rng.uniform(0.18, 0.3))
-            xy = along * u + across * side
-            others.append(
-                {
-                    "shape": str(rng.choice(["box", "cylinder", "sphere"])),
-                    "size": float(rng.uniform(0.06, 0.1)),
-                    "mass": float(rng.uniform(0.2, 1.0)),
-                    "x": float(xy[0]),
-                    "y": float(xy[1]),
-                }
-            )
+            shape, size, mass = str(rng.choice(["box", "cylinder", "sphere"])), float(rng.uniform(0.06, 0.1)), float(rng.uniform(0.2, 1.0))
+            radius = size * math.sqrt(3) / 2
+            for _ in range(100):
+                along = float(rng.uniform(-0.1, 0.5))
+                across = float(rng.choice([-1, 1]) * rng.uniform(0.18, 0.3))
+                xy = along * u + across * side
+                if all(np.linalg.norm(xy - c) >= r + radius + 0.01 for c, r in placed):
+                    break
+            else:
+                raise ParamError(f"push: no room for object {i} beside the push path (size={p['size']}); allowed: a smaller size or fewer objects")
+            placed.append((xy, radius))
+            others.append({"shape": shape, "size": size, "mass": mass, "x": float(xy[0]), "y": float(xy[1])})
         return {"others": others}
 
     def build(self, p: dict) -> Scene:
