@@ -81,6 +81,9 @@ class ModelConfig:
     step_vel_scale: float = 0.5
     """m, m/s: the dynamics head predicts each frame's state as a step from the previous one,
     p' = p + v dt + step_pos_scale * r_p, v' = v + step_vel_scale * r_v; r is what it outputs"""
+    chain_weight: float = 0.1
+    """weight of the chained-state loss (the dynamics head stepping from its own predictions over
+    the clip, as in a rollout) within the state loss"""
 
     # --- derived ---------------------------------------------------------------------------------
     @property

@@ -230,16 +230,21 @@ class StateHead(nn.Module):
             self.features = nn.Linear(n_features, cfg.d_model)
             self.skip = nn.Linear(n_features, 6)
 
+    def slots(self, h: torch.Tensor) -> torch.Tensor:
+        """h (B, n, Np, D) -> the pooled slots (B, n, tt, n_max, D)"""
+        cfg = self.cfg
+        w = self.pool(h).softmax(dim=2)  # (B, n, Np, Q) over patches
+        return (torch.einsum("bnpq,bnpd->bnqd", w, h) + self.slot).view(*h.shape[:2], cfg.tubelet_t, cfg.n_max_objects, -1)
+
+    def decode(self, slots: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        """slots (..., tt, n_max, D), features (..., n_max, F) or None -> (..., tt, n_max, 6)"""
+        if features is None:
+            return self.mlp(slots)
+        return self.mlp(slots + self.features(features).unsqueeze(-3)) + self.skip(features).unsqueeze(-3)
+
     def forward(self, h: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         """h (B, n, Np, D), features (B, n, n_max, F) or None -> (B, n * tubelet_t, n_max, 6)"""
-        cfg = self.cfg
-        B, n = h.shape[:2]
-        w = self.pool(h).softmax(dim=2)  # (B, n, Np, Q) over patches
-        pooled = (torch.einsum("bnpq,bnpd->bnqd", w, h) + self.slot).view(B, n, cfg.tubelet_t, cfg.n_max_objects, -1)
-        if features is None:
-            return self.mlp(pooled).view(B, n * cfg.tubelet_t, cfg.n_max_objects, 6)
-        out = self.mlp(pooled + self.features(features)[:, :, None]) + self.skip(features)[:, :, None]  # (B, n, tt, n_max, 6)
-        return out.view(B, n * cfg.tubelet_t, cfg.n_max_objects, 6)
+        return self.decode(self.slots(h), features).flatten(1, 2)
 
 
 class WorldModel(nn.Module):
@@ -382,6 +387,21 @@ class WorldModel(nn.Module):
         features = self.dynamics_features(src[:, last], src[:, before])  # (B, n, N, 9)
         return self.dynamics_head(hv, features).unflatten(1, (hv.shape[1], tt))
 
+    def chain_states(self, hv: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+        """States of blocks 1..n stepped from block 0's known (or read-out) states and then from the
+        chain's own predictions only, as a rollout does, while the video stays teacher-forced:
+        hv (B, n, Np, D) blocks 0..n-1; src (B, tt, N, 6) SI block 0's states -> (B, n*tt, N, 6)."""
+        tt = self.cfg.tubelet_t
+        slots = self.dynamics_head.slots(hv)  # (B, n, tt, N, D)
+        cur, prev = src[:, -1], src[:, -2] if tt > 1 else src[:, -1]
+        out = []
+        for b in range(hv.shape[1]):
+            steps = self.dynamics_head.decode(slots[:, b], self.dynamics_features(cur, prev))  # (B, tt, N, 6)
+            for j in range(tt):
+                prev, cur = cur, self.step_states(cur, steps[:, j])
+                out.append(cur)
+        return torch.stack(out, dim=1)
+
     def predict_states(self, steps: torch.Tensor, readout: torch.Tensor, known: torch.Tensor | None, present: torch.Tensor) -> torch.Tensor:
         """Next blocks' states from the dynamics head's steps.
 
@@ -410,6 +430,8 @@ class WorldModel(nn.Module):
           state_loss     scalar: readout_loss + step_loss (0 without states)
           readout_loss   scalar: MSE of the readout's normalised positions and velocities
           step_loss      scalar: smooth-L1 loss of the dynamics head's steps (see `step_targets`)
+          chain_loss     scalar: chain_weight x smooth-L1 error of the states chained from the first
+                         block by the dynamics head alone (`chain_states`), in step-scale units
           moe_aux        scalar: load-balancing loss, mean over layers (1 = perfectly balanced)
           frame_logprob  (B, T) log-probability of each frame (sum over pixels); 0 for the first
                          block's frames, which are not predicted
@@ -462,9 +484,15 @@ class WorldModel(nn.Module):
             # nearly L1 (quadratic only within 0.01): rollouts integrate these steps, so small errors matter
             step_err = F.smooth_l1_loss(steps, target, reduction="none", beta=0.01).mean(-1).flatten(1, 2)[:, : T - tt]  # (B, T-tt, n_max)
             step_loss = (step_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
+            # the same steps chained over the clip from its first block alone, against the truth: what
+            # a rollout does with its own states (errors compound), in units of one step's scales
+            chained = self.chain_states(hv[:, :-1], src[:, :tt])[:, : T - tt]  # (B, T-tt, n_max, 6)
+            scale = chained.new_tensor([cfg.step_pos_scale] * 3 + [cfg.step_vel_scale] * 3)
+            chain_err = F.smooth_l1_loss(chained / scale, known[:, tt:T] / scale, reduction="none", beta=0.01).mean(-1)  # (B, T-tt, n_max)
+            chain_loss = cfg.chain_weight * (chain_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
         else:
-            readout_loss = step_loss = readout.new_zeros(())
-        state_loss = readout_loss + step_loss
+            readout_loss = step_loss = chain_loss = readout.new_zeros(())
+        state_loss = readout_loss + step_loss + chain_loss
 
         loss = frame_nll + cfg.state_weight * state_loss + cfg.moe_aux_weight * moe_aux
         return {
@@ -473,6 +501,7 @@ class WorldModel(nn.Module):
             "state_loss": state_loss,
             "readout_loss": readout_loss,
             "step_loss": step_loss,
+            "chain_loss": chain_loss,
             "moe_aux": moe_aux,
             "frame_logprob": frame_logprob,
             "frame_mean": frame_mean,
