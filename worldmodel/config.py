@@ -186,7 +186,7 @@ class ModelConfig:
 
 PRESETS: dict[str, ModelConfig] = {
     # trains in minutes on 2 CPU cores: 2x16x16 tubelets (601 tokens per 34-frame clip instead of
-    # 1417 with 8x8 patches: 2.6x less CPU time per clip, measured)
+    # 1417 with 8x8 patches; benchmarks/train_throughput.py --patch 8 times the other)
     "nano": ModelConfig(d_model=128, n_layer=4, n_head=4, n_expert=4, top_k=2, patch=16),
     # a few hours on CPU, minutes on a GPU
     "mini": ModelConfig(d_model=256, n_layer=6, n_head=8, n_expert=8, top_k=2),

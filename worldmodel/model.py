@@ -51,6 +51,7 @@ from worldmodel.tokens import (
 )
 
 FORMAT = "physfusion.worldmodel/1"
+DYNAMICS_FEATURES = 9  # per body: position, velocity, last velocity change (`WorldModel.dynamics_features`)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -128,7 +129,7 @@ class Rotary(nn.Module):
 
 def apply_rotary(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
     """x (..., L, hd) with adjacent pairs (x[2i], x[2i+1]) rotated as complex numbers by rot (L, hd/2)
-    (one complex multiply: about twice as fast on a CPU as the rotate-half form)."""
+    (one complex multiply instead of the rotate-half form's chunk, four products and a concatenation)."""
     xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
     return torch.view_as_real(xc * rot).flatten(-2).to(x.dtype)
 
@@ -257,7 +258,7 @@ class WorldModel(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.frame_head = FrameHead(cfg)
         self.state_head = StateHead(cfg)
-        self.dynamics_head = StateHead(cfg, n_features=9)
+        self.dynamics_head = StateHead(cfg, n_features=DYNAMICS_FEATURES)
         self.register_buffer("state_scale", torch.tensor([cfg.pos_scale] * 3 + [cfg.vel_scale] * 3), persistent=False)
         self._init_weights()
 
@@ -402,22 +403,19 @@ class WorldModel(nn.Module):
                 out.append(cur)
         return torch.stack(out, dim=1)
 
-    def predict_states(self, steps: torch.Tensor, readout: torch.Tensor, known: torch.Tensor | None, present: torch.Tensor) -> torch.Tensor:
-        """Next blocks' states from the dynamics head's steps.
-
-        steps (B, n, tt, N, 6) for blocks 1..n (made by blocks 0..n-1); readout (B, n*tt, N, 6) SI,
-        the readout of blocks 0..n-1; known (B, (n+1)*tt, N, 6) SI states of blocks 0..n or None;
-        present (B,) whether `known` is the base. Returns (B, n*tt, N, 6) SI for blocks 1..n.
-        """
-        tt = self.cfg.tubelet_t
+    def predict_states(self, steps: torch.Tensor, src: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Next blocks' states, one step each from the frame before: steps (B, n, tt, N, 6) for blocks
+        1..n (made by blocks 0..n-1); src (B, (n+1)*tt, N, 6) SI the known states of blocks 0..n
+        (read out where not `present`). Within a block, clips without known states step from the
+        previous prediction. Returns (B, n*tt, N, 6) SI for blocks 1..n."""
+        tt, n = self.cfg.tubelet_t, steps.shape[1]
         p = present[:, None, None, None]
-        last = slice(tt - 1, steps.shape[1] * tt, tt)  # last frame of blocks 0..n-1
-        prev = readout[:, last].detach() if known is None else torch.where(p, known[:, last], readout[:, last].detach())  # (B, n, N, 6)
+        prev = src[:, tt - 1 : n * tt : tt]  # (B, n, N, 6) last frame of blocks 0..n-1
         out = []
         for j in range(tt):
             cur = self.step_states(prev, steps[:, :, j])
             out.append(cur)
-            prev = cur if known is None else torch.where(p, known[:, tt + j :: tt][:, : steps.shape[1]], cur)
+            prev = torch.where(p, src[:, tt + j :: tt][:, :n], cur)
         return torch.stack(out, dim=2).flatten(1, 2)
 
     # --- training forward ----------------------------------------------------------------------
@@ -427,7 +425,7 @@ class WorldModel(nn.Module):
         Returns a dict:
           loss           scalar: frame_nll + state_weight * state_loss + moe_aux_weight * moe_aux
           frame_nll      scalar: nats per predicted pixel value (frames tubelet_t .. T-1)
-          state_loss     scalar: readout_loss + step_loss (0 without states)
+          state_loss     scalar: readout_loss + step_loss + chain_loss (0 without states)
           readout_loss   scalar: MSE of the readout's normalised positions and velocities
           step_loss      scalar: smooth-L1 loss of the dynamics head's steps (see `step_targets`)
           chain_loss     scalar: chain_weight x smooth-L1 error of the states chained from the first
@@ -474,7 +472,7 @@ class WorldModel(nn.Module):
         present = inp["state_present"] if inp["state_present"] is not None else torch.full((B,), known is not None, device=tub.device)
         src = readout.detach() if known is None else torch.where(present[:, None, None, None], known, readout.detach())
         steps = self.block_dynamics(hv[:, :-1], src[:, : (nb - 1) * tt])  # (B, nb-1, tt, n_max, 6)
-        predicted = self.predict_states(steps, readout[:, : (nb - 1) * tt], known, present)
+        predicted = self.predict_states(steps, src, present)
         states = torch.cat([readout[:, :tt], predicted], dim=1)[:, :T]  # (B, T, n_max, 6) SI
         if known is not None:
             w = self._state_mask(batch, B, tub.device)[:, None, :].float()  # (B, 1, n_max)
