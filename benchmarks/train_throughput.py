@@ -56,6 +56,7 @@ def timed(step, iters: int, sync) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="nano", choices=list(wm.PRESETS))
+    ap.add_argument("--patch", type=int, default=None, help="tubelet side in pixels instead of the preset's (nano: 16)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--clip-len", type=int, default=34)
     ap.add_argument("--iters", type=int, default=5)
@@ -68,7 +69,7 @@ def main() -> None:
     dev = torch.device(args.device)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
-    cfg = wm.preset(args.model)
+    cfg = wm.preset(args.model, **({} if args.patch is None else {"patch": args.patch}))
     model = wm.WorldModel(cfg).to(dev)
     episodes = [sim.simulate(scene, seed=i, seconds=args.clip_len / cfg.fps + 0.01) for i, scene in enumerate(sim.SCENES)]
     clips = [episodes[i % len(episodes)].slice(0, args.clip_len) for i in range(args.batch)]

@@ -2,6 +2,7 @@
 
     python benchmarks/world_model_quality.py                       # nano, 1500 steps (~30 min on 2 cores)
     python benchmarks/world_model_quality.py --steps 300 --episodes 300 --eval-episodes 50   # a quick look
+    python benchmarks/world_model_quality.py --steps 600 --name one-step +model.chain_weight=0.0  # an ablation
 
 Runs the real commands: `physfusion-generate` (a mixed training set, held-out val and ood sets of 2 s
 episodes), `physfusion-train` (the default `nano` model), `physfusion-evaluate` (4 context frames,
@@ -41,6 +42,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--model", default="nano")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--name", default=None, help="run and evaluation folder name under --root (default: the model)")
+    ap.add_argument("train_overrides", nargs="*", help="extra physfusion-train overrides, e.g. +model.chain_weight=0.0")
     args = ap.parse_args()
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
@@ -51,9 +54,10 @@ def main() -> None:
     command("physfusion-generate", *common, f"num_episodes={args.eval_episodes}", "seed=2", "split=ood", "segmentation=true", f"out_dir={root}/ood")
 
     t = time.perf_counter()
-    train = command("physfusion-train", f"data={root}/mix", f"model={args.model}", f"steps={args.steps}", f"out_dir={root}/{args.model}", "progress=false")
+    name = args.name or args.model
+    train = command("physfusion-train", f"data={root}/mix", f"model={args.model}", f"steps={args.steps}", f"out_dir={root}/{name}", "progress=false", *args.train_overrides)
     train_minutes = (time.perf_counter() - t) / 60
-    evaluate = command("physfusion-evaluate", f"checkpoint={train['checkpoint']}", f"data={root}/val", f"ood_data={root}/ood", f"out_dir={root}/eval", "progress=false")
+    evaluate = command("physfusion-evaluate", f"checkpoint={train['checkpoint']}", f"data={root}/val", f"ood_data={root}/ood", f"out_dir={root}/eval" + ("" if args.name is None else f"-{name}"), "progress=false")
     report = json.loads(Path(evaluate["report"]).read_text())
 
     families = report["datasets"]["id"]["families"]
