@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 import sim
 from sim.dataset import DatasetError, write_json_atomic
 from sim.params import ParamError
-from worldmodel.config import ModelConfig, preset
+from worldmodel.config import MODALITIES, ModelConfig, preset
 from worldmodel.data import ClipDataset, SimulatedClipDataset
 from worldmodel.model import WorldModel
 from worldmodel.moe import expert_usage
@@ -53,7 +53,8 @@ from worldmodel.tokens import collate
 
 # keys of configs/train.yaml that define what is trained (the rest may change between resumes)
 RUN_KEYS = ("data", "sim_split", "clip_len", "batch_size", "lr", "dynamics_lr_scale", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "state_dropout", "seed", "model")
-CRASH_ENV = "PHYSFUSION_TEST_CRASH_AFTER_STEP"  # test hook: exit abruptly after this step
+CRASH_ENV = "PHYSFUSION_TEST_CRASH_AFTER_STEP"
+LOSS_KEYS = ("loss", "frame_nll", "state_loss", "readout_loss", "step_loss", "chain_loss", "moe_aux")  # logged and summarised  # test hook: exit abruptly after this step
 
 
 class TrainError(ValueError):
@@ -357,10 +358,10 @@ def train(options: dict) -> dict:
         n_tokens = out_step["token_types"].numel()  # sequence length of a clip
         done = step + 1
         if rank == 0:
-            last = {k: out_step[k].item() for k in ("loss", "frame_nll", "state_loss", "readout_loss", "step_loss", "moe_aux")}
-            bar.set_postfix(loss=f"{last['loss']:.3f}", nll=f"{last['frame_nll']:.3f}", state=f"{last['state_loss']:.3f}")
             bar.update(1)
-            if done % options["log_every"] == 0 or done == steps:
+            if done % options["log_every"] == 0 or done == steps:  # .item() waits for the device: not every step
+                last = {k: out_step[k].item() for k in LOSS_KEYS}
+                bar.set_postfix(loss=f"{last['loss']:.3f}", nll=f"{last['frame_nll']:.3f}", state=f"{last['state_loss']:.3f}")
                 elapsed = time.perf_counter() - t_start
                 for k, v in last.items():
                     writer.add_scalar(f"loss/{k}", v, done)
@@ -368,8 +369,8 @@ def train(options: dict) -> dict:
                 writer.add_scalar("train/grad_norm", float(grad_norm), done)
                 writer.add_scalar("train/clips_per_s", clips_seen / elapsed, done)
                 usage = expert_usage(out_step["routing"], out_step["token_types"], cfg.n_expert, out_step["token_valid"])
-                for m_i, name in enumerate(("text", "video", "audio", "action", "sep", "state")):
-                    if m_i < usage.shape[1] and usage[:, m_i].sum() > 0:
+                for m_i, name in enumerate(MODALITIES):
+                    if usage[:, m_i].sum() > 0:
                         writer.add_histogram(f"experts/{name}", usage[:, m_i].mean(0), done)
             if done % options["ckpt_every"] == 0 or done == steps:
                 save_checkpoint(out, model, optimizer, done, state, options["keep_checkpoints"])
