@@ -260,7 +260,7 @@ def test_rollout_logprob_is_differentiable_and_matches_teacher_forcing(episode, 
         torch.testing.assert_close(r.logprob, recomputed, rtol=1e-5, atol=1e-2)
     model.zero_grad()
     (rollouts[0].logprob + rollouts[1].logprob).backward()
-    for name in ("frame_head.out.weight", "blocks.0.attn.qkv.weight", "embed.video.weight", "embed.text.weight"):
+    for name in ("frame_head.out.weight", "blocks.0.attn.qkv.weight", "embed.video.weight", "embed.text.weight", "dynamics_head.mlp.2.weight"):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
     # the same seed draws the same rollout; temperature scales the spread
@@ -271,6 +271,44 @@ def test_rollout_logprob_is_differentiable_and_matches_teacher_forcing(episode, 
         mean = model.rollout(episode, context=4, horizon=4, temperature=0.0)[0]
     spread = lambda r: np.abs(r.episode.frames[4:].astype(int) - mean.episode.frames[4:].astype(int)).mean()  # noqa: E731
     assert spread(cold) < spread(rollouts[0])
+    # the states are sampled too: the two samples move the bodies differently, temperature scales it
+    assert not np.allclose(rollouts[0].episode.positions[4:], rollouts[1].episode.positions[4:], atol=1e-6)
+    drift = lambda r: np.abs(r.episode.positions[4:] - mean.episode.positions[4:]).mean()  # noqa: E731
+    assert 0 < drift(cold) < drift(rollouts[0])
+
+
+def test_state_logprob_is_the_gaussian_density_of_the_steps_taken(episode, cfg):
+    """Teacher forcing a rollout gives back the steps it drew, and their log-density is the Gaussian's."""
+    model = perturbed_model(cfg)
+    with torch.no_grad():
+        (r,) = model.rollout(episode, context=4, horizon=4, temperature=1.0, seed=3)
+        out = model(wm.collate([r.episode], cfg))
+    n, tt = episode.states.shape[1], cfg.tubelet_t
+    drawn, mean, logstd = out["step_drawn"][0, 4 - tt :, :n], out["step_mean"][0, 4 - tt :, :n], out["step_logstd"][0, 4 - tt :, :n]
+    z = ((drawn - mean) / logstd.exp()).double()
+    density = (-0.5 * z**2 - logstd.double() - 0.5 * np.log(2 * np.pi)).sum((-1, -2))  # (4,) frames 4..7
+    torch.testing.assert_close(out["state_logprob"][0, 4:].double(), density, rtol=1e-4, atol=1e-3)
+    assert z.abs().amax() < 6  # drawn from the head's own Gaussian at temperature 1
+    assert (out["state_logprob"][0, :tt] == 0).all()  # the first block is not predicted
+
+
+def test_caption_numbers_are_read_as_values(cfg):
+    """Each byte of a numeric literal carries the literal's value; changing a value changes the
+    embedding of exactly that literal's bytes (1.64 -> 1.94 changes one byte token, all four values)."""
+    caption = "Balls: red 1.64 kg at +0.93 m/s, blue -0.98 m/s; 27-degree ramp."
+    tokens = np.array(wm.encode_text(caption, 64))
+    values = wm.tokens.text_values(tokens)
+    numbers = {caption[i - 1 : i]: v for i, v in enumerate(values) if not np.isnan(v)}
+    np.testing.assert_allclose(np.unique(values[~np.isnan(values)]), [-0.98, 0.93, 1.64, 27.0], rtol=1e-6)
+    assert numbers["+"] == pytest.approx(0.93) and numbers["-"] == pytest.approx(-0.98)  # signs belong to the number
+    assert np.isnan(values[0]) and np.isnan(values[-1])  # BOS, EOT
+    model = perturbed_model(cfg)
+    a = model(wm.collate([sim.simulate("drop", seed=0, seconds=0.2, width=32, height=32)], cfg))  # smoke: the path runs
+    assert torch.isfinite(a["loss"])
+    embed = lambda t: model.embed.embed_text(*(torch.from_numpy(x)[None] for x in (t, wm.tokens.text_values(t))))  # noqa: E731
+    other = np.array(wm.encode_text(caption.replace("1.64", "1.94"), 64))
+    changed = (embed(tokens) - embed(other)).abs().amax(-1)[0] > 1e-6
+    assert changed.nonzero().flatten().tolist() == [i for i in range(len(tokens)) if values[i] == values[caption.index("1.64") + 1]]
 
 
 def test_rollout_returns_sim_episode(episode, cfg):

@@ -84,6 +84,8 @@ class ModelConfig:
     chain_weight: float = 0.1
     """weight of the chained-state loss (the dynamics head stepping from its own predictions over
     the clip, as in a rollout) within the state loss"""
+    step_nll_weight: float = 0.1
+    """weight of the dynamics steps' Gaussian NLL (it trains their log-std only) within the state loss"""
 
     # --- derived ---------------------------------------------------------------------------------
     @property

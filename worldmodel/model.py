@@ -5,7 +5,7 @@
     h = LN(x)
     frame head:     video token (b, r, c) -> mean, log-std of tubelet (b+1, r, c)   (B, nb-1, Np, tubelet_dim)
     state head:     block b's video tokens -> pos, vel of its own frames (readout)    (B, nb*tt, n_max, 6)
-    dynamics head:  block b's video tokens -> steps to block b+1's frames' states     (B, (nb-1)*tt, n_max, 6)
+    dynamics head:  block b's video tokens -> steps to block b+1's frames' states     (B, (nb-1)*tt, n_max, 6 + 6)
 
 The frame distribution is a diagonal Gaussian per tubelet pixel in [0, 1] units, discretised onto
 the 256 uint8 levels (the mass of each level's bin, the edge levels taking the tails); its
@@ -19,6 +19,11 @@ frame's: p' = p + v dt + step_pos_scale * r_p, v' = v + step_vel_scale * r_v (dt
 constant velocity is free and gravity, bounces and collisions are what it learns. Its base is the
 previous frame's known state (teacher forcing; in a rollout, the context's states and then its own
 predictions) or, for clips without states, the readout of the last frame of the block it sees.
+The step r is a diagonal Gaussian too (mean and log-std per component, the log-std soft-clamped to
+[STEP_LOGSTD_MIN, STEP_LOGSTD_MAX]): a rollout samples it, so sampled rollouts differ in their
+states and not only in their pixels, and its log-density joins the frames' log-probability. The
+mean is trained by the step and chain losses; the log-std by the steps' Gaussian NLL with the mean
+held fixed (`step_nll`), which calibrates the spread without pulling the mean.
 """
 
 from __future__ import annotations
@@ -50,7 +55,8 @@ from worldmodel.tokens import (
     tubelets_to_frames,
 )
 
-FORMAT = "physfusion.worldmodel/1"
+FORMAT = "physfusion.worldmodel/2"  # 2: numeric caption values, Gaussian dynamics steps
+STEP_LOGSTD_MIN, STEP_LOGSTD_MAX = -8.0, 1.0  # log-std of a dynamics step, in step units (see ModelConfig.step_pos_scale)
 DYNAMICS_FEATURES = 9  # per body: position, velocity, last velocity change (`WorldModel.dynamics_features`)
 
 
@@ -101,14 +107,25 @@ def discretized_gaussian_logprob(levels: torch.Tensor, mean: torch.Tensor, logst
     return _log_diff_ndtr((lo - mean) * inv_std, (hi - mean) * inv_std)
 
 
-def sample_levels(mean: torch.Tensor, logstd: torch.Tensor, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Draw uint8 levels (as float 0..255): round(clip(mean + temperature * std * eps, 0, 1) * 255).
-    temperature 0 gives the rounded mean."""
+def gaussian_logprob(x: torch.Tensor, mean: torch.Tensor, logstd: torch.Tensor) -> torch.Tensor:
+    """log N(x; mean, exp(logstd)) per value (a density), float32."""
+    z = (x.float() - mean.float()) * torch.exp(-logstd.float())
+    return -0.5 * z * z - logstd.float() - 0.5 * math.log(2 * math.pi)
+
+
+def sample_gaussian(mean: torch.Tensor, logstd: torch.Tensor, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """mean + temperature * std * eps, detached; temperature 0 gives the mean."""
     x = mean.detach().float()
     if temperature > 0:
         eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x = x + temperature * logstd.detach().float().exp() * eps
-    return (x.clamp(0, 1) * 255).round()
+    return x
+
+
+def sample_levels(mean: torch.Tensor, logstd: torch.Tensor, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw uint8 levels (as float 0..255): round(clip(mean + temperature * std * eps, 0, 1) * 255).
+    temperature 0 gives the rounded mean."""
+    return (sample_gaussian(mean, logstd, temperature, generator).clamp(0, 1) * 255).round()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -216,20 +233,20 @@ class FrameHead(nn.Module):
 
 
 class StateHead(nn.Module):
-    """Block b's video tokens -> 6 numbers per object in each of tubelet_t frames, by attention
+    """Block b's video tokens -> n_out numbers per object in each of tubelet_t frames, by attention
     pooling: one learned pooling query per (frame, object) slot. With `n_features`, each object's own
     explicit features (B, n, n_max, F) are added to its slots and mapped linearly to the output too."""
 
-    def __init__(self, cfg: ModelConfig, n_features: int = 0):
+    def __init__(self, cfg: ModelConfig, n_features: int = 0, n_out: int = 6):
         super().__init__()
         self.cfg = cfg
         Q = cfg.tubelet_t * cfg.n_max_objects
         self.pool = nn.Linear(cfg.d_model, Q)
         self.slot = nn.Parameter(torch.randn(Q, cfg.d_model) * 0.02)
-        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, 6))
+        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, n_out))
         if n_features:
             self.features = nn.Linear(n_features, cfg.d_model)
-            self.skip = nn.Linear(n_features, 6)
+            self.skip = nn.Linear(n_features, n_out)
 
     def slots(self, h: torch.Tensor) -> torch.Tensor:
         """h (B, n, Np, D) -> the pooled slots (B, n, tt, n_max, D)"""
@@ -238,13 +255,13 @@ class StateHead(nn.Module):
         return (torch.einsum("bnpq,bnpd->bnqd", w, h) + self.slot).view(*h.shape[:2], cfg.tubelet_t, cfg.n_max_objects, -1)
 
     def decode(self, slots: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
-        """slots (..., tt, n_max, D), features (..., n_max, F) or None -> (..., tt, n_max, 6)"""
+        """slots (..., tt, n_max, D), features (..., n_max, F) or None -> (..., tt, n_max, n_out)"""
         if features is None:
             return self.mlp(slots)
         return self.mlp(slots + self.features(features).unsqueeze(-3)) + self.skip(features).unsqueeze(-3)
 
     def forward(self, h: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
-        """h (B, n, Np, D), features (B, n, n_max, F) or None -> (B, n * tubelet_t, n_max, 6)"""
+        """h (B, n, Np, D), features (B, n, n_max, F) or None -> (B, n * tubelet_t, n_max, n_out)"""
         return self.decode(self.slots(h), features).flatten(1, 2)
 
 
@@ -258,7 +275,7 @@ class WorldModel(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.frame_head = FrameHead(cfg)
         self.state_head = StateHead(cfg)
-        self.dynamics_head = StateHead(cfg, n_features=DYNAMICS_FEATURES)
+        self.dynamics_head = StateHead(cfg, n_features=DYNAMICS_FEATURES, n_out=12)  # step mean, log-std
         self.register_buffer("state_scale", torch.tensor([cfg.pos_scale] * 3 + [cfg.vel_scale] * 3), persistent=False)
         self._init_weights()
 
@@ -379,9 +396,16 @@ class WorldModel(nn.Module):
         cfg = self.cfg
         return torch.cat([cur[..., :3] / cfg.pos_scale, cur[..., 3:] / cfg.vel_scale, (cur[..., 3:] - prev[..., 3:]) / cfg.step_vel_scale], dim=-1)
 
+    @staticmethod
+    def split_steps(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The dynamics head's output (..., 12) -> the step's mean (..., 6) and log-std (..., 6)."""
+        logstd = STEP_LOGSTD_MIN + (STEP_LOGSTD_MAX - STEP_LOGSTD_MIN) * torch.sigmoid(raw[..., 6:])
+        return raw[..., :6], logstd
+
     def block_dynamics(self, hv: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
         """Steps to blocks 1..n from blocks 0..n-1: hv (B, n, Np, D) their video hidden states, src
-        (B, n*tt, N, 6) SI states of their frames (known, or read out) -> (B, n, tt, N, 6)."""
+        (B, n*tt, N, 6) SI states of their frames (known, or read out) -> (B, n, tt, N, 12) raw
+        (`split_steps` makes it the step's mean and log-std)."""
         tt = self.cfg.tubelet_t
         last = torch.arange(hv.shape[1], device=hv.device) * tt + tt - 1  # base frame of each block
         before = last - 1 if tt > 1 else last
@@ -397,7 +421,7 @@ class WorldModel(nn.Module):
         cur, prev = src[:, -1], src[:, -2] if tt > 1 else src[:, -1]
         out = []
         for b in range(hv.shape[1]):
-            steps = self.dynamics_head.decode(slots[:, b], self.dynamics_features(cur, prev))  # (B, tt, N, 6)
+            steps = self.dynamics_head.decode(slots[:, b], self.dynamics_features(cur, prev))[..., :6]  # (B, tt, N, 6) means
             for j in range(tt):
                 prev, cur = cur, self.step_states(cur, steps[:, j])
                 out.append(cur)
@@ -427,12 +451,20 @@ class WorldModel(nn.Module):
           frame_nll      scalar: nats per predicted pixel value (frames tubelet_t .. T-1)
           state_loss     scalar: readout_loss + step_loss + chain_loss (0 without states)
           readout_loss   scalar: MSE of the readout's normalised positions and velocities
-          step_loss      scalar: smooth-L1 loss of the dynamics head's steps (see `step_targets`)
+          step_loss      scalar: smooth-L1 loss of the dynamics head's step means (see `step_targets`)
+          step_nll       scalar: step_nll_weight x Gaussian NLL of the true steps under the head's
+                         log-std with its mean held fixed (nats per value)
           chain_loss     scalar: chain_weight x smooth-L1 error of the states chained from the first
                          block by the dynamics head alone (`chain_states`), in step-scale units
           moe_aux        scalar: load-balancing loss, mean over layers (1 = perfectly balanced)
           frame_logprob  (B, T) log-probability of each frame (sum over pixels); 0 for the first
                          block's frames, which are not predicted
+          state_logprob  (B, T) log-density of each frame's dynamics steps (sum over the tracked
+                         bodies' 6 components, step units) as a rollout samples them: from the
+                         previous frame's state in `batch.states` (a block's first frame: from the
+                         state its steps are based on); 0 for the first block and without states
+          step_mean, step_logstd, step_drawn  (B, T - tt, n_max, 6) the dynamics steps of frames
+                         tt.. (step units): mean and log-std, and the steps `batch.states` took
           frame_mean     (B, T, H, W, 3) predicted mean in [0, 1] (first block: the input frames)
           frame_logstd   (B, T, H, W, 3) predicted log-std (first block: 0)
           states         (B, T, n_max, 6) positions m and velocities m/s: the readout for the first
@@ -448,7 +480,7 @@ class WorldModel(nn.Module):
         tub = inp["tubelets"]  # (B, nb, Np, Dt)
         text_valid = batch.text != PAD  # (B, Lt)
         blocks = self.embed.embed_blocks(tub, inp["audio_feat"], inp["audio_present"], inp["actions"], inp["state_feat"], inp["state_present"])
-        x = torch.cat([self.embed.embed_text(batch.text), blocks], dim=1)
+        x = torch.cat([self.embed.embed_text(batch.text, batch.text_values), blocks], dim=1)
         layout = clip_layout(cfg, batch.text.shape[1], nb)
         valid = torch.cat([text_valid, text_valid.new_ones(B, nb * cfg.block_len)], dim=1)  # (B, L)
         h, moe_aux, routing = self.run(x, layout, valid)
@@ -471,7 +503,7 @@ class WorldModel(nn.Module):
         known = None if batch.states is None else pad_time(batch.states.float(), tt)  # (B, nb*tt, n_max, 6)
         present = inp["state_present"] if inp["state_present"] is not None else torch.full((B,), known is not None, device=tub.device)
         src = readout.detach() if known is None else torch.where(present[:, None, None, None], known, readout.detach())
-        steps = self.block_dynamics(hv[:, :-1], src[:, : (nb - 1) * tt])  # (B, nb-1, tt, n_max, 6)
+        steps, step_logstd = self.split_steps(self.block_dynamics(hv[:, :-1], src[:, : (nb - 1) * tt]))  # (B, nb-1, tt, n_max, 6)
         predicted = self.predict_states(steps, src, present)
         states = torch.cat([readout[:, :tt], predicted], dim=1)[:, :T]  # (B, T, n_max, 6) SI
         if known is not None:
@@ -488,9 +520,19 @@ class WorldModel(nn.Module):
             scale = chained.new_tensor([cfg.step_pos_scale] * 3 + [cfg.step_vel_scale] * 3)
             chain_err = F.smooth_l1_loss(chained / scale, known[:, tt:T] / scale, reduction="none", beta=0.01).mean(-1)  # (B, T-tt, n_max)
             chain_loss = cfg.chain_weight * (chain_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
+            flat = lambda t: t.flatten(1, 2)[:, : T - tt]  # noqa: E731  (B, nb-1, tt, ...) -> (B, T-tt, ...)
+            nll = -gaussian_logprob(flat(target), flat(steps).detach(), flat(step_logstd)).mean(-1)  # (B, T-tt, n_max)
+            step_nll = cfg.step_nll_weight * (nll * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
+            # the steps a rollout drew: as the targets, but a block's first frame steps from `src`
+            prev = known[:, tt - 1 : -1].clone()
+            prev[:, ::tt] = src[:, tt - 1 : -1 : tt]
+            drawn = self.step_targets(prev, known[:, tt:])[:, : T - tt]  # (B, T-tt, n_max, 6)
+            lp = (gaussian_logprob(drawn, flat(steps), flat(step_logstd)).sum(-1) * w).sum(-1)  # (B, T-tt)
+            state_logprob = torch.cat([lp.new_zeros(B, tt), lp], dim=1)
         else:
-            readout_loss = step_loss = chain_loss = readout.new_zeros(())
-        state_loss = readout_loss + step_loss + chain_loss
+            readout_loss = step_loss = chain_loss = step_nll = readout.new_zeros(())
+            state_logprob, drawn = readout.new_zeros(B, T), None
+        state_loss = readout_loss + step_loss + chain_loss + step_nll
 
         loss = frame_nll + cfg.state_weight * state_loss + cfg.moe_aux_weight * moe_aux
         return {
@@ -500,8 +542,13 @@ class WorldModel(nn.Module):
             "readout_loss": readout_loss,
             "step_loss": step_loss,
             "chain_loss": chain_loss,
+            "step_nll": step_nll,
             "moe_aux": moe_aux,
             "frame_logprob": frame_logprob,
+            "state_logprob": state_logprob,
+            "step_mean": steps.flatten(1, 2)[:, : T - tt],
+            "step_logstd": step_logstd.flatten(1, 2)[:, : T - tt],
+            "step_drawn": drawn,
             "frame_mean": frame_mean,
             "frame_logstd": frame_logstd,
             "states": states,
@@ -512,10 +559,12 @@ class WorldModel(nn.Module):
 
     def log_prob(self, batch: Batch | dict, start_frame: int) -> torch.Tensor:
         """(B,) log-probability of frames start_frame .. T-1 given everything before them
-        (teacher forcing); start_frame >= tubelet_t."""
+        (teacher forcing), with the log-density of their states' dynamics steps when the batch has
+        states; start_frame >= tubelet_t."""
         if start_frame < self.cfg.tubelet_t:
             raise ValueError(f"log_prob: start_frame={start_frame}; allowed: >= tubelet_t={self.cfg.tubelet_t} (the first block is not predicted)")
-        return self(batch)["frame_logprob"][:, start_frame:].sum(-1)
+        out = self(batch)
+        return (out["frame_logprob"] + out["state_logprob"])[:, start_frame:].sum(-1)
 
     # --- rollouts and checkpoints --------------------------------------------------------------
     def rollout(self, episode, context: int = 4, horizon: int = 16, samples: int = 1, temperature: float = 1.0, seed: int | None = None, use_states: bool = True):

@@ -14,9 +14,13 @@ is sampled (exact conditioning, the pixels of a block being independent given th
 unknown beyond the context (the learned "absent" embedding); actions are read from the episode
 when it has them for the horizon, else zero.
 
-`Rollout.logprob` is log p(predicted frames | context, caption) under the model itself
-(temperature 1), whatever temperature drew them; it equals `model.log_prob(collate([r.episode]),
-context)` recomputed by teacher forcing.
+The states are sampled too: each frame's dynamics step is drawn from the head's Gaussian at the
+same temperature (temperature 0: its mean), so samples differ in where the bodies go.
+
+`Rollout.logprob` is log p(predicted frames, state steps | context, caption) under the model itself
+(temperature 1), whatever temperature drew them: the frames' probability times the steps' density.
+It equals `model.log_prob(collate([r.episode]), context)` recomputed by teacher forcing (for
+rollouts with `use_states=True`, the default).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from worldmodel.tokens import (
     block_actions,
     block_layout,
     encode_text,
+    text_values,
     episode_arrays,
     frames_to_tubelets,
     n_blocks,
@@ -46,7 +51,7 @@ class Rollout:
     episode: sim.Episode
     """context + predicted frames (T = context + horizon), states (T, n, 13)"""
     logprob: torch.Tensor
-    """scalar: log-probability of the predicted frames under the model (temperature 1)"""
+    """scalar: log-probability of the predicted frames and state steps under the model (temperature 1)"""
     mean: torch.Tensor
     """(horizon, H, W, 3) predicted mean frames in [0, 1], detached"""
     context: int
@@ -117,12 +122,14 @@ def rollout(
         return x, tub
 
     # prefill: caption + whole context blocks
-    from worldmodel.model import KVCache, discretized_gaussian_logprob, sample_levels
+    from worldmodel.model import KVCache, discretized_gaussian_logprob, gaussian_logprob, sample_gaussian, sample_levels
 
     cache = KVCache()
-    text = torch.tensor(encode_text(episode.caption, cfg.max_text_len), device=dev)[None].expand(S, -1)
+    tokens = np.asarray(encode_text(episode.caption, cfg.max_text_len))
+    text = torch.from_numpy(tokens).to(dev)[None].expand(S, -1)
+    values = torch.from_numpy(text_values(tokens)).to(dev)[None].expand(S, -1)
     x_blocks, tub = blocks(0, nb_known)
-    x = torch.cat([model.embed.embed_text(text), x_blocks], dim=1)
+    x = torch.cat([model.embed.embed_text(text, values), x_blocks], dim=1)
     layout = text_layout(text.shape[1]) + block_layout(cfg, 0, nb_known)
     h, _, _ = model.run(x, layout, torch.ones(S, len(layout), dtype=torch.bool, device=dev), cache)
     hv, tub = model.video_hidden(h, 1), tub[:, -1:]  # (S, 1, Np, D), (S, 1, Np, Dt) of the last known block
@@ -148,7 +155,10 @@ def rollout(
         # states of block b: dynamics steps from the last frame of block b-1 (known, or read out)
         # (S, tt, N, 6) SI states of block b-1's frames: known, or read out from its video tokens
         src = known[:, (b - 1) * tt : b * tt] if states_in[0] else model.state_head(hv).detach() * model.state_scale
-        steps = model.block_dynamics(hv, src).detach()[:, 0]  # (S, tt, n_max, 6)
+        step_mean, step_logstd = model.split_steps(model.block_dynamics(hv, src)[:, 0])  # (S, tt, n_max, 6) each
+        steps = sample_gaussian(step_mean, step_logstd, temperature, generator)
+        lp = (gaussian_logprob(steps, step_mean, step_logstd).sum(-1) * mask).sum(-1)  # (S, tt)
+        logprob = logprob + (lp * new).sum(-1)
         prev = src[:, -1]
         for j in range(tt):
             cur = model.step_states(prev, steps[:, j])

@@ -24,8 +24,9 @@ by a learned "absent" embedding; so are the states of a clip trained or rolled o
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -49,6 +50,37 @@ def encode_text(caption: str, max_len: int) -> list[int]:
 
 def decode_text(tokens: Sequence[int]) -> str:
     return bytes(int(t) for t in tokens if int(t) < 256).decode("utf-8", errors="replace")
+
+
+NUMBER = re.compile(rb"[-+]?\d+(?:\.\d+)?")  # a numeric literal in a caption: 1.64, +0.93, -4, 27
+NUMBER_FEATURES = 16  # see `number_features`
+
+
+def text_values(tokens: np.ndarray) -> np.ndarray:
+    """(..., Lt) caption tokens -> (..., Lt) float32: at each byte of a numeric literal the literal's
+    value, NaN elsewhere. The bytes stay tokens; the value rides along (`number_features`), so the
+    model reads "restitution 0.35" as a quantity instead of having to learn arithmetic on digits."""
+    tokens = np.asarray(tokens)
+    values = np.full(tokens.shape, np.nan, np.float32)
+    for index in np.ndindex(tokens.shape[:-1]):
+        row = tokens[index]
+        raw = bytes(int(t) if t < 256 else 0 for t in row)  # specials become NUL: never part of a number
+        for m in NUMBER.finditer(raw):
+            values[index][m.start() : m.end()] = float(m.group())
+    return values
+
+
+def number_features(values: torch.Tensor) -> torch.Tensor:
+    """(...,) float values (NaN: not a number) -> (..., NUMBER_FEATURES): sign, log10 magnitude and
+    sines and cosines of it at six octaves (a 1% difference still moves the finest pair), tanh of the
+    value; zeros where NaN."""
+    known = ~torch.isnan(values)
+    v = torch.where(known, values, torch.zeros_like(values))
+    log = torch.log10(v.abs() + 1e-3)  # (...,) in [-3, ~3]
+    freqs = torch.pi * 2.0 ** torch.arange(6, device=v.device, dtype=v.dtype)  # (6,)
+    angle = log[..., None] * freqs
+    out = torch.cat([torch.sign(v)[..., None], log[..., None] / 3, torch.tanh(v)[..., None], angle.sin(), angle.cos(), known[..., None].to(v.dtype)], -1)
+    return out * known[..., None]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -113,6 +145,8 @@ class Batch:
 
     frames:        (B, T, H, W, 3) uint8 RGB
     text:          (B, Lt) int64 caption tokens [BOS, bytes, EOT] padded with PAD
+    text_values:   (B, Lt) float32 the value of the numeric literal each token is part of, NaN
+                   elsewhere: derived from `text` (`text_values`), never passed
     audio:         (B, T, samples_per_frame) float32 waveform cut per frame, or None (no audio)
     audio_present: (B, T) bool, False where a frame's audio is unknown, or None (all known)
     actions:       (B, T, action_dim) float32, a_t applied during frame t (zero-padded), or None
@@ -130,14 +164,18 @@ class Batch:
     states: torch.Tensor | None = None
     state_mask: torch.Tensor | None = None
     state_present: torch.Tensor | None = None
+    text_values: torch.Tensor = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.text_values = torch.from_numpy(text_values(self.text.cpu().numpy())).to(self.text.device)
 
     def to(self, device) -> Batch:
-        return Batch(**{f.name: None if (v := getattr(self, f.name)) is None else v.to(device) for f in fields(self)})
+        return Batch(**{f.name: None if (v := getattr(self, f.name)) is None else v.to(device) for f in fields(self) if f.init})
 
     @classmethod
     def coerce(cls, batch) -> Batch:
-        """A Batch, or a dict with the same keys."""
-        return batch if isinstance(batch, Batch) else cls(**batch)
+        """A Batch, or a dict with the same keys (a derived `text_values` is ignored)."""
+        return batch if isinstance(batch, Batch) else cls(**{k: v for k, v in batch.items() if k != "text_values"})
 
     def __len__(self) -> int:
         return self.frames.shape[0]
@@ -281,6 +319,7 @@ class UniTokenEmbed(nn.Module):
         D = cfg.d_model
         self.cfg = cfg
         self.text = nn.Embedding(TEXT_VOCAB, D)
+        self.number = nn.Linear(NUMBER_FEATURES, D)  # the values of numeric literals (`number_features`)
         self.video = nn.Linear(cfg.tubelet_dim, D)
         self.patch_pos = nn.Parameter(torch.zeros(cfg.n_patches, D))  # absolute (row, col) of a tubelet
         self.sep = nn.Parameter(torch.zeros(D))
@@ -299,9 +338,9 @@ class UniTokenEmbed(nn.Module):
         for p in (self.patch_pos, self.sep):
             nn.init.normal_(p, std=0.02)
 
-    def embed_text(self, text: torch.Tensor) -> torch.Tensor:
-        """(B, Lt) int64 -> (B, Lt, D)"""
-        return self.text(text) + self.type_emb.weight[TEXT]
+    def embed_text(self, text: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """text (B, Lt) int64, values (B, Lt) float32 (`text_values`) -> (B, Lt, D)"""
+        return self.text(text) + self.number(number_features(values)) + self.type_emb.weight[TEXT]
 
     def embed_blocks(
         self,
