@@ -9,15 +9,14 @@ One step:
      normalise the rewards within the group (`rlpf.grpo`); groups without reward variance are
      skipped and counted;
   3. `ppo_epochs` optimiser updates on the loss
-        rlpf: mean over the groups of the GRPO loss (clipped surrogate + beta * KL to the start; 0
-              for skipped groups) + rollout_state_weight * the error of the model's one-step state
+        rlpf: mean over the groups of the GRPO loss (clipped surrogate + beta * KL to the start,
+              over the sampled pixels and the sampled dynamics steps; 0 for skipped groups) + rollout_state_weight * the error of the model's one-step state
               predictions on its own rollouts against the simulator's states (the compounding
               drift that teacher forcing never sees; `own_state_loss`)
               + pixel_weight * frame NLL + state_weight * state loss + moe_aux_weight * MoE balance,
               the last three teacher-forced on the drawn queries' simulator episodes: the frame NLL
               is the pixel-fidelity anchor that, with the KL, bounds drift (reward hacking), and
-              the state loss trains the state and dynamics heads, which the policy gradient reaches
-              only through the hidden states;
+              the state loss keeps the state readout and the dynamics steps' means honest;
         sft:  the model's own supervised loss on the same simulator episodes (the same frame NLL,
               state loss and balance terms with the model's weights), so RLPF with pixel_weight = 1
               and state_weight = the model's state_weight is exactly SFT plus the two on-policy
@@ -161,7 +160,7 @@ def update(model, reference_model, optimizer, groups: list[Group], sim_episodes,
             if group.advantages is not None:
                 with torch.no_grad():
                     ref_out = reference_model(group.batch)
-                policy_loss, logp, s = grpo.group_loss(out, ref_out, group.batch.frames, opts["context"], group.advantages, old[k], opts["clip"], opts["beta"])
+                policy_loss, logp, s = grpo.group_loss(out, ref_out, group.batch.frames, opts["context"], group.advantages, old[k], opts["clip"], opts["beta"], group.body_mask)
                 loss = loss + policy_loss
                 old[k] = logp if old[k] is None else old[k]
                 stats.append(s)
@@ -177,6 +176,8 @@ def update(model, reference_model, optimizer, groups: list[Group], sim_episodes,
             if stats:
                 log["policy/kl"] = float(np.mean([s.kl for s in stats]))
                 log["policy/surrogate"] = float(np.mean([s.surrogate for s in stats]))
+                log["policy/step_kl"] = float(np.mean([s.step_kl for s in stats]))
+                log["policy/step_surrogate"] = float(np.mean([s.step_surrogate for s in stats]))
         if stats:
             log["policy/clip_fraction"] = float(np.mean([s.clipped for s in stats]))
     return log

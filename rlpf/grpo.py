@@ -1,23 +1,26 @@
-"""Group-relative policy optimisation for the world model's frame distribution.
+"""Group-relative policy optimisation for the world model's rollout distribution.
 
 For one query, G rollouts are sampled (no gradient) and scored by the simulator: rewards r (G,).
 Their advantages are normalised within the group, A = (r - mean r) / (std r + eps); a group whose
-rewards do not vary (std < min_std) carries no signal and is skipped (and counted). The "tokens" of
-the policy are the predicted pixel values: the frame head's discretised Gaussian gives each one an
-exact log-probability, recomputed with gradient by teacher forcing the sampled episodes through
-the current model (`per_value_logprob`). The loss of a group, averaged over its predicted values,
-is the clipped surrogate with the sequence's advantage on every value, plus beta times the KL to
-the frozen starting model:
+rewards do not vary (std < min_std) carries no signal and is skipped (and counted). A rollout draws
+two kinds of values, and both are the policy's "tokens":
+
+  pixels  every predicted pixel value, from the frame head's discretised Gaussian (exact probability)
+  steps   every predicted state's dynamics step (6 per tracked body and frame), from the dynamics
+          head's Gaussian (a density): where the bodies go, which is what most of the reward scores
+
+Their log-probabilities are recomputed with gradient by teacher forcing the sampled episodes through
+the current model (`per_value_logprob`, `per_step_logprob`). For each kind, the loss averages over
+its values the clipped surrogate with the sequence's advantage on every value, plus beta times the
+KL to the frozen starting model; the group's loss is the sum of the two (so the few step values are
+not drowned by the many pixels):
 
     ratio = exp(log pi(x) - log pi_old(x))                     per predicted value x
-    loss  = -mean(min(ratio A, clip(ratio, 1 - eps, 1 + eps) A)) + beta * mean KL(pi || pi_ref)
+    loss  = sum over kinds of -mean(min(ratio A, clip(ratio, 1 - eps, 1 + eps) A)) + beta * mean KL(pi || pi_ref)
 
-The KL is that of the two per-value Gaussians before discretisation, in closed form given the same
-sampled past: exact, without sampling noise, zero at the start, and an upper bound of the KL of the
-discretised values (discretising is a deterministic map). The predicted states, and with them most
-of the reward, are a deterministic function of the sampled frames (see `rlpf.rewards`), so this is
-the policy gradient of the reward with respect to the frames' distribution; it reaches the state and
-dynamics heads only through the hidden states.
+The KL is that of the two per-value Gaussians (for pixels, before discretisation), in closed form
+given the same sampled past: exact, without sampling noise, zero at the start, and for pixels an
+upper bound of the KL of the discretised values (discretising is a deterministic map).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from worldmodel.model import discretized_gaussian_logprob
+from worldmodel.model import discretized_gaussian_logprob, gaussian_logprob
 
 
 def group_advantages(rewards: torch.Tensor, min_std: float, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,22 +64,53 @@ def per_value_logprob(out: dict, frames: torch.Tensor, context: int) -> torch.Te
     return discretized_gaussian_logprob(frames[:, context:].float(), out["frame_mean"][:, context:], out["frame_logstd"][:, context:])
 
 
+def per_step_logprob(out: dict, context: int, body_mask: torch.Tensor) -> torch.Tensor:
+    """The model's output on a batch with states -> (B, T - context, n, 6) log-density of every
+    predicted dynamics step of the tracked bodies (body_mask (B, n_max) selects them; n = the most
+    any episode has)."""
+    start = context - (out["frame_mean"].shape[1] - out["step_mean"].shape[1])  # step index of frame `context`
+    n = int(body_mask.sum(1).max())
+    pick = lambda key: out[key][:, start:, :n]  # noqa: E731
+    return gaussian_logprob(pick("step_drawn"), pick("step_mean"), pick("step_logstd"))
+
+
+def _masked_steps(t: torch.Tensor, body_mask: torch.Tensor) -> torch.Tensor:
+    """(B, H, n, 6) per-step values -> the tracked bodies' values (k,) flattened (untracked rows dropped)."""
+    keep = body_mask[:, None, : t.shape[2], None].expand_as(t)
+    return t[keep]
+
+
 @dataclass
 class GroupStats:
-    surrogate: float
-    kl: float  # nats per predicted value
-    clipped: float  # fraction of values whose ratio was clipped
+    surrogate: float  # pixels + steps
+    kl: float  # nats per predicted value, pixels + steps
+    clipped: float  # fraction of pixel values whose ratio was clipped
+    step_surrogate: float
+    step_kl: float  # nats per predicted step value
 
 
-def group_loss(out: dict, ref_out: dict, frames: torch.Tensor, context: int, advantages: torch.Tensor, logp_old: torch.Tensor | None, clip: float, beta: float):
+def group_loss(out: dict, ref_out: dict, frames: torch.Tensor, context: int, advantages: torch.Tensor, logp_old: tuple | None, clip: float, beta: float, body_mask: torch.Tensor):
     """The GRPO loss of one group of G sampled episodes, from the current model's output `out` on
-    them (with gradient) and the frozen starting model's `ref_out`; frames (G, T, H, W, 3) uint8.
+    them (with gradient) and the frozen starting model's `ref_out`; frames (G, T, H, W, 3) uint8,
+    body_mask (G, n_max) the tracked bodies.
 
-    logp_old: the per-value log-probabilities under the policy that sampled them (None: the current
-    model is that policy, its own values detached are used). Returns (loss, logp detached, stats)."""
+    logp_old: the (pixel, step) per-value log-probabilities under the policy that sampled them (None:
+    the current model is that policy, its own values detached are used). Returns (loss, (pixel, step)
+    log-probabilities detached, stats)."""
     logp = per_value_logprob(out, frames, context)
-    old = logp.detach() if logp_old is None else logp_old
+    old = logp.detach() if logp_old is None else logp_old[0]
     surrogate, clipped = clipped_surrogate(logp, old, advantages, clip)
     kl = gaussian_kl(out["frame_mean"][:, context:], out["frame_logstd"][:, context:], ref_out["frame_mean"][:, context:].detach(), ref_out["frame_logstd"][:, context:].detach()).mean()
-    loss = -surrogate + beta * kl
-    return loss, logp.detach(), GroupStats(surrogate.item(), kl.item(), clipped.item())
+
+    step_logp = per_step_logprob(out, context, body_mask)  # (G, H, n, 6)
+    step_old = step_logp.detach() if logp_old is None else logp_old[1]
+    ratio = torch.exp(step_logp - step_old)
+    a = advantages.view(-1, 1, 1, 1).expand_as(ratio)
+    step_surrogate = _masked_steps(torch.minimum(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a), body_mask).mean()
+    start, n = step_logp.shape[1], step_logp.shape[2]
+    pick = lambda o, key: o[key][:, -start:, :n]  # noqa: E731
+    step_kl = _masked_steps(gaussian_kl(pick(out, "step_mean"), pick(out, "step_logstd"), pick(ref_out, "step_mean").detach(), pick(ref_out, "step_logstd").detach()), body_mask).mean()
+
+    loss = -(surrogate + step_surrogate) + beta * (kl + step_kl)
+    stats = GroupStats((surrogate + step_surrogate).item(), (kl + step_kl).item(), clipped.item(), step_surrogate.item(), step_kl.item())
+    return loss, (logp.detach(), step_logp.detach()), stats

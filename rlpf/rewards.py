@@ -30,9 +30,8 @@ yes/no equal; numbers within max(tolerance * |simulated|, the unit's absolute to
 drives the prioritised query buffer and the before/after report. A prediction VIOLATES when it
 fails an intrinsic check that the simulator's trajectory passes.
 
-For the world model, the trajectory's states are a deterministic function of the frames it sampled
-(the dynamics head reads the hidden states of the context and the sampled frames), so a reward on
-states is a reward on the sampled frames: `rlpf.grpo` weighs their log-probabilities by it.
+For the world model, a rollout samples its frames and its states' dynamics steps; `rlpf.grpo` weighs
+the log-probabilities of both by the reward.
 """
 
 from __future__ import annotations

@@ -130,10 +130,13 @@ def test_per_value_logprobs_are_the_rollouts_exact_logprob(tiny_model, env):
     rollouts, actions = rlpf.model_actions(tiny_model, q, samples=3, temperature=1.0, seed=0)
     batch = wm.collate([r.episode for r in rollouts], tiny_model.cfg)
     with torch.no_grad():
-        per_value = grpo.per_value_logprob(tiny_model(batch), batch.frames, q.context)
-    assert per_value.shape == (3, HORIZON, 64, 64, 3)
-    expected = torch.stack([r.logprob for r in rollouts])
-    assert torch.allclose(per_value.flatten(1).sum(1), expected, rtol=1e-5)
+        out = tiny_model(batch)
+        per_value = grpo.per_value_logprob(out, batch.frames, q.context)
+        per_step = grpo.per_step_logprob(out, q.context, batch.state_mask)
+    n = min(q.episode.states.shape[1], tiny_model.cfg.n_max_objects)
+    assert per_value.shape == (3, HORIZON, 64, 64, 3) and per_step.shape == (3, HORIZON, n, 6)
+    expected = torch.stack([r.logprob for r in rollouts])  # pixels' probability times the steps' density
+    torch.testing.assert_close(per_value.flatten(1).sum(1) + per_step.flatten(1).sum(1), expected, rtol=1e-5, atol=1e-2)
     assert all(env.action_space.contains(a) or np.isnan(a["answer"]).any() for a in actions)
 
 
@@ -146,18 +149,22 @@ def test_group_loss_starts_with_zero_kl_and_moves_towards_advantaged_samples(tin
     advantages = torch.tensor([1.0, -1.0])
     with torch.no_grad():
         ref = tiny_model(batch)
-    loss, logp, stats = grpo.group_loss(model(batch), ref, batch.frames, q.context, advantages, None, clip=0.2, beta=0.1)
-    assert stats.kl == 0.0 and stats.clipped == 0.0
+    loss, (logp, step_logp), stats = grpo.group_loss(model(batch), ref, batch.frames, q.context, advantages, None, clip=0.2, beta=0.1, body_mask=batch.state_mask)
+    assert stats.kl == 0.0 and stats.step_kl == 0.0 and stats.clipped == 0.0
     loss.backward()
     with torch.no_grad():
         for p in model.parameters():
             if p.grad is not None:
                 p -= 1e-3 * p.grad / (p.grad.norm() + 1e-12)
-        after = grpo.per_value_logprob(model(batch), batch.frames, q.context).flatten(1).sum(1)
-    before = logp.flatten(1).sum(1)
-    assert after[0] - before[0] > after[1] - before[1]  # the advantaged sample gained relative to the other
-    _, _, moved = grpo.group_loss(model(batch), ref, batch.frames, q.context, advantages, logp, clip=0.2, beta=0.1)
-    assert moved.kl > 0
+        out = model(batch)
+        after = grpo.per_value_logprob(out, batch.frames, q.context).flatten(1).sum(1)
+        after_steps = grpo.per_step_logprob(out, q.context, batch.state_mask).flatten(1).sum(1)
+    before, before_steps = logp.flatten(1).sum(1), step_logp.flatten(1).sum(1)
+    # the advantaged sample gained relative to the other, in its pixels and in its states' steps
+    assert after[0] - before[0] > after[1] - before[1]
+    assert after_steps[0] - before_steps[0] > after_steps[1] - before_steps[1]
+    _, _, moved = grpo.group_loss(model(batch), ref, batch.frames, q.context, advantages, (logp, step_logp), clip=0.2, beta=0.1, body_mask=batch.state_mask)
+    assert moved.kl > moved.step_kl > 0
 
 
 def test_buffer_draws_high_disagreement_queries_more_often():

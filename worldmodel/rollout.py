@@ -157,7 +157,7 @@ def rollout(
         src = known[:, (b - 1) * tt : b * tt] if states_in[0] else model.state_head(hv).detach() * model.state_scale
         step_mean, step_logstd = model.split_steps(model.block_dynamics(hv, src)[:, 0])  # (S, tt, n_max, 6) each
         steps = sample_gaussian(step_mean, step_logstd, temperature, generator)
-        lp = (gaussian_logprob(steps, step_mean, step_logstd).sum(-1) * mask).sum(-1)  # (S, tt)
+        lp = (gaussian_logprob(steps, step_mean, step_logstd).sum(-1) * mask[:, None]).sum(-1)  # (S, tt)
         logprob = logprob + (lp * new).sum(-1)
         prev = src[:, -1]
         for j in range(tt):
