@@ -6,7 +6,8 @@ A held-out query set (English questions with values drawn from seeds the model n
 the scene families the query language covers) is answered twice by the model, without the
 simulator's help: single-sample (the first rollout's answer, unchecked) and re-think (the GenV
 loop with oracle=none: rollouts failing the intrinsic checks are dropped, survivors aggregated,
-up to --max-rethinks extra rounds). Both are scored against the simulator's answer: correct when
+up to --max-rethinks extra rounds; when none ever passes, the least violating half is aggregated and
+the answer flagged unverified). Both are scored against the simulator's answer: correct when
 within --tolerance (relative, with a small absolute floor per unit) or, for yes/no, equal; no
 answer counts as wrong. Prints one table and a last JSON line.
 """

@@ -14,6 +14,8 @@ import pytest
 import worldmodel
 from verifier import parse_query, simulate_answer, verify
 from verifier.answer import agree
+from verifier.loop import aggregate, least_violating, sample_rollouts
+from verifier.oracle import seconds_for, simulate_video
 
 BIN = Path(sys.executable).with_name("physfusion-verify")
 COMMAND = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "verifier.cli"]
@@ -50,7 +52,9 @@ def test_untrained_model_is_checked_and_corrected(tiny_checkpoint):
     if result.verdict == "unverified":  # after max_rethinks: the simulator's answer is the correction
         assert len(result.rounds) == 2 and result.source == "simulator"
         assert result.answer.value == truth.value
-        assert result.model_answer is None or not agree(result.model_answer, truth, 0.05, 0.02)
+        survived = any(r["survivors"] for r in result.rounds)
+        # either the survivors' aggregate disagreed, or nothing passed the checks
+        assert not survived or not agree(result.model_answer, truth, 0.05, 0.02)
     else:  # an answer the loop accepts must agree with the simulator
         assert abs(result.answer.value - truth.value) <= max(0.05 * abs(truth.value), 0.02)
     assert result.predicted is not None and len(result.predicted) == len(result.simulated)
@@ -68,6 +72,25 @@ def test_intrinsic_checks_alone_without_the_oracle(tiny_checkpoint):
         assert result.source == "model"  # no simulator to correct it
     failed = result.rounds[0]["failed"]
     assert (result.verdict == "verified") == any(not f for f in failed)
+
+
+def test_when_nothing_passes_the_answer_is_the_least_violating_half(tiny_checkpoint):
+    """An untrained model's rollouts fail the checks; the loop still answers, from the plausible
+    rollouts with the lowest violation scores, and says it is unverified."""
+    model = worldmodel.load(tiny_checkpoint)
+    query = parse_query(SHORT)
+    result = verify(query, model, oracle="none", samples=4, max_rethinks=0, seed=2)
+    pool = [a for a in result.rounds[0]["answers"]]
+    assert result.verdict == "unverified"  # no rollout of the untrained model passed every check
+    samples = sample_rollouts(model, simulate_video(query, seed=2, size=model.cfg.image_size, seconds=seconds_for(query)).slice(0, 4),
+                              query, 0, context=4, horizon=len(result.predicted) - 4, samples=4, temperature=1.0, seed=2)
+    assert [s.answer.value if s.answer else None for s in samples] == pool  # the same draws
+    best = least_violating(samples)
+    assert 1 <= len(best) <= 2 and all(s.plausible for s in best)
+    worst_kept = max(s.report.score for s in best)
+    kept = {id(s) for s in best}
+    assert all(s.report.score >= worst_kept for s in samples if s.plausible and s.answer is not None and id(s) not in kept)
+    assert result.answer == aggregate([s.answer for s in best]) and result.source == "model"
 
 
 def test_cli_answers_from_the_simulator_and_writes_report_and_video(tmp_path):

@@ -15,6 +15,9 @@ check every rollout against physical laws (and the simulator), and re-think when
    the model re-thinks: `samples` new rollouts, survivors pooled, up to `max_rethinks` times.
    Verdict: verified (first round), corrected (after re-thinking), unverified (never: the
    simulator's answer is then given as the correction), or simulated (no model).
+   When no rollout ever passes every check, the model's answer is the aggregate of the least
+   violating half of the plausible ones (`least_violating`), still "unverified": without a
+   simulator it is the model's best answer, flagged; with one, the simulator's answer replaces it.
 The oracle only triggers re-thinking; it never picks among rollouts.
 """
 
@@ -60,7 +63,7 @@ class Verification:
     checks: dict
     simulator: dict | None = None
     rounds: list[dict] = field(default_factory=list)
-    model_answer: Answer | None = None  # the survivors' aggregate (None: nothing survived, or no model)
+    model_answer: Answer | None = None  # the survivors' aggregate, else the least violating ones' (None: no plausible answer, or no model)
     single_sample: Answer | None = None  # the first rollout's answer, unchecked (for comparison)
     predicted: sim.Episode | None = None  # the representative rollout
     simulated: sim.Episode | None = None  # the simulator at the model's frame rate
@@ -118,6 +121,12 @@ def aggregate(answers: list[Answer]) -> Answer | None:
     values = np.array([np.asarray(a.value, float) for a in answers])
     median = np.median(values, axis=0)
     return Answer(median.tolist() if median.ndim else float(median), unit)
+
+
+def least_violating(pool: list[Sample]) -> list[Sample]:
+    """The plausible answered rollouts with the lowest check scores: the better half (at least one)."""
+    answered = sorted((s for s in pool if s.answer is not None and s.plausible), key=lambda s: s.report.score)
+    return answered[: (len(answered) + 1) // 2]
 
 
 def tolerance_for(answer: Answer, relative: float) -> tuple[float, float]:
@@ -199,6 +208,8 @@ def verify(query: str | dict | PhysicalQuery, model=None, *, oracle: str = "sim"
         if agrees:
             verdict = "verified" if round_ == 0 else "corrected"
             break
+    if final is None:  # nothing ever passed every check: the model's best, unverified
+        final = aggregate([s.answer for s in least_violating(pool)])
     representative = pick_representative(pool, final)
     checks = representative.report.to_dict()
     checks["checks"]["plausibility"] = {"passed": representative.plausible, "reason": representative.why}
@@ -213,10 +224,11 @@ def verify(query: str | dict | PhysicalQuery, model=None, *, oracle: str = "sim"
 
 
 def pick_representative(pool: list[Sample], final: Answer | None) -> Sample:
-    """The surviving rollout whose answer is nearest the aggregate; else the least violating one."""
-    survivors = [s for s in pool if s.survives]
-    if survivors and final is not None:
-        return min(survivors, key=lambda s: relative_error(s.answer, final))
+    """The surviving rollout whose answer is nearest the aggregate (the least violating ones when
+    none survives); else the least violating one."""
+    candidates = [s for s in pool if s.survives] or least_violating(pool)
+    if candidates and final is not None:
+        return min(candidates, key=lambda s: relative_error(s.answer, final))
     return min(pool, key=lambda s: s.report.score)
 
 
