@@ -459,3 +459,30 @@ def test_baseline_encoder_matches_width_and_depth(episode, cfg):
     # the dense FFN is as wide as the experts a token uses
     assert base.layers[0].linear1.out_features == cfg.expert_width * cfg.top_k == 4 * cfg.d_model
     assert model.num_active_parameters() < model.num_parameters()
+
+
+@pytest.mark.parametrize("n_chunks", [2, 3, 5])
+def test_chunked_attention_is_the_full_masked_attention(episode, n_chunks):
+    """Query chunks over only the keys they may see give the one masked attention's outputs and
+    gradients; the chunks tile the queries and the text is its own chunk."""
+    cfg_full, cfg_chunked = tiny_config(attn_chunks=1), tiny_config(attn_chunks=n_chunks)
+    full = perturbed_model(cfg_full)
+    chunked = wm.WorldModel(cfg_chunked)
+    chunked.load_state_dict(full.state_dict())
+    batch = wm.collate([episode.slice(0, 8), episode.slice(2, 10)], cfg_full)
+    batch = dataclasses.replace(batch, text=torch.cat([batch.text, torch.full((2, 5), PAD)], dim=1))  # padded keys too
+    a, b = full(batch), chunked(batch)
+    for key in ("frame_mean", "frame_logstd", "states"):
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-5)
+    a["loss"].backward()
+    b["loss"].backward()
+    for (name, p), q in zip(full.named_parameters(), chunked.parameters()):
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+    layout = clip_layout(cfg_chunked, batch.text.shape[1], 4)
+    plan = wm.model.ChunkedMask.plan(layout.block, torch.zeros(1, 1, len(layout), len(layout)), n_chunks)
+    starts, ends = [c[0] for c in plan.chunks], [c[1] for c in plan.chunks]
+    assert starts[0] == 0 and ends[-1] == len(layout) and starts[1:] == ends[:-1]
+    assert ends[0] == batch.text.shape[1] and all(c[2] == c[1] for c in plan.chunks)  # keys up to the chunk's end
+    assert len(plan.chunks) == min(n_chunks, 1 + 4)
+    assert wm.model.ChunkedMask.plan(layout.block.flip(0), torch.zeros(1, 1, len(layout), len(layout)), n_chunks) is None

@@ -49,6 +49,9 @@ class ModelConfig:
     n_layer: int = 4
     n_head: int = 4
     dropout: float = 0.0
+    attn_chunks: int = 4
+    """training attention is computed in this many query chunks (the text and groups of time blocks),
+    each over only the keys it may see (`worldmodel.model.ChunkedMask`); 1 = one masked attention"""
     rope_theta: float = 10000.0
 
     # --- mixture of experts feed-forward -------------------------------------------------------
@@ -146,7 +149,7 @@ class ModelConfig:
         def bad(name, allowed):
             raise ValueError(f"ModelConfig.{name}: got {getattr(self, name)!r}; allowed: {allowed}")
 
-        for name in ("image_size", "patch", "tubelet_t", "d_model", "n_layer", "n_head", "n_expert", "top_k", "max_text_len", "n_max_objects"):
+        for name in ("image_size", "patch", "tubelet_t", "d_model", "n_layer", "n_head", "n_expert", "top_k", "max_text_len", "n_max_objects", "attn_chunks"):
             if int(getattr(self, name)) < 1:
                 bad(name, "an integer >= 1")
         if self.image_size % self.patch:

@@ -167,6 +167,41 @@ class KVCache:
         return 0 if self.block is None else len(self.block)
 
 
+@dataclass
+class ChunkedMask:
+    """Block-causal attention split into query chunks. Keys are ordered by time block (text first),
+    so the queries of a chunk ending with block b see only the keys up to the end of block b: each
+    chunk attends to that prefix alone, and the attention skips the keys no query of the chunk may
+    see (about half of them) instead of masking them. Exactly the full masked attention.
+
+    chunks: (q_start, q_end, k_end, additive mask (B or 1, 1, q_end - q_start, k_end)) each
+    """
+
+    chunks: list[tuple[int, int, int, torch.Tensor]]
+
+    @classmethod
+    def plan(cls, block: torch.Tensor, mask: torch.Tensor, n_chunks: int) -> ChunkedMask | None:
+        """block (L,) time block of each token, non-decreasing; mask (B or 1, 1, L, L) additive ->
+        about n_chunks chunks cut at block boundaries (the text is one), or None when not ordered."""
+        blocks = block.tolist()
+        if any(a > b for a, b in zip(blocks, blocks[1:])):
+            return None
+        L = len(blocks)
+        ends = [i + 1 for i in range(L - 1) if blocks[i] != blocks[i + 1]] + [L]  # each block's end
+        n_text = ends[0] if blocks[0] < 0 else 0
+        target = (L - n_text) / max(n_chunks - (n_text > 0), 1)  # tokens per chunk after the text
+        cuts, start = ([n_text] if n_text else []), n_text
+        for e in ends[1 if n_text else 0 :]:
+            if e - start >= target - 1e-9 or e == L:
+                cuts.append(e)
+                start = e
+        chunks, q0 = [], 0
+        for q1 in cuts:
+            chunks.append((q0, q1, q1, mask[..., q0:q1, :q1]))
+            q0 = q1
+        return cls(chunks)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -186,7 +221,11 @@ class Attention(nn.Module):
             else:
                 cache.k.append(k)
                 cache.v.append(v)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)  # (B, nh, L, hd)
+        p = self.dropout if self.training else 0.0
+        if isinstance(mask, ChunkedMask):
+            y = torch.cat([F.scaled_dot_product_attention(q[:, :, q0:q1], k[:, :, :k1], v[:, :, :k1], attn_mask=m, dropout_p=p) for q0, q1, k1, m in mask.chunks], dim=2)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, L, hd)
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
 
 
@@ -328,6 +367,8 @@ class WorldModel(nn.Module):
             cache.block, cache.valid = k_block, k_valid
         allowed = block_causal_mask(layout.block, k_block, k_valid)  # (B, 1, L, Lk) bool
         mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill_(~allowed, float("-inf"))  # additive, made once for all layers
+        if cache is None and self.cfg.attn_chunks > 1:
+            mask = ChunkedMask.plan(layout.block, mask, self.cfg.attn_chunks) or mask
         rot = self.rotary(layout.pos)
         aux, routing = [], []
         for i, block in enumerate(self.blocks):
