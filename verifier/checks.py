@@ -18,7 +18,7 @@ scene's family and parameters for masses, extents, supports and joints (verifier
 | momentum     | largest drift of the total horizontal momentum / its scale (collisions)          |
 | penetration  | deepest overlap of a body's inner sphere with the floor, a support or another    |
 |              | body beyond the first frame's, / that body's inner radius (at least 2 cm)        |
-| constraint   | largest relative violation of a joint (pendulum length, gear axle, ...)          |
+| constraint   | largest relative violation of a joint (pendulum length, gear rim radius, ...)    |
 
 Thresholds (THRESHOLDS) were calibrated with `benchmarks/verifier_checks.py` on valid simulator
 episodes of every family (seeds held apart from those it reports on).

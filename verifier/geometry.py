@@ -108,15 +108,19 @@ def pendulum_pivot(p: dict) -> np.ndarray:
 
 def constraint_error(episode: sim.Episode, positions: np.ndarray) -> np.ndarray | None:
     """(T,) the largest relative violation of the scene's joints at each frame, or None when the
-    scene has none: pendulum links keep their length, gears their axles, the pouring cup turns about
-    its hinge, the paddle slides at a fixed height, colliding balls stay on the floor."""
+    scene has none: pendulum links keep their length, gears' rim markers their distance from the
+    axle, the pouring cup turns about its hinge, the paddle slides at a fixed height, colliding balls
+    stay on the floor."""
     scene, p = episode.scene, episode.params
     if scene == "pendulum":
         pivot = pendulum_pivot(p)
         links = [positions[:, 0] - pivot] + [positions[:, k] - positions[:, k - 1] for k in range(1, p["links"])]
         return np.max([np.abs(np.linalg.norm(v, axis=-1) / p["length"] - 1) for v in links], axis=0)
-    if scene == "gears":
-        return np.linalg.norm(positions - positions[:1], axis=-1).max(axis=1) / gears.DRIVER_RADIUS
+    if scene == "gears":  # each rim marker circles its axle at a fixed distance, in the gear's plane
+        arm = gears.marker_radii(p)  # (n,)
+        offset = positions - gears.axles(p)[None]  # (T, n, 3)
+        radial = np.abs(np.linalg.norm(offset[..., [0, 2]], axis=-1) / arm - 1)
+        return np.maximum(radial, np.abs(offset[..., 1]) / arm).max(axis=1)
     if scene == "pour":
         hinge = np.array([0.0, 0.0, pour.LIP_HEIGHT])
         arm = np.linalg.norm(positions[:, 0] - hinge, axis=-1)

@@ -6,6 +6,10 @@ it (and `ratio` times the teeth). Tooth contact is not simulated (MuJoCo has no 
 contact): each mesh is a joint equality constraint q_{i+1} = -(r_i / r_{i+1}) q_i, and the teeth
 and a contrasting spoke are visual geometry that make the rotation readable.
 
+The tracked bodies are rim markers, one per gear: a dark peg at the tip of its spoke (RIM_FRACTION of
+the pitch radius from the axle), fixed to the gear. A gear's centre never moves; its marker circles
+the axle at the gear's angular velocity, so the tracked positions show the rotation.
+
 Closed form: omega_{i+1} = -omega_i * r_i / r_{i+1}: odd gears turn at -omega_driver / ratio, even
 gears at +omega_driver. The driver's target speed ramps from 0 to `driver_speed` over `RAMP_TIME`
 and is held; the controls (the target speed, rad/s) are the episode's actions.
@@ -26,6 +30,7 @@ THICKNESS = 0.02  # m
 RAMP_TIME = 0.3  # s for the driver's target speed to reach driver_speed
 KV = 5.0  # N*m*s/rad, velocity-actuator gain
 DENSITY = 2700.0  # kg/m^3 (aluminium discs): sets the inertia the driver works against
+RIM_FRACTION = 0.7  # the rim marker's distance from the axle / the pitch radius
 
 
 def radii(p: dict) -> list[float]:
@@ -35,6 +40,21 @@ def radii(p: dict) -> list[float]:
 def speed_ratios(p: dict) -> list[float]:
     """omega_i / omega_driver for every gear (closed form)."""
     return [(-1.0 / p["ratio"]) if i % 2 else 1.0 for i in range(p["num_gears"])]
+
+
+def axles(p: dict) -> np.ndarray:
+    """(num_gears, 3) the gears' axle centres, m, world frame."""
+    rs = radii(p)
+    centres = [0.0]
+    for a, b in zip(rs, rs[1:]):
+        centres.append(centres[-1] + a + b)
+    shift = (centres[0] - rs[0] + centres[-1] + rs[-1]) / 2
+    return np.array([[c - shift, 0.0, max(rs) + 0.06] for c in centres])
+
+
+def marker_radii(p: dict) -> np.ndarray:
+    """(num_gears,) each rim marker's distance from its axle, m."""
+    return RIM_FRACTION * np.array(radii(p))
 
 
 def gear_geoms(name: str, r: float, color: int) -> str:
@@ -78,11 +98,7 @@ class Gears(SceneFamily):
 
     def build(self, p: dict) -> Scene:
         rs = radii(p)
-        centres = [0.0]
-        for a, b in zip(rs, rs[1:]):
-            centres.append(centres[-1] + a + b)
-        shift = (centres[0] - rs[0] + centres[-1] + rs[-1]) / 2
-        centres = [c - shift for c in centres]
+        centres = list(axles(p)[:, 0])
         axle_z = max(rs) + 0.06
         bodies = []
         equalities = []
@@ -91,7 +107,11 @@ class Gears(SceneFamily):
             bodies.append(
                 f'<body name="gear{i}" pos="{x:.6g} 0 {axle_z:.6g}" quat="{math.cos(phase / 2):.6g} 0 {math.sin(phase / 2):.6g} 0">'
                 f'<joint name="gear{i}" type="hinge" axis="0 1 0" damping="0.002" armature="0.0001"/>'
-                f'{gear_geoms(f"gear{i}", r, i)}</body>'
+                f'{gear_geoms(f"gear{i}", r, i)}'
+                f'<body name="gear{i}_rim" pos="{RIM_FRACTION * r:.6g} 0 0">'
+                f'<inertial pos="0 0 0" mass="1e-6" diaginertia="1e-12 1e-12 1e-12"/>'  # the marker's point
+                f'<geom type="cylinder" size="{0.1 * r:.6g} {THICKNESS * 0.8:.6g}" quat="0.707107 0.707107 0 0" '
+                f'rgba="0.15 0.15 0.15 1" contype="0" conaffinity="0" mass="0"/></body></body>'
                 f'<geom type="box" size="0.012 0.01 {axle_z / 2:.6g}" pos="{x:.6g} 0.04 {axle_z / 2:.6g}" '
                 f'rgba="0.4 0.4 0.42 1" contype="0" conaffinity="0"/>'
             )
@@ -116,7 +136,7 @@ class Gears(SceneFamily):
 
         return Scene(
             mjcf=mjcf("".join(bodies), camera_eye=eye, camera_target=target, extra=extra),
-            tracked=[f"gear{i}" for i in range(p["num_gears"])],
+            tracked=[f"gear{i}_rim" for i in range(p["num_gears"])],
             policy=policy,
         )
 
