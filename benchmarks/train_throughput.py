@@ -79,7 +79,7 @@ def main() -> None:
     with torch.no_grad():
         inp = model.block_inputs(batch)
         blocks = model.embed.embed_blocks(inp["tubelets"], inp["audio_feat"], inp["audio_present"], inp["actions"], inp["state_feat"], inp["state_present"])
-        x = torch.cat([model.embed.embed_text(batch.text), blocks], dim=1).detach()  # (B, L, D)
+        x = torch.cat([model.embed.embed_text(batch.text, batch.text_values), blocks], dim=1).detach()  # (B, L, D)
     nb = n_blocks(args.clip_len, cfg.tubelet_t)
     layout = clip_layout(cfg, batch.text.shape[1], nb).to(dev)
     valid = torch.cat([batch.text != wm.tokens.PAD, torch.ones(args.batch, nb * cfg.block_len, dtype=torch.bool, device=dev)], dim=1)

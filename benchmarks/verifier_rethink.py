@@ -9,13 +9,17 @@ loop with oracle=none: rollouts failing the intrinsic checks are dropped, surviv
 up to --max-rethinks extra rounds; when none ever passes, the least violating half is aggregated and
 the answer flagged unverified). Both are scored against the simulator's answer: correct when
 within --tolerance (relative, with a small absolute floor per unit) or, for yes/no, equal; no
-answer counts as wrong. Prints one table and a last JSON line.
+answer counts as wrong. The two are paired (same queries), so the table ends with the queries only
+re-thinking got right against those only the single sample got right, and the two-sided sign test's
+p-value of that split (the chance of a split at least this uneven if re-thinking changed nothing).
+Prints one table and a last JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -55,6 +59,14 @@ def held_out_queries(n: int, seed: int) -> list[str]:
     return [TEMPLATES[i % len(TEMPLATES)][1](rng) for i in range(n)]
 
 
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided sign-test p-value of `wins` against `losses` (ties dropped) under p = 1/2."""
+    n, k = wins + losses, min(wins, losses)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True, help="a world-model checkpoint (model.safetensors)")
@@ -87,8 +99,16 @@ def main(argv: list[str] | None = None) -> dict:
     for scene in scenes + ["all"]:
         sub = [r for r in rows if scene in ("all", r["scene"])]
         print(f"{scene:14s}{len(sub):8d}{np.mean([r['single'] for r in sub]):15.1%}{np.mean([r['rethink'] for r in sub]):10.1%}")
+    only_rethink = sum(r["rethink"] and not r["single"] for r in rows)
+    only_single = sum(r["single"] and not r["rethink"] for r in rows)
+    p_value = sign_test(only_rethink, only_single)
+    print(f"right only after re-thinking: {only_rethink}; right only single-sample: {only_single}; "
+          f"sign test p = {p_value:.2g}")
     summary = {
         "queries": len(rows),
+        "only_rethink_correct": only_rethink,
+        "only_single_correct": only_single,
+        "sign_test_p": p_value,
         "single_sample_accuracy": float(np.mean([r["single"] for r in rows])) if rows else None,
         "rethink_accuracy": float(np.mean([r["rethink"] for r in rows])) if rows else None,
         "answered_after_rethink": float(np.mean([r["verdict"] != "unverified" for r in rows])) if rows else None,
