@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True, help="a world-model checkpoint (model.safetensors)")
     ap.add_argument("--queries", type=int, default=27, help="held-out queries (cycling through the templates)")
-    ap.add_argument("--samples", type=int, default=4, help="rollouts per round")
+    ap.add_argument("--samples", type=int, default=8, help="rollouts per round")
     ap.add_argument("--max-rethinks", type=int, default=2)
     ap.add_argument("--tolerance", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=12345, help="seed of the held-out query values")

@@ -148,7 +148,7 @@ def sample_rollouts(model, context_episode: sim.Episode, query: PhysicalQuery, r
     return out
 
 
-def verify(query: str | dict | PhysicalQuery, model=None, *, oracle: str = "sim", samples: int = 4,
+def verify(query: str | dict | PhysicalQuery, model=None, *, oracle: str = "sim", samples: int = 8,
            max_rethinks: int = 2, context: int = 4, temperature: float = 1.0, tolerance: float = 0.05,
            seed: int = 0, progress=None) -> Verification:
     """Answer and verify one query (module docstring). `model`: a worldmodel.WorldModel or None."""
