@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
+import sim
 from verifier import parse_query, simulate_answer
+from verifier.answer import read_answer
+from verifier.query import PhysicalQuery
 
 G = 9.81
 
@@ -76,3 +80,16 @@ def test_simulator_answers_match_closed_forms(text, expected, rel):
 def test_yes_no_answers_follow_the_closed_form(text, expected):
     answer, _ = simulate_answer(parse_query(text))
     assert answer.value is expected and answer.unit == ""
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_gear_speed_is_read_from_the_rim_marker_alone(seed):
+    """A gear's angular speed comes from its rim marker's position and velocity (what a predicted
+    episode has), and equals the simulator's own angular velocity of the gear."""
+    episode = sim.simulate("gears", seed=seed, render=False)
+    last = episode.times >= episode.times[-1] - 0.2
+    for body in range(episode.params["num_gears"]):
+        query = PhysicalQuery(scene="gears", params=episode.params, question="angular_speed", body=body, text="")
+        answer = read_answer(query, episode)
+        assert answer.unit == "rad/s"
+        assert answer.value == pytest.approx(float(np.mean(episode.states[last, body, 11])), rel=1e-3)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import sim
+from sim.scenes import gears
 from sim.scenes.base import half_height
 from verifier.query import PhysicalQuery
 
@@ -129,9 +130,12 @@ def read_answer(query: PhysicalQuery, episode: sim.Episode) -> Answer:
         moved = np.abs(pos[-1] - pos[0]).max()
         toppled = bool(moved > TOPPLE_FRACTION * p["size"])
         return Answer(toppled if kind == "topples" else not toppled, unit)
-    if kind == "angular_speed":
+    if kind == "angular_speed":  # from the gear's rim marker circling its axle: omega_y = (o x v)_y / |o|^2
         last = episode.times >= episode.times[-1] - 0.2
-        return Answer(float(np.mean(episode.states[last, query.body, 11])), unit)
+        o = pos[last, query.body] - gears.axles(p)[query.body]  # (t, 3) m, axle -> marker
+        v = vel[last, query.body]
+        omega = (o[:, 2] * v[:, 0] - o[:, 0] * v[:, 2]) / (o[:, 0] ** 2 + o[:, 2] ** 2)  # rad/s about +y
+        return Answer(float(np.mean(omega)), unit)
     raise AnswerError(f"question {kind!r} has no reader")
 
 
