@@ -10,9 +10,10 @@ One step:
      skipped and counted;
   3. `ppo_epochs` optimiser updates on the loss
         rlpf: mean over the groups of the GRPO loss (clipped surrogate + beta * KL to the start,
-              over the sampled pixels and the sampled dynamics steps; 0 for skipped groups) + rollout_state_weight * the error of the model's one-step state
-              predictions on its own rollouts against the simulator's states (the compounding
-              drift that teacher forcing never sees; `own_state_loss`)
+              over the sampled pixels and the sampled dynamics steps; 0 for skipped groups)
+              + rollout_state_weight * the error of the model's one-step state predictions on its
+              own rollouts against the simulator's states (the compounding drift that teacher
+              forcing never sees; `own_state_loss`)
               + pixel_weight * frame NLL + state_weight * state loss + moe_aux_weight * MoE balance,
               the last three teacher-forced on the drawn queries' simulator episodes: the frame NLL
               is the pixel-fidelity anchor that, with the KL, bounds drift (reward hacking), and
@@ -48,7 +49,7 @@ from rlpf.queries import make_queries
 from sim.dataset import write_json_atomic
 from worldmodel import metrics
 from worldmodel.tokens import Batch, episode_arrays
-from worldmodel.train import CRASH_ENV, check_run, checkpoint_dirs, learning_rate, load_checkpoint, make_optimizer, save_checkpoint
+from worldmodel.train import CRASH_ENV, check_run, checkpoint_dirs, learning_rate, load_checkpoint, make_optimizer, save_checkpoint, set_lr
 
 RUN_KEYS = (
     "baseline", "seed", "families", "train_queries", "context", "horizon", "group_size", "queries_per_step",
@@ -231,8 +232,7 @@ def finetune(opts: dict) -> dict:
     t_start, log = time.perf_counter(), {}
     for step in range(start, steps):
         lr = learning_rate(step, lr=opts["lr"], min_lr=opts["min_lr"], warmup_steps=opts["warmup_steps"], steps=steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(optimizer, lr)
         drawn = buffer.draw(np.random.default_rng([opts["seed"], step]), opts["queries_per_step"])
         groups, log = [], {}
         if opts["baseline"] == "rlpf":

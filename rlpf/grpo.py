@@ -64,20 +64,18 @@ def per_value_logprob(out: dict, frames: torch.Tensor, context: int) -> torch.Te
     return discretized_gaussian_logprob(frames[:, context:].float(), out["frame_mean"][:, context:], out["frame_logstd"][:, context:])
 
 
+def predicted_steps(out: dict, key: str, context: int, n: int) -> torch.Tensor:
+    """out[key] (B, T - tt, n_max, 6), a dynamics-step output of frames tt.. -> (B, T - context, n, 6)
+    the predicted frames' steps of the first n bodies."""
+    return out[key][:, context - (out["frame_mean"].shape[1] - out[key].shape[1]) :, :n]
+
+
 def per_step_logprob(out: dict, context: int, body_mask: torch.Tensor) -> torch.Tensor:
     """The model's output on a batch with states -> (B, T - context, n, 6) log-density of every
-    predicted dynamics step of the tracked bodies (body_mask (B, n_max) selects them; n = the most
-    any episode has)."""
-    start = context - (out["frame_mean"].shape[1] - out["step_mean"].shape[1])  # step index of frame `context`
+    predicted dynamics step of the tracked bodies (body_mask (B, n_max); the rollouts of one query
+    track the same n bodies)."""
     n = int(body_mask.sum(1).max())
-    pick = lambda key: out[key][:, start:, :n]  # noqa: E731
-    return gaussian_logprob(pick("step_drawn"), pick("step_mean"), pick("step_logstd"))
-
-
-def _masked_steps(t: torch.Tensor, body_mask: torch.Tensor) -> torch.Tensor:
-    """(B, H, n, 6) per-step values -> the tracked bodies' values (k,) flattened (untracked rows dropped)."""
-    keep = body_mask[:, None, : t.shape[2], None].expand_as(t)
-    return t[keep]
+    return gaussian_logprob(*(predicted_steps(out, key, context, n) for key in ("step_drawn", "step_mean", "step_logstd")))
 
 
 @dataclass
@@ -92,7 +90,7 @@ class GroupStats:
 def group_loss(out: dict, ref_out: dict, frames: torch.Tensor, context: int, advantages: torch.Tensor, logp_old: tuple | None, clip: float, beta: float, body_mask: torch.Tensor):
     """The GRPO loss of one group of G sampled episodes, from the current model's output `out` on
     them (with gradient) and the frozen starting model's `ref_out`; frames (G, T, H, W, 3) uint8,
-    body_mask (G, n_max) the tracked bodies.
+    body_mask (G, n_max) the tracked bodies (the same for every rollout of the query).
 
     logp_old: the (pixel, step) per-value log-probabilities under the policy that sampled them (None:
     the current model is that policy, its own values detached are used). Returns (loss, (pixel, step)
@@ -104,12 +102,12 @@ def group_loss(out: dict, ref_out: dict, frames: torch.Tensor, context: int, adv
 
     step_logp = per_step_logprob(out, context, body_mask)  # (G, H, n, 6)
     step_old = step_logp.detach() if logp_old is None else logp_old[1]
-    ratio = torch.exp(step_logp - step_old)
-    a = advantages.view(-1, 1, 1, 1).expand_as(ratio)
-    step_surrogate = _masked_steps(torch.minimum(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a), body_mask).mean()
-    start, n = step_logp.shape[1], step_logp.shape[2]
-    pick = lambda o, key: o[key][:, -start:, :n]  # noqa: E731
-    step_kl = _masked_steps(gaussian_kl(pick(out, "step_mean"), pick(out, "step_logstd"), pick(ref_out, "step_mean").detach(), pick(ref_out, "step_logstd").detach()), body_mask).mean()
+    step_surrogate, _ = clipped_surrogate(step_logp, step_old, advantages, clip)
+    n = step_logp.shape[2]
+    step_kl = gaussian_kl(
+        predicted_steps(out, "step_mean", context, n), predicted_steps(out, "step_logstd", context, n),
+        predicted_steps(ref_out, "step_mean", context, n).detach(), predicted_steps(ref_out, "step_logstd", context, n).detach(),
+    ).mean()
 
     loss = -(surrogate + step_surrogate) + beta * (kl + step_kl)
     stats = GroupStats((surrogate + step_surrogate).item(), (kl + step_kl).item(), clipped.item(), step_surrogate.item(), step_kl.item())

@@ -462,7 +462,7 @@ class WorldModel(nn.Module):
         cur, prev = src[:, -1], src[:, -2] if tt > 1 else src[:, -1]
         out = []
         for b in range(hv.shape[1]):
-            steps = self.dynamics_head.decode(slots[:, b], self.dynamics_features(cur, prev))[..., :6]  # (B, tt, N, 6) means
+            steps, _ = self.split_steps(self.dynamics_head.decode(slots[:, b], self.dynamics_features(cur, prev)))  # (B, tt, N, 6) means
             for j in range(tt):
                 prev, cur = cur, self.step_states(cur, steps[:, j])
                 out.append(cur)
@@ -547,6 +547,7 @@ class WorldModel(nn.Module):
         steps, step_logstd = self.split_steps(self.block_dynamics(hv[:, :-1], src[:, : (nb - 1) * tt]))  # (B, nb-1, tt, n_max, 6)
         predicted = self.predict_states(steps, src, present)
         states = torch.cat([readout[:, :tt], predicted], dim=1)[:, :T]  # (B, T, n_max, 6) SI
+        step_mean, step_logstd = steps.flatten(1, 2)[:, : T - tt], step_logstd.flatten(1, 2)[:, : T - tt]  # (B, T-tt, n_max, 6) frames tt..
         if known is not None:
             w = self._state_mask(batch, B, tub.device)[:, None, :].float()  # (B, 1, n_max)
             err = ((readout[:, :T] - known[:, :T]) / self.state_scale).pow(2).mean(-1)  # (B, T, n_max)
@@ -561,14 +562,13 @@ class WorldModel(nn.Module):
             scale = chained.new_tensor([cfg.step_pos_scale] * 3 + [cfg.step_vel_scale] * 3)
             chain_err = F.smooth_l1_loss(chained / scale, known[:, tt:T] / scale, reduction="none", beta=0.01).mean(-1)  # (B, T-tt, n_max)
             chain_loss = cfg.chain_weight * (chain_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
-            flat = lambda t: t.flatten(1, 2)[:, : T - tt]  # noqa: E731  (B, nb-1, tt, ...) -> (B, T-tt, ...)
-            nll = -gaussian_logprob(flat(target), flat(steps).detach(), flat(step_logstd)).mean(-1)  # (B, T-tt, n_max)
+            nll = -gaussian_logprob(target.flatten(1, 2)[:, : T - tt], step_mean.detach(), step_logstd).mean(-1)  # (B, T-tt, n_max)
             step_nll = cfg.step_nll_weight * (nll * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
             # the steps a rollout drew: as the targets, but a block's first frame steps from `src`
             prev = known[:, tt - 1 : -1].clone()
             prev[:, ::tt] = src[:, tt - 1 : -1 : tt]
             drawn = self.step_targets(prev, known[:, tt:])[:, : T - tt]  # (B, T-tt, n_max, 6)
-            lp = (gaussian_logprob(drawn, flat(steps), flat(step_logstd)).sum(-1) * w).sum(-1)  # (B, T-tt)
+            lp = (gaussian_logprob(drawn, step_mean, step_logstd).sum(-1) * w).sum(-1)  # (B, T-tt)
             state_logprob = torch.cat([lp.new_zeros(B, tt), lp], dim=1)
         else:
             readout_loss = step_loss = chain_loss = step_nll = readout.new_zeros(())
@@ -587,8 +587,8 @@ class WorldModel(nn.Module):
             "moe_aux": moe_aux,
             "frame_logprob": frame_logprob,
             "state_logprob": state_logprob,
-            "step_mean": steps.flatten(1, 2)[:, : T - tt],
-            "step_logstd": step_logstd.flatten(1, 2)[:, : T - tt],
+            "step_mean": step_mean,
+            "step_logstd": step_logstd,
             "step_drawn": drawn,
             "frame_mean": frame_mean,
             "frame_logstd": frame_logstd,

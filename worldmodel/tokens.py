@@ -23,10 +23,11 @@ by a learned "absent" embedding; so are the states of a clip trained or rolled o
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -63,8 +64,7 @@ def text_values(tokens: np.ndarray) -> np.ndarray:
     tokens = np.asarray(tokens)
     values = np.full(tokens.shape, np.nan, np.float32)
     for index in np.ndindex(tokens.shape[:-1]):
-        row = tokens[index]
-        raw = bytes(int(t) if t < 256 else 0 for t in row)  # specials become NUL: never part of a number
+        raw = np.where(tokens[index] < 256, tokens[index], 0).astype(np.uint8).tobytes()  # specials become NUL: never part of a number
         for m in NUMBER.finditer(raw):
             values[index][m.start() : m.end()] = float(m.group())
     return values
@@ -146,7 +146,7 @@ class Batch:
     frames:        (B, T, H, W, 3) uint8 RGB
     text:          (B, Lt) int64 caption tokens [BOS, bytes, EOT] padded with PAD
     text_values:   (B, Lt) float32 the value of the numeric literal each token is part of, NaN
-                   elsewhere: derived from `text` (`text_values`), never passed
+                   elsewhere: a property derived from `text` (`text_values`) when first read
     audio:         (B, T, samples_per_frame) float32 waveform cut per frame, or None (no audio)
     audio_present: (B, T) bool, False where a frame's audio is unknown, or None (all known)
     actions:       (B, T, action_dim) float32, a_t applied during frame t (zero-padded), or None
@@ -164,13 +164,13 @@ class Batch:
     states: torch.Tensor | None = None
     state_mask: torch.Tensor | None = None
     state_present: torch.Tensor | None = None
-    text_values: torch.Tensor = field(init=False, repr=False)
 
-    def __post_init__(self):
-        self.text_values = torch.from_numpy(text_values(self.text.cpu().numpy())).to(self.text.device)
+    @functools.cached_property
+    def text_values(self) -> torch.Tensor:
+        return torch.from_numpy(text_values(self.text.cpu().numpy())).to(self.text.device)
 
     def to(self, device) -> Batch:
-        return Batch(**{f.name: None if (v := getattr(self, f.name)) is None else v.to(device) for f in fields(self) if f.init})
+        return Batch(**{f.name: None if (v := getattr(self, f.name)) is None else v.to(device) for f in fields(self)})
 
     @classmethod
     def coerce(cls, batch) -> Batch:

@@ -137,6 +137,12 @@ def learning_rate(step: int, *, lr: float, min_lr: float, warmup_steps: int, ste
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group of `make_optimizer`'s optimiser to lr times its `lr_scale`."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_scale"]
+
+
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas, dynamics_lr_scale: float = 1.0) -> torch.optim.AdamW:
     """AdamW; matrices decay, biases, norms, embeddings' extra vectors and gains do not. The dynamics
     head's group carries `lr_scale` (its learning rate is lr * dynamics_lr_scale): its outputs are
@@ -344,8 +350,7 @@ def train(options: dict) -> dict:
     model.train()
     for step, batch in zip(range(start, steps), loader):
         lr = learning_rate(step, lr=options["lr"], min_lr=options["min_lr"], warmup_steps=options["warmup_steps"], steps=steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group["lr_scale"]
+        set_lr(optimizer, lr)
         present = hidden_states(options["seed"], step, options["batch_size"], options["state_dropout"])[rank::world]
         batch = replace(batch, state_present=present).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):

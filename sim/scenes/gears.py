@@ -48,8 +48,8 @@ def axles(p: dict) -> np.ndarray:
     centres = [0.0]
     for a, b in zip(rs, rs[1:]):
         centres.append(centres[-1] + a + b)
-    shift = (centres[0] - rs[0] + centres[-1] + rs[-1]) / 2
-    return np.array([[c - shift, 0.0, max(rs) + 0.06] for c in centres])
+    shift = (centres[0] - rs[0] + centres[-1] + rs[-1]) / 2  # the train centred on x = 0
+    return np.array([[c - shift, 0.0, max(rs) + 0.06] for c in centres])  # axles 6 cm above the largest gear's rim
 
 
 def marker_radii(p: dict) -> np.ndarray:
@@ -98,8 +98,7 @@ class Gears(SceneFamily):
 
     def build(self, p: dict) -> Scene:
         rs = radii(p)
-        centres = list(axles(p)[:, 0])
-        axle_z = max(rs) + 0.06
+        centres, axle_z = list(axles(p)[:, 0]), axles(p)[0, 2]
         bodies = []
         equalities = []
         for i, (x, r) in enumerate(zip(centres, rs)):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 
-
 from sim.params import Param, ParamError, ParamSpace
 from sim.scenes.base import Scene, SceneFamily, mjcf, rgba
 
