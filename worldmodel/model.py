@@ -55,9 +55,9 @@ from worldmodel.tokens import (
     tubelets_to_frames,
 )
 
-FORMAT = "physfusion.worldmodel/2"  # 2: numeric caption values, Gaussian dynamics steps
+FORMAT = "physfusion.worldmodel/3"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features
 STEP_LOGSTD_MIN, STEP_LOGSTD_MAX = -8.0, 1.0  # log-std of a dynamics step, in step units (see ModelConfig.step_pos_scale)
-DYNAMICS_FEATURES = 9  # per body: position, velocity, last velocity change (`WorldModel.dynamics_features`)
+DYNAMICS_FEATURES = 12  # per body: position, velocity, last and steady velocity change (`WorldModel.dynamics_features`)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -327,6 +327,14 @@ class WorldModel(nn.Module):
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Embedding):
                 nn.init.normal_(m.weight, std=0.02)
+        # the dynamics head starts exactly as constant acceleration at the steady velocity change
+        # (features 9..11): r_v = steady and r_p = steady * step_vel_scale * dt / (2 * step_pos_scale)
+        cfg, eye = self.cfg, torch.eye(3)
+        with torch.no_grad():
+            nn.init.zeros_(self.dynamics_head.mlp[-1].weight)
+            nn.init.zeros_(self.dynamics_head.skip.weight)
+            self.dynamics_head.skip.weight[3:6, 9:12] += eye
+            self.dynamics_head.skip.weight[0:3, 9:12] += eye * cfg.step_vel_scale / (2 * cfg.fps * cfg.step_pos_scale)
 
     # --- bookkeeping ---------------------------------------------------------------------------
     def num_parameters(self) -> int:
@@ -430,12 +438,18 @@ class WorldModel(nn.Module):
         p, v = prev[..., :3], prev[..., 3:]
         return torch.cat([(nxt[..., :3] - p - v / cfg.fps) / cfg.step_pos_scale, (nxt[..., 3:] - v) / cfg.step_vel_scale], dim=-1)
 
-    def dynamics_features(self, cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+    def dynamics_features(self, cur: torch.Tensor, prev: torch.Tensor, prev2: torch.Tensor | None = None) -> torch.Tensor:
         """Each body's explicit inputs to the dynamics head from the base frame's state cur (..., 6)
-        and the frame before, prev (..., 6): position / pos_scale, velocity / vel_scale and the last
-        velocity change / step_vel_scale (..., 9). Free flight keeps its change: a linear map."""
+        and the two frames before, prev and prev2 (..., 6; prev2 None: no history beyond prev):
+        position / pos_scale, velocity / vel_scale, the last velocity change dv1 and the steady
+        change, all changes / step_vel_scale (..., 12). The steady change is the median of dv1, the
+        change before it (dv1 without history) and 0: a constant force keeps it, while an impulse
+        (one frame of a bounce or a hit) does not carry over into the next step."""
         cfg = self.cfg
-        return torch.cat([cur[..., :3] / cfg.pos_scale, cur[..., 3:] / cfg.vel_scale, (cur[..., 3:] - prev[..., 3:]) / cfg.step_vel_scale], dim=-1)
+        dv1 = cur[..., 3:] - prev[..., 3:]
+        dv2 = dv1 if prev2 is None else prev[..., 3:] - prev2[..., 3:]
+        steady = torch.where(dv1 * dv2 > 0, torch.where(dv1.abs() < dv2.abs(), dv1, dv2), torch.zeros_like(dv1))
+        return torch.cat([cur[..., :3] / cfg.pos_scale, cur[..., 3:] / cfg.vel_scale, dv1 / cfg.step_vel_scale, steady / cfg.step_vel_scale], dim=-1)
 
     @staticmethod
     def split_steps(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -444,14 +458,17 @@ class WorldModel(nn.Module):
         return raw[..., :6], logstd
 
     def block_dynamics(self, hv: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
-        """Steps to blocks 1..n from blocks 0..n-1: hv (B, n, Np, D) their video hidden states, src
-        (B, n*tt, N, 6) SI states of their frames (known, or read out) -> (B, n, tt, N, 12) raw
-        (`split_steps` makes it the step's mean and log-std)."""
-        tt = self.cfg.tubelet_t
-        last = torch.arange(hv.shape[1], device=hv.device) * tt + tt - 1  # base frame of each block
-        before = last - 1 if tt > 1 else last
-        features = self.dynamics_features(src[:, last], src[:, before])  # (B, n, N, 9)
-        return self.dynamics_head(hv, features).unflatten(1, (hv.shape[1], tt))
+        """Steps to the n blocks after those of hv (B, n, Np, D), their video hidden states; src
+        (B, F, N, 6) SI states of frames ending with those n blocks' frames (known, or read out;
+        F >= n*tt, and a frame before them, if given, is history for the first block's features)
+        -> (B, n, tt, N, 12) raw (`split_steps` makes it the step's mean and log-std)."""
+        tt, n, F = self.cfg.tubelet_t, hv.shape[1], src.shape[1]
+        last = F - n * tt + torch.arange(n, device=hv.device) * tt + tt - 1  # base frame of each block
+        before, before2 = (last - 1).clamp(min=0), last - 2
+        history = src[:, before2.clamp(min=0)]
+        prev2 = torch.where((before2 >= 0)[None, :, None, None], history, 2 * src[:, before] - src[:, last])  # none: dv2 = dv1
+        features = self.dynamics_features(src[:, last], src[:, before], prev2)  # (B, n, N, 12)
+        return self.dynamics_head(hv, features).unflatten(1, (n, tt))
 
     def chain_states(self, hv: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
         """States of blocks 1..n stepped from block 0's known (or read-out) states and then from the
@@ -460,11 +477,12 @@ class WorldModel(nn.Module):
         tt = self.cfg.tubelet_t
         slots = self.dynamics_head.slots(hv)  # (B, n, tt, N, D)
         cur, prev = src[:, -1], src[:, -2] if tt > 1 else src[:, -1]
+        prev2 = src[:, -3] if tt > 2 else None
         out = []
         for b in range(hv.shape[1]):
-            steps, _ = self.split_steps(self.dynamics_head.decode(slots[:, b], self.dynamics_features(cur, prev)))  # (B, tt, N, 6) means
+            steps, _ = self.split_steps(self.dynamics_head.decode(slots[:, b], self.dynamics_features(cur, prev, prev2)))  # (B, tt, N, 6) means
             for j in range(tt):
-                prev, cur = cur, self.step_states(cur, steps[:, j])
+                prev2, prev, cur = prev, cur, self.step_states(cur, steps[:, j])
                 out.append(cur)
         return torch.stack(out, dim=1)
 
