@@ -274,9 +274,10 @@ class FrameHead(nn.Module):
 class StateHead(nn.Module):
     """Block b's video tokens -> n_out numbers per object in each of tubelet_t frames, by attention
     pooling: one learned pooling query per (frame, object) slot. With `n_features`, each object's own
-    explicit features (B, n, n_max, F) are added to its slots and mapped linearly to the output too."""
+    explicit features (B, n, n_max, F) are added to its slots and mapped linearly to the output too,
+    by a learned map plus a fixed one, `prior` (n_out, F): what the head outputs before it learns."""
 
-    def __init__(self, cfg: ModelConfig, n_features: int = 0, n_out: int = 6):
+    def __init__(self, cfg: ModelConfig, n_features: int = 0, n_out: int = 6, prior: torch.Tensor | None = None):
         super().__init__()
         self.cfg = cfg
         Q = cfg.tubelet_t * cfg.n_max_objects
@@ -286,6 +287,7 @@ class StateHead(nn.Module):
         if n_features:
             self.features = nn.Linear(n_features, cfg.d_model)
             self.skip = nn.Linear(n_features, n_out)
+            self.register_buffer("prior", torch.zeros(n_out, n_features) if prior is None else prior, persistent=False)
 
     def slots(self, h: torch.Tensor) -> torch.Tensor:
         """h (B, n, Np, D) -> the pooled slots (B, n, tt, n_max, D)"""
@@ -297,11 +299,22 @@ class StateHead(nn.Module):
         """slots (..., tt, n_max, D), features (..., n_max, F) or None -> (..., tt, n_max, n_out)"""
         if features is None:
             return self.mlp(slots)
-        return self.mlp(slots + self.features(features).unsqueeze(-3)) + self.skip(features).unsqueeze(-3)
+        return self.mlp(slots + self.features(features).unsqueeze(-3)) + (self.skip(features) + features @ self.prior.T).unsqueeze(-3)
 
     def forward(self, h: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         """h (B, n, Np, D), features (B, n, n_max, F) or None -> (B, n * tubelet_t, n_max, n_out)"""
         return self.decode(self.slots(h), features).flatten(1, 2)
+
+
+def constant_acceleration_prior(cfg: ModelConfig) -> torch.Tensor:
+    """The dynamics head's fixed map (12 outputs, DYNAMICS_FEATURES): constant acceleration at the
+    steady velocity change (features 9..11, step_vel_scale units), r_v = steady and
+    r_p = steady * step_vel_scale * dt / (2 * step_pos_scale). The head learns corrections to it, so
+    a force the context shows carries on in a rollout unless the head has learnt that it stops."""
+    prior, eye = torch.zeros(12, DYNAMICS_FEATURES), torch.eye(3)
+    prior[3:6, 9:12] = eye
+    prior[0:3, 9:12] = eye * cfg.step_vel_scale / (2 * cfg.fps * cfg.step_pos_scale)
+    return prior
 
 
 class WorldModel(nn.Module):
@@ -314,7 +327,7 @@ class WorldModel(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.frame_head = FrameHead(cfg)
         self.state_head = StateHead(cfg)
-        self.dynamics_head = StateHead(cfg, n_features=DYNAMICS_FEATURES, n_out=12)  # step mean, log-std
+        self.dynamics_head = StateHead(cfg, n_features=DYNAMICS_FEATURES, n_out=12, prior=constant_acceleration_prior(cfg))  # step mean, log-std
         self.register_buffer("state_scale", torch.tensor([cfg.pos_scale] * 3 + [cfg.vel_scale] * 3), persistent=False)
         self._init_weights()
 
@@ -327,14 +340,8 @@ class WorldModel(nn.Module):
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Embedding):
                 nn.init.normal_(m.weight, std=0.02)
-        # the dynamics head starts exactly as constant acceleration at the steady velocity change
-        # (features 9..11): r_v = steady and r_p = steady * step_vel_scale * dt / (2 * step_pos_scale)
-        cfg, eye = self.cfg, torch.eye(3)
-        with torch.no_grad():
-            nn.init.zeros_(self.dynamics_head.mlp[-1].weight)
-            nn.init.zeros_(self.dynamics_head.skip.weight)
-            self.dynamics_head.skip.weight[3:6, 9:12] += eye
-            self.dynamics_head.skip.weight[0:3, 9:12] += eye * cfg.step_vel_scale / (2 * cfg.fps * cfg.step_pos_scale)
+        nn.init.zeros_(self.dynamics_head.mlp[-1].weight)  # the dynamics head starts as its prior exactly
+        nn.init.zeros_(self.dynamics_head.skip.weight)
 
     # --- bookkeeping ---------------------------------------------------------------------------
     def num_parameters(self) -> int:
