@@ -55,8 +55,9 @@ from worldmodel.tokens import (
     tubelets_to_frames,
 )
 
-FORMAT = "physfusion.worldmodel/3"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features
+FORMAT = "physfusion.worldmodel/3"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior
 STEP_LOGSTD_MIN, STEP_LOGSTD_MAX = -8.0, 1.0  # log-std of a dynamics step, in step units (see ModelConfig.step_pos_scale)
+FEATURE_BOUND = 2.0  # soft clip of the dynamics head's features for its learnt maps (`StateHead.decode`)
 DYNAMICS_FEATURES = 12  # per body: position, velocity, last and steady velocity change (`WorldModel.dynamics_features`)
 
 
@@ -275,7 +276,10 @@ class StateHead(nn.Module):
     """Block b's video tokens -> n_out numbers per object in each of tubelet_t frames, by attention
     pooling: one learned pooling query per (frame, object) slot. With `n_features`, each object's own
     explicit features (B, n, n_max, F) are added to its slots and mapped linearly to the output too,
-    by a learned map plus a fixed one, `prior` (n_out, F): what the head outputs before it learns."""
+    by a learned map plus a fixed one, `prior` (n_out, F): what the head outputs before it learns.
+    The learnt maps see the features soft-clipped to +-FEATURE_BOUND (the identity near 0), so that
+    their corrections stay within what training showed them when a rollout leaves its ranges (a
+    faster, higher or farther body; a bounce's velocity jump); the prior sees the features as they are."""
 
     def __init__(self, cfg: ModelConfig, n_features: int = 0, n_out: int = 6, prior: torch.Tensor | None = None):
         super().__init__()
@@ -299,7 +303,8 @@ class StateHead(nn.Module):
         """slots (..., tt, n_max, D), features (..., n_max, F) or None -> (..., tt, n_max, n_out)"""
         if features is None:
             return self.mlp(slots)
-        return self.mlp(slots + self.features(features).unsqueeze(-3)) + (self.skip(features) + features @ self.prior.T).unsqueeze(-3)
+        bounded = FEATURE_BOUND * torch.tanh(features / FEATURE_BOUND)  # what the learnt maps see
+        return self.mlp(slots + self.features(bounded).unsqueeze(-3)) + (self.skip(bounded) + features @ self.prior.T).unsqueeze(-3)
 
     def forward(self, h: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         """h (B, n, Np, D), features (B, n, n_max, F) or None -> (B, n * tubelet_t, n_max, n_out)"""
