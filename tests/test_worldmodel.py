@@ -320,6 +320,19 @@ def test_untrained_dynamics_head_starts_as_constant_acceleration(cfg):
     np.testing.assert_allclose(r.episode.states[4:10, 0, 0:3], parabola, atol=5e-3)
 
 
+def test_dynamics_corrections_stay_bounded_far_out_of_range(cfg):
+    """The learnt part of a dynamics step saturates as its inputs leave any trained range; only the
+    fixed constant-acceleration prior keeps growing with them."""
+    model = perturbed_model(cfg, scale=0.5)
+    head = model.dynamics_head
+    slots = torch.randn(cfg.tubelet_t, cfg.n_max_objects, cfg.d_model)
+    features = torch.randn(cfg.n_max_objects, wm.model.DYNAMICS_FEATURES).sign() * (0.5 + torch.rand(cfg.n_max_objects, wm.model.DYNAMICS_FEATURES))
+    with torch.no_grad():
+        learnt = lambda k: head.decode(slots, k * features) - (k * features) @ head.prior.T  # noqa: E731
+        torch.testing.assert_close(learnt(100.0), learnt(1000.0), atol=1e-2, rtol=1e-3)  # the prior's ~1e3 costs float32 digits
+        assert (learnt(1.0) - learnt(100.0)).abs().max() > 0.1  # not constant: it does depend on them in range
+
+
 def test_caption_numbers_are_read_as_values(cfg):
     """Each byte of a numeric literal carries the literal's value; changing a value changes the
     embedding of exactly that literal's bytes (1.64 -> 1.94 changes one byte token, all four values)."""
