@@ -73,7 +73,8 @@ def main() -> None:
         rows[family] = {"model": err["model"], **{b: err[b] for b in BASELINES}, "ratio_to_best_baseline": ratio}
         print(f"{family:<12}{err['model']:>9.4f}" + "".join(f"{err[b]:>16.4f}" for b in BASELINES) + f"{ratio:>12.2f}{'yes' if ratio < 1 else 'no':>6}")
     ood = report.get("ood_id_ratio", {}).get("overall")
-    print(f"OOD / ID position error: {ood:.2f} (target <= 2)")
+    ood_m = report["datasets"].get("ood", {}).get("overall", {}).get("position_error_m", {}).get("model", {}).get("mean")
+    print(f"OOD / ID position error: {ood:.2f} (target <= 2)" + ("" if ood_m is None else f"; OOD {ood_m:.3f} m, ID {rows['all']['model']:.3f} m"))
     ablation = report.get("caption_ablation", {})
     if ablation.get("episodes"):
         for event in ("bounced", "collided"):

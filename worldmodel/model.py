@@ -460,7 +460,7 @@ class WorldModel(nn.Module):
         cfg = self.cfg
         dv1 = cur[..., 3:] - prev[..., 3:]
         dv2 = dv1 if prev2 is None else prev[..., 3:] - prev2[..., 3:]
-        steady = torch.where(dv1 * dv2 > 0, torch.where(dv1.abs() < dv2.abs(), dv1, dv2), torch.zeros_like(dv1))
+        steady = torch.stack([dv1, dv2, torch.zeros_like(dv1)]).median(dim=0).values
         return torch.cat([cur[..., :3] / cfg.pos_scale, cur[..., 3:] / cfg.vel_scale, dv1 / cfg.step_vel_scale, steady / cfg.step_vel_scale], dim=-1)
 
     @staticmethod
