@@ -1,7 +1,7 @@
 """Throughput of the dataset pipeline against the raw MuJoCo step+render loop, measured in one run.
 
     python benchmarks/sim_throughput.py                  # ~1 min on 2 cores
-    python benchmarks/sim_throughput.py --episodes 24 --repeats 5 --profile
+    python benchmarks/sim_throughput.py --episodes 32 --repeats 5 --profile
 
 The scene: `drop` with five boxes (num_objects=5, every object a box), 64x64, shadows off, the
 simulator timestep of sim.contact.TIMESTEP and 20 frames/s, i.e. 1 / (20 * TIMESTEP) MuJoCo steps per
@@ -253,7 +253,9 @@ def profile(episodes: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--episodes", type=int, default=8, help="episodes per measurement (per worker)")
+    parser.add_argument(
+        "--episodes", type=int, default=16, help="episodes per measurement (per worker); 16 is physfusion-generate's default shard_size"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="measurements of each kind; medians are reported")
     parser.add_argument("--profile", action="store_true", help="also cProfile the pipeline (to stderr)")
     args = parser.parse_args()

@@ -31,10 +31,12 @@ On-disk schema (version 2). Everything can be read with `zarr` (v3) and `json` a
       manifest.json            written last, atomically: the dataset is complete iff it exists
       preview.mp4              the first `preview_episodes` episodes tiled in a grid (preview.gif without ffmpeg)
 
-Each array is stored with zarr's sharding codec (one file per array per shard), inner chunks of
-`chunk_frames` frames (audio: the samples of `chunk_frames` frames), each compressed losslessly with
-Blosc-zstd (clevel 3; byte shuffle for types wider than a byte), so a clip reads only the chunks
-its rows overlap. A shard's episodes are buffered in memory and each array is written with one call.
+Each array is stored with zarr's sharding codec (one file per array per shard) in inner chunks,
+each compressed losslessly with Blosc-zstd (clevel 3; byte shuffle for types wider than a byte), so
+a clip reads only the chunks its rows overlap. Image arrays (frames, depth, segmentation) have
+chunks of `chunk_frames` frames; the others (times, states, actions, audio) have chunks of at least
+`SMALL_CHUNK_BYTES` (256 KiB) of raw data (a whole shard's states in one chunk): a chunk's cost in
+the writer is mostly fixed, and reading a few hundred KiB more per clip costs less than a file seek. A shard's episodes are buffered in memory and each array is written with one call.
 An episode's own arrays: `arr[frame_start + a : frame_start + b]` cut to `arrays[name]["shape"]`
 (`sim.dataset.read_array` does this).
 
@@ -341,6 +343,8 @@ def episode_hash(arrays: dict[str, np.ndarray], meta: dict) -> str:
 
 # Blosc-zstd, per dtype size: bytes (RGB) compress best unshuffled, wider types byte-shuffled.
 CLEVEL = 3
+IMAGE_ARRAYS = ("frames", "depth", "segmentation")  # chunked by `chunk_frames` frames
+SMALL_CHUNK_BYTES = 256 * 1024  # raw bytes per inner chunk at least, for the other arrays
 WRITE_BATCH = 64  # inner chunks per codec-pipeline batch
 
 
@@ -411,13 +415,12 @@ class ShardWriter:
         group = zarr.open_group(str(path), mode="w", attributes=info)
         if not self.episodes:
             return
-        m = self.episodes[0]
-        audio_chunk = max(1, round(chunk_frames * m["audio_rate"] / m["fps"]))
         # zarr's default batch size of 1 sends every inner chunk through the codec pipeline (and its
         # I/O thread) alone; batching them halves the cost of writing a shard
         with zarr.config.set({"codec_pipeline.batch_size": WRITE_BATCH}):
             for name, a in self.concatenated().items():
-                step = audio_chunk if name == "audio" else chunk_frames
+                row_bytes = max(1, a[:1].nbytes)
+                step = chunk_frames if name in IMAGE_ARRAYS else math.ceil(SMALL_CHUNK_BYTES / row_bytes)
                 chunk = (max(1, min(step, a.shape[0])), *a.shape[1:])
                 shard_shape = (max(1, math.ceil(a.shape[0] / chunk[0])) * chunk[0], *a.shape[1:])
                 array = group.create_array(

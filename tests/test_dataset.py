@@ -207,7 +207,8 @@ def test_shard_pads_bodies_and_actions_and_reads_back_each_episode(tmp_path):
     writer.write(tmp_path / "shard", {"episodes": writer.episodes}, chunk_frames=4)
     group = zarr.open_group(str(tmp_path / "shard"), mode="r")
     assert group["states"].shape == (30, 3, 13) and group["actions"].shape == (30, 3)
-    assert group["frames"].chunks == (4, 16, 16, 3)
+    assert group["frames"].chunks == (4, 16, 16, 3)  # images: chunk_frames frames per chunk
+    assert group["states"].chunks == (30, 3, 13)  # the rest: >= SMALL_CHUNK_BYTES, here the whole shard
     for meta, episode in zip(writer.episodes, (one, three, actuated)):
         assert meta["key"] == "shard-00007" and meta["frame_stop"] - meta["frame_start"] == len(episode)
         for name in ("frames", "times", "states", "audio", "actions"):
