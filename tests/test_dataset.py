@@ -206,7 +206,10 @@ def test_shard_pads_bodies_and_actions_and_reads_back_each_episode(tmp_path):
         writer.add(episode, index=k, attempt=0)
     writer.write(tmp_path / "shard", {"episodes": writer.episodes}, chunk_frames=4)
     group = zarr.open_group(str(tmp_path / "shard"), mode="r")
+    assert group.attrs["episodes"] == writer.episodes  # the group document, written by the writer itself
     assert group["states"].shape == (30, 3, 13) and group["actions"].shape == (30, 3)
+    assert [type(c).__name__ for c in group["frames"].compressors] == ["ZstdCodec"]
+    assert [(c.cname.value, c.shuffle.value) for c in group["audio"].compressors] == [("lz4", "shuffle")]
     assert group["frames"].chunks == (4, 16, 16, 3)  # images: chunk_frames frames per chunk
     assert group["states"].chunks == (30, 3, 13)  # the rest: >= SMALL_CHUNK_BYTES, here the whole shard
     for meta, episode in zip(writer.episodes, (one, three, actuated)):
@@ -219,3 +222,14 @@ def test_shard_pads_bodies_and_actions_and_reads_back_each_episode(tmp_path):
                 assert got.dtype == expected.dtype and np.array_equal(got, expected), name
         assert np.array_equal(dataset.read_array(group, meta, "states", 2, 7), episode.states[2:7])
     assert not group["actions"][:20].any()  # passive episodes: zero rows
+
+
+def test_shard_without_episodes_is_a_group_of_attributes(tmp_path):
+    """Every episode of a shard skipped: the shard is still a zarr group, holding only its attributes."""
+    import zarr
+
+    info = {"shard": 3, "start": 6, "stop": 8, "episodes": [], "rejected": 6, "skipped": [6, 7], "frames": 0}
+    dataset.ShardWriter(3).write(tmp_path / "shard", info, chunk_frames=8)
+    group = zarr.open_group(str(tmp_path / "shard"), mode="r")
+    assert group.attrs.asdict() == info and list(group.array_keys()) == []
+    assert dataset.read_shard_info(tmp_path / "shard") == info
