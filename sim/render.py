@@ -29,6 +29,15 @@ class RenderError(RuntimeError):
 _IDLE_GL: dict[tuple[int, int, int, int], list[_GLResources]] = {}
 MAX_IDLE = 10  # idle resources kept per size (one per renderer open at once; freed beyond this)
 _DEFAULT_FLAGS = mujoco.MjvScene().flags.copy()  # mjv_makeScene's render flags (shadow, skybox, ...)
+# thread id -> the OpenGL context this module last made current in that thread: making it current
+# again (eglMakeCurrent through PyOpenGL, ~20 us, a tenth of a 64x64 frame) is skipped when it is
+_CURRENT_GL: dict[int, object] = {}
+
+
+def _make_current(gl_context) -> None:
+    if _CURRENT_GL.get(threading.get_ident()) is not gl_context:
+        gl_context.make_current()
+        _CURRENT_GL[threading.get_ident()] = gl_context
 
 
 class _GLResources:
@@ -63,6 +72,8 @@ class _GLResources:
 
     def free(self) -> None:
         self.free_model_resources()
+        if _CURRENT_GL.get(threading.get_ident()) is self.gl_context:
+            del _CURRENT_GL[threading.get_ident()]  # freeing a current context releases it
         self.gl_context.free()
 
 
@@ -160,12 +171,25 @@ class _PooledRenderer(mujoco.Renderer):
         signature = render_signature(model)
         resources = _acquire(self._key, signature, gl_context_cls)
         self._resources, self._gl_context = resources, resources.gl_context
-        self._gl_context.make_current()
+        _make_current(self._gl_context)
         if resources.mjr_context is None:
             resources.make_for(model, signature)
         else:
             resources.reuse_for(model)
         self._scene, self._mjr_context = resources.scene, resources.mjr_context
+        self._pixels = np.empty((height, width, 3), np.uint8)  # OpenGL's rows: bottom first
+
+    def render(self, *, out: np.ndarray | None = None) -> np.ndarray:
+        _CURRENT_GL[threading.get_ident()] = self._gl_context  # mujoco.Renderer.render makes it current
+        return super().render(out=out)
+
+    def render_rgb(self, out: np.ndarray) -> None:
+        """Render RGB into out (H, W, 3) uint8: `render()` without its per-frame overheads (making the
+        context current when it is, saving and restoring the render flags, a new array per frame)."""
+        _make_current(self._gl_context)
+        mujoco.mjr_render(self._rect, self._scene, self._mjr_context)
+        mujoco.mjr_readPixels(self._pixels, None, self._rect, self._mjr_context)
+        out[...] = self._pixels[::-1]
 
     def update_scene(self, data: mujoco.MjData, camera=-1, scene_option=None) -> None:
         super().update_scene(data, camera, scene_option)
@@ -251,11 +275,17 @@ class FrameRenderer:
             world_to_cv,
         )
 
-    def render(self, data: mujoco.MjData) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """(H, W, 3) uint8 RGB, (H, W) float32 depth in m or None, (H, W) int32 ids or None."""
+    def render(self, data: mujoco.MjData, rgb: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(H, W, 3) uint8 RGB (into `rgb` if given), (H, W) float32 depth in m or None, (H, W)
+        int32 ids or None."""
         r = self._renderer
         r.update_scene(data, self._mjv_camera)
-        rgb = r.render()  # a fresh array
+        if rgb is None:
+            rgb = np.empty((self.height, self.width, 3), np.uint8)
+        if isinstance(r, _PooledRenderer):
+            r.render_rgb(rgb)
+        else:
+            rgb[...] = r.render()
         depth = seg = None
         if self._depth:
             r.enable_depth_rendering()

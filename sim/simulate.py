@@ -112,7 +112,7 @@ def simulate(
         for t in range(n_frames):
             kinematics[t] = sim.kinematics()
             if renderer is not None:
-                rgb[t], d, s = renderer.render(sim.data)
+                _, d, s = renderer.render(sim.data, rgb[t])
                 if depth_maps is not None:
                     depth_maps[t] = d
                 if segments is not None:

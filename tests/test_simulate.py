@@ -65,6 +65,28 @@ def test_render_resources_are_reused_within_a_family():
     assert [r.mjr_context for r in render._IDLE_GL[render._gl_key(32, 32)]] == pooled
 
 
+def test_interleaved_renderers_each_draw_their_own_scene():
+    # two renderers of one size alive at once (a vector env): each frame must come from its own
+    # OpenGL context, whichever rendered last, and equal mujoco.Renderer's own rendering
+    from sim.engine import Simulation
+    from sim.render import FrameRenderer
+
+    sims = [Simulation(sim.get_family(s).build(sim.realize_params(s, None, 1)), 20) for s in ("drop", "pendulum")]
+    renderers = [FrameRenderer(s.model, 32, 32, s.body_ids) for s in sims]
+    try:
+        frames = [[r.render(s.data)[0] for r, s in zip(renderers, sims)] for _ in range(2)]
+        stock = [r._renderer.render() for r in renderers]  # mujoco.Renderer.render, after the fast path
+        again = [r.render(s.data)[0] for r, s in zip(renderers, sims)]
+    finally:
+        for r in renderers:
+            r.close()
+    for k in range(2):
+        np.testing.assert_array_equal(frames[0][k], stock[k])
+        np.testing.assert_array_equal(frames[1][k], stock[k])
+        np.testing.assert_array_equal(again[k], stock[k])
+    assert not np.array_equal(stock[0], stock[1])
+
+
 @pytest.mark.parametrize("scene", FAMILIES)
 def test_splits_sample_their_ranges(scene):
     family = sim.get_family(scene)
