@@ -13,7 +13,7 @@ frame. Each repeat runs the same episodes (the dataset seed 1000 + repeat) throu
   simulate   `sim.simulate` of those episodes: realise params, build and compile the scene, render,
              track contacts, extract states, synthesise audio, caption, hash; no writing.
   pipeline   what `physfusion-generate` does per worker (`sim.dataset.generate_shard`): the above plus
-             Blosc-zstd compression and the zarr shard on disk.
+             compression and the zarr shard on disk.
   2 workers  two processes each doing the one-worker pipeline job at once; frames/s of both together.
 
 Workers are spawned, warmed up first (imports, OpenGL context and shader compilation are per-process
