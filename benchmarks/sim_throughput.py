@@ -9,9 +9,11 @@ frame. Each repeat runs the same episodes (the dataset seed 1000 + repeat) throu
 
   raw        the ceiling: mujoco directly, per frame `update_scene` + `render` on a `mujoco.Renderer`
              and `mj_step` x substeps; only this loop is timed (models and renderers are made off
-             the clock).
+             the clock). It runs first and last in each repeat, the two counted together.
   simulate   `sim.simulate` of those episodes: realise params, build and compile the scene, render,
              track contacts, extract states, synthesise audio, caption, hash; no writing.
+  simulate, Python tracker   the same with contacts tracked in Python (`sim.tracking.PythonTracker`,
+             the fallback where no C compiler builds `sim/tracking.c`).
   pipeline   what `physfusion-generate` does per worker (`sim.dataset.generate_shard`): the above plus
              compression and the zarr shard on disk.
   2 workers  two processes each doing the one-worker pipeline job at once; frames/s of both together.
@@ -21,7 +23,8 @@ start-up costs, not throughput) and pinned to one core each (worker k on core k)
 one core. The one-worker rows are timed inside the worker (the raw row: its loop only), the 2-worker
 row around both workers. Printed: a table with the ratios (targets: pipeline >= 0.8 x raw per worker;
 2 workers >= 1.8 x one) and, last, a JSON line. Ratios are taken within a repeat (same machine load)
-and the median over repeats is reported. The CPU ratio column compares the same runs by the worker's
+and the median over repeats is reported; the raw loop's two runs bracket the others, so a machine
+that speeds up or slows down during a repeat does not favour either side. The CPU ratio column compares the same runs by the worker's
 CPU seconds (all its threads) instead of wall seconds: on a machine shared with other jobs, wall time
 also counts the waits for a core, CPU time does not. `--profile` adds a cProfile of the pipeline
 (this process) sorted by own time.
@@ -175,6 +178,18 @@ def run_simulate(episodes: int, seed: int) -> tuple[int, float, float]:
     return frames, clock.wall, clock.cpu
 
 
+def run_simulate_python(episodes: int, seed: int) -> tuple[int, float, float]:
+    """run_simulate with contacts tracked by the Python reference (`sim.tracking.PythonTracker`,
+    what runs where no C compiler is found) instead of the C step loop."""
+    from sim import engine, tracking
+
+    native, engine.make_tracker = engine.make_tracker, tracking.PythonTracker
+    try:
+        return run_simulate(episodes, seed)
+    finally:
+        engine.make_tracker = native
+
+
 def run_pipeline(episodes: int, seed: int) -> tuple[int, float, float]:
     """One shard of `episodes` episodes through sim.dataset.generate_shard; (frames, wall s, CPU s)."""
     from sim.dataset import generate_shard
@@ -207,17 +222,23 @@ def measure(episodes: int, repeats: int) -> dict:
 
     frames_per_episode = round(sim.get_family("drop").seconds * FPS)
     context = multiprocessing.get_context("spawn")
-    rows = {"raw": [], "simulate": [], "pipeline": [], "pipeline_2w": []}  # frames per wall second
-    cpu_rows = {"raw": [], "simulate": [], "pipeline": []}  # frames per CPU second of the worker
+    rows = {"raw": [], "simulate": [], "simulate_python": [], "pipeline": [], "pipeline_2w": []}  # frames per wall second
+    cpu_rows = {"raw": [], "simulate": [], "simulate_python": [], "pipeline": []}  # frames per CPU second of the worker
     one_core, two_cores = context.Value("i", 0), context.Value("i", 0)
     with context.Pool(1, _init_worker, (one_core,)) as one, context.Pool(2, _init_worker, (two_cores,)) as two:
         two.starmap(time.sleep, [(0.5,), (0.5,)])  # both processes up and warm before timing
         for r in range(repeats):
-            # the same episodes (seed 1000 + r) through the raw loop, sim.simulate and the pipeline
-            for name, fn in (("raw", run_raw), ("simulate", run_simulate), ("pipeline", run_pipeline)):
+            # the same episodes (seed 1000 + r) through the raw loop, sim.simulate and the pipeline;
+            # the raw loop runs first and last and counts the two together (time-weighted), so that a
+            # drift in the machine's speed during the repeat weighs on both sides of the ratios alike
+            raw_before = _one_worker(one, run_raw, episodes, 1000 + r)
+            for name, fn in (("simulate", run_simulate), ("simulate_python", run_simulate_python), ("pipeline", run_pipeline)):
                 wall_fps, cpu_fps = _one_worker(one, fn, episodes, 1000 + r)
                 rows[name].append(wall_fps)
                 cpu_rows[name].append(cpu_fps)
+            raw_after = _one_worker(one, run_raw, episodes, 1000 + r)
+            rows["raw"].append(statistics.harmonic_mean([raw_before[0], raw_after[0]]))
+            cpu_rows["raw"].append(statistics.harmonic_mean([raw_before[1], raw_after[1]]))
             # two workers, each doing the one worker's job (into its own directory)
             frames, seconds = _timed(two, run_pipeline, [(episodes, 1000 + r), (episodes, 1000 + r)])
             rows["pipeline_2w"].append(frames / seconds)
@@ -227,9 +248,11 @@ def measure(episodes: int, repeats: int) -> dict:
     out.update({f"{k}_cpu_fps": statistics.median(v) for k, v in cpu_rows.items()})
     out.update(
         simulate_vs_raw=ratio("simulate", "raw"),
+        python_tracker_vs_raw=ratio("simulate_python", "raw"),
         pipeline_vs_raw=ratio("pipeline", "raw"),
         scaling_2w=ratio("pipeline_2w", "pipeline"),
         simulate_vs_raw_cpu=ratio("simulate", "raw", cpu_rows),
+        python_tracker_vs_raw_cpu=ratio("simulate_python", "raw", cpu_rows),
         pipeline_vs_raw_cpu=ratio("pipeline", "raw", cpu_rows),
         repeats={k: [round(v, 1) for v in vs] for k, vs in rows.items()},
         repeats_cpu={k: [round(v, 1) for v in vs] for k, vs in cpu_rows.items()},
@@ -270,6 +293,7 @@ def main() -> None:
     print(f"{'':40s} {'frames/s':>9s} {'ratio':>6s} {'target':>7s} {'CPU ratio':>21s}")
     print(f"{'raw step+render (1 core)':40s} {r['raw_fps']:9.0f} {1:6.2f}")
     print(f"{'sim.simulate only (1 core)':40s} {r['simulate_fps']:9.0f} {r['simulate_vs_raw']:6.2f} {'':7s}  vs raw  {r['simulate_vs_raw_cpu']:6.2f}")
+    print(f"{'  the same, Python tracker (fallback)':40s} {r['simulate_python_fps']:9.0f} {r['python_tracker_vs_raw']:6.2f} {'':7s}  vs raw  {r['python_tracker_vs_raw_cpu']:6.2f}")
     print(f"{'pipeline incl. zarr write, 1 worker':40s} {r['pipeline_fps']:9.0f} {r['pipeline_vs_raw']:6.2f} {'>= 0.80':7s}  vs raw  {r['pipeline_vs_raw_cpu']:6.2f}")
     print(f"{'pipeline incl. zarr write, 2 workers':40s} {r['pipeline_2w_fps']:9.0f} {r['scaling_2w']:6.2f} {'>= 1.80':7s}  vs 1 worker")
     summary = {

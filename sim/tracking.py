@@ -254,7 +254,7 @@ def native_library() -> ctypes.CDLL | None:
         return _load(_build())
     except (OSError, RuntimeError, AttributeError) as err:  # RuntimeError: no home directory for the cache
         warnings.warn(
-            f"physfusion: contact tracking falls back to Python (about 1.3x slower simulation): {err}. "
+            f"physfusion: contact tracking falls back to Python (about 1.4x slower simulation): {err}. "
             f"A C compiler (`cc`, or $CC) makes the fast path; set {NATIVE_ENV}=0 to silence this.",
             RuntimeWarning,
             stacklevel=2,

@@ -119,7 +119,8 @@ def mjcf(
         '<geom name="floor" type="plane" size="100 100 5" material="grid" condim="3"/>' if floor else ""
     )
     return f"""<mujoco model="physfusion">
-  <compiler angle="radian" autolimits="true"/>
+  <!-- usethread: compiling these small models on threads costs more than it saves (1.3 -> 1.1 ms) -->
+  <compiler angle="radian" autolimits="true" usethread="false"/>
   <option timestep="{timestep}" integrator="implicitfast" cone="elliptic" impratio="{contact.IMPRATIO}"
           gravity="0 0 -9.81"/>
   <visual>
