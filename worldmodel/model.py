@@ -55,10 +55,10 @@ from worldmodel.tokens import (
     tubelets_to_frames,
 )
 
-FORMAT = "physfusion.worldmodel/4"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: nearest-body features
+FORMAT = "physfusion.worldmodel/3"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior
 STEP_LOGSTD_MIN, STEP_LOGSTD_MAX = -8.0, 1.0  # log-std of a dynamics step, in step units (see ModelConfig.step_pos_scale)
 FEATURE_BOUND = 2.0  # soft clip of the dynamics head's features for its learnt maps (`StateHead.decode`)
-DYNAMICS_FEATURES = 18  # per body: position, velocity, last and steady velocity change, the nearest body's relative position and velocity (`WorldModel.dynamics_features`)
+DYNAMICS_FEATURES = 12  # per body: position, velocity, last and steady velocity change (`WorldModel.dynamics_features`)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -450,7 +450,7 @@ class WorldModel(nn.Module):
         p, v = prev[..., :3], prev[..., 3:]
         return torch.cat([(nxt[..., :3] - p - v / cfg.fps) / cfg.step_pos_scale, (nxt[..., 3:] - v) / cfg.step_vel_scale], dim=-1)
 
-    def dynamics_features(self, cur: torch.Tensor, prev: torch.Tensor, prev2: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def dynamics_features(self, cur: torch.Tensor, prev: torch.Tensor, prev2: torch.Tensor | None = None) -> torch.Tensor:
         """Each body's explicit inputs to the dynamics head from the base frame's state cur (..., 6)
         and the two frames before, prev and prev2 (..., 6; prev2 None: no history beyond prev):
         position / pos_scale, velocity / vel_scale, the last velocity change dv1 and the steady
@@ -461,26 +461,7 @@ class WorldModel(nn.Module):
         dv1 = cur[..., 3:] - prev[..., 3:]
         dv2 = dv1 if prev2 is None else prev[..., 3:] - prev2[..., 3:]
         steady = torch.stack([dv1, dv2, torch.zeros_like(dv1)]).median(dim=0).values
-        return torch.cat(
-            [cur[..., :3] / cfg.pos_scale, cur[..., 3:] / cfg.vel_scale, dv1 / cfg.step_vel_scale, steady / cfg.step_vel_scale, self.nearest_body(cur, mask)],
-            dim=-1,
-        )
-
-    def nearest_body(self, cur: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """cur (..., N, 6) states, mask (B, N) or None -> (..., N, 6) the nearest other body's position
-        and velocity minus this body's, / pos_scale and / vel_scale; zero for a body with no other."""
-        N = cur.shape[-2]
-        rel = cur[..., None, :, :] - cur[..., :, None, :]  # (..., N, N, 6) body j's state minus body i's
-        dist = rel[..., :3].norm(dim=-1)  # (..., N, N) m
-        other = ~torch.eye(N, dtype=torch.bool, device=cur.device)  # (N, N)
-        if mask is not None:
-            other = other & mask.bool().view(mask.shape[0], *([1] * (cur.dim() - 3)), 1, N)  # j exists
-        dist = dist.masked_fill(~other, float("inf"))
-        j = dist.argmin(dim=-1, keepdim=True)  # (..., N, 1)
-        nearest = rel.gather(-2, j[..., None].expand(*j.shape[:-1], 1, 6)).squeeze(-2)  # (..., N, 6)
-        found = torch.isfinite(dist.gather(-1, j))  # (..., N, 1)
-        scale = cur.new_tensor([self.cfg.pos_scale] * 3 + [self.cfg.vel_scale] * 3)
-        return torch.where(found, nearest / scale, torch.zeros_like(nearest))
+        return torch.cat([cur[..., :3] / cfg.pos_scale, cur[..., 3:] / cfg.vel_scale, dv1 / cfg.step_vel_scale, steady / cfg.step_vel_scale], dim=-1)
 
     @staticmethod
     def split_steps(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -488,7 +469,7 @@ class WorldModel(nn.Module):
         logstd = STEP_LOGSTD_MIN + (STEP_LOGSTD_MAX - STEP_LOGSTD_MIN) * torch.sigmoid(raw[..., 6:])
         return raw[..., :6], logstd
 
-    def block_dynamics(self, hv: torch.Tensor, src: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def block_dynamics(self, hv: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
         """Steps to the n blocks after those of hv (B, n, Np, D), their video hidden states; src
         (B, F, N, 6) SI states of frames ending with those n blocks' frames (known, or read out;
         F >= n*tt, and a frame before them, if given, is history for the first block's features)
@@ -498,10 +479,10 @@ class WorldModel(nn.Module):
         before, before2 = (last - 1).clamp(min=0), last - 2
         history = src[:, before2.clamp(min=0)]
         prev2 = torch.where((before2 >= 0)[None, :, None, None], history, 2 * src[:, before] - src[:, last])  # none: dv2 = dv1
-        features = self.dynamics_features(src[:, last], src[:, before], prev2, mask)  # (B, n, N, 12)
+        features = self.dynamics_features(src[:, last], src[:, before], prev2)  # (B, n, N, 12)
         return self.dynamics_head(hv, features).unflatten(1, (n, tt))
 
-    def chain_states(self, hv: torch.Tensor, src: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def chain_states(self, hv: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
         """States of blocks 1..n stepped from block 0's known (or read-out) states and then from the
         chain's own predictions only, as a rollout does, while the video stays teacher-forced:
         hv (B, n, Np, D) blocks 0..n-1; src (B, tt, N, 6) SI block 0's states -> (B, n*tt, N, 6)."""
@@ -511,7 +492,7 @@ class WorldModel(nn.Module):
         prev2 = src[:, -3] if tt > 2 else None
         out = []
         for b in range(hv.shape[1]):
-            steps, _ = self.split_steps(self.dynamics_head.decode(slots[:, b], self.dynamics_features(cur, prev, prev2, mask)))  # (B, tt, N, 6) means
+            steps, _ = self.split_steps(self.dynamics_head.decode(slots[:, b], self.dynamics_features(cur, prev, prev2)))  # (B, tt, N, 6) means
             for j in range(tt):
                 prev2, prev, cur = prev, cur, self.step_states(cur, steps[:, j])
                 out.append(cur)
@@ -593,7 +574,7 @@ class WorldModel(nn.Module):
         known = None if batch.states is None else pad_time(batch.states.float(), tt)  # (B, nb*tt, n_max, 6)
         present = inp["state_present"] if inp["state_present"] is not None else torch.full((B,), known is not None, device=tub.device)
         src = readout.detach() if known is None else torch.where(present[:, None, None, None], known, readout.detach())
-        steps, step_logstd = self.split_steps(self.block_dynamics(hv[:, :-1], src[:, : (nb - 1) * tt], batch.state_mask))  # (B, nb-1, tt, n_max, 6)
+        steps, step_logstd = self.split_steps(self.block_dynamics(hv[:, :-1], src[:, : (nb - 1) * tt]))  # (B, nb-1, tt, n_max, 6)
         predicted = self.predict_states(steps, src, present)
         states = torch.cat([readout[:, :tt], predicted], dim=1)[:, :T]  # (B, T, n_max, 6) SI
         step_mean, step_logstd = steps.flatten(1, 2)[:, : T - tt], step_logstd.flatten(1, 2)[:, : T - tt]  # (B, T-tt, n_max, 6) frames tt..
@@ -607,7 +588,7 @@ class WorldModel(nn.Module):
             step_loss = (step_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
             # the same steps chained over the clip from its first block alone, against the truth: what
             # a rollout does with its own states (errors compound), in units of one step's scales
-            chained = self.chain_states(hv[:, :-1], src[:, :tt], batch.state_mask)[:, : T - tt]  # (B, T-tt, n_max, 6)
+            chained = self.chain_states(hv[:, :-1], src[:, :tt])[:, : T - tt]  # (B, T-tt, n_max, 6)
             scale = chained.new_tensor([cfg.step_pos_scale] * 3 + [cfg.step_vel_scale] * 3)
             chain_err = F.smooth_l1_loss(chained / scale, known[:, tt:T] / scale, reduction="none", beta=0.01).mean(-1)  # (B, T-tt, n_max)
             chain_loss = cfg.chain_weight * (chain_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)

@@ -156,7 +156,7 @@ def rollout(
         # (S, F, N, 6) SI states of block b-1's frames and the frame before them (history for the
         # steady change), or block b-1's frames read out from its video tokens
         src = known[:, max((b - 1) * tt - 1, 0) : b * tt] if states_in[0] else model.state_head(hv).detach() * model.state_scale
-        step_mean, step_logstd = model.split_steps(model.block_dynamics(hv, src, mask)[:, 0])  # (S, tt, n_max, 6) each
+        step_mean, step_logstd = model.split_steps(model.block_dynamics(hv, src)[:, 0])  # (S, tt, n_max, 6) each
         steps = sample_gaussian(step_mean, step_logstd, temperature, generator)
         lp = (gaussian_logprob(steps, step_mean, step_logstd).sum(-1) * mask[:, None]).sum(-1)  # (S, tt)
         logprob = logprob + (lp * new).sum(-1)
