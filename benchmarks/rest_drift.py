@@ -26,12 +26,13 @@ import sim  # noqa: E402
 import worldmodel  # noqa: E402
 from worldmodel.baselines import constant_velocity  # noqa: E402
 
-CONTEXT, HORIZON = 4, 30  # frames (20 fps): 1.5 s predicted
+FPS, CONTEXT, HORIZON = 20, 4, 30  # frames/s, frames, frames: 1.5 s predicted
 REST = 0.01  # m: a body the simulator moves less than this over the horizon is at rest
 
 
 def body_errors(model, episode) -> list[tuple[bool, float, float, float]]:
-    """Per tracked body the model predicts (the first n_max_objects): (at rest, model error m, constant-velocity error m, model's z drift at the end m)."""
+    """Per tracked body the model predicts (the first n_max_objects): (at rest, model error m,
+    constant-velocity error m (both mean over the horizon), the model's z drift at the last frame m)."""
     with torch.no_grad():
         rolled = model.rollout(episode, context=CONTEXT, horizon=HORIZON, samples=1, temperature=0.0)[0].episode
     pred = rolled.positions[CONTEXT : CONTEXT + HORIZON]  # (H, n, 3): the first n_max_objects bodies
@@ -53,12 +54,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     model = worldmodel.load(args.checkpoint)
-    seconds = (CONTEXT + HORIZON) / 20.0
     rows = {}
-    print(f"position error over a {HORIZON / 20:.1f} s rollout, m: bodies the simulator keeps at rest (< {REST} m) and moving ones")
+    print(f"position error over a {HORIZON / FPS:.1f} s rollout, m: bodies the simulator keeps at rest (< {REST} m) and moving ones")
     print(f"{'family':12s}{'at rest':>9s}{'model':>9s}{'const v':>9s}{'z drift':>9s}{'moving':>9s}{'model':>9s}{'const v':>9s}")
     for family in args.families:
-        bodies = [b for i in range(args.episodes) for b in body_errors(model, sim.simulate(family, seed=args.seed + i, seconds=seconds, split="val"))]
+        bodies = [b for i in range(args.episodes) for b in body_errors(model, sim.simulate(family, seed=args.seed + i, seconds=(CONTEXT + HORIZON) / FPS, fps=FPS, split="val"))]
         rest = np.array([b[1:] for b in bodies if b[0]]).reshape(-1, 3)
         moving = np.array([b[1:3] for b in bodies if not b[0]]).reshape(-1, 2)
         mean = lambda a, j: float(a[:, j].mean()) if len(a) else None  # noqa: E731
