@@ -89,6 +89,15 @@ class ModelConfig:
     the clip, as in a rollout) within the state loss"""
     step_nll_weight: float = 0.1
     """weight of the dynamics steps' Gaussian NLL (it trains their log-std only) within the state loss"""
+    sim_timestep: float = 0.001
+    """s; the simulator's own step (semi-implicit Euler, `sim.contact.TIMESTEP`): under a constant
+    acceleration a a body moves a dt^2 (1 + sim_timestep / dt) / 2 in one frame of dt, which the
+    dynamics head's constant-acceleration prior uses; 0 = the exact parabola a dt^2 / 2"""
+    rest_tolerance: float = 0.02
+    """step units: a body whose true step is within this of the prior's in every component is
+    labelled `keep` (at rest, coasting or in free flight) for the dynamics head's gate"""
+    gate_weight: float = 0.1
+    """weight of the gate's binary cross-entropy (keep the prior's step or move) within the state loss"""
 
     # --- derived ---------------------------------------------------------------------------------
     @property
@@ -172,6 +181,12 @@ class ModelConfig:
             bad("dropout", "[0, 1)")
         if not self.logstd_min < self.logstd_max:
             bad("logstd_min", f"< logstd_max={self.logstd_max}")
+        if not 0.0 <= self.sim_timestep < 1.0 / self.fps:
+            bad("sim_timestep", f"[0, 1 / fps = {1.0 / self.fps:g}) s")
+        if self.rest_tolerance < 0:
+            bad("rest_tolerance", ">= 0 (step units)")
+        if self.gate_weight < 0:
+            bad("gate_weight", ">= 0")
 
     # --- (de)serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -55,10 +55,11 @@ from worldmodel.tokens import (
     tubelets_to_frames,
 )
 
-FORMAT = "physfusion.worldmodel/3"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior
+FORMAT = "physfusion.worldmodel/4"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate
 STEP_LOGSTD_MIN, STEP_LOGSTD_MAX = -8.0, 1.0  # log-std of a dynamics step, in step units (see ModelConfig.step_pos_scale)
 FEATURE_BOUND = 2.0  # soft clip of the dynamics head's features for its learnt maps (`StateHead.decode`)
 DYNAMICS_FEATURES = 12  # per body: position, velocity, last and steady velocity change (`WorldModel.dynamics_features`)
+DYNAMICS_OUT = 13  # per body and frame: the step's mean (6) and log-std (6), the gate's keep logit (`StepDistribution`)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -127,6 +128,54 @@ def sample_levels(mean: torch.Tensor, logstd: torch.Tensor, temperature: float, 
     """Draw uint8 levels (as float 0..255): round(clip(mean + temperature * std * eps, 0, 1) * 255).
     temperature 0 gives the rounded mean."""
     return (sample_gaussian(mean, logstd, temperature, generator).clamp(0, 1) * 255).round()
+
+
+@dataclass
+class StepDistribution:
+    """The dynamics head's distribution of each body's next step (step units, `WorldModel.step_states`),
+    a diagonal Gaussian around one of two means, chosen by the gate: where keep_logit > 0, `rest`,
+    the constant-acceleration prior's step alone (a body at rest stays exactly at rest, a coasting or
+    falling one carries on exactly), with the fixed log-std `rest_logstd`; elsewhere `move`, the
+    prior plus the head's learnt correction, with its learnt log-std `move_logstd`. The gate is its
+    mode at every temperature, so a sampled step's log-density is the chosen Gaussian's: exact and
+    differentiable through its mean and log-std.
+
+    move, move_logstd, rest (..., 6); keep_logit (...); rest_logstd a number
+    """
+
+    move: torch.Tensor
+    move_logstd: torch.Tensor
+    rest: torch.Tensor
+    keep_logit: torch.Tensor
+    rest_logstd: float
+
+    @property
+    def keep(self) -> torch.Tensor:
+        """(..., 1) bool: the gate keeps the prior's step"""
+        return self.keep_logit[..., None] > 0
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """(..., 6) the chosen mean: the temperature-0 step"""
+        return torch.where(self.keep, self.rest, self.move)
+
+    @property
+    def logstd(self) -> torch.Tensor:
+        """(..., 6) the chosen log-std"""
+        return torch.where(self.keep, torch.full_like(self.move_logstd, self.rest_logstd), self.move_logstd)
+
+    def map(self, fn) -> StepDistribution:
+        """The same distribution with fn applied to every tensor (indexing, flattening): fn must act
+        on the leading dimensions only."""
+        return StepDistribution(fn(self.move), fn(self.move_logstd), fn(self.rest), fn(self.keep_logit), self.rest_logstd)
+
+    def sample(self, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(..., 6) detached: mean + temperature * std * eps"""
+        return sample_gaussian(self.mean, self.logstd, temperature, generator)
+
+    def log_prob(self, steps: torch.Tensor) -> torch.Tensor:
+        """(..., 6) log-density of steps (..., 6) per component"""
+        return gaussian_logprob(steps, self.mean, self.logstd)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -312,13 +361,16 @@ class StateHead(nn.Module):
 
 
 def constant_acceleration_prior(cfg: ModelConfig) -> torch.Tensor:
-    """The dynamics head's fixed map (12 outputs, DYNAMICS_FEATURES): constant acceleration at the
-    steady velocity change (features 9..11, step_vel_scale units), r_v = steady and
-    r_p = steady * step_vel_scale * dt / (2 * step_pos_scale). The head learns corrections to it, so
-    a force the context shows carries on in a rollout unless the head has learnt that it stops."""
-    prior, eye = torch.zeros(12, DYNAMICS_FEATURES), torch.eye(3)
+    """The dynamics head's fixed map (DYNAMICS_OUT outputs, DYNAMICS_FEATURES): constant acceleration
+    at the steady velocity change (features 9..11, step_vel_scale units), r_v = steady and
+    r_p = steady * step_vel_scale * dt (1 + sim_timestep / dt) / (2 * step_pos_scale), what the
+    simulator's semi-implicit Euler steps within one frame add up to. The head learns corrections to
+    it, so a force the context shows carries on in a rollout unless the head has learnt that it stops;
+    its log-std and gate outputs have no prior (rows 6..12 are 0)."""
+    prior, eye = torch.zeros(DYNAMICS_OUT, DYNAMICS_FEATURES), torch.eye(3)
+    dt = 1.0 / cfg.fps
     prior[3:6, 9:12] = eye
-    prior[0:3, 9:12] = eye * cfg.step_vel_scale / (2 * cfg.fps * cfg.step_pos_scale)
+    prior[0:3, 9:12] = eye * cfg.step_vel_scale * dt * (1 + cfg.sim_timestep / dt) / (2 * cfg.step_pos_scale)
     return prior
 
 
@@ -332,7 +384,7 @@ class WorldModel(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.frame_head = FrameHead(cfg)
         self.state_head = StateHead(cfg)
-        self.dynamics_head = StateHead(cfg, n_features=DYNAMICS_FEATURES, n_out=12, prior=constant_acceleration_prior(cfg))  # step mean, log-std
+        self.dynamics_head = StateHead(cfg, n_features=DYNAMICS_FEATURES, n_out=DYNAMICS_OUT, prior=constant_acceleration_prior(cfg))  # step mean, log-std, gate
         self.register_buffer("state_scale", torch.tensor([cfg.pos_scale] * 3 + [cfg.vel_scale] * 3), persistent=False)
         self._init_weights()
 
@@ -463,24 +515,26 @@ class WorldModel(nn.Module):
         steady = torch.stack([dv1, dv2, torch.zeros_like(dv1)]).median(dim=0).values
         return torch.cat([cur[..., :3] / cfg.pos_scale, cur[..., 3:] / cfg.vel_scale, dv1 / cfg.step_vel_scale, steady / cfg.step_vel_scale], dim=-1)
 
-    @staticmethod
-    def split_steps(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The dynamics head's output (..., 12) -> the step's mean (..., 6) and log-std (..., 6)."""
-        logstd = STEP_LOGSTD_MIN + (STEP_LOGSTD_MAX - STEP_LOGSTD_MIN) * torch.sigmoid(raw[..., 6:])
-        return raw[..., :6], logstd
+    def step_distribution(self, raw: torch.Tensor, features: torch.Tensor) -> StepDistribution:
+        """The dynamics head's output raw (..., tt, N, DYNAMICS_OUT) for bodies whose features are
+        (..., N, DYNAMICS_FEATURES) -> their steps' `StepDistribution` (..., tt, N)."""
+        logstd = STEP_LOGSTD_MIN + (STEP_LOGSTD_MAX - STEP_LOGSTD_MIN) * torch.sigmoid(raw[..., 6:12])
+        rest = (features @ self.dynamics_head.prior[:6].T).unsqueeze(-3).expand_as(logstd)  # the prior's step alone
+        rest_logstd = max(math.log(max(self.cfg.rest_tolerance, 1e-30)), STEP_LOGSTD_MIN)  # spread: the tolerance
+        return StepDistribution(raw[..., :6], logstd, rest, raw[..., 12], rest_logstd)
 
-    def block_dynamics(self, hv: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    def block_dynamics(self, hv: torch.Tensor, src: torch.Tensor) -> StepDistribution:
         """Steps to the n blocks after those of hv (B, n, Np, D), their video hidden states; src
         (B, F, N, 6) SI states of frames ending with those n blocks' frames (known, or read out;
         F >= n*tt, and a frame before them, if given, is history for the first block's features)
-        -> (B, n, tt, N, 12) raw (`split_steps` makes it the step's mean and log-std)."""
+        -> the steps' distribution (B, n, tt, N)."""
         tt, n, F = self.cfg.tubelet_t, hv.shape[1], src.shape[1]
         last = F - n * tt + torch.arange(n, device=hv.device) * tt + tt - 1  # base frame of each block
         before, before2 = (last - 1).clamp(min=0), last - 2
         history = src[:, before2.clamp(min=0)]
         prev2 = torch.where((before2 >= 0)[None, :, None, None], history, 2 * src[:, before] - src[:, last])  # none: dv2 = dv1
         features = self.dynamics_features(src[:, last], src[:, before], prev2)  # (B, n, N, 12)
-        return self.dynamics_head(hv, features).unflatten(1, (n, tt))
+        return self.step_distribution(self.dynamics_head(hv, features).unflatten(1, (n, tt)), features)
 
     def chain_states(self, hv: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
         """States of blocks 1..n stepped from block 0's known (or read-out) states and then from the
@@ -492,7 +546,8 @@ class WorldModel(nn.Module):
         prev2 = src[:, -3] if tt > 2 else None
         out = []
         for b in range(hv.shape[1]):
-            steps, _ = self.split_steps(self.dynamics_head.decode(slots[:, b], self.dynamics_features(cur, prev, prev2)))  # (B, tt, N, 6) means
+            features = self.dynamics_features(cur, prev, prev2)
+            steps = self.step_distribution(self.dynamics_head.decode(slots[:, b], features), features).mean  # (B, tt, N, 6)
             for j in range(tt):
                 prev2, prev, cur = prev, cur, self.step_states(cur, steps[:, j])
                 out.append(cur)
@@ -520,11 +575,11 @@ class WorldModel(nn.Module):
         Returns a dict:
           loss           scalar: frame_nll + state_weight * state_loss + moe_aux_weight * moe_aux
           frame_nll      scalar: nats per predicted pixel value (frames tubelet_t .. T-1)
-          state_loss     scalar: readout_loss + step_loss + chain_loss (0 without states)
+          state_loss     scalar: readout_loss + step_loss + chain_loss + step_nll + gate_loss (0 without states)
           readout_loss   scalar: MSE of the readout's normalised positions and velocities
-          step_loss      scalar: smooth-L1 loss of the dynamics head's step means (see `step_targets`)
-          step_nll       scalar: step_nll_weight x Gaussian NLL of the true steps under the head's
-                         log-std with its mean held fixed (nats per value)
+          step_loss      scalar: smooth-L1 loss of the dynamics head's moving step means (see `step_targets`)
+          step_nll       scalar: step_nll_weight x Gaussian NLL of the true steps under the moving
+                         mean (held fixed) and its log-std (nats per value)
           chain_loss     scalar: chain_weight x smooth-L1 error of the states chained from the first
                          block by the dynamics head alone (`chain_states`), in step-scale units
           moe_aux        scalar: load-balancing loss, mean over layers (1 = perfectly balanced)
@@ -534,8 +589,12 @@ class WorldModel(nn.Module):
                          bodies' 6 components, step units) as a rollout samples them: from the
                          previous frame's state in `batch.states` (a block's first frame: from the
                          state its steps are based on); 0 for the first block and without states
+          gate_loss      scalar: gate_weight x binary cross-entropy of the gate's keep logit against
+                         whether the true step is within rest_tolerance of the prior's (`StepDistribution`)
           step_mean, step_logstd, step_drawn  (B, T - tt, n_max, 6) the dynamics steps of frames
-                         tt.. (step units): mean and log-std, and the steps `batch.states` took
+                         tt.. (step units): mean (the gate's choice) and log-std, and the steps
+                         `batch.states` took
+          step_keep_logit  (B, T - tt, n_max) the gate's logit of keeping the prior's step
           frame_mean     (B, T, H, W, 3) predicted mean in [0, 1] (first block: the input frames)
           frame_logstd   (B, T, H, W, 3) predicted log-std (first block: 0)
           states         (B, T, n_max, 6) positions m and velocities m/s: the readout for the first
@@ -574,25 +633,31 @@ class WorldModel(nn.Module):
         known = None if batch.states is None else pad_time(batch.states.float(), tt)  # (B, nb*tt, n_max, 6)
         present = inp["state_present"] if inp["state_present"] is not None else torch.full((B,), known is not None, device=tub.device)
         src = readout.detach() if known is None else torch.where(present[:, None, None, None], known, readout.detach())
-        steps, step_logstd = self.split_steps(self.block_dynamics(hv[:, :-1], src[:, : (nb - 1) * tt]))  # (B, nb-1, tt, n_max, 6)
-        predicted = self.predict_states(steps, src, present)
+        dist = self.block_dynamics(hv[:, :-1], src[:, : (nb - 1) * tt])  # (B, nb-1, tt, n_max)
+        predicted = self.predict_states(dist.mean, src, present)
         states = torch.cat([readout[:, :tt], predicted], dim=1)[:, :T]  # (B, T, n_max, 6) SI
-        step_mean, step_logstd = steps.flatten(1, 2)[:, : T - tt], step_logstd.flatten(1, 2)[:, : T - tt]  # (B, T-tt, n_max, 6) frames tt..
+        frame_dist = dist.map(lambda t: t.flatten(1, 2)[:, : T - tt])  # (B, T-tt, n_max) frames tt..
+        step_mean, step_logstd = frame_dist.mean, frame_dist.logstd  # (B, T-tt, n_max, 6)
         if known is not None:
             w = self._state_mask(batch, B, tub.device)[:, None, :].float()  # (B, 1, n_max)
             err = ((readout[:, :T] - known[:, :T]) / self.state_scale).pow(2).mean(-1)  # (B, T, n_max)
             readout_loss = (err * w).sum() / (w.sum() * T).clamp(min=1)
             target = self.step_targets(known[:, tt - 1 : -1], known[:, tt:]).unflatten(1, (nb - 1, tt))  # (B, nb-1, tt, n_max, 6)
-            # nearly L1 (quadratic only within 0.01): rollouts integrate these steps, so small errors matter
-            step_err = F.smooth_l1_loss(steps, target, reduction="none", beta=0.01).mean(-1).flatten(1, 2)[:, : T - tt]  # (B, T-tt, n_max)
+            # the moving mean, on every frame; nearly L1 (quadratic only within 0.01): rollouts
+            # integrate these steps, so small errors matter
+            step_err = F.smooth_l1_loss(dist.move, target, reduction="none", beta=0.01).mean(-1).flatten(1, 2)[:, : T - tt]  # (B, T-tt, n_max)
             step_loss = (step_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
+            # the gate: keep the prior's step where the truth is within rest_tolerance of it
+            keep = ((target - dist.rest).abs().amax(-1) < cfg.rest_tolerance).float().flatten(1, 2)[:, : T - tt]  # (B, T-tt, n_max)
+            gate_err = F.binary_cross_entropy_with_logits(frame_dist.keep_logit, keep, reduction="none")
+            gate_loss = cfg.gate_weight * (gate_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
             # the same steps chained over the clip from its first block alone, against the truth: what
             # a rollout does with its own states (errors compound), in units of one step's scales
             chained = self.chain_states(hv[:, :-1], src[:, :tt])[:, : T - tt]  # (B, T-tt, n_max, 6)
             scale = chained.new_tensor([cfg.step_pos_scale] * 3 + [cfg.step_vel_scale] * 3)
             chain_err = F.smooth_l1_loss(chained / scale, known[:, tt:T] / scale, reduction="none", beta=0.01).mean(-1)  # (B, T-tt, n_max)
             chain_loss = cfg.chain_weight * (chain_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
-            nll = -gaussian_logprob(target.flatten(1, 2)[:, : T - tt], step_mean.detach(), step_logstd).mean(-1)  # (B, T-tt, n_max)
+            nll = -gaussian_logprob(target.flatten(1, 2)[:, : T - tt], frame_dist.move.detach(), frame_dist.move_logstd).mean(-1)  # (B, T-tt, n_max)
             step_nll = cfg.step_nll_weight * (nll * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
             # the steps a rollout drew: as the targets, but a block's first frame steps from `src`
             prev = known[:, tt - 1 : -1].clone()
@@ -601,9 +666,9 @@ class WorldModel(nn.Module):
             lp = (gaussian_logprob(drawn, step_mean, step_logstd).sum(-1) * w).sum(-1)  # (B, T-tt)
             state_logprob = torch.cat([lp.new_zeros(B, tt), lp], dim=1)
         else:
-            readout_loss = step_loss = chain_loss = step_nll = readout.new_zeros(())
+            readout_loss = step_loss = chain_loss = step_nll = gate_loss = readout.new_zeros(())
             state_logprob, drawn = readout.new_zeros(B, T), None
-        state_loss = readout_loss + step_loss + chain_loss + step_nll
+        state_loss = readout_loss + step_loss + chain_loss + step_nll + gate_loss
 
         loss = frame_nll + cfg.state_weight * state_loss + cfg.moe_aux_weight * moe_aux
         return {
@@ -614,12 +679,14 @@ class WorldModel(nn.Module):
             "step_loss": step_loss,
             "chain_loss": chain_loss,
             "step_nll": step_nll,
+            "gate_loss": gate_loss,
             "moe_aux": moe_aux,
             "frame_logprob": frame_logprob,
             "state_logprob": state_logprob,
             "step_mean": step_mean,
             "step_logstd": step_logstd,
             "step_drawn": drawn,
+            "step_keep_logit": frame_dist.keep_logit,
             "frame_mean": frame_mean,
             "frame_logstd": frame_logstd,
             "states": states,

@@ -122,7 +122,7 @@ def rollout(
         return x, tub
 
     # prefill: caption + whole context blocks
-    from worldmodel.model import KVCache, discretized_gaussian_logprob, gaussian_logprob, sample_gaussian, sample_levels
+    from worldmodel.model import KVCache, discretized_gaussian_logprob, sample_levels
 
     cache = KVCache()
     tokens = np.asarray(encode_text(episode.caption, cfg.max_text_len))
@@ -156,9 +156,9 @@ def rollout(
         # (S, F, N, 6) SI states of block b-1's frames and the frame before them (history for the
         # steady change), or block b-1's frames read out from its video tokens
         src = known[:, max((b - 1) * tt - 1, 0) : b * tt] if states_in[0] else model.state_head(hv).detach() * model.state_scale
-        step_mean, step_logstd = model.split_steps(model.block_dynamics(hv, src)[:, 0])  # (S, tt, n_max, 6) each
-        steps = sample_gaussian(step_mean, step_logstd, temperature, generator)
-        lp = (gaussian_logprob(steps, step_mean, step_logstd).sum(-1) * mask[:, None]).sum(-1)  # (S, tt)
+        dist = model.block_dynamics(hv, src).map(lambda t: t[:, 0])  # (S, tt, n_max)
+        steps = dist.sample(temperature, generator)  # (S, tt, n_max, 6)
+        lp = (dist.log_prob(steps).sum(-1) * mask[:, None]).sum(-1)  # (S, tt)
         logprob = logprob + (lp * new).sum(-1)
         prev = src[:, -1]
         for j in range(tt):
