@@ -323,9 +323,9 @@ def test_untrained_dynamics_head_starts_as_constant_acceleration(cfg):
 
 
 def test_gate_keeps_the_prior_step_exactly(cfg):
-    """Whatever the learnt correction, a body the gate keeps takes the constant-acceleration prior's
-    step exactly (at rest it stays put); a body it lets move takes prior + correction."""
-    model = perturbed_model(cfg, scale=0.5)
+    """A body the gate keeps takes the constant-acceleration prior's step exactly (at rest it stays
+    put); a body it lets move takes prior + correction; a correction beyond gate_override overrides keep."""
+    model = perturbed_model(dataclasses.replace(cfg, gate_override=float("inf")), scale=0.5)
     head = model.dynamics_head
     slots = torch.randn(cfg.tubelet_t, cfg.n_max_objects, cfg.d_model)
     prev = torch.zeros(cfg.n_max_objects, 6)
@@ -338,7 +338,7 @@ def test_gate_keeps_the_prior_step_exactly(cfg):
     features = model.dynamics_features(cur, falling, prev)
     with torch.no_grad():
         raw = head.decode(slots, features)
-        raw[..., 12] = torch.tensor([1.0, -1.0]).repeat(cfg.n_max_objects // 2)  # keep bodies 0, 2, .. move 1, 3, ..
+        raw[..., 18] = torch.tensor([1.0, -1.0]).repeat(cfg.n_max_objects // 2)  # keep bodies 0, 2, .. move 1, 3, ..
         dist = model.step_distribution(raw, features)
         nxt = model.step_states(cur, dist.mean)  # (tt, N, 6)
     kept = cur[0::2].expand(cfg.tubelet_t, -1, -1)
@@ -347,7 +347,10 @@ def test_gate_keeps_the_prior_step_exactly(cfg):
     gravity = model.step_states(cur[1], dist.rest[0, 1])  # the prior's step of the falling body
     assert gravity[5] == pytest.approx(-0.98 - 0.49, abs=1e-6)
     assert dist.mean[0, 1].sub(dist.move[0, 1]).abs().max() == 0  # body 1 moves
-    assert (dist.logstd[:, 0] == dist.rest_logstd).all() and (dist.logstd[:, 1] == dist.move_logstd[:, 1]).all()
+    assert (dist.logstd[:, 0] == dist.rest_logstd[:, 0]).all() and (dist.logstd[:, 1] == dist.move_logstd[:, 1]).all()
+    assert (dist.rest_logstd != dist.move_logstd).all()  # each component its own spread
+    overridden = dataclasses.replace(dist, override=0.0)  # every correction here is larger than 0
+    assert (overridden.mean == overridden.move).all()
 
 
 def test_dynamics_corrections_stay_bounded_far_out_of_range(cfg):

@@ -96,6 +96,10 @@ class ModelConfig:
     rest_tolerance: float = 0.02
     """step units: a body whose true step is within this of the prior's in every component is
     labelled `keep` (at rest, coasting or in free flight) for the dynamics head's gate"""
+    gate_override: float = 0.1
+    """step units: a learnt correction larger than this in any component overrides the gate's keep,
+    so a gate that misses an impact (a bounce, a hit) cannot carry a body through the floor or
+    another body; the gate then removes only the small corrections that drift resting bodies"""
     gate_weight: float = 0.1
     """weight of the gate's binary cross-entropy (keep the prior's step or move) within the state loss"""
 
@@ -185,6 +189,8 @@ class ModelConfig:
             bad("sim_timestep", f"[0, 1 / fps = {1.0 / self.fps:g}) s")
         if self.rest_tolerance < 0:
             bad("rest_tolerance", ">= 0 (step units)")
+        if self.gate_override < 0:
+            bad("gate_override", ">= 0 (step units)")
         if self.gate_weight < 0:
             bad("gate_weight", ">= 0")
 

@@ -5,7 +5,7 @@
     h = LN(x)
     frame head:     video token (b, r, c) -> mean, log-std of tubelet (b+1, r, c)   (B, nb-1, Np, tubelet_dim)
     state head:     block b's video tokens -> pos, vel of its own frames (readout)    (B, nb*tt, n_max, 6)
-    dynamics head:  block b's video tokens -> steps to block b+1's frames' states     (B, (nb-1)*tt, n_max, 6 + 6)
+    dynamics head:  block b's video tokens -> steps to block b+1's frames' states     (B, (nb-1)*tt, n_max, DYNAMICS_OUT)
 
 The frame distribution is a diagonal Gaussian per tubelet pixel in [0, 1] units, discretised onto
 the 256 uint8 levels (the mass of each level's bin, the edge levels taking the tails); its
@@ -19,11 +19,15 @@ frame's: p' = p + v dt + step_pos_scale * r_p, v' = v + step_vel_scale * r_v (dt
 constant velocity is free and gravity, bounces and collisions are what it learns. Its base is the
 previous frame's known state (teacher forcing; in a rollout, the context's states and then its own
 predictions) or, for clips without states, the readout of the last frame of the block it sees.
-The step r is a diagonal Gaussian too (mean and log-std per component, the log-std soft-clamped to
-[STEP_LOGSTD_MIN, STEP_LOGSTD_MAX]): a rollout samples it, so sampled rollouts differ in their
-states and not only in their pixels, and its log-density joins the frames' log-probability. The
-mean is trained by the step and chain losses; the log-std by the steps' Gaussian NLL with the mean
-held fixed (`step_nll`), which calibrates the spread without pulling the mean.
+The step r is a diagonal Gaussian too (mean and log-std per component, the log-std squashed into
+[STEP_LOGSTD_MIN, STEP_LOGSTD_MAX]) around one of two means, chosen per body and frame by a gate
+(`StepDistribution`): the prior's step alone, which keeps a body at rest exactly at rest and a
+falling one exactly on its parabola, or the prior plus the learnt correction. A rollout samples the
+step, so sampled rollouts differ in their states and not only in their pixels, and its log-density
+joins the frames' log-probability. The moving mean is trained by the step and chain losses as if
+there were no gate; the gate by whether the simulator's step is within rest_tolerance of the
+prior's; the log-stds by the steps' Gaussian NLL with the means held fixed (`step_nll`), which
+calibrates the spread without pulling the mean.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ FORMAT = "physfusion.worldmodel/4"  # 2: numeric caption values, Gaussian dynami
 STEP_LOGSTD_MIN, STEP_LOGSTD_MAX = -8.0, 1.0  # log-std of a dynamics step, in step units (see ModelConfig.step_pos_scale)
 FEATURE_BOUND = 2.0  # soft clip of the dynamics head's features for its learnt maps (`StateHead.decode`)
 DYNAMICS_FEATURES = 12  # per body: position, velocity, last and steady velocity change (`WorldModel.dynamics_features`)
-DYNAMICS_OUT = 13  # per body and frame: the step's mean (6) and log-std (6), the gate's keep logit (`StepDistribution`)
+DYNAMICS_OUT = 19  # per body and frame: the moving step's mean (6) and log-std (6), the resting step's log-std (6), the gate's keep logit (`StepDistribution`)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -133,26 +137,29 @@ def sample_levels(mean: torch.Tensor, logstd: torch.Tensor, temperature: float, 
 @dataclass
 class StepDistribution:
     """The dynamics head's distribution of each body's next step (step units, `WorldModel.step_states`),
-    a diagonal Gaussian around one of two means, chosen by the gate: where keep_logit > 0, `rest`,
-    the constant-acceleration prior's step alone (a body at rest stays exactly at rest, a coasting or
-    falling one carries on exactly), with the fixed log-std `rest_logstd`; elsewhere `move`, the
-    prior plus the head's learnt correction, with its learnt log-std `move_logstd`. The gate is its
-    mode at every temperature, so a sampled step's log-density is the chosen Gaussian's: exact and
-    differentiable through its mean and log-std.
+    a diagonal Gaussian around one of two means, chosen by the gate: `rest`, the constant-acceleration
+    prior's step alone (a body at rest stays exactly at rest, a coasting or falling one carries on
+    exactly), with the log-std `rest_logstd`, where keep_logit > 0 and the learnt correction
+    move - rest is within `override` in every component; elsewhere `move`, the prior plus the
+    correction, with the log-std `move_logstd`. The gate is its mode at every temperature, so a
+    sampled step's log-density is the chosen Gaussian's: exact and differentiable through its mean
+    and log-std.
 
-    move, move_logstd, rest (..., 6); keep_logit (...); rest_logstd a number
+    move, move_logstd, rest, rest_logstd (..., 6); keep_logit (...); override a number
     """
 
     move: torch.Tensor
     move_logstd: torch.Tensor
     rest: torch.Tensor
+    rest_logstd: torch.Tensor
     keep_logit: torch.Tensor
-    rest_logstd: float
+    override: float
 
     @property
     def keep(self) -> torch.Tensor:
         """(..., 1) bool: the gate keeps the prior's step"""
-        return self.keep_logit[..., None] > 0
+        small = (self.move - self.rest).abs().amax(-1, keepdim=True) <= self.override
+        return (self.keep_logit[..., None] > 0) & small
 
     @property
     def mean(self) -> torch.Tensor:
@@ -162,12 +169,12 @@ class StepDistribution:
     @property
     def logstd(self) -> torch.Tensor:
         """(..., 6) the chosen log-std"""
-        return torch.where(self.keep, torch.full_like(self.move_logstd, self.rest_logstd), self.move_logstd)
+        return torch.where(self.keep, self.rest_logstd, self.move_logstd)
 
     def map(self, fn) -> StepDistribution:
         """The same distribution with fn applied to every tensor (indexing, flattening): fn must act
         on the leading dimensions only."""
-        return StepDistribution(fn(self.move), fn(self.move_logstd), fn(self.rest), fn(self.keep_logit), self.rest_logstd)
+        return StepDistribution(fn(self.move), fn(self.move_logstd), fn(self.rest), fn(self.rest_logstd), fn(self.keep_logit), self.override)
 
     def sample(self, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
         """(..., 6) detached: mean + temperature * std * eps"""
@@ -366,7 +373,7 @@ def constant_acceleration_prior(cfg: ModelConfig) -> torch.Tensor:
     r_p = steady * step_vel_scale * dt (1 + sim_timestep / dt) / (2 * step_pos_scale), what the
     simulator's semi-implicit Euler steps within one frame add up to. The head learns corrections to
     it, so a force the context shows carries on in a rollout unless the head has learnt that it stops;
-    its log-std and gate outputs have no prior (rows 6..12 are 0)."""
+    its log-std and gate outputs have no prior (rows 6.. are 0)."""
     prior, eye = torch.zeros(DYNAMICS_OUT, DYNAMICS_FEATURES), torch.eye(3)
     dt = 1.0 / cfg.fps
     prior[3:6, 9:12] = eye
@@ -518,10 +525,9 @@ class WorldModel(nn.Module):
     def step_distribution(self, raw: torch.Tensor, features: torch.Tensor) -> StepDistribution:
         """The dynamics head's output raw (..., tt, N, DYNAMICS_OUT) for bodies whose features are
         (..., N, DYNAMICS_FEATURES) -> their steps' `StepDistribution` (..., tt, N)."""
-        logstd = STEP_LOGSTD_MIN + (STEP_LOGSTD_MAX - STEP_LOGSTD_MIN) * torch.sigmoid(raw[..., 6:12])
-        rest = (features @ self.dynamics_head.prior[:6].T).unsqueeze(-3).expand_as(logstd)  # the prior's step alone
-        rest_logstd = max(math.log(max(self.cfg.rest_tolerance, 1e-30)), STEP_LOGSTD_MIN)  # spread: the tolerance
-        return StepDistribution(raw[..., :6], logstd, rest, raw[..., 12], rest_logstd)
+        logstd = STEP_LOGSTD_MIN + (STEP_LOGSTD_MAX - STEP_LOGSTD_MIN) * torch.sigmoid(raw[..., 6:18])  # moving, resting
+        rest = (features @ self.dynamics_head.prior[:6].T).unsqueeze(-3).expand_as(raw[..., :6])  # the prior's step alone
+        return StepDistribution(raw[..., :6], logstd[..., :6], rest, logstd[..., 6:], raw[..., 18], self.cfg.gate_override)
 
     def block_dynamics(self, hv: torch.Tensor, src: torch.Tensor) -> StepDistribution:
         """Steps to the n blocks after those of hv (B, n, Np, D), their video hidden states; src
@@ -538,7 +544,8 @@ class WorldModel(nn.Module):
 
     def chain_states(self, hv: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
         """States of blocks 1..n stepped from block 0's known (or read-out) states and then from the
-        chain's own predictions only, as a rollout does, while the video stays teacher-forced:
+        chain's own predictions only, as a rollout does, while the video stays teacher-forced, with
+        the moving means alone (no gate: they learn what compounds wherever the gate might let them act):
         hv (B, n, Np, D) blocks 0..n-1; src (B, tt, N, 6) SI block 0's states -> (B, n*tt, N, 6)."""
         tt = self.cfg.tubelet_t
         slots = self.dynamics_head.slots(hv)  # (B, n, tt, N, D)
@@ -547,7 +554,7 @@ class WorldModel(nn.Module):
         out = []
         for b in range(hv.shape[1]):
             features = self.dynamics_features(cur, prev, prev2)
-            steps = self.step_distribution(self.dynamics_head.decode(slots[:, b], features), features).mean  # (B, tt, N, 6)
+            steps = self.step_distribution(self.dynamics_head.decode(slots[:, b], features), features).move  # (B, tt, N, 6) ungated
             for j in range(tt):
                 prev2, prev, cur = prev, cur, self.step_states(cur, steps[:, j])
                 out.append(cur)
@@ -579,7 +586,8 @@ class WorldModel(nn.Module):
           readout_loss   scalar: MSE of the readout's normalised positions and velocities
           step_loss      scalar: smooth-L1 loss of the dynamics head's moving step means (see `step_targets`)
           step_nll       scalar: step_nll_weight x Gaussian NLL of the true steps under the moving
-                         mean (held fixed) and its log-std (nats per value)
+                         mean (held fixed) and its log-std, plus, where the gate's label is keep,
+                         under the resting mean and its log-std (nats per value)
           chain_loss     scalar: chain_weight x smooth-L1 error of the states chained from the first
                          block by the dynamics head alone (`chain_states`), in step-scale units
           moe_aux        scalar: load-balancing loss, mean over layers (1 = perfectly balanced)
@@ -657,7 +665,10 @@ class WorldModel(nn.Module):
             scale = chained.new_tensor([cfg.step_pos_scale] * 3 + [cfg.step_vel_scale] * 3)
             chain_err = F.smooth_l1_loss(chained / scale, known[:, tt:T] / scale, reduction="none", beta=0.01).mean(-1)  # (B, T-tt, n_max)
             chain_loss = cfg.chain_weight * (chain_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
-            nll = -gaussian_logprob(target.flatten(1, 2)[:, : T - tt], frame_dist.move.detach(), frame_dist.move_logstd).mean(-1)  # (B, T-tt, n_max)
+            # each component's spread around its own mean (held fixed): moving on every frame, resting where kept
+            true_steps = target.flatten(1, 2)[:, : T - tt]
+            nll = -gaussian_logprob(true_steps, frame_dist.move.detach(), frame_dist.move_logstd).mean(-1)  # (B, T-tt, n_max)
+            nll = nll - keep * gaussian_logprob(true_steps, frame_dist.rest, frame_dist.rest_logstd).mean(-1)
             step_nll = cfg.step_nll_weight * (nll * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
             # the steps a rollout drew: as the targets, but a block's first frame steps from `src`
             prev = known[:, tt - 1 : -1].clone()
