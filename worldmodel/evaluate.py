@@ -86,6 +86,7 @@ def check_options(cfg: DictConfig) -> dict:
         "videos": _integer(cfg, "videos", 0),
         "seed": _integer(cfg, "seed", 0),
         "temperature": cfg.temperature,
+        "gate_override": cfg.gate_override,
         "caption_ablation": cfg.caption_ablation,
         "device": str(cfg.device),
         "out_dir": Path(to_absolute_path(str(cfg.out_dir))),
@@ -93,6 +94,9 @@ def check_options(cfg: DictConfig) -> dict:
     }
     if isinstance(opts["temperature"], bool) or not isinstance(opts["temperature"], (int, float)) or not opts["temperature"] >= 0:
         raise ConfigError(f"parameter 'temperature': got {opts['temperature']!r}; allowed: a number >= 0")
+    g = opts["gate_override"]
+    if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not g >= 0):
+        raise ConfigError(f"parameter 'gate_override': got {g!r}; allowed: null (the checkpoint's) or a number >= 0 (step units)")
     if not isinstance(opts["caption_ablation"], bool):
         raise ConfigError(f"parameter 'caption_ablation': got {opts['caption_ablation']!r}; allowed: true, false")
     return opts
@@ -135,10 +139,13 @@ def load_model(opts: dict) -> worldmodel.WorldModel:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"parameter 'device': got {device!r}; allowed: cpu (no CUDA device is available)")
     try:
-        return worldmodel.load(opts["checkpoint"], device=device)
+        model = worldmodel.load(opts["checkpoint"], device=device)
     except (ValueError, OSError, RuntimeError, SafetensorError) as err:  # not a checkpoint, or another model's
         first_line = str(err).strip().splitlines()[0]
         raise ConfigError(f"parameter 'checkpoint': {str(opts['checkpoint'])!r} cannot be loaded ({first_line}); allowed: a file written by WorldModel.save") from None
+    if opts["gate_override"] is not None:  # an inference-time knob of the dynamics gate
+        model.cfg = replace(model.cfg, gate_override=float(opts["gate_override"]))
+    return model
 
 
 # --- rolling out and scoring one episode ----------------------------------------------------------
