@@ -2,10 +2,11 @@
 
     python benchmarks/rlpf_vs_sft.py --checkpoint runs/exp1/model.safetensors --steps 200
     python benchmarks/rlpf_vs_sft.py --checkpoint ... --steps 2 -- train_queries=4 horizon=4   # any physfusion-rlpf overrides
+    python benchmarks/rlpf_vs_sft.py --checkpoint ... --steps 100 --sft-steps 1000              # SFT at about RLPF's compute
 
 Runs `physfusion-rlpf` twice from the same checkpoint with the same options: RLPF, and
 `baseline=sft` (continued supervised training on the same simulator episodes, drawn the same way,
-with the same number of optimiser steps). Both evaluate the starting model and their result on the
+with the same number of optimiser steps, or --sft-steps of them to match RLPF's compute). Both evaluate the starting model and their result on the
 same held-out queries with the same rollout seeds. Prints one table (the starting model, SFT,
 RLPF: disagreement rate with the simulator, intrinsic-violation rate, position error over the
 horizon and at lead times >= --long-horizon-s, PSNR), the issue's bars, and a last JSON line.
@@ -62,10 +63,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--checkpoint", required=True, help="the starting world model (model.safetensors)")
     ap.add_argument("--steps", type=int, default=200, help="optimiser steps of each run")
     ap.add_argument("--long-horizon-s", type=float, default=1.5, help="lead time (s) from which rollout error counts as long-horizon")
-    ap.add_argument("--out-dir", default="runs/rlpf_vs_sft", help="the runs go to OUT_DIR/rlpf and OUT_DIR/sft")
+    ap.add_argument("--sft-steps", type=int, default=None, help="optimiser steps of the SFT run (default: --steps; more: SFT at about RLPF's compute)")
+    ap.add_argument("--out-dir", default="runs/rlpf_vs_sft", help="the runs go to OUT_DIR/rlpf and OUT_DIR/sft (OUT_DIR/sft-N with --sft-steps N)")
     args = ap.parse_args(ours)
     overrides = overrides_from(args, extra)
-    sft = run_one(overrides, os.path.join(args.out_dir, "sft"), "sft")
+    sft_steps = args.sft_steps or args.steps
+    sft_dir = "sft" if sft_steps == args.steps else f"sft-{sft_steps}"
+    sft = run_one({**overrides, "steps": str(sft_steps)}, os.path.join(args.out_dir, sft_dir), "sft")
     rl = run_one(overrides, os.path.join(args.out_dir, "rlpf"), None)
     rows = {"start": rl["before"], "sft": sft["after"], "rlpf": rl["after"]}
 
@@ -87,13 +91,13 @@ def main(argv: list[str] | None = None) -> dict:
         f"\ndisagreement {cell(reduction and 100 * reduction, '{:.0f}')}% lower than the start (bar >= 30%); "
         f"violations {'not risen' if bars['violations_not_risen'] else 'ROSE'}; PSNR change {after['psnr'] - start['psnr']:+.2f} dB (bar >= -1); "
         f"long-horizon error RLPF / SFT {cell(long_ratio, '{:.3f}')} (bar < 1); "
-        f"simulator episodes {sft['simulator_episodes']} each",
+        f"simulator episodes drawn: SFT {sft['simulator_episodes']}, RLPF {rl['simulator_episodes']}; seconds: SFT {sft['seconds']:.0f}, RLPF {rl['seconds']:.0f}",
     )
     result = {
         "rows": rows,
         "bars": bars,
         "simulator_episodes": {"sft": sft["simulator_episodes"], "rlpf": rl["simulator_episodes"]},
-        "steps": rl["steps"],
+        "steps": {"sft": sft["steps"], "rlpf": rl["steps"]},
         "seconds": {"sft": sft["seconds"], "rlpf": rl["seconds"]},
         "checkpoints": {"sft": sft["checkpoint"], "rlpf": rl["checkpoint"]},
     }

@@ -3,6 +3,7 @@
     python benchmarks/world_model_quality.py                       # nano, 1500 steps (~30 min on 2 cores)
     python benchmarks/world_model_quality.py --steps 300 --episodes 300 --eval-episodes 50   # a quick look
     python benchmarks/world_model_quality.py --steps 600 --name one-step +model.chain_weight=0.0  # an ablation
+    python benchmarks/world_model_quality.py --steps 1800 --name gate2 --gate-override 1.0  # the trained run, another gate threshold
 
 Runs the real commands: `physfusion-generate` (a mixed training set, held-out val and ood sets of 2 s
 episodes), `physfusion-train` (the default `nano` model), `physfusion-evaluate` (4 context frames,
@@ -43,6 +44,7 @@ def main() -> None:
     ap.add_argument("--model", default="nano")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--name", default=None, help="run and evaluation folder name under --root (default: the model)")
+    ap.add_argument("--gate-override", type=float, default=None, help="evaluate with this dynamics-gate override (physfusion-evaluate gate_override=; default: the checkpoint's)")
     ap.add_argument("train_overrides", nargs="*", help="extra physfusion-train overrides, e.g. +model.chain_weight=0.0")
     args = ap.parse_args()
     root = Path(args.root)
@@ -57,7 +59,9 @@ def main() -> None:
     name = args.name or args.model
     train = command("physfusion-train", f"data={root}/mix", f"model={args.model}", f"steps={args.steps}", f"out_dir={root}/{name}", "progress=false", *args.train_overrides)
     train_minutes = (time.perf_counter() - t) / 60
-    evaluate = command("physfusion-evaluate", f"checkpoint={train['checkpoint']}", f"data={root}/val", f"ood_data={root}/ood", f"out_dir={root}/eval" + ("" if args.name is None else f"-{name}"), "progress=false")
+    eval_dir = f"{root}/eval" + ("" if args.name is None else f"-{name}") + ("" if args.gate_override is None else f"-g{args.gate_override:g}")
+    gate = [] if args.gate_override is None else [f"gate_override={args.gate_override}"]
+    evaluate = command("physfusion-evaluate", f"checkpoint={train['checkpoint']}", f"data={root}/val", f"ood_data={root}/ood", f"out_dir={eval_dir}", "progress=false", *gate)
     report = json.loads(Path(evaluate["report"]).read_text())
 
     families = report["datasets"]["id"]["families"]

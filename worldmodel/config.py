@@ -92,7 +92,8 @@ class ModelConfig:
     sim_timestep: float = 0.001
     """s; the simulator's own step (semi-implicit Euler, `sim.contact.TIMESTEP`): under a constant
     acceleration a a body moves a dt^2 (1 + sim_timestep / dt) / 2 in one frame of dt, which the
-    dynamics head's constant-acceleration prior uses; 0 = the exact parabola a dt^2 / 2"""
+    dynamics head's constant-acceleration prior uses (pour's 2 ms steps are not matched); 0 = the
+    exact parabola a dt^2 / 2"""
     rest_tolerance: float = 0.02
     """step units: a body whose true step is within this of the prior's in every component is
     labelled `keep` (at rest, coasting or in free flight) for the dynamics head's gate"""

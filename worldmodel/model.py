@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -155,9 +156,9 @@ class StepDistribution:
     keep_logit: torch.Tensor
     override: float
 
-    @property
+    @cached_property
     def keep(self) -> torch.Tensor:
-        """(..., 1) bool: the gate keeps the prior's step"""
+        """(..., 1) bool: the gate keeps the prior's step (computed once: mean and logstd both use it)"""
         small = (self.move - self.rest).abs().amax(-1, keepdim=True) <= self.override
         return (self.keep_logit[..., None] > 0) & small
 
@@ -674,7 +675,7 @@ class WorldModel(nn.Module):
             prev = known[:, tt - 1 : -1].clone()
             prev[:, ::tt] = src[:, tt - 1 : -1 : tt]
             drawn = self.step_targets(prev, known[:, tt:])[:, : T - tt]  # (B, T-tt, n_max, 6)
-            lp = (gaussian_logprob(drawn, step_mean, step_logstd).sum(-1) * w).sum(-1)  # (B, T-tt)
+            lp = (frame_dist.log_prob(drawn).sum(-1) * w).sum(-1)  # (B, T-tt)
             state_logprob = torch.cat([lp.new_zeros(B, tt), lp], dim=1)
         else:
             readout_loss = step_loss = chain_loss = step_nll = gate_loss = readout.new_zeros(())
