@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"\ndisagreement {cell(reduction and 100 * reduction, '{:.0f}')}% lower than the start (bar >= 30%); "
         f"violations {'not risen' if bars['violations_not_risen'] else 'ROSE'}; PSNR change {after['psnr'] - start['psnr']:+.2f} dB (bar >= -1); "
         f"long-horizon error RLPF / SFT {cell(long_ratio, '{:.3f}')} (bar < 1); "
-        f"simulator episodes drawn: SFT {sft['simulator_episodes']}, RLPF {rl['simulator_episodes']}; seconds: SFT {sft['seconds']:.0f}, RLPF {rl['seconds']:.0f}",
+        f"simulator episodes drawn: SFT {sft['simulator_episodes']}, RLPF {rl['simulator_episodes']}",
     )
     result = {
         "rows": rows,
