@@ -305,6 +305,21 @@ def test_steady_velocity_change_keeps_forces_and_drops_impulses(cfg):
     torch.testing.assert_close(no_history, cur[:, 5] - prev[:, 5])
 
 
+def test_dynamics_head_reads_the_actions_that_drive_the_step(cfg):
+    """An actuated step depends on its actions directly (not only through attention to action
+    tokens); no actions is the same as zero actions; a model without action channels takes none."""
+    model = perturbed_model(cfg)
+    hv, src = torch.randn(1, 1, cfg.n_patches, cfg.d_model), torch.randn(1, cfg.tubelet_t, cfg.n_max_objects, 6)
+    actions = torch.zeros(1, 1, cfg.tubelet_t, cfg.action_dim)
+    with torch.no_grad():
+        still = model.block_dynamics(hv, src, actions).move
+        pushed = model.block_dynamics(hv, src, actions + 1.0).move
+        torch.testing.assert_close(model.block_dynamics(hv, src).move, still)
+    assert (pushed - still).abs().amax() > 1e-3
+    no_actions = wm.WorldModel(tiny_config(action_dim=0))
+    assert no_actions.dynamics_head.skip.in_features == wm.model.BODY_FEATURES
+
+
 def test_untrained_dynamics_head_starts_as_constant_acceleration(cfg):
     """Before training, a rollout's states follow the closed-form parabola of a projectile in free flight."""
     ep = sim.simulate("projectile", {"speed": 3.0, "angle_deg": 60.0, "height": 1.0}, seed=0, seconds=0.5, width=32, height=32)
@@ -359,7 +374,8 @@ def test_dynamics_corrections_stay_bounded_far_out_of_range(cfg):
     model = perturbed_model(cfg, scale=0.5)
     head = model.dynamics_head
     slots = torch.randn(cfg.tubelet_t, cfg.n_max_objects, cfg.d_model)
-    features = torch.randn(cfg.n_max_objects, wm.model.DYNAMICS_FEATURES).sign() * (0.5 + torch.rand(cfg.n_max_objects, wm.model.DYNAMICS_FEATURES))
+    n_features = wm.model.dynamics_features_dim(cfg)
+    features = torch.randn(cfg.n_max_objects, n_features).sign() * (0.5 + torch.rand(cfg.n_max_objects, n_features))
     with torch.no_grad():
         learnt = lambda k: head.decode(slots, k * features) - (k * features) @ head.prior.T  # noqa: E731
         torch.testing.assert_close(learnt(100.0), learnt(1000.0), atol=1e-2, rtol=1e-3)  # the prior's ~1e3 costs float32 digits

@@ -60,11 +60,19 @@ from worldmodel.tokens import (
     tubelets_to_frames,
 )
 
-FORMAT = "physfusion.worldmodel/4"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate
+FORMAT = "physfusion.worldmodel/5"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads actions
 STEP_LOGSTD_MIN, STEP_LOGSTD_MAX = -8.0, 1.0  # log-std of a dynamics step, in step units (see ModelConfig.step_pos_scale)
 FEATURE_BOUND = 2.0  # soft clip of the dynamics head's features for its learnt maps (`StateHead.decode`)
-DYNAMICS_FEATURES = 12  # per body: position, velocity, last and steady velocity change (`WorldModel.dynamics_features`)
+BODY_FEATURES = 12  # per body: position, velocity, last and steady velocity change (`WorldModel.dynamics_features`)
 DYNAMICS_OUT = 19  # per body and frame: the moving step's mean (6) and log-std (6), the resting step's log-std (6), the gate's keep logit (`StepDistribution`)
+
+
+
+
+def dynamics_features_dim(cfg: ModelConfig) -> int:
+    """The dynamics head's inputs per body: its own BODY_FEATURES, then the actions that drive the
+    step (tubelet_t frames x action_dim, the same for every body)."""
+    return BODY_FEATURES + cfg.tubelet_t * cfg.action_dim
 
 
 # ----------------------------------------------------------------------------------------------
@@ -369,13 +377,13 @@ class StateHead(nn.Module):
 
 
 def constant_acceleration_prior(cfg: ModelConfig) -> torch.Tensor:
-    """The dynamics head's fixed map (DYNAMICS_OUT outputs, DYNAMICS_FEATURES): constant acceleration
+    """The dynamics head's fixed map (DYNAMICS_OUT outputs, `dynamics_features_dim` inputs): constant acceleration
     at the steady velocity change (features 9..11, step_vel_scale units), r_v = steady and
     r_p = steady * step_vel_scale * dt (1 + sim_timestep / dt) / (2 * step_pos_scale), what the
     simulator's semi-implicit Euler steps within one frame add up to. The head learns corrections to
     it, so a force the context shows carries on in a rollout unless the head has learnt that it stops;
-    its log-std and gate outputs have no prior (rows 6.. are 0)."""
-    prior, eye = torch.zeros(DYNAMICS_OUT, DYNAMICS_FEATURES), torch.eye(3)
+    its log-std and gate outputs have no prior (rows 6.. are 0), nor do the actions (columns 12..)."""
+    prior, eye = torch.zeros(DYNAMICS_OUT, dynamics_features_dim(cfg)), torch.eye(3)
     dt = 1.0 / cfg.fps
     prior[3:6, 9:12] = eye
     prior[0:3, 9:12] = eye * cfg.step_vel_scale * dt * (1 + cfg.sim_timestep / dt) / (2 * cfg.step_pos_scale)
@@ -392,7 +400,7 @@ class WorldModel(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.frame_head = FrameHead(cfg)
         self.state_head = StateHead(cfg)
-        self.dynamics_head = StateHead(cfg, n_features=DYNAMICS_FEATURES, n_out=DYNAMICS_OUT, prior=constant_acceleration_prior(cfg))  # step mean, log-std, gate
+        self.dynamics_head = StateHead(cfg, n_features=dynamics_features_dim(cfg), n_out=DYNAMICS_OUT, prior=constant_acceleration_prior(cfg))  # step mean, log-std, gate
         self.register_buffer("state_scale", torch.tensor([cfg.pos_scale] * 3 + [cfg.vel_scale] * 3), persistent=False)
         self._init_weights()
 
@@ -510,51 +518,60 @@ class WorldModel(nn.Module):
         p, v = prev[..., :3], prev[..., 3:]
         return torch.cat([(nxt[..., :3] - p - v / cfg.fps) / cfg.step_pos_scale, (nxt[..., 3:] - v) / cfg.step_vel_scale], dim=-1)
 
-    def dynamics_features(self, cur: torch.Tensor, prev: torch.Tensor, prev2: torch.Tensor | None = None) -> torch.Tensor:
-        """Each body's explicit inputs to the dynamics head from the base frame's state cur (..., 6)
-        and the two frames before, prev and prev2 (..., 6; prev2 None: no history beyond prev):
+    def dynamics_features(self, cur: torch.Tensor, prev: torch.Tensor, prev2: torch.Tensor | None = None, actions: torch.Tensor | None = None) -> torch.Tensor:
+        """Each body's explicit inputs to the dynamics head from the base frame's state cur (..., N, 6)
+        and the two frames before, prev and prev2 (..., N, 6; prev2 None: no history beyond prev):
         position / pos_scale, velocity / vel_scale, the last velocity change dv1 and the steady
-        change, all changes / step_vel_scale (..., 12). The steady change is the median of dv1, the
-        change before it (dv1 without history) and 0: a constant force keeps it, while an impulse
-        (one frame of a bounce or a hit) does not carry over into the next step."""
+        change, all changes / step_vel_scale (BODY_FEATURES); then, the same for every body, the
+        actions that drive the step, actions (..., tt, action_dim) (None: zeros, no action)
+        -> (..., N, `dynamics_features_dim`). The steady change is the median of dv1, the change
+        before it (dv1 without history) and 0: a constant force keeps it, while an impulse (one
+        frame of a bounce or a hit) does not carry over into the next step."""
         cfg = self.cfg
         dv1 = cur[..., 3:] - prev[..., 3:]
         dv2 = dv1 if prev2 is None else prev[..., 3:] - prev2[..., 3:]
         steady = torch.stack([dv1, dv2, torch.zeros_like(dv1)]).median(dim=0).values
-        return torch.cat([cur[..., :3] / cfg.pos_scale, cur[..., 3:] / cfg.vel_scale, dv1 / cfg.step_vel_scale, steady / cfg.step_vel_scale], dim=-1)
+        body = torch.cat([cur[..., :3] / cfg.pos_scale, cur[..., 3:] / cfg.vel_scale, dv1 / cfg.step_vel_scale, steady / cfg.step_vel_scale], dim=-1)
+        n_act = cfg.tubelet_t * cfg.action_dim
+        if not n_act:
+            return body
+        act = body.new_zeros(*body.shape[:-2], n_act) if actions is None else actions.flatten(-2).to(body.dtype)
+        return torch.cat([body, act.unsqueeze(-2).expand(*body.shape[:-1], n_act)], dim=-1)
 
     def step_distribution(self, raw: torch.Tensor, features: torch.Tensor) -> StepDistribution:
         """The dynamics head's output raw (..., tt, N, DYNAMICS_OUT) for bodies whose features are
-        (..., N, DYNAMICS_FEATURES) -> their steps' `StepDistribution` (..., tt, N)."""
+        (..., N, `dynamics_features_dim`) -> their steps' `StepDistribution` (..., tt, N)."""
         logstd = STEP_LOGSTD_MIN + (STEP_LOGSTD_MAX - STEP_LOGSTD_MIN) * torch.sigmoid(raw[..., 6:18])  # moving, resting
         rest = (features @ self.dynamics_head.prior[:6].T).unsqueeze(-3).expand_as(raw[..., :6])  # the prior's step alone
         return StepDistribution(raw[..., :6], logstd[..., :6], rest, logstd[..., 6:], raw[..., 18], self.cfg.gate_override)
 
-    def block_dynamics(self, hv: torch.Tensor, src: torch.Tensor) -> StepDistribution:
+    def block_dynamics(self, hv: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None) -> StepDistribution:
         """Steps to the n blocks after those of hv (B, n, Np, D), their video hidden states; src
         (B, F, N, 6) SI states of frames ending with those n blocks' frames (known, or read out;
-        F >= n*tt, and a frame before them, if given, is history for the first block's features)
+        F >= n*tt, and a frame before them, if given, is history for the first block's features);
+        actions (B, n, tt, action_dim) those driving the steps (`block_actions`), or None
         -> the steps' distribution (B, n, tt, N)."""
         tt, n, F = self.cfg.tubelet_t, hv.shape[1], src.shape[1]
         last = F - n * tt + torch.arange(n, device=hv.device) * tt + tt - 1  # base frame of each block
         before, before2 = (last - 1).clamp(min=0), last - 2
         history = src[:, before2.clamp(min=0)]
         prev2 = torch.where((before2 >= 0)[None, :, None, None], history, 2 * src[:, before] - src[:, last])  # none: dv2 = dv1
-        features = self.dynamics_features(src[:, last], src[:, before], prev2)  # (B, n, N, 12)
+        features = self.dynamics_features(src[:, last], src[:, before], prev2, actions)  # (B, n, N, F)
         return self.step_distribution(self.dynamics_head(hv, features).unflatten(1, (n, tt)), features)
 
-    def chain_states(self, hv: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    def chain_states(self, hv: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
         """States of blocks 1..n stepped from block 0's known (or read-out) states and then from the
         chain's own predictions only, as a rollout does, while the video stays teacher-forced, with
         the moving means alone (no gate: they learn what compounds wherever the gate might let them act):
-        hv (B, n, Np, D) blocks 0..n-1; src (B, tt, N, 6) SI block 0's states -> (B, n*tt, N, 6)."""
+        hv (B, n, Np, D) blocks 0..n-1; src (B, tt, N, 6) SI block 0's states; actions (B, n, tt,
+        action_dim) driving the steps, or None -> (B, n*tt, N, 6)."""
         tt = self.cfg.tubelet_t
         slots = self.dynamics_head.slots(hv)  # (B, n, tt, N, D)
         cur, prev = src[:, -1], src[:, -2] if tt > 1 else src[:, -1]
         prev2 = src[:, -3] if tt > 2 else None
         out = []
         for b in range(hv.shape[1]):
-            features = self.dynamics_features(cur, prev, prev2)
+            features = self.dynamics_features(cur, prev, prev2, None if actions is None else actions[:, b])
             steps = self.step_distribution(self.dynamics_head.decode(slots[:, b], features), features).move  # (B, tt, N, 6) ungated
             for j in range(tt):
                 prev2, prev, cur = prev, cur, self.step_states(cur, steps[:, j])
@@ -642,7 +659,8 @@ class WorldModel(nn.Module):
         known = None if batch.states is None else pad_time(batch.states.float(), tt)  # (B, nb*tt, n_max, 6)
         present = inp["state_present"] if inp["state_present"] is not None else torch.full((B,), known is not None, device=tub.device)
         src = readout.detach() if known is None else torch.where(present[:, None, None, None], known, readout.detach())
-        dist = self.block_dynamics(hv[:, :-1], src[:, : (nb - 1) * tt])  # (B, nb-1, tt, n_max)
+        actions = None if inp["actions"] is None else inp["actions"][:, :-1]  # (B, nb-1, tt, A) driving blocks 1..
+        dist = self.block_dynamics(hv[:, :-1], src[:, : (nb - 1) * tt], actions)  # (B, nb-1, tt, n_max)
         predicted = self.predict_states(dist.mean, src, present)
         states = torch.cat([readout[:, :tt], predicted], dim=1)[:, :T]  # (B, T, n_max, 6) SI
         frame_dist = dist.map(lambda t: t.flatten(1, 2)[:, : T - tt])  # (B, T-tt, n_max) frames tt..
@@ -662,7 +680,7 @@ class WorldModel(nn.Module):
             gate_loss = cfg.gate_weight * (gate_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
             # the same steps chained over the clip from its first block alone, against the truth: what
             # a rollout does with its own states (errors compound), in units of one step's scales
-            chained = self.chain_states(hv[:, :-1], src[:, :tt])[:, : T - tt]  # (B, T-tt, n_max, 6)
+            chained = self.chain_states(hv[:, :-1], src[:, :tt], actions)[:, : T - tt]  # (B, T-tt, n_max, 6)
             scale = chained.new_tensor([cfg.step_pos_scale] * 3 + [cfg.step_vel_scale] * 3)
             chain_err = F.smooth_l1_loss(chained / scale, known[:, tt:T] / scale, reduction="none", beta=0.01).mean(-1)  # (B, T-tt, n_max)
             chain_loss = cfg.chain_weight * (chain_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
