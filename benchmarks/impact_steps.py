@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
         episode = sim.simulate("drop", {"num_objects": 1}, seed=args.seed + i, seconds=1.7, split="val")
         with torch.no_grad():
             out = model(worldmodel.collate([episode], model.cfg))
-        true, pred = out["step_drawn"][0, :, 0, 5].numpy(), out["step_mean"][0, :, 0, 5].numpy()  # (T - tt,) r_v
+        true, pred = out["step_drawn"][0, :, 0, 5].numpy(), out["steps"].mean[0, :, 0, 5].numpy()  # (T - tt,) r_v
         bounces = np.flatnonzero(true > BOUNCE)
         if not len(bounces) or bounces[0] < LEAD:
             continue

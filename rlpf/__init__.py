@@ -16,7 +16,7 @@ import gymnasium as gym
 from rlpf.buffer import QueryBuffer
 from rlpf.env import QueryEnv, observe
 from rlpf.evaluate import evaluate
-from rlpf.grpo import clipped_surrogate, gaussian_kl, group_advantages, group_loss, per_value_logprob
+from rlpf.grpo import clipped_surrogate, group_advantages, group_loss, per_value_logprob
 from rlpf.policy import model_actions, rollout_action
 from rlpf.queries import FAMILIES, Query, make_queries
 from rlpf.rewards import ANSWER_DIM, DEFAULT_WEIGHTS, TERMS, Reference, Score, finite_difference_velocities, reference, score, simulated_action
@@ -39,7 +39,6 @@ __all__ = [
     "clipped_surrogate",
     "evaluate",
     "finite_difference_velocities",
-    "gaussian_kl",
     "group_advantages",
     "group_loss",
     "make_queries",

@@ -18,9 +18,12 @@ not drowned by the many pixels):
     ratio = exp(log pi(x) - log pi_old(x))                     per predicted value x
     loss  = sum over kinds of -mean(min(ratio A, clip(ratio, 1 - eps, 1 + eps) A)) + beta * mean KL(pi || pi_ref)
 
-The KL is that of the two per-value Gaussians (for pixels, before discretisation), in closed form
-given the same sampled past: exact, without sampling noise, zero at the start, and for pixels an
-upper bound of the KL of the discretised values (discretising is a deterministic map).
+The KL is in closed form given the same sampled past: exact, without sampling noise, zero at the
+start. For pixels it is that of the two per-value Gaussians before discretisation, an upper bound of
+the KL of the discretised values (discretising is a deterministic map). For steps it is
+`StepDistribution.component_kl`: each of the dynamics head's two Gaussians (moving, resting) against
+the reference's, plus the gate's keep probability as a Bernoulli. The KL of the chosen Gaussians
+would jump by orders of magnitude wherever the policy's gate and the reference's choose differently.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from worldmodel.model import discretized_gaussian_logprob, gaussian_logprob
+from worldmodel.model import StepDistribution, discretized_gaussian_logprob, gaussian_kl
 
 
 def group_advantages(rewards: torch.Tensor, min_std: float, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,30 +55,25 @@ def clipped_surrogate(logp: torch.Tensor, logp_old: torch.Tensor, advantages: to
     return surrogate.mean(), clipped
 
 
-def gaussian_kl(mean: torch.Tensor, logstd: torch.Tensor, ref_mean: torch.Tensor, ref_logstd: torch.Tensor) -> torch.Tensor:
-    """KL(N(mean, e^logstd) || N(ref_mean, e^ref_logstd)) per value (nats), same shapes."""
-    var_ratio = torch.exp(2 * (logstd - ref_logstd))
-    return ref_logstd - logstd + 0.5 * (var_ratio + ((mean - ref_mean) / torch.exp(ref_logstd)) ** 2 - 1)
-
-
 def per_value_logprob(out: dict, frames: torch.Tensor, context: int) -> torch.Tensor:
     """The model's output on a batch and its frames (B, T, H, W, 3) uint8 -> (B, T - context, H, W, 3)
     log-probability of every predicted pixel value (their sum over values is `WorldModel.log_prob`)."""
     return discretized_gaussian_logprob(frames[:, context:].float(), out["frame_mean"][:, context:], out["frame_logstd"][:, context:])
 
 
-def predicted_steps(out: dict, key: str, context: int, n: int) -> torch.Tensor:
-    """out[key] (B, T - tt, n_max, 6), a dynamics-step output of frames tt.. -> (B, T - context, n, 6)
-    the predicted frames' steps of the first n bodies."""
-    return out[key][:, context - (out["frame_mean"].shape[1] - out[key].shape[1]) :, :n]
+def predicted_steps(out: dict, context: int, n: int) -> tuple[StepDistribution, torch.Tensor]:
+    """The model's output on a batch with states -> the predicted frames' steps of the first n
+    bodies: their distribution (B, T - context, n) and the steps drawn (B, T - context, n, 6)."""
+    first = context - (out["frame_mean"].shape[1] - out["step_drawn"].shape[1])  # outputs start at frame tt
+    return out["steps"].map(lambda t: t[:, first:, :n]), out["step_drawn"][:, first:, :n]
 
 
 def per_step_logprob(out: dict, context: int, body_mask: torch.Tensor) -> torch.Tensor:
     """The model's output on a batch with states -> (B, T - context, n, 6) log-density of every
     predicted dynamics step of the tracked bodies (body_mask (B, n_max); the rollouts of one query
     track the same n bodies)."""
-    n = int(body_mask.sum(1).max())
-    return gaussian_logprob(*(predicted_steps(out, key, context, n) for key in ("step_drawn", "step_mean", "step_logstd")))
+    dist, drawn = predicted_steps(out, context, int(body_mask.sum(1).max()))
+    return dist.log_prob(drawn)
 
 
 @dataclass
@@ -104,10 +102,8 @@ def group_loss(out: dict, ref_out: dict, frames: torch.Tensor, context: int, adv
     step_old = step_logp.detach() if logp_old is None else logp_old[1]
     step_surrogate, _ = clipped_surrogate(step_logp, step_old, advantages, clip)
     n = step_logp.shape[2]
-    step_kl = gaussian_kl(
-        predicted_steps(out, "step_mean", context, n), predicted_steps(out, "step_logstd", context, n),
-        predicted_steps(ref_out, "step_mean", context, n).detach(), predicted_steps(ref_out, "step_logstd", context, n).detach(),
-    ).mean()
+    ref_steps = predicted_steps(ref_out, context, n)[0].map(torch.Tensor.detach)
+    step_kl = predicted_steps(out, context, n)[0].component_kl(ref_steps).mean()
 
     loss = -(surrogate + step_surrogate) + beta * (kl + step_kl)
     stats = GroupStats((surrogate + step_surrogate).item(), (kl + step_kl).item(), clipped.item(), step_surrogate.item(), step_kl.item())

@@ -13,6 +13,7 @@ import rlpf
 import worldmodel as wm
 from rlpf import grpo, rewards
 from rlpf.queries import make_queries
+from worldmodel.model import StepDistribution, gaussian_kl
 
 torch.set_num_threads(1)
 HORIZON = 6
@@ -119,10 +120,32 @@ def test_the_probability_ratio_is_clipped():
 
 def test_gaussian_kl_matches_torch_and_vanishes_for_equal_distributions():
     m1, s1, m2, s2 = torch.rand(50), torch.randn(50) * 0.3 - 3, torch.rand(50), torch.randn(50) * 0.3 - 3
-    ours = grpo.gaussian_kl(m1, s1, m2, s2)
+    ours = gaussian_kl(m1, s1, m2, s2)
     theirs = torch.distributions.kl_divergence(torch.distributions.Normal(m1, s1.exp()), torch.distributions.Normal(m2, s2.exp()))
     assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-6)
-    assert torch.equal(grpo.gaussian_kl(m1, s1, m1, s1), torch.zeros(50))
+    assert torch.equal(gaussian_kl(m1, s1, m1, s1), torch.zeros(50))
+
+
+def test_step_kl_is_componentwise_and_stays_small_where_the_gates_disagree():
+    """Each component's Gaussian KL plus the gate's Bernoulli KL (over 6 values): zero for equal
+    distributions, and bounded where a small change of the keep logit flips the chosen mean, where
+    the KL of the chosen Gaussians divides the correction by the resting spread."""
+    g = torch.Generator().manual_seed(0)
+    n = 40
+    rest, move = torch.randn(n, 6, generator=g), torch.randn(n, 6, generator=g) * 0.02
+    move = rest + move  # corrections within the override: the gate alone decides
+    move_ls, rest_ls = torch.full((n, 6), -1.0), torch.full((n, 6), -6.0)
+    logit = torch.randn(n, generator=g) * 0.01
+    policy = StepDistribution(move, move_ls, rest, rest_ls, logit, 0.1)
+    ref = StepDistribution(move, move_ls, rest, rest_ls, -logit, 0.1)  # the other choice everywhere
+    assert torch.equal(policy.component_kl(policy), torch.zeros(n, 6))
+    ours = policy.component_kl(ref)
+    bernoulli = torch.distributions.kl_divergence(torch.distributions.Bernoulli(logits=logit), torch.distributions.Bernoulli(logits=-logit))
+    torch.testing.assert_close(ours, (bernoulli / 6)[:, None].expand(n, 6), rtol=1e-4, atol=1e-7)
+    chosen = gaussian_kl(policy.mean, policy.logstd, ref.mean, ref.logstd)
+    assert chosen.mean() > 1e3 * ours.mean()
+    shifted = StepDistribution(move + 0.1, move_ls - 0.5, rest, rest_ls, logit, 0.1)
+    torch.testing.assert_close(shifted.component_kl(policy), gaussian_kl(move + 0.1, move_ls - 0.5, move, move_ls))
 
 
 def test_per_value_logprobs_are_the_rollouts_exact_logprob(tiny_model, env):

@@ -284,7 +284,7 @@ def test_state_logprob_is_the_gaussian_density_of_the_steps_taken(episode, cfg):
         (r,) = model.rollout(episode, context=4, horizon=4, temperature=1.0, seed=3)
         out = model(wm.collate([r.episode], cfg))
     n, tt = episode.states.shape[1], cfg.tubelet_t
-    drawn, mean, logstd = out["step_drawn"][0, 4 - tt :, :n], out["step_mean"][0, 4 - tt :, :n], out["step_logstd"][0, 4 - tt :, :n]
+    drawn, mean, logstd = out["step_drawn"][0, 4 - tt :, :n], out["steps"].mean[0, 4 - tt :, :n], out["steps"].logstd[0, 4 - tt :, :n]
     z = ((drawn - mean) / logstd.exp()).double()
     density = (-0.5 * z**2 - logstd.double() - 0.5 * np.log(2 * np.pi)).sum((-1, -2))  # (4,) frames 4..7
     torch.testing.assert_close(out["state_logprob"][0, 4:].double(), density, rtol=1e-4, atol=1e-3)

@@ -128,6 +128,12 @@ def gaussian_logprob(x: torch.Tensor, mean: torch.Tensor, logstd: torch.Tensor) 
     return -0.5 * z * z - logstd.float() - 0.5 * math.log(2 * math.pi)
 
 
+def gaussian_kl(mean: torch.Tensor, logstd: torch.Tensor, ref_mean: torch.Tensor, ref_logstd: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, e^logstd) || N(ref_mean, e^ref_logstd)) per value (nats), same shapes."""
+    var_ratio = torch.exp(2 * (logstd - ref_logstd))
+    return ref_logstd - logstd + 0.5 * (var_ratio + ((mean - ref_mean) / torch.exp(ref_logstd)) ** 2 - 1)
+
+
 def sample_gaussian(mean: torch.Tensor, logstd: torch.Tensor, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """mean + temperature * std * eps, detached; temperature 0 gives the mean."""
     x = mean.detach().float()
@@ -192,6 +198,19 @@ class StepDistribution:
     def log_prob(self, steps: torch.Tensor) -> torch.Tensor:
         """(..., 6) log-density of steps (..., 6) per component"""
         return gaussian_logprob(steps, self.mean, self.logstd)
+
+    def component_kl(self, ref: StepDistribution) -> torch.Tensor:
+        """(..., 6) nats per step value: each component's Gaussian against ref's same component
+        (moving to moving, resting to resting), plus the Bernoulli KL of the gate's keep probability
+        shared out over the 6 values. Zero when the two are equal; unlike the KL of the chosen
+        Gaussians, it stays smooth and small where the two gates choose differently (there, that
+        KL divides the whole correction by the other's small resting spread)."""
+        moving = gaussian_kl(self.move, self.move_logstd, ref.move, ref.move_logstd)
+        resting = gaussian_kl(self.rest, self.rest_logstd, ref.rest, ref.rest_logstd)
+        p_keep, p_move = F.logsigmoid(self.keep_logit), F.logsigmoid(-self.keep_logit)
+        q_keep, q_move = F.logsigmoid(ref.keep_logit), F.logsigmoid(-ref.keep_logit)
+        gate = p_keep.exp() * (p_keep - q_keep) + p_move.exp() * (p_move - q_move)  # (...)
+        return moving + resting + gate[..., None] / 6
 
 
 # ----------------------------------------------------------------------------------------------
@@ -617,10 +636,9 @@ class WorldModel(nn.Module):
                          state its steps are based on); 0 for the first block and without states
           gate_loss      scalar: gate_weight x binary cross-entropy of the gate's keep logit against
                          whether the true step is within rest_tolerance of the prior's (`StepDistribution`)
-          step_mean, step_logstd, step_drawn  (B, T - tt, n_max, 6) the dynamics steps of frames
-                         tt.. (step units): mean (the gate's choice) and log-std, and the steps
-                         `batch.states` took
-          step_keep_logit  (B, T - tt, n_max) the gate's logit of keeping the prior's step
+          steps          `StepDistribution` (B, T - tt, n_max) of the dynamics steps of frames tt..
+                         (step units; `.mean` and `.logstd` the gate's choice)
+          step_drawn     (B, T - tt, n_max, 6) the steps `batch.states` took (None without states)
           frame_mean     (B, T, H, W, 3) predicted mean in [0, 1] (first block: the input frames)
           frame_logstd   (B, T, H, W, 3) predicted log-std (first block: 0)
           states         (B, T, n_max, 6) positions m and velocities m/s: the readout for the first
@@ -664,7 +682,6 @@ class WorldModel(nn.Module):
         predicted = self.predict_states(dist.mean, src, present)
         states = torch.cat([readout[:, :tt], predicted], dim=1)[:, :T]  # (B, T, n_max, 6) SI
         frame_dist = dist.map(lambda t: t.flatten(1, 2)[:, : T - tt])  # (B, T-tt, n_max) frames tt..
-        step_mean, step_logstd = frame_dist.mean, frame_dist.logstd  # (B, T-tt, n_max, 6)
         if known is not None:
             w = self._state_mask(batch, B, tub.device)[:, None, :].float()  # (B, 1, n_max)
             err = ((readout[:, :T] - known[:, :T]) / self.state_scale).pow(2).mean(-1)  # (B, T, n_max)
@@ -713,10 +730,8 @@ class WorldModel(nn.Module):
             "moe_aux": moe_aux,
             "frame_logprob": frame_logprob,
             "state_logprob": state_logprob,
-            "step_mean": step_mean,
-            "step_logstd": step_logstd,
+            "steps": frame_dist,
             "step_drawn": drawn,
-            "step_keep_logit": frame_dist.keep_logit,
             "frame_mean": frame_mean,
             "frame_logstd": frame_logstd,
             "states": states,
