@@ -76,6 +76,11 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'':8}" + "".join(f"{h:>16}" for _, h, _ in COLUMNS))
     for name, figures in rows.items():
         print(f"{name:8}" + "".join(f"{cell(figures[k], f):>16}" for k, _, f in COLUMNS))
+    print("\ndisagreement by family (queries ask: stack topples, collision collides, the others where body 0 is at the last frame)")
+    families = list(rows["start"].get("disagreement_by_family", {}))
+    print(f"{'':8}" + "".join(f"{f:>12}" for f in families))
+    for name, figures in rows.items():
+        print(f"{name:8}" + "".join(f"{cell(figures.get('disagreement_by_family', {}).get(f), '{:.3f}'):>12}" for f in families))
     start, after, base = rows["start"], rows["rlpf"], rows["sft"]
     reduction = 1 - after["disagreement_rate"] / start["disagreement_rate"] if start["disagreement_rate"] else None
     long_ratio = after["position_error_long"] / base["position_error_long"] if base["position_error_long"] else None

@@ -5,6 +5,7 @@
 Every query is rolled out `samples` times with seeds that depend only on (seed, query), so two
 models are compared on the same random draws. Figures (means over queries and samples):
     disagreement_rate        fraction of rollouts whose answer disagrees with the simulator's (`rlpf.rewards`)
+    disagreement_by_family   {scene family: the same rate over that family's queries}
     violation_rate           fraction failing an intrinsic check the simulator's trajectory passes
     failed_checks            mean number of such checks failed per rollout (finer than the rate,
                              which saturates at 1 for a weak model)
@@ -59,6 +60,7 @@ def evaluate(
             long = curve[lead >= long_horizon_s - 1e-9]
             rows.append(
                 {
+                    "family": q.question.scene,
                     "disagrees": s.disagrees,
                     "violates": s.violates,
                     "failed_checks": len(s.failed_checks),
@@ -72,8 +74,10 @@ def evaluate(
             bar.update(1)
     model.train(was_training)
     longs = [r["position_error_long"] for r in rows if r["position_error_long"] is not None]
+    families = dict.fromkeys(r["family"] for r in rows)
     return {
         "disagreement_rate": float(np.mean([r["disagrees"] for r in rows])),
+        "disagreement_by_family": {f: float(np.mean([r["disagrees"] for r in rows if r["family"] == f])) for f in families},
         "violation_rate": float(np.mean([r["violates"] for r in rows])),
         "failed_checks": float(np.mean([r["failed_checks"] for r in rows])),
         "position_error": float(np.mean([r["position_error"] for r in rows])),

@@ -262,6 +262,9 @@ def finetune(opts: dict) -> dict:
     for k, v in after.items():
         if isinstance(v, float):
             writer.add_scalar(f"eval/{k}", v, steps)
+        elif isinstance(v, dict):  # disagreement_by_family
+            for family, rate in v.items():
+                writer.add_scalar(f"eval/{k}/{family}", rate, steps)
     writer.close()
     summary = {
         "checkpoint": str(out / "model.safetensors"),

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 import worldmodel as wm
 from conftest import last_json, run_command
 from rlpf.cli import ConfigError, check_options
+from rlpf.queries import FAMILIES
 from worldmodel.train import CRASH_ENV
 
 TINY = ["train_queries=4", "eval_queries=2", "eval_samples=1", "horizon=4", "group_size=3", "queries_per_step=2", "min_reward_std=1e-9", "progress=false"]
@@ -47,6 +48,8 @@ def test_rlpf_run_reports_before_and_after_logs_and_checkpoints(workdir):
         for key in ("disagreement_rate", "violation_rate", "failed_checks", "position_error", "psnr"):
             assert isinstance(s[side][key], float), (side, key)
         assert 0 <= s[side]["disagreement_rate"] <= 1 and s[side]["rollouts"] == 2
+        by_family = s[side]["disagreement_by_family"]
+        assert set(by_family) <= set(FAMILIES) and all(0 <= v <= 1 for v in by_family.values()), by_family
     assert s["baseline"] == "rlpf" and s["steps"] == 2 and s["groups"] == 4 and s["simulator_episodes"] == 4
     assert s["skipped_groups"] == 0 and s["rollouts"] == 12
     out = workdir / "runs/rl"
