@@ -317,7 +317,30 @@ def test_dynamics_head_reads_the_actions_that_drive_the_step(cfg):
         torch.testing.assert_close(model.block_dynamics(hv, src).move, still)
     assert (pushed - still).abs().amax() > 1e-3
     no_actions = wm.WorldModel(tiny_config(action_dim=0))
-    assert no_actions.dynamics_head.skip.in_features == wm.model.BODY_FEATURES
+    assert no_actions.dynamics_head.skip.in_features == wm.model.BODY_FEATURES + wm.model.CONTACT_FEATURES
+
+
+def test_contact_features_give_the_gap_after_one_frame_to_the_nearest_tracked_body_and_the_floor(cfg):
+    """Two balls of radius 0.1 m, 0.5 m apart at 1 m height, closing at 2 m/s: after one frame
+    (0.05 s) their surfaces are 0.2 m apart; an untracked body between them is ignored; a lone
+    body has no neighbour."""
+    model = wm.WorldModel(cfg)
+    cur = torch.zeros(3, 6)
+    cur[:, 2] = 1.0
+    cur[0, 0], cur[0, 3] = 0.0, 1.0
+    cur[1, 0], cur[1, 3] = 0.5, -1.0
+    cur[2, 0] = 0.22  # untracked
+    radius, mask = torch.full((3,), 0.1), torch.tensor([True, True, False])
+    dt, cs = 1.0 / cfg.fps, cfg.contact_scale
+    f = model.contact_features(cur, radius, mask)
+    torch.testing.assert_close(f[:2, 0], torch.full((2,), (0.5 - 2.0 * dt - 0.2) / cs))
+    torch.testing.assert_close(f[0, 1:4], torch.tensor([2.0, 0.0, 0.0]) / cfg.vel_scale)  # closing speed along +x
+    torch.testing.assert_close(f[1, 1:4], torch.tensor([-2.0, 0.0, 0.0]) / cfg.vel_scale)
+    torch.testing.assert_close(f[:, 4], torch.full((3,), (1.0 - 0.1) / cs))
+    both = model.contact_features(cur, radius, torch.ones(3, dtype=torch.bool))
+    assert both[0, 0] < 0  # with the middle body tracked, body 0 touches it within the frame
+    alone = model.contact_features(cur, radius, torch.tensor([True, False, False]))
+    assert alone[0, 0] == wm.model.FAR_GAP / cs and (alone[0, 1:4] == 0).all()
 
 
 def test_untrained_dynamics_head_starts_as_constant_acceleration(cfg):

@@ -103,6 +103,9 @@ class ModelConfig:
     another body; the gate then removes only the small corrections that drift resting bodies"""
     gate_weight: float = 0.1
     """weight of the gate's binary cross-entropy (keep the prior's step or move) within the state loss"""
+    contact_scale: float = 0.05
+    """m; the dynamics head's contact features (gaps to the nearest body and to the floor after one
+    step, `WorldModel.contact_features`) are divided by this: within a few of it, a hit is imminent"""
 
     # --- derived ---------------------------------------------------------------------------------
     @property
@@ -194,6 +197,8 @@ class ModelConfig:
             bad("gate_override", ">= 0 (step units)")
         if self.gate_weight < 0:
             bad("gate_weight", ">= 0")
+        if not self.contact_scale > 0:
+            bad("contact_scale", "> 0 (m)")
 
     # --- (de)serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict:

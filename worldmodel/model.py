@@ -60,19 +60,22 @@ from worldmodel.tokens import (
     tubelets_to_frames,
 )
 
-FORMAT = "physfusion.worldmodel/5"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads actions
+FORMAT = "physfusion.worldmodel/5"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions
 STEP_LOGSTD_MIN, STEP_LOGSTD_MAX = -8.0, 1.0  # log-std of a dynamics step, in step units (see ModelConfig.step_pos_scale)
 FEATURE_BOUND = 2.0  # soft clip of the dynamics head's features for its learnt maps (`StateHead.decode`)
 BODY_FEATURES = 12  # per body: position, velocity, last and steady velocity change (`WorldModel.dynamics_features`)
+CONTACT_FEATURES = 5  # per body: gap to the nearest body after one step, approach velocity along it, floor gap (`WorldModel.contact_features`)
+RADIUS_INIT = 0.1  # m: a body's learnt radius before training (`WorldModel.body_radius`)
+FAR_GAP = 100.0  # m: the contact gap of a body with no other tracked body
 DYNAMICS_OUT = 19  # per body and frame: the moving step's mean (6) and log-std (6), the resting step's log-std (6), the gate's keep logit (`StepDistribution`)
 
 
 
 
 def dynamics_features_dim(cfg: ModelConfig) -> int:
-    """The dynamics head's inputs per body: its own BODY_FEATURES, then the actions that drive the
-    step (tubelet_t frames x action_dim, the same for every body)."""
-    return BODY_FEATURES + cfg.tubelet_t * cfg.action_dim
+    """The dynamics head's inputs per body: its own BODY_FEATURES, its CONTACT_FEATURES, then the
+    actions that drive the step (tubelet_t frames x action_dim, the same for every body)."""
+    return BODY_FEATURES + CONTACT_FEATURES + cfg.tubelet_t * cfg.action_dim
 
 
 # ----------------------------------------------------------------------------------------------
@@ -401,7 +404,7 @@ def constant_acceleration_prior(cfg: ModelConfig) -> torch.Tensor:
     r_p = steady * step_vel_scale * dt (1 + sim_timestep / dt) / (2 * step_pos_scale), what the
     simulator's semi-implicit Euler steps within one frame add up to. The head learns corrections to
     it, so a force the context shows carries on in a rollout unless the head has learnt that it stops;
-    its log-std and gate outputs have no prior (rows 6.. are 0), nor do the actions (columns 12..)."""
+    its log-std and gate outputs have no prior (rows 6.. are 0), nor do contacts and actions (columns 12..)."""
     prior, eye = torch.zeros(DYNAMICS_OUT, dynamics_features_dim(cfg)), torch.eye(3)
     dt = 1.0 / cfg.fps
     prior[3:6, 9:12] = eye
@@ -420,6 +423,7 @@ class WorldModel(nn.Module):
         self.frame_head = FrameHead(cfg)
         self.state_head = StateHead(cfg)
         self.dynamics_head = StateHead(cfg, n_features=dynamics_features_dim(cfg), n_out=DYNAMICS_OUT, prior=constant_acceleration_prior(cfg))  # step mean, log-std, gate
+        self.radius_head = nn.Linear(cfg.d_model, 1)  # each body's size, read from its dynamics slots (`body_radius`)
         self.register_buffer("state_scale", torch.tensor([cfg.pos_scale] * 3 + [cfg.vel_scale] * 3), persistent=False)
         self._init_weights()
 
@@ -434,6 +438,7 @@ class WorldModel(nn.Module):
                 nn.init.normal_(m.weight, std=0.02)
         nn.init.zeros_(self.dynamics_head.mlp[-1].weight)  # the dynamics head starts as its prior exactly
         nn.init.zeros_(self.dynamics_head.skip.weight)
+        nn.init.constant_(self.radius_head.bias, math.log(math.expm1(RADIUS_INIT)))  # softplus(bias) = RADIUS_INIT
 
     # --- bookkeeping ---------------------------------------------------------------------------
     def num_parameters(self) -> int:
@@ -537,25 +542,71 @@ class WorldModel(nn.Module):
         p, v = prev[..., :3], prev[..., 3:]
         return torch.cat([(nxt[..., :3] - p - v / cfg.fps) / cfg.step_pos_scale, (nxt[..., 3:] - v) / cfg.step_vel_scale], dim=-1)
 
-    def dynamics_features(self, cur: torch.Tensor, prev: torch.Tensor, prev2: torch.Tensor | None = None, actions: torch.Tensor | None = None) -> torch.Tensor:
+    def dynamics_features(
+        self,
+        cur: torch.Tensor,
+        prev: torch.Tensor,
+        prev2: torch.Tensor | None = None,
+        actions: torch.Tensor | None = None,
+        radius: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Each body's explicit inputs to the dynamics head from the base frame's state cur (..., N, 6)
         and the two frames before, prev and prev2 (..., N, 6; prev2 None: no history beyond prev):
         position / pos_scale, velocity / vel_scale, the last velocity change dv1 and the steady
-        change, all changes / step_vel_scale (BODY_FEATURES); then, the same for every body, the
-        actions that drive the step, actions (..., tt, action_dim) (None: zeros, no action)
-        -> (..., N, `dynamics_features_dim`). The steady change is the median of dv1, the change
-        before it (dv1 without history) and 0: a constant force keeps it, while an impulse (one
-        frame of a bounce or a hit) does not carry over into the next step."""
+        change, all changes / step_vel_scale (BODY_FEATURES); its `contact_features` given the
+        bodies' radii (..., N) m (None: 0) and which are tracked, mask (..., N) bool (None: all);
+        then, the same for every body, the actions that drive the step, actions (..., tt,
+        action_dim) (None: zeros, no action) -> (..., N, `dynamics_features_dim`). The steady
+        change is the median of dv1, the change before it (dv1 without history) and 0: a constant
+        force keeps it, while an impulse (one frame of a bounce or a hit) does not carry over into
+        the next step."""
         cfg = self.cfg
         dv1 = cur[..., 3:] - prev[..., 3:]
         dv2 = dv1 if prev2 is None else prev[..., 3:] - prev2[..., 3:]
         steady = torch.stack([dv1, dv2, torch.zeros_like(dv1)]).median(dim=0).values
-        body = torch.cat([cur[..., :3] / cfg.pos_scale, cur[..., 3:] / cfg.vel_scale, dv1 / cfg.step_vel_scale, steady / cfg.step_vel_scale], dim=-1)
+        radius = cur.new_zeros(cur.shape[:-1]) if radius is None else radius
+        mask = torch.ones(cur.shape[:-1], dtype=torch.bool, device=cur.device) if mask is None else mask
+        parts = [cur[..., :3] / cfg.pos_scale, cur[..., 3:] / cfg.vel_scale, dv1 / cfg.step_vel_scale, steady / cfg.step_vel_scale, self.contact_features(cur, radius, mask)]
         n_act = cfg.tubelet_t * cfg.action_dim
-        if not n_act:
-            return body
-        act = body.new_zeros(*body.shape[:-2], n_act) if actions is None else actions.flatten(-2).to(body.dtype)
-        return torch.cat([body, act.unsqueeze(-2).expand(*body.shape[:-1], n_act)], dim=-1)
+        if n_act:
+            act = cur.new_zeros(*cur.shape[:-2], n_act) if actions is None else actions.flatten(-2).to(cur.dtype)
+            parts.append(act.unsqueeze(-2).expand(*cur.shape[:-1], n_act))
+        return torch.cat(parts, dim=-1)
+
+    def contact_features(self, cur: torch.Tensor, radius: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Each body's contact inputs (..., N, CONTACT_FEATURES) from the base frame's states cur
+        (..., N, 6) SI, the bodies' radii (..., N) m and which are tracked, mask (..., N) bool: for
+        the other tracked body whose surface gap after one more frame at the current velocities is
+        smallest, that gap / contact_scale and the velocity of approach along the line of centres
+        (closing speed times the unit normal towards it, / vel_scale: the direction and size of the
+        impulse a hit gives); then the gap to the floor (z = 0) after one frame / contact_scale.
+        Where the gap falls below 0 within the frame, the bodies touch: an impact's timing is
+        explicit instead of left to the head to infer (without it, the head spreads an uncertain
+        hit over the frames before it). A body with no other tracked body gets FAR_GAP, no approach."""
+        cfg = self.cfg
+        dt = 1.0 / cfg.fps
+        p, v = cur[..., :3], cur[..., 3:]
+        dp = p.unsqueeze(-3) - p.unsqueeze(-2)  # (..., N, N, 3): [i, j] = p_j - p_i
+        dist = dp.norm(dim=-1).clamp(min=1e-6)  # (..., N, N) m
+        normal = dp / dist[..., None]
+        closing = -((v.unsqueeze(-3) - v.unsqueeze(-2)) * normal).sum(-1)  # (..., N, N) m/s, > 0 approaching
+        gap = dist - closing * dt - (radius.unsqueeze(-1) + radius.unsqueeze(-2))  # (..., N, N) m
+        N = p.shape[-2]
+        other = mask.unsqueeze(-2) & ~torch.eye(N, dtype=torch.bool, device=p.device)  # [i, j]: j tracked, j != i
+        nearest = gap.masked_fill(~other, float("inf")).argmin(-1, keepdim=True)  # (..., N, 1)
+        has = other.any(-1).expand(gap.shape[:-1])  # (..., N)
+        near_gap = torch.where(has, torch.gather(gap, -1, nearest).squeeze(-1), torch.full_like(gap[..., 0], FAR_GAP))
+        near_normal = torch.gather(normal, -2, nearest[..., None].expand(*nearest.shape, 3)).squeeze(-2)  # (..., N, 3)
+        approach = torch.gather(closing, -1, nearest) * near_normal * has[..., None]  # (..., N, 3) m/s
+        floor_gap = p[..., 2] + v[..., 2] * dt - radius  # (..., N) m
+        return torch.cat([near_gap[..., None] / cfg.contact_scale, approach / cfg.vel_scale, floor_gap[..., None] / cfg.contact_scale], dim=-1)
+
+    def body_radius(self, slots: torch.Tensor) -> torch.Tensor:
+        """The dynamics slots (..., tt, N, D) of a block -> each body's learnt radius (..., N) in m,
+        from its slots averaged over the block's frames: the size the contact features need, read
+        from the pixels and the caption ("Balls (3) of 20 cm")."""
+        return F.softplus(self.radius_head(slots.mean(-3)).squeeze(-1))
 
     def step_distribution(self, raw: torch.Tensor, features: torch.Tensor) -> StepDistribution:
         """The dynamics head's output raw (..., tt, N, DYNAMICS_OUT) for bodies whose features are
@@ -564,33 +615,36 @@ class WorldModel(nn.Module):
         rest = (features @ self.dynamics_head.prior[:6].T).unsqueeze(-3).expand_as(raw[..., :6])  # the prior's step alone
         return StepDistribution(raw[..., :6], logstd[..., :6], rest, logstd[..., 6:], raw[..., 18], self.cfg.gate_override)
 
-    def block_dynamics(self, hv: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None) -> StepDistribution:
+    def block_dynamics(self, hv: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> StepDistribution:
         """Steps to the n blocks after those of hv (B, n, Np, D), their video hidden states; src
         (B, F, N, 6) SI states of frames ending with those n blocks' frames (known, or read out;
         F >= n*tt, and a frame before them, if given, is history for the first block's features);
-        actions (B, n, tt, action_dim) those driving the steps (`block_actions`), or None
-        -> the steps' distribution (B, n, tt, N)."""
+        actions (B, n, tt, action_dim) those driving the steps (`block_actions`), or None; mask
+        (B, N) bool the tracked bodies (None: all) -> the steps' distribution (B, n, tt, N)."""
         tt, n, F = self.cfg.tubelet_t, hv.shape[1], src.shape[1]
         last = F - n * tt + torch.arange(n, device=hv.device) * tt + tt - 1  # base frame of each block
         before, before2 = (last - 1).clamp(min=0), last - 2
         history = src[:, before2.clamp(min=0)]
         prev2 = torch.where((before2 >= 0)[None, :, None, None], history, 2 * src[:, before] - src[:, last])  # none: dv2 = dv1
-        features = self.dynamics_features(src[:, last], src[:, before], prev2, actions)  # (B, n, N, F)
-        return self.step_distribution(self.dynamics_head(hv, features).unflatten(1, (n, tt)), features)
+        slots = self.dynamics_head.slots(hv)  # (B, n, tt, N, D)
+        body_mask = None if mask is None else mask[:, None]
+        features = self.dynamics_features(src[:, last], src[:, before], prev2, actions, self.body_radius(slots), body_mask)  # (B, n, N, F)
+        return self.step_distribution(self.dynamics_head.decode(slots, features), features)
 
-    def chain_states(self, hv: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
+    def chain_states(self, hv: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         """States of blocks 1..n stepped from block 0's known (or read-out) states and then from the
         chain's own predictions only, as a rollout does, while the video stays teacher-forced, with
         the moving means alone (no gate: they learn what compounds wherever the gate might let them act):
         hv (B, n, Np, D) blocks 0..n-1; src (B, tt, N, 6) SI block 0's states; actions (B, n, tt,
-        action_dim) driving the steps, or None -> (B, n*tt, N, 6)."""
+        action_dim) driving the steps, or None; mask (B, N) the tracked bodies -> (B, n*tt, N, 6)."""
         tt = self.cfg.tubelet_t
         slots = self.dynamics_head.slots(hv)  # (B, n, tt, N, D)
+        radius = self.body_radius(slots)  # (B, n, N)
         cur, prev = src[:, -1], src[:, -2] if tt > 1 else src[:, -1]
         prev2 = src[:, -3] if tt > 2 else None
         out = []
         for b in range(hv.shape[1]):
-            features = self.dynamics_features(cur, prev, prev2, None if actions is None else actions[:, b])
+            features = self.dynamics_features(cur, prev, prev2, None if actions is None else actions[:, b], radius[:, b], mask)
             steps = self.step_distribution(self.dynamics_head.decode(slots[:, b], features), features).move  # (B, tt, N, 6) ungated
             for j in range(tt):
                 prev2, prev, cur = prev, cur, self.step_states(cur, steps[:, j])
@@ -678,12 +732,13 @@ class WorldModel(nn.Module):
         present = inp["state_present"] if inp["state_present"] is not None else torch.full((B,), known is not None, device=tub.device)
         src = readout.detach() if known is None else torch.where(present[:, None, None, None], known, readout.detach())
         actions = None if inp["actions"] is None else inp["actions"][:, :-1]  # (B, nb-1, tt, A) driving blocks 1..
-        dist = self.block_dynamics(hv[:, :-1], src[:, : (nb - 1) * tt], actions)  # (B, nb-1, tt, n_max)
+        body_mask = self._state_mask(batch, B, tub.device)  # (B, n_max) tracked bodies
+        dist = self.block_dynamics(hv[:, :-1], src[:, : (nb - 1) * tt], actions, body_mask)  # (B, nb-1, tt, n_max)
         predicted = self.predict_states(dist.mean, src, present)
         states = torch.cat([readout[:, :tt], predicted], dim=1)[:, :T]  # (B, T, n_max, 6) SI
         frame_dist = dist.map(lambda t: t.flatten(1, 2)[:, : T - tt])  # (B, T-tt, n_max) frames tt..
         if known is not None:
-            w = self._state_mask(batch, B, tub.device)[:, None, :].float()  # (B, 1, n_max)
+            w = body_mask[:, None, :].float()  # (B, 1, n_max)
             err = ((readout[:, :T] - known[:, :T]) / self.state_scale).pow(2).mean(-1)  # (B, T, n_max)
             readout_loss = (err * w).sum() / (w.sum() * T).clamp(min=1)
             target = self.step_targets(known[:, tt - 1 : -1], known[:, tt:]).unflatten(1, (nb - 1, tt))  # (B, nb-1, tt, n_max, 6)
@@ -697,7 +752,7 @@ class WorldModel(nn.Module):
             gate_loss = cfg.gate_weight * (gate_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
             # the same steps chained over the clip from its first block alone, against the truth: what
             # a rollout does with its own states (errors compound), in units of one step's scales
-            chained = self.chain_states(hv[:, :-1], src[:, :tt], actions)[:, : T - tt]  # (B, T-tt, n_max, 6)
+            chained = self.chain_states(hv[:, :-1], src[:, :tt], actions, body_mask)[:, : T - tt]  # (B, T-tt, n_max, 6)
             scale = chained.new_tensor([cfg.step_pos_scale] * 3 + [cfg.step_vel_scale] * 3)
             chain_err = F.smooth_l1_loss(chained / scale, known[:, tt:T] / scale, reduction="none", beta=0.01).mean(-1)  # (B, T-tt, n_max)
             chain_loss = cfg.chain_weight * (chain_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
