@@ -1,15 +1,18 @@
-"""Does the dynamics head step through an impact, or hedge before it? Teacher-forced held-out drops.
+"""Does the dynamics head step through an impact, or hedge before it? Teacher-forced held-out impacts.
 
     python benchmarks/impact_steps.py --checkpoint runs/quality/nano/model.safetensors --episodes 20
+    python benchmarks/impact_steps.py --checkpoint ... --family collision   # two balls hitting head-on or glancing
 
-For held-out single-object drops (split=val, 1.7 s), the model is teacher-forced on the simulated
-clip, and its dynamics step means are set against the true steps (the simulator's, in the same run)
-around the first bounce: the vertical velocity step r_v in step units (ModelConfig.step_vel_scale
-m/s; free fall at 20 fps is -0.98). The bounce frame is the first whose true r_v exceeds BOUNCE.
-Prints the mean over episodes of the true and predicted r_v from LEAD frames before the bounce to
-the bounce frame, the jump ratio (the predicted rise at the bounce frame over the true one: 1 is a
-sharp bounce, 0 none) and the early rise (how far the predicted steps before the bounce sit above
-free fall: a model that decelerates before the impact hedges), then one JSON line.
+For held-out episodes (split=val, 1.7 s) of single-object drops (`--family drop`) or two-ball
+collisions (`--family collision`), the model is teacher-forced on the simulated clip, and its
+dynamics step means are set against the true steps (the simulator's, in the same run) around body
+0's first impact: its velocity step r_v in step units (ModelConfig.step_vel_scale m/s; free fall at
+20 fps is -0.98 vertically), projected on the direction of the impact's velocity jump (for a drop,
+up; for a hit, along the impulse). The impact frame is the first whose true |r_v| jump exceeds
+IMPACT. Prints the mean over episodes of the true and predicted projections from LEAD frames before
+the impact to the impact frame, the jump ratio (the predicted rise at the impact frame over the true
+one: 1 is a sharp impact, 0 none) and the early rise (how far the predicted steps before the impact
+sit above the true ones: a model that decelerates before an impact hedges), then one JSON line.
 """
 
 from __future__ import annotations
@@ -26,39 +29,45 @@ import torch  # noqa: E402
 import sim  # noqa: E402
 import worldmodel  # noqa: E402
 
-BOUNCE = 5.0  # step units (2.5 m/s): a true r_v above this is an impact
-LEAD = 3  # frames before the bounce shown
+IMPACT = 1.0  # step units (0.5 m/s): a true jump of r_v larger than this is an impact (free fall and gliding change it by < 0.1 per frame)
+LEAD = 3  # frames before the impact shown
+SCENES = {"drop": {"num_objects": 1}, "collision": {"num_balls": 2}}  # family -> fixed parameters
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True, help="a world-model checkpoint (model.safetensors)")
-    ap.add_argument("--episodes", type=int, default=20, help="held-out drops simulated (those without a bounce are skipped)")
-    ap.add_argument("--seed", type=int, default=200, help="seed of the first held-out drop")
+    ap.add_argument("--family", choices=sorted(SCENES), default="drop", help="the impacts: a drop's bounce or two balls' hit")
+    ap.add_argument("--episodes", type=int, default=20, help="held-out episodes simulated (those without an impact are skipped)")
+    ap.add_argument("--seed", type=int, default=200, help="seed of the first held-out episode")
     args = ap.parse_args(argv)
     model = worldmodel.load(args.checkpoint)
     true_rows, pred_rows = [], []
     for i in range(args.episodes):
-        episode = sim.simulate("drop", {"num_objects": 1}, seed=args.seed + i, seconds=1.7, split="val")
+        episode = sim.simulate(args.family, SCENES[args.family], seed=args.seed + i, seconds=1.7, split="val")
         with torch.no_grad():
             out = model(worldmodel.collate([episode], model.cfg))
-        true, pred = out["step_drawn"][0, :, 0, 5].numpy(), out["steps"].mean[0, :, 0, 5].numpy()  # (T - tt,) r_v
-        bounces = np.flatnonzero(true > BOUNCE)
-        if not len(bounces) or bounces[0] < LEAD:
+        true, pred = out["step_drawn"][0, :, 0, 3:].numpy(), out["steps"].mean[0, :, 0, 3:].numpy()  # (T - tt, 3) r_v of body 0
+        jumps = np.linalg.norm(np.diff(true, axis=0), axis=-1)  # (T - tt - 1,) between frames k and k + 1
+        impacts = np.flatnonzero(jumps > IMPACT) + 1
+        if not len(impacts) or impacts[0] < LEAD:
             continue
-        k = bounces[0]
-        true_rows.append(true[k - LEAD : k + 1])
-        pred_rows.append(pred[k - LEAD : k + 1])
+        k = impacts[0]
+        direction = (true[k] - true[k - 1]) / np.linalg.norm(true[k] - true[k - 1])
+        true_rows.append(true[k - LEAD : k + 1] @ direction)
+        pred_rows.append(pred[k - LEAD : k + 1] @ direction)
+    if not true_rows:
+        raise SystemExit(f"impact_steps: none of the {args.episodes} episodes had an impact after frame {LEAD}; simulate more (--episodes)")
     true_r, pred_r = np.array(true_rows), np.array(pred_rows)  # (episodes, LEAD + 1)
     jump = float(np.mean((pred_r[:, -1] - true_r[:, -2]) / (true_r[:, -1] - true_r[:, -2])))
     early = float(np.mean(pred_r[:, :-1] - true_r[:, :-1]))
-    leads = [f"-{LEAD - j}" if j < LEAD else "bounce" for j in range(LEAD + 1)]
-    print(f"vertical velocity steps r_v around the first bounce, {len(true_r)} held-out drops (step units; free fall -0.98)")
+    leads = [f"-{LEAD - j}" if j < LEAD else "impact" for j in range(LEAD + 1)]
+    print(f"velocity steps r_v of body 0 around its first impact along the impulse, {len(true_r)} held-out {args.family} episodes (step units)")
     print(f"{'frame':10s}" + "".join(f"{x:>9s}" for x in leads))
     print(f"{'true':10s}" + "".join(f"{x:9.2f}" for x in true_r.mean(0)))
     print(f"{'model':10s}" + "".join(f"{x:9.2f}" for x in pred_r.mean(0)))
-    print(f"jump ratio at the bounce (1 = sharp): {jump:.2f}; early rise before it (0 = none): {early:+.2f}")
-    summary = {"episodes": len(true_r), "true": true_r.mean(0).tolist(), "model": pred_r.mean(0).tolist(),
+    print(f"jump ratio at the impact (1 = sharp): {jump:.2f}; early rise before it (0 = none): {early:+.2f}")
+    summary = {"family": args.family, "episodes": len(true_r), "true": true_r.mean(0).tolist(), "model": pred_r.mean(0).tolist(),
                "jump_ratio": jump, "early_rise": early, "checkpoint": args.checkpoint}
     print(json.dumps(summary))
     return summary
