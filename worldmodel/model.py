@@ -615,12 +615,13 @@ class WorldModel(nn.Module):
         rest = (features @ self.dynamics_head.prior[:6].T).unsqueeze(-3).expand_as(raw[..., :6])  # the prior's step alone
         return StepDistribution(raw[..., :6], logstd[..., :6], rest, logstd[..., 6:], raw[..., 18], self.cfg.gate_override)
 
-    def block_dynamics(self, hv: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> StepDistribution:
+    def block_dynamics(self, hv: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> tuple[StepDistribution, torch.Tensor]:
         """Steps to the n blocks after those of hv (B, n, Np, D), their video hidden states; src
         (B, F, N, 6) SI states of frames ending with those n blocks' frames (known, or read out;
         F >= n*tt, and a frame before them, if given, is history for the first block's features);
         actions (B, n, tt, action_dim) those driving the steps (`block_actions`), or None; mask
-        (B, N) bool the tracked bodies (None: all) -> the steps' distribution (B, n, tt, N)."""
+        (B, N) bool the tracked bodies (None: all) -> the steps' distribution (B, n, tt, N) and
+        the bodies' learnt radii its contact features used (B, n, N) m."""
         tt, n, F = self.cfg.tubelet_t, hv.shape[1], src.shape[1]
         last = F - n * tt + torch.arange(n, device=hv.device) * tt + tt - 1  # base frame of each block
         before, before2 = (last - 1).clamp(min=0), last - 2
@@ -628,8 +629,9 @@ class WorldModel(nn.Module):
         prev2 = torch.where((before2 >= 0)[None, :, None, None], history, 2 * src[:, before] - src[:, last])  # none: dv2 = dv1
         slots = self.dynamics_head.slots(hv)  # (B, n, tt, N, D)
         body_mask = None if mask is None else mask[:, None]
-        features = self.dynamics_features(src[:, last], src[:, before], prev2, actions, self.body_radius(slots), body_mask)  # (B, n, N, F)
-        return self.step_distribution(self.dynamics_head.decode(slots, features), features)
+        radius = self.body_radius(slots)  # (B, n, N)
+        features = self.dynamics_features(src[:, last], src[:, before], prev2, actions, radius, body_mask)  # (B, n, N, F)
+        return self.step_distribution(self.dynamics_head.decode(slots, features), features), radius
 
     def chain_states(self, hv: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         """States of blocks 1..n stepped from block 0's known (or read-out) states and then from the
@@ -693,6 +695,8 @@ class WorldModel(nn.Module):
           steps          `StepDistribution` (B, T - tt, n_max) of the dynamics steps of frames tt..
                          (step units; `.mean` and `.logstd` the gate's choice)
           step_drawn     (B, T - tt, n_max, 6) the steps `batch.states` took (None without states)
+          body_radius    (B, nb - 1, n_max) m: each body's learnt radius in the blocks that step the
+                         next ones (`body_radius`), as the contact features used it
           frame_mean     (B, T, H, W, 3) predicted mean in [0, 1] (first block: the input frames)
           frame_logstd   (B, T, H, W, 3) predicted log-std (first block: 0)
           states         (B, T, n_max, 6) positions m and velocities m/s: the readout for the first
@@ -733,7 +737,7 @@ class WorldModel(nn.Module):
         src = readout.detach() if known is None else torch.where(present[:, None, None, None], known, readout.detach())
         actions = None if inp["actions"] is None else inp["actions"][:, :-1]  # (B, nb-1, tt, A) driving blocks 1..
         body_mask = self._state_mask(batch, B, tub.device)  # (B, n_max) tracked bodies
-        dist = self.block_dynamics(hv[:, :-1], src[:, : (nb - 1) * tt], actions, body_mask)  # (B, nb-1, tt, n_max)
+        dist, radius = self.block_dynamics(hv[:, :-1], src[:, : (nb - 1) * tt], actions, body_mask)  # (B, nb-1, tt, n_max), (B, nb-1, n_max)
         predicted = self.predict_states(dist.mean, src, present)
         states = torch.cat([readout[:, :tt], predicted], dim=1)[:, :T]  # (B, T, n_max, 6) SI
         frame_dist = dist.map(lambda t: t.flatten(1, 2)[:, : T - tt])  # (B, T-tt, n_max) frames tt..
@@ -787,6 +791,7 @@ class WorldModel(nn.Module):
             "state_logprob": state_logprob,
             "steps": frame_dist,
             "step_drawn": drawn,
+            "body_radius": radius,
             "frame_mean": frame_mean,
             "frame_logstd": frame_logstd,
             "states": states,
