@@ -638,12 +638,10 @@ class WorldModel(nn.Module):
         chain's own predictions only, as a rollout does, while the video stays teacher-forced, with
         the moving means alone (no gate: they learn what compounds wherever the gate might let them act):
         hv (B, n, Np, D) blocks 0..n-1; src (B, tt, N, 6) SI block 0's states; actions (B, n, tt,
-        action_dim) driving the steps, or None; mask (B, N) the tracked bodies -> (B, n*tt, N, 6).
-        The bodies' radii are held fixed here: they learn from the one-step losses alone, where the
-        contact gap is exact, not from chained states whose hits the head cannot time exactly."""
+        action_dim) driving the steps, or None; mask (B, N) the tracked bodies -> (B, n*tt, N, 6)."""
         tt = self.cfg.tubelet_t
         slots = self.dynamics_head.slots(hv)  # (B, n, tt, N, D)
-        radius = self.body_radius(slots).detach()  # (B, n, N)
+        radius = self.body_radius(slots)  # (B, n, N)
         cur, prev = src[:, -1], src[:, -2] if tt > 1 else src[:, -1]
         prev2 = src[:, -3] if tt > 2 else None
         out = []
