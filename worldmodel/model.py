@@ -581,9 +581,9 @@ class WorldModel(nn.Module):
         smallest, that gap / contact_scale and the velocity of approach along the line of centres
         (closing speed times the unit normal towards it, / vel_scale: the direction and size of the
         impulse a hit gives); then the gap to the floor (z = 0) after one frame / contact_scale.
-        Where the gap falls below 0 within the frame, the bodies touch: an impact's timing is
-        explicit instead of left to the head to infer (without it, the head spreads an uncertain
-        hit over the frames before it). A body with no other tracked body gets FAR_GAP, no approach."""
+        Where the gap falls below 0 within the frame, the bodies touch: an impact's timing is given
+        to the head rather than left to infer (measured, it still brakes before hits: README,
+        `impact_steps.py`). A body with no other tracked body gets FAR_GAP, no approach."""
         cfg = self.cfg
         dt = 1.0 / cfg.fps
         p, v = cur[..., :3], cur[..., 3:]
