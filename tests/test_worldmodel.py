@@ -312,9 +312,11 @@ def test_dynamics_head_reads_the_actions_that_drive_the_step(cfg):
     hv, src = torch.randn(1, 1, cfg.n_patches, cfg.d_model), torch.randn(1, cfg.tubelet_t, cfg.n_max_objects, 6)
     actions = torch.zeros(1, 1, cfg.tubelet_t, cfg.action_dim)
     with torch.no_grad():
-        still = model.block_dynamics(hv, src, actions)[0].move
-        pushed = model.block_dynamics(hv, src, actions + 1.0)[0].move
-        torch.testing.assert_close(model.block_dynamics(hv, src)[0].move, still)
+        slots = model.dynamics_head.slots(hv)
+        radius = model.body_radius(slots)
+        still = model.block_dynamics(slots, radius, src, actions).move
+        pushed = model.block_dynamics(slots, radius, src, actions + 1.0).move
+        torch.testing.assert_close(model.block_dynamics(slots, radius, src).move, still)
     assert (pushed - still).abs().amax() > 1e-3
     no_actions = wm.WorldModel(tiny_config(action_dim=0))
     assert no_actions.dynamics_head.skip.in_features == wm.model.BODY_FEATURES + wm.model.CONTACT_FEATURES

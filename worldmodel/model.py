@@ -393,9 +393,9 @@ class StateHead(nn.Module):
         bounded = FEATURE_BOUND * torch.tanh(features / FEATURE_BOUND)  # what the learnt maps see
         return self.mlp(slots + self.features(bounded).unsqueeze(-3)) + (self.skip(bounded) + features @ self.prior.T).unsqueeze(-3)
 
-    def forward(self, h: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
-        """h (B, n, Np, D), features (B, n, n_max, F) or None -> (B, n * tubelet_t, n_max, n_out)"""
-        return self.decode(self.slots(h), features).flatten(1, 2)
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """h (B, n, Np, D) -> (B, n * tubelet_t, n_max, n_out), without features (the readout)"""
+        return self.decode(self.slots(h)).flatten(1, 2)
 
 
 def constant_acceleration_prior(cfg: ModelConfig) -> torch.Tensor:
@@ -615,37 +615,35 @@ class WorldModel(nn.Module):
         rest = (features @ self.dynamics_head.prior[:6].T).unsqueeze(-3).expand_as(raw[..., :6])  # the prior's step alone
         return StepDistribution(raw[..., :6], logstd[..., :6], rest, logstd[..., 6:], raw[..., 18], self.cfg.gate_override)
 
-    def block_dynamics(self, hv: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> tuple[StepDistribution, torch.Tensor]:
-        """Steps to the n blocks after those of hv (B, n, Np, D), their video hidden states; src
-        (B, F, N, 6) SI states of frames ending with those n blocks' frames (known, or read out;
-        F >= n*tt, and a frame before them, if given, is history for the first block's features);
-        actions (B, n, tt, action_dim) those driving the steps (`block_actions`), or None; mask
-        (B, N) bool the tracked bodies (None: all) -> the steps' distribution (B, n, tt, N) and
-        the bodies' learnt radii its contact features used (B, n, N) m."""
-        tt, n, F = self.cfg.tubelet_t, hv.shape[1], src.shape[1]
-        last = F - n * tt + torch.arange(n, device=hv.device) * tt + tt - 1  # base frame of each block
+    def block_dynamics(self, slots: torch.Tensor, radius: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> StepDistribution:
+        """Steps to the n blocks after those whose dynamics slots are slots (B, n, tt, N, D)
+        (`StateHead.slots` of their video hidden states) with the bodies' radii read from them,
+        radius (B, n, N) m (`body_radius`); src (B, F, N, 6) SI states of frames ending with those n
+        blocks' frames (known, or read out; F >= n*tt, and a frame before them, if given, is history
+        for the first block's features); actions (B, n, tt, action_dim) those driving the steps
+        (`block_actions`), or None; mask (B, N) bool the tracked bodies (None: all) -> the steps'
+        distribution (B, n, tt, N)."""
+        tt, n, F = self.cfg.tubelet_t, slots.shape[1], src.shape[1]
+        last = F - n * tt + torch.arange(n, device=slots.device) * tt + tt - 1  # base frame of each block
         before, before2 = (last - 1).clamp(min=0), last - 2
         history = src[:, before2.clamp(min=0)]
         prev2 = torch.where((before2 >= 0)[None, :, None, None], history, 2 * src[:, before] - src[:, last])  # none: dv2 = dv1
-        slots = self.dynamics_head.slots(hv)  # (B, n, tt, N, D)
         body_mask = None if mask is None else mask[:, None]
-        radius = self.body_radius(slots)  # (B, n, N)
         features = self.dynamics_features(src[:, last], src[:, before], prev2, actions, radius, body_mask)  # (B, n, N, F)
-        return self.step_distribution(self.dynamics_head.decode(slots, features), features), radius
+        return self.step_distribution(self.dynamics_head.decode(slots, features), features)
 
-    def chain_states(self, hv: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def chain_states(self, slots: torch.Tensor, radius: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         """States of blocks 1..n stepped from block 0's known (or read-out) states and then from the
         chain's own predictions only, as a rollout does, while the video stays teacher-forced, with
         the moving means alone (no gate: they learn what compounds wherever the gate might let them act):
-        hv (B, n, Np, D) blocks 0..n-1; src (B, tt, N, 6) SI block 0's states; actions (B, n, tt,
-        action_dim) driving the steps, or None; mask (B, N) the tracked bodies -> (B, n*tt, N, 6)."""
+        slots (B, n, tt, N, D) and radius (B, n, N) of blocks 0..n-1 (as `block_dynamics`); src
+        (B, tt, N, 6) SI block 0's states; actions (B, n, tt, action_dim) driving the steps, or
+        None; mask (B, N) the tracked bodies -> (B, n*tt, N, 6)."""
         tt = self.cfg.tubelet_t
-        slots = self.dynamics_head.slots(hv)  # (B, n, tt, N, D)
-        radius = self.body_radius(slots)  # (B, n, N)
         cur, prev = src[:, -1], src[:, -2] if tt > 1 else src[:, -1]
         prev2 = src[:, -3] if tt > 2 else None
         out = []
-        for b in range(hv.shape[1]):
+        for b in range(slots.shape[1]):
             features = self.dynamics_features(cur, prev, prev2, None if actions is None else actions[:, b], radius[:, b], mask)
             steps = self.step_distribution(self.dynamics_head.decode(slots[:, b], features), features).move  # (B, tt, N, 6) ungated
             for j in range(tt):
@@ -737,7 +735,9 @@ class WorldModel(nn.Module):
         src = readout.detach() if known is None else torch.where(present[:, None, None, None], known, readout.detach())
         actions = None if inp["actions"] is None else inp["actions"][:, :-1]  # (B, nb-1, tt, A) driving blocks 1..
         body_mask = self._state_mask(batch, B, tub.device)  # (B, n_max) tracked bodies
-        dist, radius = self.block_dynamics(hv[:, :-1], src[:, : (nb - 1) * tt], actions, body_mask)  # (B, nb-1, tt, n_max), (B, nb-1, n_max)
+        slots = self.dynamics_head.slots(hv[:, :-1])  # (B, nb-1, tt, n_max, D): shared by the one-step and chained dynamics
+        radius = self.body_radius(slots)  # (B, nb-1, n_max) m
+        dist = self.block_dynamics(slots, radius, src[:, : (nb - 1) * tt], actions, body_mask)  # (B, nb-1, tt, n_max)
         predicted = self.predict_states(dist.mean, src, present)
         states = torch.cat([readout[:, :tt], predicted], dim=1)[:, :T]  # (B, T, n_max, 6) SI
         frame_dist = dist.map(lambda t: t.flatten(1, 2)[:, : T - tt])  # (B, T-tt, n_max) frames tt..
@@ -756,7 +756,7 @@ class WorldModel(nn.Module):
             gate_loss = cfg.gate_weight * (gate_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
             # the same steps chained over the clip from its first block alone, against the truth: what
             # a rollout does with its own states (errors compound), in units of one step's scales
-            chained = self.chain_states(hv[:, :-1], src[:, :tt], actions, body_mask)[:, : T - tt]  # (B, T-tt, n_max, 6)
+            chained = self.chain_states(slots, radius, src[:, :tt], actions, body_mask)[:, : T - tt]  # (B, T-tt, n_max, 6)
             scale = chained.new_tensor([cfg.step_pos_scale] * 3 + [cfg.step_vel_scale] * 3)
             chain_err = F.smooth_l1_loss(chained / scale, known[:, tt:T] / scale, reduction="none", beta=0.01).mean(-1)  # (B, T-tt, n_max)
             chain_loss = cfg.chain_weight * (chain_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)

@@ -157,7 +157,8 @@ def rollout(
         # steady change), or block b-1's frames read out from its video tokens
         src = known[:, max((b - 1) * tt - 1, 0) : b * tt] if states_in[0] else model.state_head(hv).detach() * model.state_scale
         drive = None if actions is None else actions[:, b - 1 : b]  # (S, 1, tt, A) the actions of block b's frames
-        dist = model.block_dynamics(hv, src, drive, mask.bool())[0].map(lambda t: t[:, 0])  # (S, tt, n_max)
+        slots = model.dynamics_head.slots(hv)  # (S, 1, tt, n_max, D)
+        dist = model.block_dynamics(slots, model.body_radius(slots), src, drive, mask.bool()).map(lambda t: t[:, 0])  # (S, tt, n_max)
         steps = dist.sample(temperature, generator)  # (S, tt, n_max, 6)
         lp = (dist.log_prob(steps).sum(-1) * mask[:, None]).sum(-1)  # (S, tt)
         logprob = logprob + (lp * new).sum(-1)
