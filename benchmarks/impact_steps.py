@@ -2,8 +2,9 @@
 
     python benchmarks/impact_steps.py --checkpoint runs/quality/nano/model.safetensors --episodes 20
     python benchmarks/impact_steps.py --checkpoint ... --family collision   # two balls hitting head-on or glancing
+    python benchmarks/impact_steps.py --checkpoint ... --family collision --split ood   # faster, bigger, heavier balls
 
-For held-out episodes (split=val, 1.7 s) of single-object drops (`--family drop`) or two-ball
+For held-out episodes (--split val, or ood for the out-of-distribution ranges; 1.7 s) of single-object drops (`--family drop`) or two-ball
 collisions (`--family collision`), the model is teacher-forced on the simulated clip, and its
 dynamics step means are set against the true steps (the simulator's, in the same run) around body
 0's first impact: its velocity step r_v in step units (ModelConfig.step_vel_scale m/s; free fall at
@@ -40,13 +41,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True, help="a world-model checkpoint (model.safetensors)")
     ap.add_argument("--family", choices=sorted(SCENES), default="drop", help="the impacts: a drop's bounce or two balls' hit")
+    ap.add_argument("--split", choices=("val", "ood"), default="val", help="parameter ranges of the held-out episodes")
     ap.add_argument("--episodes", type=int, default=20, help="held-out episodes simulated (those without an impact are skipped)")
     ap.add_argument("--seed", type=int, default=200, help="seed of the first held-out episode")
     args = ap.parse_args(argv)
     model = worldmodel.load(args.checkpoint)
     true_rows, pred_rows, radii = [], [], []
     for i in range(args.episodes):
-        episode = sim.simulate(args.family, SCENES[args.family], seed=args.seed + i, seconds=1.7, split="val")
+        episode = sim.simulate(args.family, SCENES[args.family], seed=args.seed + i, seconds=1.7, split=args.split)
         with torch.no_grad():
             out = model(worldmodel.collate([episode], model.cfg))
         true, pred = out["step_drawn"][0, :, 0, 3:].numpy(), out["steps"].mean[0, :, 0, 3:].numpy()  # (T - tt, 3) r_v of body 0
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     jump = float(np.mean((pred_r[:, -1] - true_r[:, -2]) / (true_r[:, -1] - true_r[:, -2])))
     early = float(np.mean(pred_r[:, :-1] - true_r[:, :-1]))
     leads = [f"-{LEAD - j}" if j < LEAD else "impact" for j in range(LEAD + 1)]
-    print(f"velocity steps r_v of body 0 around its first impact along the impulse, {len(true_r)} held-out {args.family} episodes (step units)")
+    print(f"velocity steps r_v of body 0 around its first impact along the impulse, {len(true_r)} held-out {args.family} episodes, split {args.split} (step units)")
     print(f"{'frame':10s}" + "".join(f"{x:>9s}" for x in leads))
     print(f"{'true':10s}" + "".join(f"{x:9.2f}" for x in true_r.mean(0)))
     print(f"{'model':10s}" + "".join(f"{x:9.2f}" for x in pred_r.mean(0)))
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     learnt, true_radius = np.array(radii).T
     ratio = float(np.mean(learnt / true_radius))
     print(f"body 0's learnt radius: {learnt.mean():.3f} m against the simulator's {true_radius.mean():.3f} m (mean ratio {ratio:.2f}, {len(radii)} episodes)")
-    summary = {"family": args.family, "episodes": len(true_r), "true": true_r.mean(0).tolist(), "model": pred_r.mean(0).tolist(),
+    summary = {"family": args.family, "split": args.split, "episodes": len(true_r), "true": true_r.mean(0).tolist(), "model": pred_r.mean(0).tolist(),
                "jump_ratio": jump, "early_rise": early, "radius_ratio": ratio, "checkpoint": args.checkpoint}
     print(json.dumps(summary))
     return summary
