@@ -13,9 +13,10 @@ up; for a hit, along the impulse). The impact frame is the first whose true |r_v
 IMPACT. Prints the mean over episodes of the true and predicted projections from LEAD frames before
 the impact to the impact frame, the jump ratio (the predicted rise at the impact frame over the true
 one: 1 is a sharp impact, 0 none) and the early rise (how far the predicted steps before the impact
-sit above the true ones: a model that decelerates before an impact hedges), and the radius the
-dynamics head's contact features learnt for body 0 against the simulator's (half its `size`), then
-one JSON line.
+sit above the true ones: a model that decelerates before an impact hedges), and the radius and
+restitution the model learnt for body 0 (`WorldModel.body_properties`, which its contact features and
+impulses use) against the simulator's (half its `size`; its `restitution`), then one JSON line.
+Steps here are whole steps: the head's plus the frame's closed-form contact impulse.
 """
 
 from __future__ import annotations
@@ -46,13 +47,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=200, help="seed of the first held-out episode")
     args = ap.parse_args(argv)
     model = worldmodel.load(args.checkpoint)
-    true_rows, pred_rows, radii = [], [], []
+    true_rows, pred_rows, props = [], [], []
     for i in range(args.episodes):
         episode = sim.simulate(args.family, SCENES[args.family], seed=args.seed + i, seconds=1.7, split=args.split)
         with torch.no_grad():
             out = model(worldmodel.collate([episode], model.cfg))
-        true, pred = out["step_drawn"][0, :, 0, 3:].numpy(), out["steps"].mean[0, :, 0, 3:].numpy()  # (T - tt, 3) r_v of body 0
-        radii.append((float(out["body_radius"][0, :, 0].mean()), episode.params["size"] / 2))  # (learnt, true) m
+        impulse = out["step_impulse"][0, :, 0, 3:]  # the closed-form contact part of each step (both sides)
+        true, pred = (out["step_drawn"][0, :, 0, 3:] + impulse).numpy(), (out["steps"].mean[0, :, 0, 3:] + impulse).numpy()  # (T - tt, 3) r_v of body 0
+        radius, restitution = out["bodies"][0, :, 0, 0].mean(), out["bodies"][0, :, 0, 2].mean()  # body 0's learnt properties
+        props.append((float(radius), episode.params["size"] / 2, float(restitution), episode.params["restitution"]))  # (learnt, true) m, (learnt, true)
         jumps = np.linalg.norm(np.diff(true, axis=0), axis=-1)  # (T - tt - 1,) between frames k and k + 1
         impacts = np.flatnonzero(jumps > IMPACT) + 1
         if not len(impacts) or impacts[0] < LEAD:
@@ -72,11 +75,14 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'true':10s}" + "".join(f"{x:9.2f}" for x in true_r.mean(0)))
     print(f"{'model':10s}" + "".join(f"{x:9.2f}" for x in pred_r.mean(0)))
     print(f"jump ratio at the impact (1 = sharp): {jump:.2f}; early rise before it (0 = none): {early:+.2f}")
-    learnt, true_radius = np.array(radii).T
+    learnt, true_radius, learnt_e, true_e = np.array(props).T
     ratio = float(np.mean(learnt / true_radius))
-    print(f"body 0's learnt radius: {learnt.mean():.3f} m against the simulator's {true_radius.mean():.3f} m (mean ratio {ratio:.2f}, {len(radii)} episodes)")
+    e_error = float(np.mean(np.abs(learnt_e - true_e)))
+    print(f"body 0's learnt radius: {learnt.mean():.3f} m against the simulator's {true_radius.mean():.3f} m (mean ratio {ratio:.2f}, {len(props)} episodes)")
+    print(f"body 0's learnt restitution: {learnt_e.mean():.2f} against the simulator's {true_e.mean():.2f} (mean absolute error {e_error:.2f}; "
+          f"correlation {np.corrcoef(learnt_e, true_e)[0, 1]:.2f})")
     summary = {"family": args.family, "split": args.split, "episodes": len(true_r), "true": true_r.mean(0).tolist(), "model": pred_r.mean(0).tolist(),
-               "jump_ratio": jump, "early_rise": early, "radius_ratio": ratio, "checkpoint": args.checkpoint}
+               "jump_ratio": jump, "early_rise": early, "radius_ratio": ratio, "restitution_error": e_error, "checkpoint": args.checkpoint}
     print(json.dumps(summary))
     return summary
 

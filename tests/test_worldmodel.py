@@ -6,6 +6,7 @@ Tiny configs (32x32 frames, d_model 32) on real `sim` episodes; the whole file r
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -313,10 +314,10 @@ def test_dynamics_head_reads_the_actions_that_drive_the_step(cfg):
     actions = torch.zeros(1, 1, cfg.tubelet_t, cfg.action_dim)
     with torch.no_grad():
         slots = model.dynamics_head.slots(hv)
-        radius = model.body_radius(slots)
-        still = model.block_dynamics(slots, radius, src, actions).move
-        pushed = model.block_dynamics(slots, radius, src, actions + 1.0).move
-        torch.testing.assert_close(model.block_dynamics(slots, radius, src).move, still)
+        bodies = model.body_properties(slots)
+        still = model.block_dynamics(slots, bodies, src, actions).move
+        pushed = model.block_dynamics(slots, bodies, src, actions + 1.0).move
+        torch.testing.assert_close(model.block_dynamics(slots, bodies, src).move, still)
     assert (pushed - still).abs().amax() > 1e-3
     no_actions = wm.WorldModel(tiny_config(action_dim=0))
     assert no_actions.dynamics_head.skip.in_features == wm.model.BODY_FEATURES + wm.model.CONTACT_FEATURES
@@ -343,6 +344,59 @@ def test_contact_features_give_the_gap_after_one_frame_to_the_nearest_tracked_bo
     assert both[0, 0] < 0  # with the middle body tracked, body 0 touches it within the frame
     alone = model.contact_features(cur, radius, torch.tensor([True, False, False]))
     assert alone[0, 0] == wm.model.FAR_GAP / cs and (alone[0, 1:4] == 0).all()
+
+
+def ball_bodies(radius, mass, restitution) -> torch.Tensor:
+    """(N, BODY_PROPERTIES) as `WorldModel.body_properties` gives them"""
+    return torch.tensor([[r, math.log(m), e] for r, m, e in zip(radius, mass, restitution)])
+
+
+def test_contact_impulse_of_a_head_on_hit_conserves_momentum_and_restitutes_the_closing_speed(cfg):
+    """Balls of radius 0.1 m, 0.275 m apart and closing at 3 m/s touch halfway through a frame
+    (0.05 s): after it, momentum is conserved, they part at e x 3 m/s, and each has moved at its
+    new velocity for the half frame after the contact. An untracked third ball between them is ignored."""
+    model = wm.WorldModel(cfg)
+    dt, e = 1.0 / cfg.fps, 0.8
+    cur = torch.zeros(3, 6)
+    cur[:, 2] = 1.0
+    cur[0, 3], cur[1, 0], cur[1, 3], cur[2, 0] = 2.0, 0.275, -1.0, 0.12
+    mass = (1.0, 3.0, 1.0)
+    bodies = ball_bodies((0.1, 0.1, 0.1), mass, (e, e, e))
+    nxt = model.advance(cur, torch.zeros(3, 6), bodies, torch.tensor([True, True, False]))
+    v0, v1 = nxt[0, 3].item(), nxt[1, 3].item()
+    assert 1.0 * v0 + 3.0 * v1 == pytest.approx(1.0 * 2.0 + 3.0 * -1.0, abs=1e-3)
+    assert v1 - v0 == pytest.approx(e * 3.0, abs=1e-3)
+    half = dt / 2  # before the contact at the old velocities, after it at the new
+    assert nxt[0, 0].item() == pytest.approx(2.0 * half + v0 * half, abs=1e-4)
+    assert nxt[1, 0].item() == pytest.approx(0.275 - 1.0 * half + v1 * half, abs=1e-4)
+    torch.testing.assert_close(nxt[:, 4:6], torch.zeros(3, 2))  # no sideways or vertical change
+    torch.testing.assert_close(nxt[2], model.step_states(cur[2], torch.zeros(6)))  # untracked: free
+
+
+def test_contact_impulse_bounces_off_the_floor_and_leaves_resting_and_parting_bodies_alone(cfg):
+    """A ball of radius 0.1 m falling at 1 m/s from 11 cm reaches the floor 0.01 s into the frame
+    and leaves it at e x 1 m/s; boxes resting on each other and on the floor, or balls moving
+    apart, get no impulse."""
+    model = wm.WorldModel(cfg)
+    dt, e = 1.0 / cfg.fps, 0.6
+    ball = torch.tensor([[0.0, 0.0, 0.11, 0.0, 0.0, -1.0]])
+    nxt = model.advance(ball, torch.zeros(1, 6), ball_bodies((0.1,), (1.0,), (e,)), torch.tensor([True]))
+    assert nxt[0, 5].item() == pytest.approx(e * 1.0, abs=1e-3)
+    assert nxt[0, 2].item() == pytest.approx(0.11 - 1.0 * 0.01 + e * (dt - 0.01), abs=1e-4)
+    stack = torch.tensor([[0.0, 0.0, 0.05, 0.0, 0.0, 0.0], [0.0, 0.0, 0.15, 0.0, 0.0, 0.0]])  # touching, at rest
+    parting = torch.tensor([[0.0, 0.0, 1.0, -1.0, 0.0, 0.0], [0.19, 0.0, 1.0, 1.0, 0.0, 0.0]])  # overlapping, moving apart
+    bodies = ball_bodies((0.05, 0.05), (1.0, 1.0), (e, e))
+    for cur in (stack, parting):
+        torch.testing.assert_close(model.contact_impulse(cur, bodies if cur is stack else ball_bodies((0.1, 0.1), (1.0, 1.0), (e, e)), torch.ones(2, dtype=torch.bool)), torch.zeros(2, 6))
+
+
+def test_body_properties_start_as_equal_balls_of_the_initial_radius(cfg):
+    """Before training every body reads as radius RADIUS_INIT, equal mass, restitution 0.5."""
+    model = wm.WorldModel(cfg)
+    with torch.no_grad():
+        bodies = model.body_properties(torch.zeros(1, cfg.tubelet_t, cfg.n_max_objects, cfg.d_model))
+    expected = torch.tensor([wm.model.RADIUS_INIT, 0.0, 0.5]).expand(1, cfg.n_max_objects, 3)
+    torch.testing.assert_close(bodies, expected)
 
 
 def test_untrained_dynamics_head_starts_as_constant_acceleration(cfg):

@@ -60,12 +60,14 @@ from worldmodel.tokens import (
     tubelets_to_frames,
 )
 
-FORMAT = "physfusion.worldmodel/5"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions
+FORMAT = "physfusion.worldmodel/6"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties
 STEP_LOGSTD_MIN, STEP_LOGSTD_MAX = -8.0, 1.0  # log-std of a dynamics step, in step units (see ModelConfig.step_pos_scale)
 FEATURE_BOUND = 2.0  # soft clip of the dynamics head's features for its learnt maps (`StateHead.decode`)
 BODY_FEATURES = 12  # per body: position, velocity, last and steady velocity change (`WorldModel.dynamics_features`)
 CONTACT_FEATURES = 5  # per body: gap to the nearest body after one step, approach velocity along it, floor gap (`WorldModel.contact_features`)
-RADIUS_INIT = 0.1  # m: a body's learnt radius before training (`WorldModel.body_radius`)
+RADIUS_INIT = 0.1  # m: a body's learnt radius before training (`WorldModel.body_properties`)
+BODY_PROPERTIES = 3  # per body, read from its dynamics slots: radius m, log mass (relative), restitution (`WorldModel.body_properties`)
+CONTACT_SOFTNESS = 0.005  # m: the gap over which a contact's impulse fades in (`WorldModel.contact_impulse`)
 FAR_GAP = 100.0  # m: the contact gap of a body with no other tracked body
 DYNAMICS_OUT = 19  # per body and frame: the moving step's mean (6) and log-std (6), the resting step's log-std (6), the gate's keep logit (`StepDistribution`)
 
@@ -423,7 +425,7 @@ class WorldModel(nn.Module):
         self.frame_head = FrameHead(cfg)
         self.state_head = StateHead(cfg)
         self.dynamics_head = StateHead(cfg, n_features=dynamics_features_dim(cfg), n_out=DYNAMICS_OUT, prior=constant_acceleration_prior(cfg))  # step mean, log-std, gate
-        self.radius_head = nn.Linear(cfg.d_model, 1)  # each body's size, read from its dynamics slots (`body_radius`)
+        self.body_head = nn.Linear(cfg.d_model, BODY_PROPERTIES)  # each body's size, mass and restitution, read from its dynamics slots
         self.register_buffer("state_scale", torch.tensor([cfg.pos_scale] * 3 + [cfg.vel_scale] * 3), persistent=False)
         self._init_weights()
 
@@ -438,7 +440,8 @@ class WorldModel(nn.Module):
                 nn.init.normal_(m.weight, std=0.02)
         nn.init.zeros_(self.dynamics_head.mlp[-1].weight)  # the dynamics head starts as its prior exactly
         nn.init.zeros_(self.dynamics_head.skip.weight)
-        nn.init.constant_(self.radius_head.bias, math.log(math.expm1(RADIUS_INIT)))  # softplus(bias) = RADIUS_INIT
+        with torch.no_grad():  # radius RADIUS_INIT, equal masses, restitution 0.5
+            self.body_head.bias.copy_(torch.tensor([math.log(math.expm1(RADIUS_INIT)), 0.0, 0.0]))
 
     # --- bookkeeping ---------------------------------------------------------------------------
     def num_parameters(self) -> int:
@@ -602,11 +605,61 @@ class WorldModel(nn.Module):
         floor_gap = p[..., 2] + v[..., 2] * dt - radius  # (..., N) m
         return torch.cat([near_gap[..., None] / cfg.contact_scale, approach / cfg.vel_scale, floor_gap[..., None] / cfg.contact_scale], dim=-1)
 
-    def body_radius(self, slots: torch.Tensor) -> torch.Tensor:
-        """The dynamics slots (..., tt, N, D) of a block -> each body's learnt radius (..., N) in m,
-        from its slots averaged over the block's frames: the size the contact features need, read
-        from the pixels and the caption ("Balls (3) of 20 cm")."""
-        return F.softplus(self.radius_head(slots.mean(-3)).squeeze(-1))
+    def body_properties(self, slots: torch.Tensor) -> torch.Tensor:
+        """The dynamics slots (..., tt, N, D) of a block -> each body's learnt properties (..., N,
+        BODY_PROPERTIES), from its slots averaged over the block's frames: radius m (softplus), log
+        mass (only differences matter) and restitution in (0, 1) (sigmoid). What the contact
+        features and impulses need, read from the pixels and the caption ("Balls (3) of 20 cm ...
+        red 1.15 kg ... restitution 0.8")."""
+        raw = self.body_head(slots.mean(-3))
+        return torch.stack([F.softplus(raw[..., 0]), raw[..., 1], torch.sigmoid(raw[..., 2])], dim=-1)
+
+    def contact_impulse(self, cur: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The closed-form part of a frame's step (..., N, 6) in step units: the velocity change of
+        every collision the frame holds, and the distance it moves the body by the frame's end.
+        cur (..., N, 6) SI the frame's starting states; bodies (..., N, BODY_PROPERTIES)
+        (`body_properties`); mask (..., N) bool the tracked bodies.
+
+        Two spheres i, j closing at speed c along the unit normal n (from i to j) whose gap after
+        the frame, dist - c dt - r_i - r_j, is below 0 collide: i's velocity changes by
+        -(1 + e) m_j / (m_i + m_j) c n, e the mean of their restitutions (momentum is conserved and
+        the closing speed becomes e c apart). A body falling onto the floor (z = 0) bounces: its
+        vertical velocity v_z becomes -e v_z. Each impulse fades in over CONTACT_SOFTNESS of gap
+        (a sigmoid, so radii learn from it) and acts for the part of the frame after the contact.
+        Bodies touching without closing (a stack at rest, a box on the floor) get nothing: the
+        dynamics head learns resting contact, friction and spin as corrections to this."""
+        cfg = self.cfg
+        dt = 1.0 / cfg.fps
+        p, v = cur[..., :3], cur[..., 3:]
+        radius, log_mass, restitution = bodies.unbind(-1)  # (..., N) each
+        dp = p.unsqueeze(-3) - p.unsqueeze(-2)  # (..., N, N, 3): [i, j] = p_j - p_i
+        dist = dp.norm(dim=-1).clamp(min=1e-6)
+        normal = dp / dist[..., None]
+        closing = (-((v.unsqueeze(-3) - v.unsqueeze(-2)) * normal).sum(-1)).clamp(min=0)  # (..., N, N) m/s
+        gap = dist - (radius.unsqueeze(-1) + radius.unsqueeze(-2))  # (..., N, N) m now
+        N = p.shape[-2]
+        pair = mask.unsqueeze(-2) & mask.unsqueeze(-1) & ~torch.eye(N, dtype=torch.bool, device=p.device)
+        touch = torch.sigmoid((closing * dt - gap) / CONTACT_SOFTNESS) * pair
+        share = torch.sigmoid(log_mass.unsqueeze(-2) - log_mass.unsqueeze(-1))  # [i, j] m_j / (m_i + m_j)
+        e = (restitution.unsqueeze(-1) + restitution.unsqueeze(-2)) / 2
+        hit = (1 + e) * share * closing * touch  # (..., N, N) m/s: i's speed change along -n
+        after = 1 - (gap / (closing * dt).clamp(min=1e-6)).clamp(0, 1)  # the frame's part after contact
+        dv = -(hit[..., None] * normal).sum(-2)  # (..., N, 3)
+        dx = -((hit * after)[..., None] * normal).sum(-2) * dt
+        fall = (-v[..., 2]).clamp(min=0)  # (..., N) m/s towards the floor
+        floor_gap = p[..., 2] - radius
+        bounce = (1 + restitution) * fall * torch.sigmoid((fall * dt - floor_gap) / CONTACT_SOFTNESS) * mask
+        floor_after = 1 - (floor_gap / (fall * dt).clamp(min=1e-6)).clamp(0, 1)
+        up = torch.zeros_like(dv)
+        up[..., 2] = 1.0
+        dv = dv + bounce[..., None] * up
+        dx = dx + (bounce * floor_after * dt)[..., None] * up
+        return torch.cat([dx / cfg.step_pos_scale, dv / cfg.step_vel_scale], dim=-1)
+
+    def advance(self, cur: torch.Tensor, steps: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The next frame's states: cur (..., N, 6) SI taken by the dynamics head's steps (..., N, 6)
+        plus the frame's `contact_impulse` (bodies, mask as there)."""
+        return self.step_states(cur, steps + self.contact_impulse(cur, bodies, mask))
 
     def step_distribution(self, raw: torch.Tensor, features: torch.Tensor) -> StepDistribution:
         """The dynamics head's output raw (..., tt, N, DYNAMICS_OUT) for bodies whose features are
@@ -615,53 +668,55 @@ class WorldModel(nn.Module):
         rest = (features @ self.dynamics_head.prior[:6].T).unsqueeze(-3).expand_as(raw[..., :6])  # the prior's step alone
         return StepDistribution(raw[..., :6], logstd[..., :6], rest, logstd[..., 6:], raw[..., 18], self.cfg.gate_override)
 
-    def block_dynamics(self, slots: torch.Tensor, radius: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> StepDistribution:
+    def block_dynamics(self, slots: torch.Tensor, bodies: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> StepDistribution:
         """Steps to the n blocks after those whose dynamics slots are slots (B, n, tt, N, D)
-        (`StateHead.slots` of their video hidden states) with the bodies' radii read from them,
-        radius (B, n, N) m (`body_radius`); src (B, F, N, 6) SI states of frames ending with those n
+        (`StateHead.slots` of their video hidden states) with the bodies' properties read from them,
+        bodies (B, n, N, BODY_PROPERTIES) (`body_properties`); src (B, F, N, 6) SI states of frames ending with those n
         blocks' frames (known, or read out; F >= n*tt, and a frame before them, if given, is history
         for the first block's features); actions (B, n, tt, action_dim) those driving the steps
         (`block_actions`), or None; mask (B, N) bool the tracked bodies (None: all) -> the steps'
-        distribution (B, n, tt, N)."""
+        distribution (B, n, tt, N): what the head adds to each frame's `contact_impulse`."""
         tt, n, F = self.cfg.tubelet_t, slots.shape[1], src.shape[1]
         last = F - n * tt + torch.arange(n, device=slots.device) * tt + tt - 1  # base frame of each block
         before, before2 = (last - 1).clamp(min=0), last - 2
         history = src[:, before2.clamp(min=0)]
         prev2 = torch.where((before2 >= 0)[None, :, None, None], history, 2 * src[:, before] - src[:, last])  # none: dv2 = dv1
         body_mask = None if mask is None else mask[:, None]
-        features = self.dynamics_features(src[:, last], src[:, before], prev2, actions, radius, body_mask)  # (B, n, N, F)
+        features = self.dynamics_features(src[:, last], src[:, before], prev2, actions, bodies[..., 0], body_mask)  # (B, n, N, F)
         return self.step_distribution(self.dynamics_head.decode(slots, features), features)
 
-    def chain_states(self, slots: torch.Tensor, radius: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def chain_states(self, slots: torch.Tensor, bodies: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         """States of blocks 1..n stepped from block 0's known (or read-out) states and then from the
         chain's own predictions only, as a rollout does, while the video stays teacher-forced, with
-        the moving means alone (no gate: they learn what compounds wherever the gate might let them act):
-        slots (B, n, tt, N, D) and radius (B, n, N) of blocks 0..n-1 (as `block_dynamics`); src
-        (B, tt, N, 6) SI block 0's states; actions (B, n, tt, action_dim) driving the steps, or
-        None; mask (B, N) the tracked bodies -> (B, n*tt, N, 6)."""
+        the moving means alone (no gate: they learn what compounds wherever the gate might let them act),
+        with each frame's contact impulses: slots (B, n, tt, N, D) and bodies (B, n, N,
+        BODY_PROPERTIES) of blocks 0..n-1 (as `block_dynamics`); src (B, tt, N, 6) SI block 0's
+        states; actions (B, n, tt, action_dim) driving the steps, or None; mask (B, N) the tracked
+        bodies -> (B, n*tt, N, 6)."""
         tt = self.cfg.tubelet_t
         cur, prev = src[:, -1], src[:, -2] if tt > 1 else src[:, -1]
         prev2 = src[:, -3] if tt > 2 else None
         out = []
         for b in range(slots.shape[1]):
-            features = self.dynamics_features(cur, prev, prev2, None if actions is None else actions[:, b], radius[:, b], mask)
+            features = self.dynamics_features(cur, prev, prev2, None if actions is None else actions[:, b], bodies[:, b, :, 0], mask)
             steps = self.step_distribution(self.dynamics_head.decode(slots[:, b], features), features).move  # (B, tt, N, 6) ungated
             for j in range(tt):
-                prev2, prev, cur = prev, cur, self.step_states(cur, steps[:, j])
+                prev2, prev, cur = prev, cur, self.advance(cur, steps[:, j], bodies[:, b], mask)
                 out.append(cur)
         return torch.stack(out, dim=1)
 
-    def predict_states(self, steps: torch.Tensor, src: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """Next blocks' states, one step each from the frame before: steps (B, n, tt, N, 6) for blocks
-        1..n (made by blocks 0..n-1); src (B, (n+1)*tt, N, 6) SI the known states of blocks 0..n
-        (read out where not `present`). Within a block, clips without known states step from the
+    def predict_states(self, steps: torch.Tensor, bodies: torch.Tensor, src: torch.Tensor, present: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Next blocks' states, one step each from the frame before (`advance`): steps (B, n, tt, N,
+        6) for blocks 1..n and bodies (B, n, N, BODY_PROPERTIES), made by blocks 0..n-1; src (B,
+        (n+1)*tt, N, 6) SI the known states of blocks 0..n (read out where not `present`); mask
+        (B, N) the tracked bodies. Within a block, clips without known states step from the
         previous prediction. Returns (B, n*tt, N, 6) SI for blocks 1..n."""
         tt, n = self.cfg.tubelet_t, steps.shape[1]
         p = present[:, None, None, None]
         prev = src[:, tt - 1 : n * tt : tt]  # (B, n, N, 6) last frame of blocks 0..n-1
         out = []
         for j in range(tt):
-            cur = self.step_states(prev, steps[:, :, j])
+            cur = self.advance(prev, steps[:, :, j], bodies, mask[:, None])
             out.append(cur)
             prev = torch.where(p, src[:, tt + j :: tt][:, :n], cur)
         return torch.stack(out, dim=2).flatten(1, 2)
@@ -692,9 +747,12 @@ class WorldModel(nn.Module):
                          whether the true step is within rest_tolerance of the prior's (`StepDistribution`)
           steps          `StepDistribution` (B, T - tt, n_max) of the dynamics steps of frames tt..
                          (step units; `.mean` and `.logstd` the gate's choice)
-          step_drawn     (B, T - tt, n_max, 6) the steps `batch.states` took (None without states)
-          body_radius    (B, nb - 1, n_max) m: each body's learnt radius in the blocks that step the
-                         next ones (`body_radius`), as the contact features used it
+          step_drawn     (B, T - tt, n_max, 6) the steps of the head that `batch.states` took, their
+                         contact impulses taken out (None without states)
+          step_impulse   (B, T - tt, n_max, 6) those frames' contact impulses (step units, detached;
+                         None without states): step_drawn + step_impulse is the whole step
+          bodies         (B, nb - 1, n_max, BODY_PROPERTIES) each body's learnt radius m, log mass
+                         and restitution in the blocks that step the next ones (`body_properties`)
           frame_mean     (B, T, H, W, 3) predicted mean in [0, 1] (first block: the input frames)
           frame_logstd   (B, T, H, W, 3) predicted log-std (first block: 0)
           states         (B, T, n_max, 6) positions m and velocities m/s: the readout for the first
@@ -736,16 +794,19 @@ class WorldModel(nn.Module):
         actions = None if inp["actions"] is None else inp["actions"][:, :-1]  # (B, nb-1, tt, A) driving blocks 1..
         body_mask = self._state_mask(batch, B, tub.device)  # (B, n_max) tracked bodies
         slots = self.dynamics_head.slots(hv[:, :-1])  # (B, nb-1, tt, n_max, D): shared by the one-step and chained dynamics
-        radius = self.body_radius(slots)  # (B, nb-1, n_max) m
-        dist = self.block_dynamics(slots, radius, src[:, : (nb - 1) * tt], actions, body_mask)  # (B, nb-1, tt, n_max)
-        predicted = self.predict_states(dist.mean, src, present)
+        bodies = self.body_properties(slots)  # (B, nb-1, n_max, BODY_PROPERTIES)
+        dist = self.block_dynamics(slots, bodies, src[:, : (nb - 1) * tt], actions, body_mask)  # (B, nb-1, tt, n_max)
+        predicted = self.predict_states(dist.mean, bodies, src, present, body_mask)
+        frame_bodies = bodies.repeat_interleave(tt, dim=1)  # (B, (nb-1)*tt, n_max, BODY_PROPERTIES) of frames tt..
+        impulse = lambda start: self.contact_impulse(start, frame_bodies, body_mask[:, None])  # noqa: E731  (B, (nb-1)*tt, n_max, 6)
         states = torch.cat([readout[:, :tt], predicted], dim=1)[:, :T]  # (B, T, n_max, 6) SI
         frame_dist = dist.map(lambda t: t.flatten(1, 2)[:, : T - tt])  # (B, T-tt, n_max) frames tt..
         if known is not None:
             w = body_mask[:, None, :].float()  # (B, 1, n_max)
             err = ((readout[:, :T] - known[:, :T]) / self.state_scale).pow(2).mean(-1)  # (B, T, n_max)
             readout_loss = (err * w).sum() / (w.sum() * T).clamp(min=1)
-            target = self.step_targets(known[:, tt - 1 : -1], known[:, tt:]).unflatten(1, (nb - 1, tt))  # (B, nb-1, tt, n_max, 6)
+            # what the head must add to each frame's contact impulses (which learn through it)
+            target = (self.step_targets(known[:, tt - 1 : -1], known[:, tt:]) - impulse(known[:, tt - 1 : -1])).unflatten(1, (nb - 1, tt))  # (B, nb-1, tt, n_max, 6)
             # the moving mean, on every frame; nearly L1 (quadratic only within 0.01): rollouts
             # integrate these steps, so small errors matter
             step_err = F.smooth_l1_loss(dist.move, target, reduction="none", beta=0.01).mean(-1).flatten(1, 2)[:, : T - tt]  # (B, T-tt, n_max)
@@ -756,24 +817,25 @@ class WorldModel(nn.Module):
             gate_loss = cfg.gate_weight * (gate_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
             # the same steps chained over the clip from its first block alone, against the truth: what
             # a rollout does with its own states (errors compound), in units of one step's scales
-            chained = self.chain_states(slots, radius, src[:, :tt], actions, body_mask)[:, : T - tt]  # (B, T-tt, n_max, 6)
+            chained = self.chain_states(slots, bodies, src[:, :tt], actions, body_mask)[:, : T - tt]  # (B, T-tt, n_max, 6)
             scale = chained.new_tensor([cfg.step_pos_scale] * 3 + [cfg.step_vel_scale] * 3)
             chain_err = F.smooth_l1_loss(chained / scale, known[:, tt:T] / scale, reduction="none", beta=0.01).mean(-1)  # (B, T-tt, n_max)
             chain_loss = cfg.chain_weight * (chain_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
             # each component's spread around its own mean (held fixed): moving on every frame, resting where kept
-            true_steps = target.flatten(1, 2)[:, : T - tt]
+            true_steps = target.flatten(1, 2)[:, : T - tt].detach()
             nll = -gaussian_logprob(true_steps, frame_dist.move.detach(), frame_dist.move_logstd).mean(-1)  # (B, T-tt, n_max)
             nll = nll - keep * gaussian_logprob(true_steps, frame_dist.rest, frame_dist.rest_logstd).mean(-1)
             step_nll = cfg.step_nll_weight * (nll * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
             # the steps a rollout drew: as the targets, but a block's first frame steps from `src`
             prev = known[:, tt - 1 : -1].clone()
             prev[:, ::tt] = src[:, tt - 1 : -1 : tt]
-            drawn = self.step_targets(prev, known[:, tt:])[:, : T - tt]  # (B, T-tt, n_max, 6)
+            step_impulse = impulse(prev).detach()[:, : T - tt]  # (B, T-tt, n_max, 6)
+            drawn = self.step_targets(prev, known[:, tt:])[:, : T - tt] - step_impulse
             lp = (frame_dist.log_prob(drawn).sum(-1) * w).sum(-1)  # (B, T-tt)
             state_logprob = torch.cat([lp.new_zeros(B, tt), lp], dim=1)
         else:
             readout_loss = step_loss = chain_loss = step_nll = gate_loss = readout.new_zeros(())
-            state_logprob, drawn = readout.new_zeros(B, T), None
+            state_logprob, drawn, step_impulse = readout.new_zeros(B, T), None, None
         state_loss = readout_loss + step_loss + chain_loss + step_nll + gate_loss
 
         loss = frame_nll + cfg.state_weight * state_loss + cfg.moe_aux_weight * moe_aux
@@ -791,7 +853,8 @@ class WorldModel(nn.Module):
             "state_logprob": state_logprob,
             "steps": frame_dist,
             "step_drawn": drawn,
-            "body_radius": radius,
+            "step_impulse": step_impulse,
+            "bodies": bodies,
             "frame_mean": frame_mean,
             "frame_logstd": frame_logstd,
             "states": states,

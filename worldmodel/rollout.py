@@ -15,7 +15,9 @@ unknown beyond the context (the learned "absent" embedding); actions are read fr
 when it has them for the horizon, else zero.
 
 The states are sampled too: each frame's dynamics step is drawn from the head's Gaussian at the
-same temperature (temperature 0: its mean), so samples differ in where the bodies go.
+same temperature (temperature 0: its mean), so samples differ in where the bodies go; the frame's
+contact impulses (`WorldModel.contact_impulse`, closed form from the state it starts from) are
+added to it.
 
 `Rollout.logprob` is log p(predicted frames, state steps | context, caption) under the model itself
 (temperature 1), whatever temperature drew them: the frames' probability times the steps' density.
@@ -158,13 +160,14 @@ def rollout(
         src = known[:, max((b - 1) * tt - 1, 0) : b * tt] if states_in[0] else model.state_head(hv).detach() * model.state_scale
         drive = None if actions is None else actions[:, b - 1 : b]  # (S, 1, tt, A) the actions of block b's frames
         slots = model.dynamics_head.slots(hv)  # (S, 1, tt, n_max, D)
-        dist = model.block_dynamics(slots, model.body_radius(slots), src, drive, mask.bool()).map(lambda t: t[:, 0])  # (S, tt, n_max)
+        bodies = model.body_properties(slots)  # (S, 1, n_max, BODY_PROPERTIES)
+        dist = model.block_dynamics(slots, bodies, src, drive, mask.bool()).map(lambda t: t[:, 0])  # (S, tt, n_max)
         steps = dist.sample(temperature, generator)  # (S, tt, n_max, 6)
         lp = (dist.log_prob(steps).sum(-1) * mask[:, None]).sum(-1)  # (S, tt)
         logprob = logprob + (lp * new).sum(-1)
         prev = src[:, -1]
         for j in range(tt):
-            cur = model.step_states(prev, steps[:, j])
+            cur = model.advance(prev, steps[:, j], bodies[:, 0].detach(), mask.bool())  # the head's step plus the frame's contact impulses (states carry no gradient)
             if b * tt + j >= context:
                 known[:, b * tt + j] = cur
             prev = known[:, b * tt + j]
