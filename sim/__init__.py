@@ -6,6 +6,7 @@
 """
 
 from sim import _gl  # noqa: F401  (must run before mujoco is imported)
+from sim.bodies import body_properties
 from sim.dataset import load_dataset
 from sim.engine import Simulation, UnstableSimulation
 from sim.episode import STATE_SLICES, Camera, ContactEvent, Episode
@@ -26,6 +27,7 @@ __all__ = [
     "RenderError",
     "Simulation",
     "UnstableSimulation",
+    "body_properties",
     "get_family",
     "load_dataset",
     "realize_params",

@@ -176,3 +176,15 @@ def test_episode_slice_keeps_absolute_time():
     np.testing.assert_array_equal(part.frames, ep.frames[5:15])
     assert all(0.25 <= e.time < 0.75 for e in part.events)
     assert len(part.audio) == round(0.5 * ep.audio_rate)
+
+
+def test_body_properties_follow_the_realised_parameters():
+    """Per body, in body order: half the size, the mass, the restitution; NaN where the family sets
+    none for that body (the push paddle, a stack's restitution)."""
+    hit = sim.simulate("collision", {"num_balls": 2, "size": 0.2, "masses": [0.5, 1.5], "restitution": 0.7}, seed=0, seconds=0.2, width=32, height=32)
+    np.testing.assert_allclose(sim.body_properties(hit), [[0.1, 0.5, 0.7], [0.1, 1.5, 0.7]])
+    drop = sim.simulate("drop", {"num_objects": 2, "size": 0.1, "mass": 0.4, "restitution": 0.6}, seed=0, seconds=0.2, width=32, height=32)
+    other = drop.params["others"][0]
+    np.testing.assert_allclose(sim.body_properties(drop), [[0.05, 0.4, 0.6], [other["size"] / 2, other["mass"], 0.6]])
+    push = sim.body_properties(sim.simulate("push", {"num_objects": 1, "size": 0.08, "mass": 0.5}, seed=0, seconds=0.2, width=32, height=32))
+    assert np.isnan(push[0]).all() and np.allclose(push[1, :2], [0.04, 0.5]) and np.isnan(push[1, 2])

@@ -657,3 +657,32 @@ def test_chunked_attention_is_the_full_masked_attention(episode, n_chunks):
     assert ends[0] == batch.text.shape[1] and all(c[2] == c[1] for c in plan.chunks)  # keys up to the chunk's end
     assert len(plan.chunks) == min(n_chunks, 1 + 4)
     assert wm.model.ChunkedMask.plan(layout.block.flip(0), torch.zeros(1, 1, len(layout), len(layout)), n_chunks) is None
+
+
+def test_body_loss_scores_only_the_stated_properties(cfg):
+    """The learnt properties against the simulator's: 0 where they agree, NaN (not stated) skipped,
+    radius in contact_scale units, log mass, restitution."""
+    model = wm.WorldModel(cfg)
+    truth = torch.tensor([[[0.1, 2.0, 0.5], [float("nan")] * 3]])  # (B=1, N=2, 3): body 1 states nothing
+    learnt = torch.tensor([[[[0.1, math.log(2.0), 0.5], [9.0, 9.0, 0.9]]]])  # (B, n=1, N, 3)
+    assert model.body_loss(learnt, truth).item() == pytest.approx(0.0, abs=1e-10)
+    off = learnt.clone()
+    off[..., 0, 0] += cfg.contact_scale  # one contact_scale too large
+    assert model.body_loss(off, truth).item() == pytest.approx(1.0 / 3)
+    partly = truth.clone()
+    partly[0, 0, 2] = float("nan")  # restitution not stated either
+    assert model.body_loss(off, partly).item() == pytest.approx(1.0 / 2)
+    assert model.body_loss(learnt, None).item() == 0.0
+
+
+def test_forward_trains_the_body_properties_from_the_simulator(cfg):
+    """A batch of simulated collisions carries each ball's radius, mass and restitution; the body
+    loss is positive before training and has gradient in the body head."""
+    eps = [sim.simulate("collision", {"num_balls": 2}, seed=s, seconds=0.4, width=32, height=32) for s in range(2)]
+    batch = wm.collate(eps, cfg)
+    assert torch.isfinite(batch.bodies[:, :2]).all() and torch.isnan(batch.bodies[:, 2:]).all()
+    model = wm.WorldModel(cfg)
+    out = model(batch)
+    assert out["body_loss"] > 0
+    out["body_loss"].backward()
+    assert model.body_head.weight.grad.abs().sum() > 0

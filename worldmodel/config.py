@@ -103,6 +103,10 @@ class ModelConfig:
     another body; the gate then removes only the small corrections that drift resting bodies"""
     gate_weight: float = 0.1
     """weight of the gate's binary cross-entropy (keep the prior's step or move) within the state loss"""
+    body_weight: float = 0.1
+    """weight of the body properties' loss within the state loss: the learnt radius (in contact_scale
+    units), log mass and restitution against the simulator's, where the episode states them
+    (`sim.body_properties`); the impulses also train them, through the step losses"""
     contact_scale: float = 0.05
     """m; the dynamics head's contact features (gaps to the nearest body and to the floor after one
     step, `WorldModel.contact_features`) are divided by this: within a few of it, a hit is imminent"""
@@ -197,6 +201,8 @@ class ModelConfig:
             bad("gate_override", ">= 0 (step units)")
         if self.gate_weight < 0:
             bad("gate_weight", ">= 0")
+        if self.body_weight < 0:
+            bad("body_weight", ">= 0")
         if not self.contact_scale > 0:
             bad("contact_scale", "> 0 (m)")
 

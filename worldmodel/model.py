@@ -656,6 +656,19 @@ class WorldModel(nn.Module):
         dx = dx + (bounce * floor_after * dt)[..., None] * up
         return torch.cat([dx / cfg.step_pos_scale, dv / cfg.step_vel_scale], dim=-1)
 
+    def body_loss(self, bodies: torch.Tensor, truth: torch.Tensor | None) -> torch.Tensor:
+        """Mean squared error of the learnt bodies (B, n, N, BODY_PROPERTIES) (`body_properties`)
+        against the simulator's, truth (B, N, 3) radius m, mass kg, restitution (`Batch.bodies`, NaN
+        where not stated; None: 0): radius in contact_scale units, log mass, restitution."""
+        if truth is None:
+            return bodies.new_zeros(())
+        truth = truth[:, None].to(bodies.dtype)  # (B, 1, N, 3)
+        pred = torch.stack([bodies[..., 0] / self.cfg.contact_scale, bodies[..., 1], bodies[..., 2]], dim=-1)
+        target = torch.stack([truth[..., 0] / self.cfg.contact_scale, truth[..., 1].log(), truth[..., 2]], dim=-1)
+        known = target.isfinite().expand_as(pred)
+        err = (pred - target.nan_to_num()).pow(2)
+        return (err * known).sum() / known.sum().clamp(min=1)
+
     def advance(self, cur: torch.Tensor, steps: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The next frame's states: cur (..., N, 6) SI taken by the dynamics head's steps (..., N, 6)
         plus the frame's `contact_impulse` (bodies, mask as there)."""
@@ -728,7 +741,8 @@ class WorldModel(nn.Module):
         Returns a dict:
           loss           scalar: frame_nll + state_weight * state_loss + moe_aux_weight * moe_aux
           frame_nll      scalar: nats per predicted pixel value (frames tubelet_t .. T-1)
-          state_loss     scalar: readout_loss + step_loss + chain_loss + step_nll + gate_loss (0 without states)
+          state_loss     scalar: readout_loss + step_loss + chain_loss + step_nll + gate_loss + body_loss
+                         (0 without states)
           readout_loss   scalar: MSE of the readout's normalised positions and velocities
           step_loss      scalar: smooth-L1 loss of the dynamics head's moving step means (see `step_targets`)
           step_nll       scalar: step_nll_weight x Gaussian NLL of the true steps under the moving
@@ -743,6 +757,8 @@ class WorldModel(nn.Module):
                          bodies' 6 components, step units) as a rollout samples them: from the
                          previous frame's state in `batch.states` (a block's first frame: from the
                          state its steps are based on); 0 for the first block and without states
+          body_loss      scalar: body_weight x `body_loss` of the learnt body properties (0 where the
+                         batch states none)
           gate_loss      scalar: gate_weight x binary cross-entropy of the gate's keep logit against
                          whether the true step is within rest_tolerance of the prior's (`StepDistribution`)
           steps          `StepDistribution` (B, T - tt, n_max) of the dynamics steps of frames tt..
@@ -821,6 +837,7 @@ class WorldModel(nn.Module):
             scale = chained.new_tensor([cfg.step_pos_scale] * 3 + [cfg.step_vel_scale] * 3)
             chain_err = F.smooth_l1_loss(chained / scale, known[:, tt:T] / scale, reduction="none", beta=0.01).mean(-1)  # (B, T-tt, n_max)
             chain_loss = cfg.chain_weight * (chain_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
+            body_loss = cfg.body_weight * self.body_loss(bodies, batch.bodies)
             # each component's spread around its own mean (held fixed): moving on every frame, resting where kept
             true_steps = target.flatten(1, 2)[:, : T - tt].detach()
             nll = -gaussian_logprob(true_steps, frame_dist.move.detach(), frame_dist.move_logstd).mean(-1)  # (B, T-tt, n_max)
@@ -834,9 +851,9 @@ class WorldModel(nn.Module):
             lp = (frame_dist.log_prob(drawn).sum(-1) * w).sum(-1)  # (B, T-tt)
             state_logprob = torch.cat([lp.new_zeros(B, tt), lp], dim=1)
         else:
-            readout_loss = step_loss = chain_loss = step_nll = gate_loss = readout.new_zeros(())
+            readout_loss = step_loss = chain_loss = step_nll = gate_loss = body_loss = readout.new_zeros(())
             state_logprob, drawn, step_impulse = readout.new_zeros(B, T), None, None
-        state_loss = readout_loss + step_loss + chain_loss + step_nll + gate_loss
+        state_loss = readout_loss + step_loss + chain_loss + step_nll + gate_loss + body_loss
 
         loss = frame_nll + cfg.state_weight * state_loss + cfg.moe_aux_weight * moe_aux
         return {
@@ -848,6 +865,7 @@ class WorldModel(nn.Module):
             "chain_loss": chain_loss,
             "step_nll": step_nll,
             "gate_loss": gate_loss,
+            "body_loss": body_loss,
             "moe_aux": moe_aux,
             "frame_logprob": frame_logprob,
             "state_logprob": state_logprob,

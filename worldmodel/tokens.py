@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
+from sim.bodies import body_properties
 from worldmodel.config import ACTION, AUDIO, MODALITIES, SEP, STATE, TEXT, VIDEO, ModelConfig
 
 PAD, BOS, EOT = 256, 257, 258
@@ -154,6 +155,8 @@ class Batch:
     state_mask:    (B, n_max_objects) bool, True for the bodies an episode has, or None
     state_present: (B,) bool, False for clips whose states are hidden from the state tokens (they
                    remain loss targets), or None (present iff `states` is given)
+    bodies:        (B, n_max_objects, 3) float32 each body's radius m, mass kg and restitution as
+                   the simulator set them (`sim.body_properties`; NaN where not stated), or None
     """
 
     frames: torch.Tensor
@@ -164,6 +167,7 @@ class Batch:
     states: torch.Tensor | None = None
     state_mask: torch.Tensor | None = None
     state_present: torch.Tensor | None = None
+    bodies: torch.Tensor | None = None
 
     @functools.cached_property
     def text_values(self) -> torch.Tensor:
@@ -222,6 +226,9 @@ def episode_arrays(ep, cfg: ModelConfig, n_frames: int | None = None) -> dict[st
     states[: len(s), :n, 3:] = s[..., 7:10]
     out["states"] = states
     out["state_mask"] = np.arange(cfg.n_max_objects) < n
+    bodies = np.full((cfg.n_max_objects, 3), np.nan, np.float32)
+    bodies[:n] = body_properties(ep)[:n]
+    out["bodies"] = bodies
     return out
 
 
@@ -244,6 +251,7 @@ def collate(episodes: Sequence, cfg: ModelConfig) -> Batch:
         actions=stack("actions"),
         states=stack("states"),
         state_mask=stack("state_mask"),
+        bodies=stack("bodies"),
     )
 
 

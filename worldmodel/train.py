@@ -54,7 +54,7 @@ from worldmodel.tokens import collate
 # keys of configs/train.yaml that define what is trained (the rest may change between resumes)
 RUN_KEYS = ("data", "sim_split", "clip_len", "batch_size", "lr", "dynamics_lr_scale", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "state_dropout", "seed", "model")
 CRASH_ENV = "PHYSFUSION_TEST_CRASH_AFTER_STEP"
-LOSS_KEYS = ("loss", "frame_nll", "state_loss", "readout_loss", "step_loss", "chain_loss", "step_nll", "gate_loss", "moe_aux")  # logged and summarised
+LOSS_KEYS = ("loss", "frame_nll", "state_loss", "readout_loss", "step_loss", "chain_loss", "step_nll", "gate_loss", "body_loss", "moe_aux")  # logged and summarised
 
 
 class TrainError(ValueError):
