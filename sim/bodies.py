@@ -2,10 +2,11 @@
 
     props = sim.body_properties(episode)    # (n_bodies, 3): radius m, mass kg, restitution; NaN: not stated
 
-The radius is half the body's full extent (a sphere's radius, half a cube's edge), the size a
-world model needs to tell when two bodies touch; restitution is the coefficient of the body's
-contacts where the family sets one for them all. A value the family does not set per body (the push
-paddle, the gears, a cup) is NaN, so a loss on these can skip it.
+The radius is a sphere's: where a body is a box or a cylinder, the distance at which it touches
+another body or the floor depends on how it is turned (half its edge flat, half its diagonal on a
+corner), so it is NaN, as is every value the family does not set per body (the push paddle, the
+gears, a cup), and a loss on these can skip it. Restitution is the coefficient of the body's
+contacts where the family sets one for them all.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import numpy as np
 from sim.episode import Episode
 
 
-def _objects(p: dict) -> list[tuple[float, float]]:
-    """(size, mass) of the primary object, then of `others` (drop, push)"""
-    return [(p["size"], p["mass"])] + [(o["size"], o["mass"]) for o in p.get("others", [])]
+def _objects(p: dict, first_shape: str | None = None) -> list[tuple[float, float]]:
+    """(diameter or NaN, mass) of the primary object, then of `others` (drop, push): a diameter for
+    spheres only; the primary's shape is `first_shape` where p has none (push: a cube)"""
+    objects = [{"shape": p.get("shape", first_shape), **p}] + list(p.get("others", []))
+    return [(o["size"] if o["shape"] == "sphere" else float("nan"), o["mass"]) for o in objects]
 
 
 def _rows(p: dict, scene: str, n: int) -> list[tuple[float, float, float]]:
@@ -28,18 +31,20 @@ def _rows(p: dict, scene: str, n: int) -> list[tuple[float, float, float]]:
         return [(size, mass, e) for size, mass in _objects(p)]
     if scene == "collision":
         return [(p["size"], m, e) for m in p["masses"]]
-    if scene in ("pendulum", "stack"):
+    if scene == "pendulum":
         return [(p["size"], p["mass"], nan)] * n
-    if scene == "push":  # the paddle first: a slab, not a ball
-        return [(nan, nan, nan)] + [(size, mass, nan) for size, mass in _objects(p)]
+    if scene == "stack":  # cubes
+        return [(nan, p["mass"], nan)] * n
+    if scene == "push":  # the paddle first: a slab, not a ball; then the cube and the others
+        return [(nan, nan, nan)] + [(size, mass, nan) for size, mass in _objects(p, first_shape="box")]
     if scene == "pour":  # the cup, then the beads
         return [(nan, nan, nan)] + [(p["particle_size"], p["particle_mass"], nan)] * (n - 1)
     return [(nan, nan, nan)] * n  # gears, table_fall: rims and a cup
 
 
 def body_properties(episode: Episode) -> np.ndarray:
-    """(n_bodies, 3) float64: each body's radius m, mass kg and restitution, in `body_names` order;
-    NaN where the episode's family does not state the value for that body."""
+    """(n_bodies, 3) float64: each body's radius m (spheres only), mass kg and restitution, in
+    `body_names` order; NaN where the episode's family does not state the value for that body."""
     n = len(episode.body_names)
     rows = _rows(episode.params, episode.scene, n)[:n]
     out = np.full((n, 3), np.nan)
