@@ -19,7 +19,7 @@ from sim.episode import Episode
 def _objects(p: dict, first_shape: str | None = None) -> list[tuple[float, float]]:
     """(diameter or NaN, mass) of the primary object, then of `others` (drop, push): a diameter for
     spheres only; the primary's shape is `first_shape` where p has none (push: a cube)"""
-    objects = [{"shape": p.get("shape", first_shape), **p}] + list(p.get("others", []))
+    objects = [{**p, "shape": p.get("shape", first_shape)}, *p.get("others", [])]
     return [(o["size"] if o["shape"] == "sphere" else float("nan"), o["mass"]) for o in objects]
 
 
