@@ -390,6 +390,55 @@ def test_contact_impulse_bounces_off_the_floor_and_leaves_resting_and_parting_bo
         torch.testing.assert_close(model.contact_impulse(cur, bodies if cur is stack else ball_bodies((0.1, 0.1), (1.0, 1.0), (e, e)), torch.ones(2, dtype=torch.bool)), torch.zeros(2, 6))
 
 
+def test_contact_impulse_of_a_glancing_hit_uses_the_line_of_centres_at_the_touch(cfg):
+    """Ball 0 (radius 0.1 m) at 2 m/s along +x meets ball 1 at rest, offset 0.1 m sideways (impact
+    parameter 0.5): they touch when ball 0 is at x = 0.3 - 0.2 cos 30 deg, along the normal at 30
+    degrees to x, which the frame's start (0.15 m further back) does not show. Equal masses, e = 1:
+    ball 1 leaves along that normal with 2 cos 30 m/s, ball 0 at right angles to it."""
+    model = wm.WorldModel(cfg)
+    dt = 1.0 / cfg.fps
+    touch_x = 0.3 - 0.2 * math.cos(math.radians(30))
+    start = touch_x - 2.0 * dt / 2  # touches halfway through the frame
+    cur = torch.tensor([[start, 0.0, 1.0, 2.0, 0.0, 0.0], [0.3, 0.1, 1.0, 0.0, 0.0, 0.0]])
+    nxt = model.advance(cur, torch.zeros(2, 6), ball_bodies((0.1, 0.1), (1.0, 1.0), (1.0, 1.0)), torch.ones(2, dtype=torch.bool))
+    normal = torch.tensor([math.cos(math.radians(30)), math.sin(math.radians(30)), 0.0])
+    torch.testing.assert_close(nxt[1, 3:], 2.0 * math.cos(math.radians(30)) * normal, atol=1e-4, rtol=0)
+    torch.testing.assert_close(nxt[0, 3:] + nxt[1, 3:], torch.tensor([2.0, 0.0, 0.0]), atol=1e-4, rtol=0)  # momentum
+    torch.testing.assert_close(nxt[1, :3], cur[1, :3] + nxt[1, 3:] * dt / 2, atol=1e-4, rtol=0)  # moving for half the frame
+
+
+def test_contact_impulse_lands_whole_in_the_frame_that_holds_the_touch(cfg):
+    """Balls that touch 1 ms before a frame ends get the whole impulse in that frame (parting at
+    e times the closing speed) and none in the next; balls that touch 1 ms after it get none yet."""
+    model = wm.WorldModel(cfg)
+    dt, e = 1.0 / cfg.fps, 0.5
+    bodies, mask = ball_bodies((0.1, 0.1), (1.0, 1.0), (e, e)), torch.ones(2, dtype=torch.bool)
+    for lead, expect_hit in ((dt - 0.001, True), (dt + 0.001, False)):
+        cur = torch.tensor([[0.0, 0.0, 1.0, 1.0, 0.0, 0.0], [0.2 + 2.0 * lead, 0.0, 1.0, -1.0, 0.0, 0.0]])
+        nxt = model.advance(cur, torch.zeros(2, 6), bodies, mask)
+        parting = (nxt[1, 3] - nxt[0, 3]).item()
+        assert parting == pytest.approx(e * 2.0 if expect_hit else -2.0, abs=1e-4)
+        if expect_hit:
+            torch.testing.assert_close(model.contact_impulse(nxt, bodies, mask), torch.zeros(2, 6))
+
+
+def test_velocity_change_features_leave_out_the_contact_impulses(cfg):
+    """A ball that bounced off the floor in the last frame: its last and steady velocity changes are
+    gravity's alone, so the prior does not carry the bounce on as a force; without bodies (no
+    contacts known) the bounce is in them."""
+    model, s, dt = wm.WorldModel(cfg), cfg.step_vel_scale, 1.0 / cfg.fps
+    bodies, mask = ball_bodies((0.1,), (1.0,), (0.5,)), torch.tensor([True])
+    prev2 = torch.tensor([[0.0, 0.0, 0.2, 0.0, 0.0, -1.0]])
+    prev = model.step_states(prev2, torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, -9.81 * dt / s]]))  # free fall
+    gravity = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, -9.81 * dt / s]])
+    cur = model.advance(prev, gravity, bodies, mask)  # lands and bounces in this frame
+    assert cur[0, 5] > 0  # going up
+    f = model.dynamics_features(cur, prev, prev2, bodies=bodies, mask=mask)
+    torch.testing.assert_close(f[0, 6:12] * s, torch.tensor([0.0, 0.0, -9.81 * dt] * 2), atol=1e-4, rtol=0)
+    raw = model.dynamics_features(cur, prev, prev2)
+    assert raw[0, 8] * s > 1.0  # the bounce's jump, when contacts are not known
+
+
 def test_body_properties_start_as_equal_balls_of_the_initial_radius(cfg):
     """Before training every body reads as radius RADIUS_INIT, equal mass, restitution 0.5."""
     model = wm.WorldModel(cfg)

@@ -60,14 +60,14 @@ from worldmodel.tokens import (
     tubelets_to_frames,
 )
 
-FORMAT = "physfusion.worldmodel/6"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties
+FORMAT = "physfusion.worldmodel/7"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses
 STEP_LOGSTD_MIN, STEP_LOGSTD_MAX = -8.0, 1.0  # log-std of a dynamics step, in step units (see ModelConfig.step_pos_scale)
 FEATURE_BOUND = 2.0  # soft clip of the dynamics head's features for its learnt maps (`StateHead.decode`)
 BODY_FEATURES = 12  # per body: position, velocity, last and steady velocity change (`WorldModel.dynamics_features`)
 CONTACT_FEATURES = 5  # per body: gap to the nearest body after one step, approach velocity along it, floor gap (`WorldModel.contact_features`)
 RADIUS_INIT = 0.1  # m: a body's learnt radius before training (`WorldModel.body_properties`)
 BODY_PROPERTIES = 3  # per body, read from its dynamics slots: radius m, log mass (relative), restitution (`WorldModel.body_properties`)
-CONTACT_SOFTNESS = 0.005  # m: the gap over which a contact's impulse fades in (`WorldModel.contact_impulse`)
+CONTACT_EPS = 0.001  # m: added in quadrature to a contact's half-chord, so a graze's contact time has a bounded gradient (`WorldModel.contact_impulse`)
 FAR_GAP = 100.0  # m: the contact gap of a body with no other tracked body
 DYNAMICS_OUT = 19  # per body and frame: the moving step's mean (6) and log-std (6), the resting step's log-std (6), the gate's keep logit (`StepDistribution`)
 
@@ -551,25 +551,33 @@ class WorldModel(nn.Module):
         prev: torch.Tensor,
         prev2: torch.Tensor | None = None,
         actions: torch.Tensor | None = None,
-        radius: torch.Tensor | None = None,
+        bodies: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
+        history: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Each body's explicit inputs to the dynamics head from the base frame's state cur (..., N, 6)
-        and the two frames before, prev and prev2 (..., N, 6; prev2 None: no history beyond prev):
-        position / pos_scale, velocity / vel_scale, the last velocity change dv1 and the steady
-        change, all changes / step_vel_scale (BODY_FEATURES); its `contact_features` given the
-        bodies' radii (..., N) m (None: 0) and which are tracked, mask (..., N) bool (None: all);
-        then, the same for every body, the actions that drive the step, actions (..., tt,
-        action_dim) (None: zeros, no action) -> (..., N, `dynamics_features_dim`). The steady
-        change is the median of dv1, the change before it (dv1 without history) and 0: a constant
-        force keeps it, while an impulse (one frame of a bounce or a hit) does not carry over into
-        the next step."""
+        and the two frames before, prev and prev2 (..., N, 6; prev2 None, or False in history
+        (broadcast to (..., N)): no history beyond prev): position / pos_scale, velocity /
+        vel_scale, the last velocity change dv1 and the steady change, all changes / step_vel_scale
+        (BODY_FEATURES); its `contact_features`; then, the same for every body, the actions that
+        drive the step, actions (..., tt, action_dim) (None: zeros, no action) -> (..., N,
+        `dynamics_features_dim`). bodies (..., N, BODY_PROPERTIES) (`body_properties`; None: points
+        without contacts) and mask (..., N) bool the tracked bodies (None: all).
+
+        The velocity changes are what the frame's `contact_impulse` does not explain: a hit or a
+        bounce is the impulses' job, so it does not enter the forces the prior carries on. The
+        steady change is the median of dv1, the change before it (dv1 without history) and 0: a
+        constant force keeps it, while what is left of an impulse (one frame of a bounce or a hit
+        the closed form got slightly wrong) does not carry over into the next step."""
         cfg = self.cfg
-        dv1 = cur[..., 3:] - prev[..., 3:]
-        dv2 = dv1 if prev2 is None else prev[..., 3:] - prev2[..., 3:]
+        mask = torch.ones(cur.shape[:-1], dtype=torch.bool, device=cur.device) if mask is None else mask.expand(cur.shape[:-1])
+        kick = lambda s: 0.0 if bodies is None else self.contact_impulse(s, bodies, mask)[..., 3:] * cfg.step_vel_scale  # noqa: E731  m/s
+        dv1 = cur[..., 3:] - prev[..., 3:] - kick(prev)
+        dv2 = dv1 if prev2 is None else prev[..., 3:] - prev2[..., 3:] - kick(prev2)
+        if history is not None:
+            dv2 = torch.where(history.expand(cur.shape[:-1])[..., None], dv2, dv1)
         steady = torch.stack([dv1, dv2, torch.zeros_like(dv1)]).median(dim=0).values
-        radius = cur.new_zeros(cur.shape[:-1]) if radius is None else radius
-        mask = torch.ones(cur.shape[:-1], dtype=torch.bool, device=cur.device) if mask is None else mask
+        radius = cur.new_zeros(cur.shape[:-1]) if bodies is None else bodies[..., 0]
         parts = [cur[..., :3] / cfg.pos_scale, cur[..., 3:] / cfg.vel_scale, dv1 / cfg.step_vel_scale, steady / cfg.step_vel_scale, self.contact_features(cur, radius, mask)]
         n_act = cfg.tubelet_t * cfg.action_dim
         if n_act:
@@ -620,40 +628,52 @@ class WorldModel(nn.Module):
         cur (..., N, 6) SI the frame's starting states; bodies (..., N, BODY_PROPERTIES)
         (`body_properties`); mask (..., N) bool the tracked bodies.
 
-        Two spheres i, j closing at speed c along the unit normal n (from i to j) whose gap after
-        the frame, dist - c dt - r_i - r_j, is below 0 collide: i's velocity changes by
-        -(1 + e) m_j / (m_i + m_j) c n, e the mean of their restitutions (momentum is conserved and
-        the closing speed becomes e c apart). A body falling onto the floor (z = 0) bounces: its
-        vertical velocity v_z becomes -e v_z. Each impulse fades in over CONTACT_SOFTNESS of gap
-        (a sigmoid, so radii learn from it) and acts for the part of the frame after the contact.
-        Bodies touching without closing (a stack at rest, a box on the floor) get nothing: the
-        dynamics head learns resting contact, friction and spin as corrections to this."""
+        Each contact is found at its time within the frame, the bodies moving at their starting
+        velocities: two spheres i, j touch at the first t in [0, dt) where |d + u t| = r_i + r_j
+        (d, u their relative position and velocity). If they are closing at speed c along the
+        unit normal n at that moment (from i to j), i's velocity changes by
+        -(1 + e) m_j / (m_i + m_j) c n, e the mean of their restitutions: momentum is conserved and
+        the closing speed becomes e c apart. A body falling onto the floor (z = 0) bounces: its
+        vertical velocity v_z becomes -e v_z. Each impulse acts for the part of the frame after its
+        contact, and all of it lands in the one frame that holds the contact (a hit at a frame's
+        end is not split over two frames, which would lose part of its restitution). The size of
+        the impulse is continuous in the radii: a grazing touch has c -> 0, and the contact time
+        and normal move with them, which is how the radii learn. Bodies touching without closing
+        (a stack at rest, a box on the floor) get nothing: the dynamics head learns resting
+        contact, friction and spin as corrections to this."""
         cfg = self.cfg
         dt = 1.0 / cfg.fps
         p, v = cur[..., :3], cur[..., 3:]
         radius, log_mass, restitution = bodies.unbind(-1)  # (..., N) each
-        dp = p.unsqueeze(-3) - p.unsqueeze(-2)  # (..., N, N, 3): [i, j] = p_j - p_i
-        dist = dp.norm(dim=-1).clamp(min=1e-6)
-        normal = dp / dist[..., None]
-        closing = (-((v.unsqueeze(-3) - v.unsqueeze(-2)) * normal).sum(-1)).clamp(min=0)  # (..., N, N) m/s
-        gap = dist - (radius.unsqueeze(-1) + radius.unsqueeze(-2))  # (..., N, N) m now
         N = p.shape[-2]
+        d = p.unsqueeze(-3) - p.unsqueeze(-2)  # (..., N, N, 3): [i, j] = p_j - p_i
+        u = v.unsqueeze(-3) - v.unsqueeze(-2)  # (..., N, N, 3): [i, j] = v_j - v_i
+        reach = radius.unsqueeze(-1) + radius.unsqueeze(-2)  # (..., N, N) m
+        uu = (u * u).sum(-1).clamp(min=1e-12)  # (m/s)^2
+        du = (d * u).sum(-1)  # < 0: approaching
+        miss2 = (d * d).sum(-1) - du.square() / uu  # (..., N, N) m^2: closest approach of the lines of motion, squared
+        inside = reach.square() - miss2  # > 0: they come within reach
+        chord = (inside.clamp(min=0) + CONTACT_EPS**2).sqrt()  # m: half the path within reach (bounded gradients at a graze)
+        t_hit = (-du - chord * uu.sqrt()) / uu  # s: the first touch (< 0: touching already)
         pair = mask.unsqueeze(-2) & mask.unsqueeze(-1) & ~torch.eye(N, dtype=torch.bool, device=p.device)
-        touch = torch.sigmoid((closing * dt - gap) / CONTACT_SOFTNESS) * pair
+        hits = pair & (inside > 0) & (t_hit < dt) & (du < 0)  # (..., N, N): they meet within this frame
+        t_hit = t_hit.clamp(0, dt)
+        at = d + u * t_hit[..., None]  # (..., N, N, 3) the line of centres at the touch
+        normal = at / at.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+        closing = (-(u * normal).sum(-1)).clamp(min=0)  # (..., N, N) m/s
         share = torch.sigmoid(log_mass.unsqueeze(-2) - log_mass.unsqueeze(-1))  # [i, j] m_j / (m_i + m_j)
         e = (restitution.unsqueeze(-1) + restitution.unsqueeze(-2)) / 2
-        hit = (1 + e) * share * closing * touch  # (..., N, N) m/s: i's speed change along -n
-        after = 1 - (gap / (closing * dt).clamp(min=1e-6)).clamp(0, 1)  # the frame's part after contact
+        hit = (1 + e) * share * closing * hits  # (..., N, N) m/s: i's speed change along -n
         dv = -(hit[..., None] * normal).sum(-2)  # (..., N, 3)
-        dx = -((hit * after)[..., None] * normal).sum(-2) * dt
+        dx = -((hit * (dt - t_hit))[..., None] * normal).sum(-2)  # (..., N, 3) m by the frame's end
         fall = (-v[..., 2]).clamp(min=0)  # (..., N) m/s towards the floor
-        floor_gap = p[..., 2] - radius
-        bounce = (1 + restitution) * fall * torch.sigmoid((fall * dt - floor_gap) / CONTACT_SOFTNESS) * mask
-        floor_after = 1 - (floor_gap / (fall * dt).clamp(min=1e-6)).clamp(0, 1)
+        t_floor = (p[..., 2] - radius) / fall.clamp(min=1e-6)  # s: when the body's bottom reaches z = 0
+        lands = mask & (fall > 0) & (t_floor < dt)
+        bounce = (1 + restitution) * fall * lands  # (..., N) m/s upwards
         up = torch.zeros_like(dv)
         up[..., 2] = 1.0
         dv = dv + bounce[..., None] * up
-        dx = dx + (bounce * floor_after * dt)[..., None] * up
+        dx = dx + (bounce * (dt - t_floor.clamp(0, dt)))[..., None] * up
         return torch.cat([dx / cfg.step_pos_scale, dv / cfg.step_vel_scale], dim=-1)
 
     def body_loss(self, bodies: torch.Tensor, truth: torch.Tensor | None) -> torch.Tensor:
@@ -692,10 +712,9 @@ class WorldModel(nn.Module):
         tt, n, F = self.cfg.tubelet_t, slots.shape[1], src.shape[1]
         last = F - n * tt + torch.arange(n, device=slots.device) * tt + tt - 1  # base frame of each block
         before, before2 = (last - 1).clamp(min=0), last - 2
-        history = src[:, before2.clamp(min=0)]
-        prev2 = torch.where((before2 >= 0)[None, :, None, None], history, 2 * src[:, before] - src[:, last])  # none: dv2 = dv1
         body_mask = None if mask is None else mask[:, None]
-        features = self.dynamics_features(src[:, last], src[:, before], prev2, actions, bodies[..., 0], body_mask)  # (B, n, N, F)
+        history = (before2 >= 0)[None, :, None]  # (1, n, 1): block has a frame before prev
+        features = self.dynamics_features(src[:, last], src[:, before], src[:, before2.clamp(min=0)], actions, bodies, body_mask, history)  # (B, n, N, F)
         return self.step_distribution(self.dynamics_head.decode(slots, features), features)
 
     def chain_states(self, slots: torch.Tensor, bodies: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -711,7 +730,7 @@ class WorldModel(nn.Module):
         prev2 = src[:, -3] if tt > 2 else None
         out = []
         for b in range(slots.shape[1]):
-            features = self.dynamics_features(cur, prev, prev2, None if actions is None else actions[:, b], bodies[:, b, :, 0], mask)
+            features = self.dynamics_features(cur, prev, prev2, None if actions is None else actions[:, b], bodies[:, b], mask)
             steps = self.step_distribution(self.dynamics_head.decode(slots[:, b], features), features).move  # (B, tt, N, 6) ungated
             for j in range(tt):
                 prev2, prev, cur = prev, cur, self.advance(cur, steps[:, j], bodies[:, b], mask)
