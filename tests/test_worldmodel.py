@@ -448,6 +448,41 @@ def test_body_properties_start_as_equal_balls_of_the_initial_radius(cfg):
     torch.testing.assert_close(bodies, expected)
 
 
+def test_body_properties_read_a_caption_number_as_stated_even_out_of_range(cfg):
+    """With the gate open, a body's mass is the caption's number (log kg) and its radius the
+    stated diameter in cm times the unit (0.005 m per cm), however large: the value is copied, not
+    squashed into a trained range. Non-numeric tokens are never pointed at; a caption without
+    numbers leaves the slots' guess."""
+    model = wm.WorldModel(cfg)
+    with torch.no_grad():
+        model.body_head.bias[wm.model.BODY_PROPERTIES :] = 20.0  # gates open
+        slots = torch.randn(1, 1, cfg.tubelet_t, cfg.n_max_objects, cfg.d_model)
+        guess = model.body_properties(slots)
+        for caption, mass, diameter_cm in (("a ball of 15 cm and 1.15 kg", 1.15, 15), ("a ball of 60 cm and 40.00 kg", 40.0, 60)):
+            tokens = torch.from_numpy(np.asarray(wm.tokens.encode_text(caption, cfg.max_text_len)))[None]
+            values = torch.from_numpy(wm.tokens.text_values(tokens.numpy()))
+            hidden = torch.randn(1, tokens.shape[1], cfg.d_model)
+            # point mass at the number after "and", radius at the first number: keys mark them
+            first, second = (values[0].isfinite().nonzero()[:, 0].split([2, values[0].isfinite().sum().item() - 2]))
+            model.caption_key.weight.zero_()
+            model.caption_key.bias.zero_()
+            model.caption_query.weight.zero_()
+            model.caption_query.bias.zero_()
+            hidden[0, :, :2] = 0.0
+            hidden[0, first, 0] = 1.0
+            hidden[0, second, 1] = 1.0
+            model.caption_key.weight[0, 0] = model.caption_key.weight[1, 1] = 1.0
+            P = wm.model.POINTER_DIM
+            model.caption_query.bias[0 * P + 0] = 1e4  # radius -> first number
+            model.caption_query.bias[1 * P + 1] = 1e4  # mass -> second number
+            bodies = model.body_properties(slots, (hidden, values))
+            torch.testing.assert_close(bodies[..., 1], torch.full_like(bodies[..., 1], math.log(mass)), atol=1e-4, rtol=0)
+            torch.testing.assert_close(bodies[..., 0], torch.full_like(bodies[..., 0], diameter_cm * 0.005), atol=1e-5, rtol=1e-4)
+        bare = torch.from_numpy(np.asarray(wm.tokens.encode_text("a ball", cfg.max_text_len)))[None]
+        none = model.body_properties(slots, (torch.randn(1, bare.shape[1], cfg.d_model), torch.from_numpy(wm.tokens.text_values(bare.numpy()))))
+        torch.testing.assert_close(none, guess)
+
+
 def test_untrained_dynamics_head_starts_as_constant_acceleration(cfg):
     """Before training, a rollout's states follow the closed-form parabola of a projectile in free flight."""
     ep = sim.simulate("projectile", {"speed": 3.0, "angle_deg": 60.0, "height": 1.0}, seed=0, seconds=0.5, width=32, height=32)

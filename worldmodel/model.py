@@ -60,13 +60,15 @@ from worldmodel.tokens import (
     tubelets_to_frames,
 )
 
-FORMAT = "physfusion.worldmodel/7"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses
+FORMAT = "physfusion.worldmodel/7"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses, body properties pointing at the caption's numbers
 STEP_LOGSTD_MIN, STEP_LOGSTD_MAX = -8.0, 1.0  # log-std of a dynamics step, in step units (see ModelConfig.step_pos_scale)
 FEATURE_BOUND = 2.0  # soft clip of the dynamics head's features for its learnt maps (`StateHead.decode`)
 BODY_FEATURES = 12  # per body: position, velocity, last and steady velocity change (`WorldModel.dynamics_features`)
 CONTACT_FEATURES = 5  # per body: gap to the nearest body after one step, approach velocity along it, floor gap (`WorldModel.contact_features`)
 RADIUS_INIT = 0.1  # m: a body's learnt radius before training (`WorldModel.body_properties`)
-BODY_PROPERTIES = 3  # per body, read from its dynamics slots: radius m, log mass (relative), restitution (`WorldModel.body_properties`)
+BODY_PROPERTIES = 3  # per body, read from its dynamics slots and the caption: radius m, log mass, restitution (`WorldModel.body_properties`)
+POINTER_DIM = 32  # width of the attention from a body's slots to the caption's numbers (`WorldModel.body_properties`)
+CAPTION_UNIT_INIT = (math.log(0.005), 0.0, 0.0)  # log factors, learnt: a diameter in cm to a radius in m, kg, restitution as stated
 CONTACT_EPS = 0.001  # m: added in quadrature to a contact's half-chord, so a graze's contact time has a bounded gradient (`WorldModel.contact_impulse`)
 FAR_GAP = 100.0  # m: the contact gap of a body with no other tracked body
 DYNAMICS_OUT = 19  # per body and frame: the moving step's mean (6) and log-std (6), the resting step's log-std (6), the gate's keep logit (`StepDistribution`)
@@ -425,7 +427,10 @@ class WorldModel(nn.Module):
         self.frame_head = FrameHead(cfg)
         self.state_head = StateHead(cfg)
         self.dynamics_head = StateHead(cfg, n_features=dynamics_features_dim(cfg), n_out=DYNAMICS_OUT, prior=constant_acceleration_prior(cfg))  # step mean, log-std, gate
-        self.body_head = nn.Linear(cfg.d_model, BODY_PROPERTIES)  # each body's size, mass and restitution, read from its dynamics slots
+        self.body_head = nn.Linear(cfg.d_model, 2 * BODY_PROPERTIES)  # each body's size, mass and restitution guessed from its dynamics slots, and how far to take the caption's instead
+        self.caption_query = nn.Linear(cfg.d_model, BODY_PROPERTIES * POINTER_DIM)  # per body and property: which caption number states it
+        self.caption_key = nn.Linear(cfg.d_model, POINTER_DIM)
+        self.caption_unit = nn.Parameter(torch.tensor(CAPTION_UNIT_INIT))  # log factor from a caption number to the property
         self.register_buffer("state_scale", torch.tensor([cfg.pos_scale] * 3 + [cfg.vel_scale] * 3), persistent=False)
         self._init_weights()
 
@@ -440,8 +445,8 @@ class WorldModel(nn.Module):
                 nn.init.normal_(m.weight, std=0.02)
         nn.init.zeros_(self.dynamics_head.mlp[-1].weight)  # the dynamics head starts as its prior exactly
         nn.init.zeros_(self.dynamics_head.skip.weight)
-        with torch.no_grad():  # radius RADIUS_INIT, equal masses, restitution 0.5
-            self.body_head.bias.copy_(torch.tensor([math.log(math.expm1(RADIUS_INIT)), 0.0, 0.0]))
+        with torch.no_grad():  # radius RADIUS_INIT, equal masses, restitution 0.5; the caption's values a quarter in
+            self.body_head.bias.copy_(torch.tensor([math.log(math.expm1(RADIUS_INIT)), 0.0, 0.0] + [math.log(1 / 3)] * BODY_PROPERTIES))
 
     # --- bookkeeping ---------------------------------------------------------------------------
     def num_parameters(self) -> int:
@@ -613,14 +618,33 @@ class WorldModel(nn.Module):
         floor_gap = p[..., 2] + v[..., 2] * dt - radius  # (..., N) m
         return torch.cat([near_gap[..., None] / cfg.contact_scale, approach / cfg.vel_scale, floor_gap[..., None] / cfg.contact_scale], dim=-1)
 
-    def body_properties(self, slots: torch.Tensor) -> torch.Tensor:
-        """The dynamics slots (..., tt, N, D) of a block -> each body's learnt properties (..., N,
-        BODY_PROPERTIES), from its slots averaged over the block's frames: radius m (softplus), log
-        mass (only differences matter) and restitution in (0, 1) (sigmoid). What the contact
-        features and impulses need, read from the pixels and the caption ("Balls (3) of 20 cm ...
-        red 1.15 kg ... restitution 0.8")."""
-        raw = self.body_head(slots.mean(-3))
-        return torch.stack([F.softplus(raw[..., 0]), raw[..., 1], torch.sigmoid(raw[..., 2])], dim=-1)
+    def body_properties(self, slots: torch.Tensor, caption: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """The dynamics slots (..., tt, N, D) of a block -> each body's properties (..., N,
+        BODY_PROPERTIES): radius m, log mass and restitution, what the contact features and impulses
+        need. Without a caption, the slots' guess (averaged over the block's frames): softplus,
+        as is, sigmoid. With one, caption = (its tokens' hidden states (B, Lt, D), their
+        `text_values` (B, Lt), NaN off numbers) for slots (B, n, tt, N, D): each body and property
+        also points at the caption's numbers (attention from its slots to them) and takes the
+        pointed value, times a learnt unit, in the proportion a learnt gate gives ("Balls (3) of
+        20 cm ... red 1.15 kg ... Restitution 0.80"). The value passes through as stated, so a mass
+        or a size beyond the training range is read as it is, not squashed into it."""
+        pooled = slots.mean(-3)  # (..., N, D)
+        raw = self.body_head(pooled)  # (..., N, 6): the guess, then the gate logits
+        guess = torch.stack([F.softplus(raw[..., 0]), raw[..., 1], torch.sigmoid(raw[..., 2])], dim=-1)
+        if caption is None:
+            return guess
+        hidden, values = caption
+        number = values.isfinite()  # (B, Lt)
+        q = self.caption_query(pooled).unflatten(-1, (BODY_PROPERTIES, POINTER_DIM))  # (B, n, N, 3, P)
+        k = self.caption_key(hidden)  # (B, Lt, P)
+        score = torch.einsum("bnkpd,bld->bnkpl", q, k) / math.sqrt(POINTER_DIM)
+        score = score.masked_fill(~number[:, None, None, None], float("-inf"))
+        score = torch.where(number.any(-1)[:, None, None, None, None], score, torch.zeros_like(score))  # no numbers: unused (gate 0)
+        log_value = values.abs().clamp(min=1e-3).log().nan_to_num()  # (B, Lt)
+        pointed = (score.softmax(-1) * log_value[:, None, None, None]).sum(-1) + self.caption_unit  # (B, n, N, 3) log
+        read = torch.stack([pointed[..., 0].exp(), pointed[..., 1], pointed[..., 2].exp().clamp(max=1.0)], dim=-1)
+        gate = torch.sigmoid(raw[..., BODY_PROPERTIES:]) * number.any(-1)[:, None, None, None]
+        return gate * read + (1 - gate) * guess
 
     def contact_impulse(self, cur: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The closed-form part of a frame's step (..., N, 6) in step units: the velocity change of
@@ -829,7 +853,7 @@ class WorldModel(nn.Module):
         actions = None if inp["actions"] is None else inp["actions"][:, :-1]  # (B, nb-1, tt, A) driving blocks 1..
         body_mask = self._state_mask(batch, B, tub.device)  # (B, n_max) tracked bodies
         slots = self.dynamics_head.slots(hv[:, :-1])  # (B, nb-1, tt, n_max, D): shared by the one-step and chained dynamics
-        bodies = self.body_properties(slots)  # (B, nb-1, n_max, BODY_PROPERTIES)
+        bodies = self.body_properties(slots, (h[:, : batch.text.shape[1]], batch.text_values))  # (B, nb-1, n_max, BODY_PROPERTIES)
         dist = self.block_dynamics(slots, bodies, src[:, : (nb - 1) * tt], actions, body_mask)  # (B, nb-1, tt, n_max)
         predicted = self.predict_states(dist.mean, bodies, src, present, body_mask)
         frame_bodies = bodies.repeat_interleave(tt, dim=1)  # (B, (nb-1)*tt, n_max, BODY_PROPERTIES) of frames tt..

@@ -134,6 +134,7 @@ def rollout(
     x = torch.cat([model.embed.embed_text(text, values), x_blocks], dim=1)
     layout = text_layout(text.shape[1]) + block_layout(cfg, 0, nb_known)
     h, _, _ = model.run(x, layout, torch.ones(S, len(layout), dtype=torch.bool, device=dev), cache)
+    caption = (h[:, : text.shape[1]], values)  # the caption's hidden states and numbers (`WorldModel.body_properties`)
     hv, tub = model.video_hidden(h, 1), tub[:, -1:]  # (S, 1, Np, D), (S, 1, Np, Dt) of the last known block
 
     frame = torch.arange(nb * tt, device=dev)
@@ -160,7 +161,7 @@ def rollout(
         src = known[:, max((b - 1) * tt - 1, 0) : b * tt] if states_in[0] else model.state_head(hv).detach() * model.state_scale
         drive = None if actions is None else actions[:, b - 1 : b]  # (S, 1, tt, A) the actions of block b's frames
         slots = model.dynamics_head.slots(hv)  # (S, 1, tt, n_max, D)
-        bodies = model.body_properties(slots)  # (S, 1, n_max, BODY_PROPERTIES)
+        bodies = model.body_properties(slots, caption)  # (S, 1, n_max, BODY_PROPERTIES)
         dist = model.block_dynamics(slots, bodies, src, drive, mask.bool()).map(lambda t: t[:, 0])  # (S, tt, n_max)
         steps = dist.sample(temperature, generator)  # (S, tt, n_max, 6)
         lp = (dist.log_prob(steps).sum(-1) * mask[:, None]).sum(-1)  # (S, tt)
