@@ -761,15 +761,17 @@ def test_body_loss_scores_only_the_stated_properties(cfg):
 
 def test_forward_trains_the_body_properties_from_the_simulator(cfg):
     """A batch of simulated collisions carries each ball's radius, mass and restitution; with
-    body_weight > 0 the body loss is positive before training and has gradient in the body head."""
+    body_weight > 0 the body loss is positive before training and has gradient in the body head
+    and in the pointer at the caption's numbers."""
     eps = [sim.simulate("collision", {"num_balls": 2}, seed=s, seconds=0.4, width=32, height=32) for s in range(2)]
     batch = wm.collate(eps, cfg)
     assert torch.isfinite(batch.bodies[:, :2]).all() and torch.isnan(batch.bodies[:, 2:]).all()
-    model = wm.WorldModel(dataclasses.replace(cfg, body_weight=0.1))  # the default, 0, leaves them to the impulses
+    model = wm.WorldModel(dataclasses.replace(cfg, body_weight=0.1))  # the default
     out = model(batch)
     assert out["body_loss"] > 0
     out["body_loss"].backward()
     assert model.body_head.weight.grad.abs().sum() > 0
+    assert model.caption_query.weight.grad.abs().sum() > 0 and model.caption_unit.grad.abs().sum() > 0  # the pointer at the caption learns too
 
 
 def test_closed_form_contacts_with_the_simulators_properties_track_a_collision(cfg):

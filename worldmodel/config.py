@@ -103,11 +103,11 @@ class ModelConfig:
     another body; the gate then removes only the small corrections that drift resting bodies"""
     gate_weight: float = 0.1
     """weight of the gate's binary cross-entropy (keep the prior's step or move) within the state loss"""
-    body_weight: float = 0.0
+    body_weight: float = 0.1
     """weight of the body properties' loss within the state loss: the learnt radius (in contact_scale
     units), log mass and restitution against the simulator's, where the episode states them
-    (`sim.body_properties`). 0: they learn through the contact impulses alone, which measured better
-    overall (README, Benchmarks: the `bodies` and `spheres` runs)"""
+    (`sim.body_properties`); it teaches each body which caption number is its own. 0: they learn
+    through the contact impulses alone (README, Benchmarks: the `toi` and `pointer` runs)"""
     contact_scale: float = 0.05
     """m; the dynamics head's contact features (gaps to the nearest body and to the floor after one
     step, `WorldModel.contact_features`) are divided by this: within a few of it, a hit is imminent"""
