@@ -428,9 +428,9 @@ def test_velocity_change_features_leave_out_the_contact_impulses(cfg):
     contacts known) the bounce is in them."""
     model, s, dt = wm.WorldModel(cfg), cfg.step_vel_scale, 1.0 / cfg.fps
     bodies, mask = ball_bodies((0.1,), (1.0,), (0.5,)), torch.tensor([True])
+    gravity = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, -9.81 * dt / s]])  # one frame's step of free fall
     prev2 = torch.tensor([[0.0, 0.0, 0.2, 0.0, 0.0, -1.0]])
-    prev = model.step_states(prev2, torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, -9.81 * dt / s]]))  # free fall
-    gravity = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, -9.81 * dt / s]])
+    prev = model.step_states(prev2, gravity)
     cur = model.advance(prev, gravity, bodies, mask)  # lands and bounces in this frame
     assert cur[0, 5] > 0  # going up
     f = model.dynamics_features(cur, prev, prev2, bodies=bodies, mask=mask)
@@ -461,16 +461,19 @@ def test_body_properties_read_a_caption_number_as_stated_even_out_of_range(cfg):
         for caption, mass, diameter_cm in (("a ball of 15 cm and 1.15 kg", 1.15, 15), ("a ball of 60 cm and 40.00 kg", 40.0, 60)):
             tokens = torch.from_numpy(np.asarray(wm.tokens.encode_text(caption, cfg.max_text_len)))[None]
             values = torch.from_numpy(wm.tokens.text_values(tokens.numpy()))
+            # keys mark the first number's bytes for the radius and the second's for the mass; every
+            # other token scores higher still on both, so only the mask keeps it from being pointed at
+            number = values[0].isfinite().nonzero()[:, 0]  # byte positions of "15" then "1.15"
+            first, second = number[:2], number[2:]
             hidden = torch.randn(1, tokens.shape[1], cfg.d_model)
-            # point mass at the number after "and", radius at the first number: keys mark them
-            first, second = (values[0].isfinite().nonzero()[:, 0].split([2, values[0].isfinite().sum().item() - 2]))
+            hidden[0, :, :2] = 10.0
+            hidden[0, number, :2] = 0.0
+            hidden[0, first, 0] = 1.0
+            hidden[0, second, 1] = 1.0
             model.caption_key.weight.zero_()
             model.caption_key.bias.zero_()
             model.caption_query.weight.zero_()
             model.caption_query.bias.zero_()
-            hidden[0, :, :2] = 0.0
-            hidden[0, first, 0] = 1.0
-            hidden[0, second, 1] = 1.0
             model.caption_key.weight[0, 0] = model.caption_key.weight[1, 1] = 1.0
             P = wm.model.POINTER_DIM
             model.caption_query.bias[0 * P + 0] = 1e4  # radius -> first number

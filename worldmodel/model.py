@@ -826,8 +826,9 @@ class WorldModel(nn.Module):
         inp = self.block_inputs(batch)
         tub = inp["tubelets"]  # (B, nb, Np, Dt)
         text_valid = batch.text != PAD  # (B, Lt)
+        text_values = batch.text_values  # (B, Lt) derived from the bytes on each access: once here
         blocks = self.embed.embed_blocks(tub, inp["audio_feat"], inp["audio_present"], inp["actions"], inp["state_feat"], inp["state_present"])
-        x = torch.cat([self.embed.embed_text(batch.text, batch.text_values), blocks], dim=1)
+        x = torch.cat([self.embed.embed_text(batch.text, text_values), blocks], dim=1)
         layout = clip_layout(cfg, batch.text.shape[1], nb)
         valid = torch.cat([text_valid, text_valid.new_ones(B, nb * cfg.block_len)], dim=1)  # (B, L)
         h, moe_aux, routing = self.run(x, layout, valid)
@@ -853,7 +854,7 @@ class WorldModel(nn.Module):
         actions = None if inp["actions"] is None else inp["actions"][:, :-1]  # (B, nb-1, tt, A) driving blocks 1..
         body_mask = self._state_mask(batch, B, tub.device)  # (B, n_max) tracked bodies
         slots = self.dynamics_head.slots(hv[:, :-1])  # (B, nb-1, tt, n_max, D): shared by the one-step and chained dynamics
-        bodies = self.body_properties(slots, (h[:, : batch.text.shape[1]], batch.text_values))  # (B, nb-1, n_max, BODY_PROPERTIES)
+        bodies = self.body_properties(slots, (h[:, : batch.text.shape[1]], text_values))  # (B, nb-1, n_max, BODY_PROPERTIES)
         dist = self.block_dynamics(slots, bodies, src[:, : (nb - 1) * tt], actions, body_mask)  # (B, nb-1, tt, n_max)
         predicted = self.predict_states(dist.mean, bodies, src, present, body_mask)
         frame_bodies = bodies.repeat_interleave(tt, dim=1)  # (B, (nb-1)*tt, n_max, BODY_PROPERTIES) of frames tt..
