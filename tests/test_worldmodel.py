@@ -762,6 +762,37 @@ def test_body_loss_scores_only_the_stated_properties(cfg):
     assert model.body_loss(learnt, None).item() == 0.0
 
 
+def test_pointer_loss_targets_the_caption_number_that_states_each_property(cfg):
+    """The pointer's target is the caption number nearest each stated property in its unit: all
+    the bytes of "1.15" for a 1.15 kg ball, of "15" for a 7.5 cm radius (15 cm diameter). Attention
+    there scores a lower loss than attention on another number, the gate is taught open where
+    such a number exists and closed where the caption does not state the value."""
+    model = wm.WorldModel(cfg)
+    tokens = torch.from_numpy(np.asarray(wm.tokens.encode_text("a ball of 15 cm and 1.15 kg", cfg.max_text_len)))[None]
+    values = torch.from_numpy(wm.tokens.text_values(tokens.numpy()))
+    number = values[0].isfinite().nonzero()[:, 0]
+    diameter, mass = number[:2], number[2:]
+    truth = torch.tensor([[[0.075, 1.15, float("nan")]]])  # (B=1, N=1, 3): restitution not stated
+    hidden = torch.zeros(1, tokens.shape[1], cfg.d_model)
+    slots = torch.zeros(1, 1, cfg.tubelet_t, 1, cfg.d_model)
+
+    def loss_pointing(radius_at, mass_at, gate):
+        with torch.no_grad():
+            _, pointer = model.read_bodies(slots, (hidden, values))
+        att = torch.full_like(pointer.attention, -1e9)
+        att[..., 0, radius_at] = 0.0
+        att[..., 1, mass_at] = 0.0
+        att = att.log_softmax(-1)
+        return model.pointer_loss(pointer._replace(attention=att, gate_logit=torch.full_like(pointer.gate_logit, gate)), truth).item()
+
+    right, wrong = loss_pointing(diameter, mass, 0.0), loss_pointing(mass, diameter, 0.0)
+    assert right == pytest.approx(math.log(2), abs=1e-4)  # all attention on the targets (ce 0); a shut gate's log 2
+    assert wrong > right + 10
+    # gate: open is right for radius and mass; restitution is not stated, so not scored
+    assert loss_pointing(diameter, mass, 10.0) < loss_pointing(diameter, mass, -10.0)
+    assert model.pointer_loss(None, truth).item() == 0.0
+
+
 def test_forward_trains_the_body_properties_from_the_simulator(cfg):
     """A batch of simulated collisions carries each ball's radius, mass and restitution; with
     body_weight > 0 the body loss is positive before training and has gradient in the body head
@@ -774,7 +805,7 @@ def test_forward_trains_the_body_properties_from_the_simulator(cfg):
     assert out["body_loss"] > 0
     out["body_loss"].backward()
     assert model.body_head.weight.grad.abs().sum() > 0
-    assert model.caption_query.weight.grad.abs().sum() > 0 and model.caption_unit.grad.abs().sum() > 0  # the pointer at the caption learns too
+    assert model.caption_query.weight.grad.abs().sum() > 0 and model.caption_key.weight.grad.abs().sum() > 0  # the pointer at the caption learns too
 
 
 def test_closed_form_contacts_with_the_simulators_properties_track_a_collision(cfg):

@@ -106,8 +106,11 @@ class ModelConfig:
     body_weight: float = 0.1
     """weight of the body properties' loss within the state loss: the learnt radius (in contact_scale
     units), log mass and restitution against the simulator's, where the episode states them
-    (`sim.body_properties`); it teaches each body which caption number is its own. 0: they learn
-    through the contact impulses alone (README, Benchmarks: the `toi` and `pointer` runs)"""
+    (`sim.body_properties`). 0: they learn through the contact impulses alone (README, Benchmarks:
+    the `toi` and `pointer` runs)"""
+    pointer_weight: float = 1.0
+    """weight of the caption pointer's loss within the state loss (`WorldModel.pointer_loss`): it
+    teaches each body and property which caption number states it, where the episode states it"""
     contact_scale: float = 0.05
     """m; the dynamics head's contact features (gaps to the nearest body and to the floor after one
     step, `WorldModel.contact_features`) are divided by this: within a few of it, a hit is imminent"""
@@ -204,6 +207,8 @@ class ModelConfig:
             bad("gate_weight", ">= 0")
         if self.body_weight < 0:
             bad("body_weight", ">= 0")
+        if self.pointer_weight < 0:
+            bad("pointer_weight", ">= 0")
         if not self.contact_scale > 0:
             bad("contact_scale", "> 0 (m)")
 

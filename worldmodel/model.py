@@ -36,6 +36,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import NamedTuple
 from pathlib import Path
 
 import torch
@@ -57,10 +58,11 @@ from worldmodel.tokens import (
     frames_to_tubelets,
     n_blocks,
     pad_time,
+    text_layout,
     tubelets_to_frames,
 )
 
-FORMAT = "physfusion.worldmodel/7"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses, body properties pointing at the caption's numbers
+FORMAT = "physfusion.worldmodel/8"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses, body properties pointing at the caption's numbers; 8: the pointer's keys from the caption with its numbers blanked
 STEP_LOGSTD_MIN, STEP_LOGSTD_MAX = -8.0, 1.0  # log-std of a dynamics step, in step units (see ModelConfig.step_pos_scale)
 FEATURE_BOUND = 2.0  # soft clip of the dynamics head's features for its learnt maps (`StateHead.decode`)
 BODY_FEATURES = 12  # per body: position, velocity, last and steady velocity change (`WorldModel.dynamics_features`)
@@ -68,7 +70,9 @@ CONTACT_FEATURES = 5  # per body: gap to the nearest body after one step, approa
 RADIUS_INIT = 0.1  # m: a body's learnt radius before training (`WorldModel.body_properties`)
 BODY_PROPERTIES = 3  # per body, read from its dynamics slots and the caption: radius m, log mass, restitution (`WorldModel.body_properties`)
 POINTER_DIM = 32  # width of the attention from a body's slots to the caption's numbers (`WorldModel.body_properties`)
-CAPTION_UNIT_INIT = (math.log(0.005), 0.0, 0.0)  # log factors, learnt: a diameter in cm to a radius in m, kg, restitution as stated
+CAPTION_UNITS = (math.log(0.005), 0.0, 0.0)  # log factors from a caption's literal to a property, sim's conventions: a diameter in cm to a radius in m, kg, restitution as stated
+NUMBER_BLANK = ord("#")  # the byte every numeric literal's bytes become in the caption pass the pointer's keys come from (`WorldModel.caption_numbers`)
+POINTER_TOLERANCE = 0.1  # log units: a caption number within 10% of a stated property is the one to point at (a diameter in whole cm rounds by up to 5%)
 CONTACT_EPS = 0.001  # m: added in quadrature to a contact's half-chord, so a graze's contact time has a bounded gradient (`WorldModel.contact_impulse`)
 FAR_GAP = 100.0  # m: the contact gap of a body with no other tracked body
 DYNAMICS_OUT = 19  # per body and frame: the moving step's mean (6) and log-std (6), the resting step's log-std (6), the gate's keep logit (`StepDistribution`)
@@ -218,6 +222,20 @@ class StepDistribution:
         q_keep, q_move = F.logsigmoid(ref.keep_logit), F.logsigmoid(-ref.keep_logit)
         gate = p_keep.exp() * (p_keep - q_keep) + p_move.exp() * (p_move - q_move)  # (...)
         return moving + resting + gate[..., None] / 6
+
+
+class CaptionPointer(NamedTuple):
+    """How `WorldModel.read_bodies` read each body's properties from the caption.
+
+    attention   (B, n, N, BODY_PROPERTIES, Lt) log-probability of each caption token being pointed at
+    token_value (B, 1, 1, BODY_PROPERTIES, Lt) each token's value in each property's unit: log of
+                radius m, mass kg, restitution (the literal's value times CAPTION_UNITS); inf off numbers
+    gate_logit  (B, n, N, BODY_PROPERTIES) the pointed value's share against the slots' guess
+    """
+
+    attention: torch.Tensor
+    token_value: torch.Tensor
+    gate_logit: torch.Tensor
 
 
 # ----------------------------------------------------------------------------------------------
@@ -430,7 +448,7 @@ class WorldModel(nn.Module):
         self.body_head = nn.Linear(cfg.d_model, 2 * BODY_PROPERTIES)  # each body's size, mass and restitution guessed from its dynamics slots, and how far to take the caption's instead
         self.caption_query = nn.Linear(cfg.d_model, BODY_PROPERTIES * POINTER_DIM)  # per body and property: which caption number states it
         self.caption_key = nn.Linear(cfg.d_model, POINTER_DIM)
-        self.caption_unit = nn.Parameter(torch.tensor(CAPTION_UNIT_INIT))  # log factor from a caption number to the property
+        self.register_buffer("caption_unit", torch.tensor(CAPTION_UNITS), persistent=False)  # fixed: a learnt unit drifts to make up for a pointer that averages numbers
         self.register_buffer("state_scale", torch.tensor([cfg.pos_scale] * 3 + [cfg.vel_scale] * 3), persistent=False)
         self._init_weights()
 
@@ -618,21 +636,37 @@ class WorldModel(nn.Module):
         floor_gap = p[..., 2] + v[..., 2] * dt - radius  # (..., N) m
         return torch.cat([near_gap[..., None] / cfg.contact_scale, approach / cfg.vel_scale, floor_gap[..., None] / cfg.contact_scale], dim=-1)
 
+    def caption_numbers(self, text: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The caption as the body properties' pointer reads it: text (B, Lt) tokens, values (B, Lt)
+        their `text_values` -> (hidden states (B, Lt, D), values). The hidden states come from a pass
+        of the caption alone with every numeric literal blanked (its bytes NUMBER_BLANK, no value), so
+        a number's key says what it states and of which body ("the red ball's kg"), never how large
+        it is: a mass or a size outside the training range is pointed at as surely as one inside."""
+        blank = text.masked_fill(values.isfinite(), NUMBER_BLANK)
+        h, _, _ = self.run(self.embed.embed_text(blank, torch.full_like(values, float("nan"))), text_layout(text.shape[1]), text != PAD)
+        return h, values
+
     def body_properties(self, slots: torch.Tensor, caption: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """The dynamics slots (..., tt, N, D) of a block -> each body's properties (..., N,
         BODY_PROPERTIES): radius m, log mass and restitution, what the contact features and impulses
-        need. Without a caption, the slots' guess (averaged over the block's frames): softplus,
-        as is, sigmoid. With one, caption = (its tokens' hidden states (B, Lt, D), their
-        `text_values` (B, Lt), NaN off numbers) for slots (B, n, tt, N, D): each body and property
-        also points at the caption's numbers (attention from its slots to them) and takes the
-        pointed value, times a learnt unit, in the proportion a learnt gate gives ("Balls (3) of
-        20 cm ... red 1.15 kg ... Restitution 0.80"). The value passes through as stated, so a mass
-        or a size beyond the training range is read as it is, not squashed into it."""
+        need (`read_bodies` with its pointer)."""
+        return self.read_bodies(slots, caption)[0]
+
+    def read_bodies(self, slots: torch.Tensor, caption: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, CaptionPointer | None]:
+        """`body_properties`, and how they were read from the caption. Without a caption, the
+        slots' guess (averaged over the block's frames): softplus, as is, sigmoid. With one,
+        caption = (its tokens' hidden states (B, Lt, D), their `text_values` (B, Lt), NaN off
+        numbers; `caption_numbers`) for slots (B, n, tt, N, D): each body and property also points at the caption's
+        numbers (attention from its slots to them) and takes the pointed value, times a learnt unit,
+        in the proportion a learnt gate gives ("Balls (3) of 20 cm ... red 1.15 kg ... Restitution
+        0.80"). The value passes through as stated, so a mass or a size beyond the training range is
+        read as it is, not squashed into it. Returns (bodies (..., N, BODY_PROPERTIES), the
+        `CaptionPointer`, None without a caption)."""
         pooled = slots.mean(-3)  # (..., N, D)
         raw = self.body_head(pooled)  # (..., N, 6): the guess, then the gate logits
         guess = torch.stack([F.softplus(raw[..., 0]), raw[..., 1], torch.sigmoid(raw[..., 2])], dim=-1)
         if caption is None:
-            return guess
+            return guess, None
         hidden, values = caption
         number = values.isfinite()  # (B, Lt)
         q = self.caption_query(pooled).unflatten(-1, (BODY_PROPERTIES, POINTER_DIM))  # (B, n, N, 3, P)
@@ -640,11 +674,14 @@ class WorldModel(nn.Module):
         score = torch.einsum("bnkpd,bld->bnkpl", q, k) / math.sqrt(POINTER_DIM)
         score = score.masked_fill(~number[:, None, None, None], float("-inf"))
         score = torch.where(number.any(-1)[:, None, None, None, None], score, torch.zeros_like(score))  # no numbers: unused (gate 0)
-        log_value = values.abs().clamp(min=1e-3).log().nan_to_num()  # (B, Lt)
-        pointed = (score.softmax(-1) * log_value[:, None, None, None]).sum(-1) + self.caption_unit  # (B, n, N, 3) log
+        attention = score.log_softmax(-1)  # (B, n, N, 3, Lt)
+        token_value = values.abs().clamp(min=1e-3).log().nan_to_num()[:, None, None, None] + self.caption_unit[:, None]  # (B, 1, 1, 3, Lt) log, in each property's unit
+        pointed = (attention.exp() * token_value).sum(-1)  # (B, n, N, 3) log
         read = torch.stack([pointed[..., 0].exp(), pointed[..., 1], pointed[..., 2].exp().clamp(max=1.0)], dim=-1)
-        gate = torch.sigmoid(raw[..., BODY_PROPERTIES:]) * number.any(-1)[:, None, None, None]
-        return gate * read + (1 - gate) * guess
+        open_logit = raw[..., BODY_PROPERTIES:].masked_fill(~number.any(-1)[:, None, None, None], -torch.inf)  # no numbers: closed
+        gate = torch.sigmoid(open_logit)
+        pointer = CaptionPointer(attention, token_value.masked_fill(~number[:, None, None, None], torch.inf), raw[..., BODY_PROPERTIES:])
+        return gate * read + (1 - gate) * guess, pointer
 
     def contact_impulse(self, cur: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The closed-form part of a frame's step (..., N, 6) in step units: the velocity change of
@@ -712,6 +749,28 @@ class WorldModel(nn.Module):
         known = target.isfinite().expand_as(pred)
         err = (pred - target.nan_to_num()).pow(2)
         return (err * known).sum() / known.sum().clamp(min=1)
+
+    def pointer_loss(self, pointer: CaptionPointer | None, truth: torch.Tensor | None) -> torch.Tensor:
+        """How well each body points at its own numbers in the caption, against the simulator's
+        properties truth (B, N, 3) radius m, mass kg, restitution (NaN where not stated): for every
+        stated property, the caption numbers nearest it in the property's unit (within
+        POINTER_TOLERANCE) are the target, and the loss is the cross-entropy of the pointer's
+        attention on them plus the binary cross-entropy of its gate (open where such a number
+        exists, closed where the caption does not state the value). Teaching the pointer which token
+        to look at directly, rather than only through the value it reads, avoids the average of
+        several numbers that the value's squared error alone settles into. 0 without either."""
+        if pointer is None or truth is None:
+            return torch.zeros((), device=self.caption_unit.device)
+        target = truth.to(pointer.token_value.dtype).log()[:, None, :, :, None]  # (B, 1, N, 3, 1)
+        off = (pointer.token_value.detach() - target).abs()  # (B, 1, N, 3, Lt) log units; NaN where not stated
+        nearest = off.min(-1, keepdim=True).values
+        stated = truth.isfinite()[:, None].expand_as(pointer.gate_logit)  # (B, n, N, 3)
+        found = (nearest[..., 0] < POINTER_TOLERANCE).expand_as(stated)
+        match = (off <= nearest + 1e-3).expand_as(pointer.attention)
+        ce = -pointer.attention.masked_fill(~match, -torch.inf).logsumexp(-1)  # (B, n, N, 3)
+        ce = torch.where(found, ce, torch.zeros_like(ce)).sum() / found.sum().clamp(min=1)
+        gate = F.binary_cross_entropy_with_logits(pointer.gate_logit, found.to(pointer.gate_logit.dtype), reduction="none")
+        return ce + (gate * stated).sum() / stated.sum().clamp(min=1)
 
     def advance(self, cur: torch.Tensor, steps: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The next frame's states: cur (..., N, 6) SI taken by the dynamics head's steps (..., N, 6)
@@ -800,8 +859,9 @@ class WorldModel(nn.Module):
                          bodies' 6 components, step units) as a rollout samples them: from the
                          previous frame's state in `batch.states` (a block's first frame: from the
                          state its steps are based on); 0 for the first block and without states
-          body_loss      scalar: body_weight x `body_loss` of the learnt body properties (0 where the
-                         batch states none)
+          body_loss      scalar: body_weight x `body_loss` of the learnt body properties plus
+                         pointer_weight x `pointer_loss` of how they were read from the caption (0
+                         where the batch states none)
           gate_loss      scalar: gate_weight x binary cross-entropy of the gate's keep logit against
                          whether the true step is within rest_tolerance of the prior's (`StepDistribution`)
           steps          `StepDistribution` (B, T - tt, n_max) of the dynamics steps of frames tt..
@@ -854,7 +914,7 @@ class WorldModel(nn.Module):
         actions = None if inp["actions"] is None else inp["actions"][:, :-1]  # (B, nb-1, tt, A) driving blocks 1..
         body_mask = self._state_mask(batch, B, tub.device)  # (B, n_max) tracked bodies
         slots = self.dynamics_head.slots(hv[:, :-1])  # (B, nb-1, tt, n_max, D): shared by the one-step and chained dynamics
-        bodies = self.body_properties(slots, (h[:, : batch.text.shape[1]], text_values))  # (B, nb-1, n_max, BODY_PROPERTIES)
+        bodies, pointer = self.read_bodies(slots, self.caption_numbers(batch.text, text_values))  # (B, nb-1, n_max, BODY_PROPERTIES)
         dist = self.block_dynamics(slots, bodies, src[:, : (nb - 1) * tt], actions, body_mask)  # (B, nb-1, tt, n_max)
         predicted = self.predict_states(dist.mean, bodies, src, present, body_mask)
         frame_bodies = bodies.repeat_interleave(tt, dim=1)  # (B, (nb-1)*tt, n_max, BODY_PROPERTIES) of frames tt..
@@ -881,7 +941,7 @@ class WorldModel(nn.Module):
             scale = chained.new_tensor([cfg.step_pos_scale] * 3 + [cfg.step_vel_scale] * 3)
             chain_err = F.smooth_l1_loss(chained / scale, known[:, tt:T] / scale, reduction="none", beta=0.01).mean(-1)  # (B, T-tt, n_max)
             chain_loss = cfg.chain_weight * (chain_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
-            body_loss = cfg.body_weight * self.body_loss(bodies, batch.bodies)
+            body_loss = cfg.body_weight * self.body_loss(bodies, batch.bodies) + cfg.pointer_weight * self.pointer_loss(pointer, batch.bodies)
             # each component's spread around its own mean (held fixed): moving on every frame, resting where kept
             true_steps = target.flatten(1, 2)[:, : T - tt].detach()
             nll = -gaussian_logprob(true_steps, frame_dist.move.detach(), frame_dist.move_logstd).mean(-1)  # (B, T-tt, n_max)
