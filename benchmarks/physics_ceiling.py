@@ -86,10 +86,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--episodes", type=int, default=10, help="held-out episodes per family and split")
     ap.add_argument("--seed", type=int, default=300, help="seed of each family's first held-out episode")
     ap.add_argument("--families", nargs="*", default=list(sim.SCENES), help="scene families (default: all)")
+    ap.add_argument("--gate-override", type=float, default=None, help="the dynamics gate's override, step units (default: the checkpoint's)")
     ap.add_argument("--splits", nargs="*", default=["val", "ood"], choices=["val", "ood"])
     args = ap.parse_args(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    model = worldmodel.load(args.checkpoint)
+    model = worldmodel.load(args.checkpoint, gate_override=args.gate_override)
     columns = [*VARIANTS, "const v"]
     result = {}
     for split in args.splits:
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
         rows["all"] = {c: float(np.mean([r[c] for r in rows.values()])) for c in columns}  # mean over families
         print(f"{'all':12s}" + "".join(f"{rows['all'][c]:11.4f}" for c in columns))
         result[split] = rows
-    summary = {"checkpoint": args.checkpoint, "episodes_per_family": args.episodes, "splits": result}
+    summary = {"checkpoint": args.checkpoint, "gate_override": model.cfg.gate_override, "episodes_per_family": args.episodes, "splits": result}
     print(json.dumps(summary))
     return summary
 

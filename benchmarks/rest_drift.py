@@ -51,9 +51,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--episodes", type=int, default=20, help="held-out episodes per family")
     ap.add_argument("--seed", type=int, default=300, help="seed of each family's first held-out episode")
     ap.add_argument("--families", nargs="*", default=list(sim.SCENES), help="scene families (default: all)")
+    ap.add_argument("--gate-override", type=float, default=None, help="the dynamics gate's override, step units (default: the checkpoint's)")
     args = ap.parse_args(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    model = worldmodel.load(args.checkpoint)
+    model = worldmodel.load(args.checkpoint, gate_override=args.gate_override)
     rows = {}
     print(f"position error over a {HORIZON / FPS:.1f} s rollout, m: bodies the simulator keeps at rest (< {REST} m) and moving ones")
     print(f"{'family':12s}{'at rest':>9s}{'model':>9s}{'const v':>9s}{'z drift':>9s}{'moving':>9s}{'model':>9s}{'const v':>9s}")
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
         cell = lambda x: f"{x:9.4f}" if x is not None else f"{'-':>9s}"  # noqa: E731
         print(f"{family:12s}{r['rest_bodies']:9d}{cell(r['rest_model'])}{cell(r['rest_cv'])}{cell(r['rest_drift_z'])}"
               f"{r['moving_bodies']:9d}{cell(r['moving_model'])}{cell(r['moving_cv'])}")
-    summary = {"checkpoint": args.checkpoint, "episodes_per_family": args.episodes, "rest_m": REST, "families": rows}
+    summary = {"checkpoint": args.checkpoint, "gate_override": model.cfg.gate_override, "episodes_per_family": args.episodes, "rest_m": REST, "families": rows}
     print(json.dumps(summary))
     return summary
 

@@ -689,6 +689,9 @@ def test_save_load_round_trip(tmp_path, episode, cfg):
         assert torch.equal(a[key], b[key]), key
     with pytest.raises(FileNotFoundError):
         wm.load(tmp_path / "missing.safetensors")
+    assert wm.load(path, gate_override=1.0).cfg == dataclasses.replace(cfg, gate_override=1.0)  # an inference-time knob
+    with pytest.raises(ValueError, match="gate_override=-1"):
+        wm.load(path, gate_override=-1)
 
 
 def test_presets_and_config_validation():
@@ -760,6 +763,23 @@ def test_body_loss_scores_only_the_stated_properties(cfg):
     partly[0, 0, 2] = float("nan")  # restitution not stated either
     assert model.body_loss(off, partly).item() == pytest.approx(1.0 / 2)
     assert model.body_loss(learnt, None).item() == 0.0
+
+
+def test_pointer_keys_do_not_depend_on_how_large_the_numbers_are(cfg):
+    """The pointer's keys come from the caption with its numbers blanked: two captions that differ
+    only in their numbers' digits (a mass in range and one far out of it) give the same keys, and a
+    caption that differs in a word does not."""
+    model = wm.WorldModel(cfg).eval()
+
+    def keys(caption):
+        tokens = torch.from_numpy(np.asarray(wm.tokens.encode_text(caption, cfg.max_text_len)))[None]
+        with torch.no_grad():
+            hidden, _ = model.caption_numbers(tokens, torch.from_numpy(wm.tokens.text_values(tokens.numpy())))
+        return model.caption_key(hidden)
+
+    light, heavy = keys("a ball of 15 cm and 1.15 kg"), keys("a ball of 95 cm and 8.75 kg")
+    torch.testing.assert_close(light, heavy)
+    assert (keys("a cube of 15 cm and 1.15 kg") - light).abs().max() > 1e-3
 
 
 def test_pointer_loss_targets_the_caption_number_that_states_each_property(cfg):

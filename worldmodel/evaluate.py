@@ -139,12 +139,10 @@ def load_model(opts: dict) -> worldmodel.WorldModel:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"parameter 'device': got {device!r}; allowed: cpu (no CUDA device is available)")
     try:
-        model = worldmodel.load(opts["checkpoint"], device=device)
+        model = worldmodel.load(opts["checkpoint"], device=device, gate_override=opts["gate_override"])
     except (ValueError, OSError, RuntimeError, SafetensorError) as err:  # not a checkpoint, or another model's
         first_line = str(err).strip().splitlines()[0]
         raise ConfigError(f"parameter 'checkpoint': {str(opts['checkpoint'])!r} cannot be loaded ({first_line}); allowed: a file written by WorldModel.save") from None
-    if opts["gate_override"] is not None:  # an inference-time knob of the dynamics gate
-        model.cfg = replace(model.cfg, gate_override=float(opts["gate_override"]))
     return model
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import NamedTuple
 from pathlib import Path
@@ -1018,8 +1018,10 @@ class WorldModel(nn.Module):
         return cls(preset(name, **overrides))
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> WorldModel:
-    """A `WorldModel` from `WorldModel.save`'s file (or a directory holding model.safetensors)."""
+def load(path: str | os.PathLike, device: str | torch.device = "cpu", gate_override: float | None = None) -> WorldModel:
+    """A `WorldModel` from `WorldModel.save`'s file (or a directory holding model.safetensors);
+    gate_override, if given, replaces the checkpoint's `ModelConfig.gate_override` (an
+    inference-time knob of the dynamics gate, step units >= 0)."""
     import json
 
     from safetensors import safe_open
@@ -1034,7 +1036,12 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> WorldMo
         meta = f.metadata() or {}
     if meta.get("format") != FORMAT:
         raise ValueError(f"worldmodel.load: {str(path)!r} has format {meta.get('format')!r}; allowed: {FORMAT!r}")
-    model = WorldModel(ModelConfig.from_dict(json.loads(meta["config"])))
+    cfg = ModelConfig.from_dict(json.loads(meta["config"]))
+    if gate_override is not None:
+        if not gate_override >= 0:
+            raise ValueError(f"worldmodel.load: gate_override={gate_override!r}; allowed: >= 0 (step units) or None (the checkpoint's)")
+        cfg = replace(cfg, gate_override=float(gate_override))
+    model = WorldModel(cfg)
     model.load_state_dict(load_file(str(path)))
     return model.to(device).eval()
 
