@@ -786,7 +786,7 @@ def test_pointer_loss_targets_the_caption_number_that_states_each_property(cfg):
     """The pointer's target is the caption number nearest each stated property in its unit: all
     the bytes of "1.15" for a 1.15 kg ball, of "15" for a 7.5 cm radius (15 cm diameter). Attention
     there scores a lower loss than attention on another number, the gate is taught open where
-    such a number exists and closed where the caption does not state the value."""
+    such a number exists and shut where the caption does not state the value."""
     model = wm.WorldModel(cfg)
     tokens = torch.from_numpy(np.asarray(wm.tokens.encode_text("a ball of 15 cm and 1.15 kg", cfg.max_text_len)))[None]
     values = torch.from_numpy(wm.tokens.text_values(tokens.numpy()))
@@ -806,10 +806,11 @@ def test_pointer_loss_targets_the_caption_number_that_states_each_property(cfg):
         return model.pointer_loss(pointer._replace(attention=att, gate_logit=torch.full_like(pointer.gate_logit, gate)), truth).item()
 
     right, wrong = loss_pointing(diameter, mass, 0.0), loss_pointing(mass, diameter, 0.0)
-    assert right == pytest.approx(math.log(2), abs=1e-4)  # all attention on the targets (ce 0); a shut gate's log 2
+    assert right == pytest.approx(math.log(2), abs=1e-4)  # all attention on the targets (ce 0); a half-open gate's log 2
     assert wrong > right + 10
-    # gate: open is right for radius and mass; restitution is not stated, so not scored
-    assert loss_pointing(diameter, mass, 10.0) < loss_pointing(diameter, mass, -10.0)
+    # gate: open is right for radius and mass, shut for the restitution the caption does not state
+    open_all, shut_all = loss_pointing(diameter, mass, 10.0), loss_pointing(diameter, mass, -10.0)
+    assert open_all == pytest.approx(10 / 3, abs=1e-3) and shut_all == pytest.approx(20 / 3, abs=1e-3)
     assert model.pointer_loss(None, truth).item() == 0.0
 
 

@@ -755,8 +755,10 @@ class WorldModel(nn.Module):
         properties truth (B, N, 3) radius m, mass kg, restitution (NaN where not stated): for every
         stated property, the caption numbers nearest it in the property's unit (within
         POINTER_TOLERANCE) are the target, and the loss is the cross-entropy of the pointer's
-        attention on them plus the binary cross-entropy of its gate (open where such a number
-        exists, closed where the caption does not state the value). Teaching the pointer which token
+        attention on them plus the binary cross-entropy of its gate: open where such a number
+        exists, closed everywhere else, for values the caption does not state and for every
+        property of a body the episode states nothing of (a push's paddle must not take the
+        cube's mass and size, or the contact impulses would have it bounce off the cube). Teaching the pointer which token
         to look at directly, rather than only through the value it reads, avoids the average of
         several numbers that the value's squared error alone settles into. 0 without either."""
         if pointer is None or truth is None:
@@ -764,13 +766,12 @@ class WorldModel(nn.Module):
         target = truth.to(pointer.token_value.dtype).log()[:, None, :, :, None]  # (B, 1, N, 3, 1)
         off = (pointer.token_value.detach() - target).abs()  # (B, 1, N, 3, Lt) log units; NaN where not stated
         nearest = off.min(-1, keepdim=True).values
-        stated = truth.isfinite()[:, None].expand_as(pointer.gate_logit)  # (B, n, N, 3)
-        found = (nearest[..., 0] < POINTER_TOLERANCE).expand_as(stated)
+        found = (nearest[..., 0] < POINTER_TOLERANCE).expand_as(pointer.gate_logit)  # (B, n, N, 3)
         match = (off <= nearest + 1e-3).expand_as(pointer.attention)
         ce = -pointer.attention.masked_fill(~match, -torch.inf).logsumexp(-1)  # (B, n, N, 3)
         ce = torch.where(found, ce, torch.zeros_like(ce)).sum() / found.sum().clamp(min=1)
-        gate = F.binary_cross_entropy_with_logits(pointer.gate_logit, found.to(pointer.gate_logit.dtype), reduction="none")
-        return ce + (gate * stated).sum() / stated.sum().clamp(min=1)
+        gate = F.binary_cross_entropy_with_logits(pointer.gate_logit, found.to(pointer.gate_logit.dtype))
+        return ce + gate
 
     def advance(self, cur: torch.Tensor, steps: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The next frame's states: cur (..., N, 6) SI taken by the dynamics head's steps (..., N, 6)
