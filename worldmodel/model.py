@@ -36,8 +36,8 @@ import math
 import os
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -655,12 +655,12 @@ class WorldModel(nn.Module):
     def read_bodies(self, slots: torch.Tensor, caption: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, CaptionPointer | None]:
         """`body_properties`, and how they were read from the caption. Without a caption, the
         slots' guess (averaged over the block's frames): softplus, as is, sigmoid. With one,
-        caption = (its tokens' hidden states (B, Lt, D), their `text_values` (B, Lt), NaN off
-        numbers; `caption_numbers`) for slots (B, n, tt, N, D): each body and property also points at the caption's
-        numbers (attention from its slots to them) and takes the pointed value, times a learnt unit,
-        in the proportion a learnt gate gives ("Balls (3) of 20 cm ... red 1.15 kg ... Restitution
-        0.80"). The value passes through as stated, so a mass or a size beyond the training range is
-        read as it is, not squashed into it. Returns (bodies (..., N, BODY_PROPERTIES), the
+        caption = (its tokens' hidden states (B, Lt, D) from `caption_numbers`, their `text_values`
+        (B, Lt), NaN off numbers) for slots (B, n, tt, N, D): each body and property also points at
+        the caption's numbers (attention from its slots to them) and takes the pointed value, times
+        its unit (CAPTION_UNITS), in the proportion a learnt gate gives ("Balls (3) of 20 cm ... red
+        1.15 kg ... Restitution 0.80"). The value passes through as stated, so a mass or a size
+        beyond the training range is read as it is, not squashed into it. Returns (bodies (..., N, BODY_PROPERTIES), the
         `CaptionPointer`, None without a caption)."""
         pooled = slots.mean(-3)  # (..., N, D)
         raw = self.body_head(pooled)  # (..., N, 6): the guess, then the gate logits
@@ -678,7 +678,7 @@ class WorldModel(nn.Module):
         token_value = values.abs().clamp(min=1e-3).log().nan_to_num()[:, None, None, None] + self.caption_unit[:, None]  # (B, 1, 1, 3, Lt) log, in each property's unit
         pointed = (attention.exp() * token_value).sum(-1)  # (B, n, N, 3) log
         read = torch.stack([pointed[..., 0].exp(), pointed[..., 1], pointed[..., 2].exp().clamp(max=1.0)], dim=-1)
-        open_logit = raw[..., BODY_PROPERTIES:].masked_fill(~number.any(-1)[:, None, None, None], -torch.inf)  # no numbers: closed
+        open_logit = raw[..., BODY_PROPERTIES:].masked_fill(~number.any(-1)[:, None, None, None], -torch.inf)  # no numbers: shut
         gate = torch.sigmoid(open_logit)
         pointer = CaptionPointer(attention, token_value.masked_fill(~number[:, None, None, None], torch.inf), raw[..., BODY_PROPERTIES:])
         return gate * read + (1 - gate) * guess, pointer
@@ -756,11 +756,12 @@ class WorldModel(nn.Module):
         stated property, the caption numbers nearest it in the property's unit (within
         POINTER_TOLERANCE) are the target, and the loss is the cross-entropy of the pointer's
         attention on them plus the binary cross-entropy of its gate: open where such a number
-        exists, closed everywhere else, for values the caption does not state and for every
-        property of a body the episode states nothing of (a push's paddle must not take the
-        cube's mass and size, or the contact impulses would have it bounce off the cube). Teaching the pointer which token
-        to look at directly, rather than only through the value it reads, avoids the average of
-        several numbers that the value's squared error alone settles into. 0 without either."""
+        exists, shut everywhere else, for values the caption does not state and for every property
+        of a body the episode states nothing of (a push's paddle must not take the cube's mass and
+        size, or the contact impulses would have it bounce off the cube). Teaching the pointer
+        which token to look at directly, rather than only through the value it reads, avoids the
+        average of several numbers that the value's squared error alone settles into. 0 without
+        either."""
         if pointer is None or truth is None:
             return torch.zeros((), device=self.caption_unit.device)
         target = truth.to(pointer.token_value.dtype).log()[:, None, :, :, None]  # (B, 1, N, 3, 1)
