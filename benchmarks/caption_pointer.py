@@ -4,7 +4,7 @@
 
 For held-out episodes per family (simulated here, split val and ood), the model's caption pointer
 (`WorldModel.read_bodies`) is scored on every property the episode states
-(`sim.body_properties`) and a caption number states (within `POINTER_TOLERANCE`): the attention it
+(`sim.body_properties`) and a caption number states (`worldmodel.model.pointer_targets`): the attention it
 puts on that number (1: all of it), its gate (1: the caption's value is taken whole), and the ratio
 of the value it reads to the simulator's (median). Prints a table per split and one JSON line.
 """
@@ -22,7 +22,7 @@ import torch  # noqa: E402
 
 import sim  # noqa: E402
 import worldmodel  # noqa: E402
-from worldmodel.model import POINTER_TOLERANCE  # noqa: E402
+from worldmodel.model import pointer_targets  # noqa: E402
 
 FPS, SECONDS = 20, 0.8  # frames/s, s: enough frames for two blocks
 FAMILIES = ("collision", "drop", "projectile", "ramp", "push", "stack", "pendulum")  # those stating a property per body
@@ -51,13 +51,11 @@ def pointer_scores(model, episode) -> list[tuple[int, float, float, float]]:
     N = pointer.gate_logit.shape[-2]
     stated = torch.full((1, N, 3), float("nan"))
     stated[0, : min(N, len(truth))] = truth[:N]
-    off = (pointer.token_value - stated.log()[:, None, :, :, None]).abs()  # (1, 1, N, 3, Lt)
-    nearest = off.min(-1, keepdim=True).values
-    match = (off <= nearest + 1e-3) & (nearest < POINTER_TOLERANCE)
+    match, found = pointer_targets(pointer.token_value, stated)  # (1, 1, N, 3, Lt), (1, 1, N, 3)
     on = (pointer.attention[:, :1].exp() * match).sum(-1)[0, 0]  # (N, 3)
     gate = torch.sigmoid(pointer.gate_logit[0, 0])  # (N, 3)
     value = torch.stack([bodies[0, 0, :, 0], bodies[0, 0, :, 1].exp(), bodies[0, 0, :, 2]], dim=-1)  # (N, 3) radius m, kg, e
-    found = match.any(-1)[0, 0]
+    found = found[0, 0]
     return [(k, float(on[i, k]), float(gate[i, k]), float(value[i, k] / stated[0, i, k])) for i, k in found.nonzero().tolist()]
 
 

@@ -238,6 +238,17 @@ class CaptionPointer(NamedTuple):
     gate_logit: torch.Tensor
 
 
+def pointer_targets(token_value: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which caption tokens state each body's properties: token_value (B, 1, 1, BODY_PROPERTIES, Lt)
+    (`CaptionPointer.token_value`), truth (B, N, 3) radius m, mass kg, restitution (NaN: not stated)
+    -> (match (B, 1, N, 3, Lt): the tokens nearest the stated value in its unit, found (B, 1, N, 3):
+    the nearest is within POINTER_TOLERANCE, so the caption states it)."""
+    target = truth.to(token_value.dtype).log()[:, None, :, :, None]  # (B, 1, N, 3, 1)
+    off = (token_value.detach() - target).abs()  # (B, 1, N, 3, Lt) log units; NaN where not stated
+    nearest = off.min(-1, keepdim=True).values
+    return off <= nearest + 1e-3, nearest[..., 0] < POINTER_TOLERANCE
+
+
 # ----------------------------------------------------------------------------------------------
 # rotary positions (M-RoPE: head_dim/2 frequency pairs split over time, row, column)
 # ----------------------------------------------------------------------------------------------
@@ -660,8 +671,8 @@ class WorldModel(nn.Module):
         the caption's numbers (attention from its slots to them) and takes the pointed value, times
         its unit (CAPTION_UNITS), in the proportion a learnt gate gives ("Balls (3) of 20 cm ... red
         1.15 kg ... Restitution 0.80"). The value passes through as stated, so a mass or a size
-        beyond the training range is read as it is, not squashed into it. Returns (bodies (..., N, BODY_PROPERTIES), the
-        `CaptionPointer`, None without a caption)."""
+        beyond the training range is read as it is, not squashed into it. Returns (bodies (..., N,
+        BODY_PROPERTIES), the `CaptionPointer`, None without a caption)."""
         pooled = slots.mean(-3)  # (..., N, D)
         raw = self.body_head(pooled)  # (..., N, 6): the guess, then the gate logits
         guess = torch.stack([F.softplus(raw[..., 0]), raw[..., 1], torch.sigmoid(raw[..., 2])], dim=-1)
@@ -764,12 +775,9 @@ class WorldModel(nn.Module):
         either."""
         if pointer is None or truth is None:
             return torch.zeros((), device=self.caption_unit.device)
-        target = truth.to(pointer.token_value.dtype).log()[:, None, :, :, None]  # (B, 1, N, 3, 1)
-        off = (pointer.token_value.detach() - target).abs()  # (B, 1, N, 3, Lt) log units; NaN where not stated
-        nearest = off.min(-1, keepdim=True).values
-        found = (nearest[..., 0] < POINTER_TOLERANCE).expand_as(pointer.gate_logit)  # (B, n, N, 3)
-        match = (off <= nearest + 1e-3).expand_as(pointer.attention)
-        ce = -pointer.attention.masked_fill(~match, -torch.inf).logsumexp(-1)  # (B, n, N, 3)
+        match, found = pointer_targets(pointer.token_value, truth)
+        found = found.expand_as(pointer.gate_logit)  # (B, n, N, 3)
+        ce = -pointer.attention.masked_fill(~match.expand_as(pointer.attention), -torch.inf).logsumexp(-1)  # (B, n, N, 3)
         ce = torch.where(found, ce, torch.zeros_like(ce)).sum() / found.sum().clamp(min=1)
         gate = F.binary_cross_entropy_with_logits(pointer.gate_logit, found.to(pointer.gate_logit.dtype))
         return ce + gate
