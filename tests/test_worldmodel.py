@@ -320,7 +320,7 @@ def test_dynamics_head_reads_the_actions_that_drive_the_step(cfg):
         torch.testing.assert_close(model.block_dynamics(slots, bodies, src).move, still)
     assert (pushed - still).abs().amax() > 1e-3
     no_actions = wm.WorldModel(tiny_config(action_dim=0))
-    assert no_actions.dynamics_head.skip.in_features == wm.model.BODY_FEATURES + wm.model.CONTACT_FEATURES
+    assert no_actions.dynamics_head.skip.in_features == wm.model.BODY_FEATURES + wm.model.CONTACT_FEATURES + wm.model.TETHER_FEATURES
 
 
 def test_contact_features_give_the_gap_after_one_frame_to_the_nearest_tracked_body_and_the_floor(cfg):
@@ -868,3 +868,20 @@ def test_caption_pointer_benchmark_scores_every_stated_property(cfg):
     assert sorted(k for k, *_ in scores) == [0, 0, 1, 1, 2, 2]
     assert all(0 <= on <= 1 + 1e-6 and 0 < gate < 1 and ratio > 0 for _, on, gate, ratio in scores)
     assert "read_bodies" not in model.__dict__
+
+
+def test_rollout_keeps_a_hinged_body_on_its_circle(cfg):
+    """Whatever the weights and the samples, a pendulum's bob stays at the rod's length from the
+    pivot and a gear's rim marker at its radius from the axle (`worldmodel.tether`)."""
+    model = perturbed_model(cfg, scale=0.5)
+    pend = sim.simulate("pendulum", {"links": 1, "length": 0.6, "angle_deg": 40.0}, seconds=1.0, width=32, height=32)
+    pivot = np.array([0.0, 0.0, 0.6 + pend.params["size"] / 2 + 0.3])  # sim.scenes.pendulum: 0.3 m clearance
+    gears = sim.simulate("gears", {"num_gears": 2, "ratio": 1.5, "driver_speed": 3.0}, seconds=1.0, width=32, height=32)
+    axles = sim.scenes.gears.axles(gears.params)
+    with torch.no_grad():
+        bobs = [r.episode.positions[4:, 0] for r in model.rollout(pend, context=4, horizon=12, samples=2, temperature=1.0, seed=0)]
+        (marker,) = model.rollout(gears, context=4, horizon=12, temperature=1.0, seed=0)
+    for bob in bobs:
+        np.testing.assert_allclose(np.linalg.norm(bob - pivot, axis=-1), 0.6, rtol=1e-4)
+    assert np.ptp(bobs[0][:, 0]) > 0.01  # and it moves along the circle
+    np.testing.assert_allclose(np.linalg.norm(marker.episode.positions[4:, 1] - axles[1], axis=-1), 0.7 * 0.12, rtol=1e-3)

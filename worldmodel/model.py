@@ -45,6 +45,7 @@ import torch.nn.functional as F
 
 from worldmodel.config import ModelConfig, preset
 from worldmodel.moe import MoEFeedForward
+from worldmodel.tether import TETHER_FEATURES, TETHER_FRAMES, Tether, fit_tethers, tether_features, tether_step
 from worldmodel.tokens import (
     PAD,
     Batch,
@@ -62,7 +63,7 @@ from worldmodel.tokens import (
     tubelets_to_frames,
 )
 
-FORMAT = "physfusion.worldmodel/8"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses, body properties pointing at the caption's numbers; 8: the pointer's keys from the caption with its numbers blanked
+FORMAT = "physfusion.worldmodel/9"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses, body properties pointing at the caption's numbers; 8: the pointer's keys from the caption with its numbers blanked; 9: tethered bodies kept on their circles, gravity along the tether a dynamics feature
 STEP_LOGSTD_MIN, STEP_LOGSTD_MAX = -8.0, 1.0  # log-std of a dynamics step, in step units (see ModelConfig.step_pos_scale)
 FEATURE_BOUND = 2.0  # soft clip of the dynamics head's features for its learnt maps (`StateHead.decode`)
 BODY_FEATURES = 12  # per body: position, velocity, last and steady velocity change (`WorldModel.dynamics_features`)
@@ -81,9 +82,10 @@ DYNAMICS_OUT = 19  # per body and frame: the moving step's mean (6) and log-std 
 
 
 def dynamics_features_dim(cfg: ModelConfig) -> int:
-    """The dynamics head's inputs per body: its own BODY_FEATURES, its CONTACT_FEATURES, then the
-    actions that drive the step (tubelet_t frames x action_dim, the same for every body)."""
-    return BODY_FEATURES + CONTACT_FEATURES + cfg.tubelet_t * cfg.action_dim
+    """The dynamics head's inputs per body: its own BODY_FEATURES, its CONTACT_FEATURES, the
+    actions that drive the step (tubelet_t frames x action_dim, the same for every body), then its
+    TETHER_FEATURES."""
+    return BODY_FEATURES + CONTACT_FEATURES + cfg.tubelet_t * cfg.action_dim + TETHER_FEATURES
 
 
 # ----------------------------------------------------------------------------------------------
@@ -588,13 +590,15 @@ class WorldModel(nn.Module):
         bodies: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         history: torch.Tensor | None = None,
+        tether: Tether | None = None,
     ) -> torch.Tensor:
         """Each body's explicit inputs to the dynamics head from the base frame's state cur (..., N, 6)
         and the two frames before, prev and prev2 (..., N, 6; prev2 None, or False in history
         (broadcast to (..., N)): no history beyond prev): position / pos_scale, velocity /
         vel_scale, the last velocity change dv1 and the steady change, all changes / step_vel_scale
         (BODY_FEATURES); its `contact_features`; then, the same for every body, the actions that
-        drive the step, actions (..., tt, action_dim) (None: zeros, no action) -> (..., N,
+        drive the step, actions (..., tt, action_dim) (None: zeros, no action); then its
+        `tether_features` (tether (..., N) broadcast against cur; None: none tethered) -> (..., N,
         `dynamics_features_dim`). bodies (..., N, BODY_PROPERTIES) (`body_properties`; None: points
         without contacts) and mask (..., N) bool the tracked bodies (None: all).
 
@@ -617,6 +621,7 @@ class WorldModel(nn.Module):
         if n_act:
             act = cur.new_zeros(*cur.shape[:-2], n_act) if actions is None else actions.flatten(-2).to(cur.dtype)
             parts.append(act.unsqueeze(-2).expand(*cur.shape[:-1], n_act))
+        parts.append(tether_features(cur, tether, 1.0 / cfg.fps, cfg.step_vel_scale))
         return torch.cat(parts, dim=-1)
 
     def contact_features(self, cur: torch.Tensor, radius: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -782,10 +787,12 @@ class WorldModel(nn.Module):
         gate = F.binary_cross_entropy_with_logits(pointer.gate_logit, found.to(pointer.gate_logit.dtype))
         return ce + gate
 
-    def advance(self, cur: torch.Tensor, steps: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def advance(self, cur: torch.Tensor, steps: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor, tether: Tether | None = None) -> torch.Tensor:
         """The next frame's states: cur (..., N, 6) SI taken by the dynamics head's steps (..., N, 6)
-        plus the frame's `contact_impulse` (bodies, mask as there)."""
-        return self.step_states(cur, steps + self.contact_impulse(cur, bodies, mask))
+        plus the frame's `contact_impulse` (bodies, mask as there), tethered bodies kept on their
+        circles (`tether_step`; tether (..., N) broadcast against cur, None: all free)."""
+        free = self.step_states(cur, steps + self.contact_impulse(cur, bodies, mask))
+        return tether_step(cur, free, tether, 1.0 / self.cfg.fps)
 
     def step_distribution(self, raw: torch.Tensor, features: torch.Tensor) -> StepDistribution:
         """The dynamics head's output raw (..., tt, N, DYNAMICS_OUT) for bodies whose features are
@@ -794,54 +801,60 @@ class WorldModel(nn.Module):
         rest = (features @ self.dynamics_head.prior[:6].T).unsqueeze(-3).expand_as(raw[..., :6])  # the prior's step alone
         return StepDistribution(raw[..., :6], logstd[..., :6], rest, logstd[..., 6:], raw[..., 18], self.cfg.gate_override)
 
-    def block_dynamics(self, slots: torch.Tensor, bodies: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> StepDistribution:
+    def block_dynamics(
+        self, slots: torch.Tensor, bodies: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None, mask: torch.Tensor | None = None, tether: Tether | None = None
+    ) -> StepDistribution:
         """Steps to the n blocks after those whose dynamics slots are slots (B, n, tt, N, D)
         (`StateHead.slots` of their video hidden states) with the bodies' properties read from them,
         bodies (B, n, N, BODY_PROPERTIES) (`body_properties`); src (B, F, N, 6) SI states of frames ending with those n
         blocks' frames (known, or read out; F >= n*tt, and a frame before them, if given, is history
         for the first block's features); actions (B, n, tt, action_dim) those driving the steps
-        (`block_actions`), or None; mask (B, N) bool the tracked bodies (None: all) -> the steps'
-        distribution (B, n, tt, N): what the head adds to each frame's `contact_impulse`."""
+        (`block_actions`), or None; mask (B, N) bool the tracked bodies (None: all); tether (B, N)
+        the bodies' `Tether` (None: all free) -> the steps' distribution (B, n, tt, N): what the head
+        adds to each frame's `contact_impulse`."""
         tt, n, F = self.cfg.tubelet_t, slots.shape[1], src.shape[1]
         last = F - n * tt + torch.arange(n, device=slots.device) * tt + tt - 1  # base frame of each block
         before, before2 = (last - 1).clamp(min=0), last - 2
         body_mask = None if mask is None else mask[:, None]
         history = (before2 >= 0)[None, :, None]  # (1, n, 1): block has a frame before prev
-        features = self.dynamics_features(src[:, last], src[:, before], src[:, before2.clamp(min=0)], actions, bodies, body_mask, history)  # (B, n, N, F)
+        body_tether = None if tether is None else tether.unsqueeze(1)
+        features = self.dynamics_features(src[:, last], src[:, before], src[:, before2.clamp(min=0)], actions, bodies, body_mask, history, body_tether)  # (B, n, N, F)
         return self.step_distribution(self.dynamics_head.decode(slots, features), features)
 
-    def chain_states(self, slots: torch.Tensor, bodies: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def chain_states(
+        self, slots: torch.Tensor, bodies: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None, mask: torch.Tensor | None = None, tether: Tether | None = None
+    ) -> torch.Tensor:
         """States of blocks 1..n stepped from block 0's known (or read-out) states and then from the
         chain's own predictions only, as a rollout does, while the video stays teacher-forced, with
         the moving means alone (no gate: they learn what compounds wherever the gate might let them act),
-        with each frame's contact impulses: slots (B, n, tt, N, D) and bodies (B, n, N,
+        with each frame's contact impulses and tethers: slots (B, n, tt, N, D) and bodies (B, n, N,
         BODY_PROPERTIES) of blocks 0..n-1 (as `block_dynamics`); src (B, tt, N, 6) SI block 0's
         states; actions (B, n, tt, action_dim) driving the steps, or None; mask (B, N) the tracked
-        bodies -> (B, n*tt, N, 6)."""
+        bodies; tether (B, N) or None -> (B, n*tt, N, 6)."""
         tt = self.cfg.tubelet_t
         cur, prev = src[:, -1], src[:, -2] if tt > 1 else src[:, -1]
         prev2 = src[:, -3] if tt > 2 else None
         out = []
         for b in range(slots.shape[1]):
-            features = self.dynamics_features(cur, prev, prev2, None if actions is None else actions[:, b], bodies[:, b], mask)
+            features = self.dynamics_features(cur, prev, prev2, None if actions is None else actions[:, b], bodies[:, b], mask, tether=tether)
             steps = self.step_distribution(self.dynamics_head.decode(slots[:, b], features), features).move  # (B, tt, N, 6) ungated
             for j in range(tt):
-                prev2, prev, cur = prev, cur, self.advance(cur, steps[:, j], bodies[:, b], mask)
+                prev2, prev, cur = prev, cur, self.advance(cur, steps[:, j], bodies[:, b], mask, tether)
                 out.append(cur)
         return torch.stack(out, dim=1)
 
-    def predict_states(self, steps: torch.Tensor, bodies: torch.Tensor, src: torch.Tensor, present: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def predict_states(self, steps: torch.Tensor, bodies: torch.Tensor, src: torch.Tensor, present: torch.Tensor, mask: torch.Tensor, tether: Tether | None = None) -> torch.Tensor:
         """Next blocks' states, one step each from the frame before (`advance`): steps (B, n, tt, N,
         6) for blocks 1..n and bodies (B, n, N, BODY_PROPERTIES), made by blocks 0..n-1; src (B,
         (n+1)*tt, N, 6) SI the known states of blocks 0..n (read out where not `present`); mask
-        (B, N) the tracked bodies. Within a block, clips without known states step from the
+        (B, N) the tracked bodies; tether (B, N) or None. Within a block, clips without known states step from the
         previous prediction. Returns (B, n*tt, N, 6) SI for blocks 1..n."""
         tt, n = self.cfg.tubelet_t, steps.shape[1]
         p = present[:, None, None, None]
         prev = src[:, tt - 1 : n * tt : tt]  # (B, n, N, 6) last frame of blocks 0..n-1
         out = []
         for j in range(tt):
-            cur = self.advance(prev, steps[:, :, j], bodies, mask[:, None])
+            cur = self.advance(prev, steps[:, :, j], bodies, mask[:, None], None if tether is None else tether.unsqueeze(1))
             out.append(cur)
             prev = torch.where(p, src[:, tt + j :: tt][:, :n], cur)
         return torch.stack(out, dim=2).flatten(1, 2)
@@ -925,8 +938,9 @@ class WorldModel(nn.Module):
         body_mask = self._state_mask(batch, B, tub.device)  # (B, n_max) tracked bodies
         slots = self.dynamics_head.slots(hv[:, :-1])  # (B, nb-1, tt, n_max, D): shared by the one-step and chained dynamics
         bodies, pointer = self.read_bodies(slots, self.caption_numbers(batch.text, text_values))  # (B, nb-1, n_max, BODY_PROPERTIES)
-        dist = self.block_dynamics(slots, bodies, src[:, : (nb - 1) * tt], actions, body_mask)  # (B, nb-1, tt, n_max)
-        predicted = self.predict_states(dist.mean, bodies, src, present, body_mask)
+        tether = None if known is None else fit_tethers(known[:, :TETHER_FRAMES], body_mask & present[:, None])  # (B, n_max) from the clip's first frames, as a rollout's context
+        dist = self.block_dynamics(slots, bodies, src[:, : (nb - 1) * tt], actions, body_mask, tether)  # (B, nb-1, tt, n_max)
+        predicted = self.predict_states(dist.mean, bodies, src, present, body_mask, tether)
         frame_bodies = bodies.repeat_interleave(tt, dim=1)  # (B, (nb-1)*tt, n_max, BODY_PROPERTIES) of frames tt..
         impulse = lambda start: self.contact_impulse(start, frame_bodies, body_mask[:, None])  # noqa: E731  (B, (nb-1)*tt, n_max, 6)
         states = torch.cat([readout[:, :tt], predicted], dim=1)[:, :T]  # (B, T, n_max, 6) SI
@@ -947,7 +961,7 @@ class WorldModel(nn.Module):
             gate_loss = cfg.gate_weight * (gate_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
             # the same steps chained over the clip from its first block alone, against the truth: what
             # a rollout does with its own states (errors compound), in units of one step's scales
-            chained = self.chain_states(slots, bodies, src[:, :tt], actions, body_mask)[:, : T - tt]  # (B, T-tt, n_max, 6)
+            chained = self.chain_states(slots, bodies, src[:, :tt], actions, body_mask, tether)[:, : T - tt]  # (B, T-tt, n_max, 6)
             scale = chained.new_tensor([cfg.step_pos_scale] * 3 + [cfg.step_vel_scale] * 3)
             chain_err = F.smooth_l1_loss(chained / scale, known[:, tt:T] / scale, reduction="none", beta=0.01).mean(-1)  # (B, T-tt, n_max)
             chain_loss = cfg.chain_weight * (chain_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)

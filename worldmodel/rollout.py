@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 import sim
+from worldmodel.tether import TETHER_FRAMES, fit_tethers
 from worldmodel.tokens import (
     audio_features,
     block_actions,
@@ -138,6 +139,9 @@ def rollout(
     caption = (hidden.expand(S, -1, -1), values)  # what the body properties' pointer reads (`WorldModel.body_properties`)
     hv, tub = model.video_hidden(h, 1), tub[:, -1:]  # (S, 1, Np, D), (S, 1, Np, Dt) of the last known block
 
+    # bodies on a hinge, found from the context's states (`worldmodel.tether`); none without them
+    tether = fit_tethers(known[:, : min(context, TETHER_FRAMES)], mask.bool()) if states_in[0] else None
+
     frame = torch.arange(nb * tt, device=dev)
     logprob = torch.zeros(S, device=dev)
     means = []
@@ -163,13 +167,13 @@ def rollout(
         drive = None if actions is None else actions[:, b - 1 : b]  # (S, 1, tt, A) the actions of block b's frames
         slots = model.dynamics_head.slots(hv)  # (S, 1, tt, n_max, D)
         bodies = model.body_properties(slots, caption)  # (S, 1, n_max, BODY_PROPERTIES)
-        dist = model.block_dynamics(slots, bodies, src, drive, mask.bool()).map(lambda t: t[:, 0])  # (S, tt, n_max)
+        dist = model.block_dynamics(slots, bodies, src, drive, mask.bool(), tether).map(lambda t: t[:, 0])  # (S, tt, n_max)
         steps = dist.sample(temperature, generator)  # (S, tt, n_max, 6)
         lp = (dist.log_prob(steps).sum(-1) * mask[:, None]).sum(-1)  # (S, tt)
         logprob = logprob + (lp * new).sum(-1)
         prev = src[:, -1]
         for j in range(tt):
-            cur = model.advance(prev, steps[:, j], bodies[:, 0].detach(), mask.bool())  # the head's step plus the frame's contact impulses (states carry no gradient)
+            cur = model.advance(prev, steps[:, j], bodies[:, 0].detach(), mask.bool(), tether)  # the head's step plus the frame's contact impulses, on the tethers (states carry no gradient)
             if b * tt + j >= context:
                 known[:, b * tt + j] = cur
             prev = known[:, b * tt + j]
