@@ -1,15 +1,17 @@
-"""Tethers: bodies that move on a fixed circle (a pendulum's bob on its rod, a gear's rim marker on
-its axle, a block tipping about an edge), found from a few known frames and kept on it by a rollout.
+"""Tethers: bodies that move on a circle (a pendulum's bob on its rod, a gear's rim marker on its
+axle, a block tipping about an edge, a double pendulum's outer bob about the inner one), found from
+a few known frames and kept on it by a rollout.
 
 A body on a hinge moves on a circle about a fixed centre in a fixed plane: its velocity is
 perpendicular to its radius and its distance from the centre does not change. Simulated states
-show this to float precision, and nothing else moving does (a double pendulum's outer bob, a
-projectile's arc or a ball rolling down a ramp miss it by orders of magnitude more), so `fit_tethers`
-decides it from the context alone, with no learning. `tether_step` then turns a frame's free step
-into motion on the circle: the tangential part of its velocity change is kept, the radial part
-(what the rod or the axle does) is replaced by the exact rotation. Without it, a pendulum's rollout
-integrates a held acceleration in a straight line and its bob flies off the rod (`benchmarks/
-world_model_quality.py`: pendulum was the family furthest out of distribution).
+show this to float precision, and nothing else moving does (a projectile's arc or a ball rolling
+down a ramp miss it by orders of magnitude more), so `fit_tethers` decides it from the context
+alone, with no learning. A body hinged to such a body (a double pendulum's outer bob) does the same
+in its parent's frame. `tether_step` then turns a frame's free step into motion on the circle: the
+tangential part of its velocity change is kept, the radial part (what the rod or the axle does) is
+replaced by the exact rotation. Without it, a pendulum's rollout integrates a held acceleration in
+a straight line and its bob flies off the rod (`benchmarks/world_model_quality.py`: pendulum was the
+family furthest out of distribution).
 """
 
 from __future__ import annotations
@@ -29,12 +31,15 @@ PLANE_TOLERANCE = 1e-5  # distance of the positions from the plane of motion, re
 
 
 class Tether(NamedTuple):
-    """Each body's circle, (..., N, ·) float32: centre (3) m, axis (3) the unit normal of its plane,
-    length m, on bool (False: a free body; centre, axis and length are then meaningless)."""
+    """Each body's circle, (..., N, ·): centre (3) m, axis (3) the unit normal of its plane, length m
+    (float32); parent (long): -1 where the centre is fixed, else the index of the tracked body whose
+    position is the centre (a double pendulum's outer bob turns about the inner one; centre then
+    unused); on bool (False: a free body; the rest is then meaningless)."""
 
     centre: torch.Tensor
     axis: torch.Tensor
     length: torch.Tensor
+    parent: torch.Tensor
     on: torch.Tensor
 
     def unsqueeze(self, dim: int) -> Tether:
@@ -43,72 +48,122 @@ class Tether(NamedTuple):
         return Tether(*(t.unsqueeze(dim) for t in self))
 
 
-def fit_tethers(states: torch.Tensor, mask: torch.Tensor) -> Tether:
-    """The circle each body moves on in known frames states (B, K, N, 6) SI (position, velocity; K
-    >= 3) with mask (B, N) bool the tracked bodies -> `Tether` (B, N).
-
-    In float64: the plane of motion is the one the velocities and displacements lie in (the
-    eigenvector of their scatter with the smallest eigenvalue); in it, the centre c solves, by least
-    squares, v_t . c = v_t . p_t for every moving frame (the radius is perpendicular to the
-    velocity) and (p_t - p_0) . c = (|p_t|^2 - |p_0|^2) / 2 (equal distances). A body is tethered
-    when the result holds to float precision: its distances from c agree within RADIUS_TOLERANCE,
-    each moving frame's velocity is perpendicular to its radius within ANGLE_TOLERANCE, the
-    positions lie in the plane within PLANE_TOLERANCE, and the radius is within [MIN_LENGTH,
-    MAX_LENGTH]; bodies that never move (fewer than two frames at MIN_SPEED) are free."""
-    out_dtype = states.dtype
-    s = states.detach().double()
-    p, v = s[..., :3].transpose(1, 2), s[..., 3:].transpose(1, 2)  # (B, N, K, 3)
-    speed = v.norm(dim=-1)  # (B, N, K)
-    moving = speed > MIN_SPEED
-    d = p - p[..., :1, :]  # (B, N, K, 3) displacements from the first frame
-    dist = d.norm(dim=-1)
-    moved = dist > MIN_SPEED * 1e-2  # frames far enough from the first to say something (m)
-    rows = torch.cat([v * moving[..., None], d * moved[..., None]], dim=-2)  # (B, N, 2K, 3)
-    scatter = rows.transpose(-1, -2) @ rows  # (B, N, 3, 3)
-    _, vecs = torch.linalg.eigh(scatter)
-    axis, e1, e2 = vecs[..., 0], vecs[..., 1], vecs[..., 2]  # (B, N, 3): plane normal, in-plane basis
-    basis = torch.stack([e1, e2], dim=-1)  # (B, N, 3, 2)
-    # least squares for the in-plane centre c = p_0 + basis @ x
-    vhat = v / speed.clamp(min=1e-12)[..., None]
-    a_v = (vhat @ basis) * moving[..., None]  # (B, N, K, 2)
-    b_v = ((vhat * (p - p[..., :1, :])).sum(-1)) * moving  # (B, N, K)
-    dhat = d / dist.clamp(min=1e-12)[..., None]
-    a_d = (dhat @ basis) * moved[..., None]
-    b_d = dist / 2 * moved
-    A = torch.cat([a_v, a_d], dim=-2)  # (B, N, 2K, 2)
-    b = torch.cat([b_v, b_d], dim=-1)  # (B, N, 2K)
-    normal = A.transpose(-1, -2) @ A  # (B, N, 2, 2)
-    det = torch.linalg.det(normal)
-    solvable = det > 1e-12 * (normal.diagonal(dim1=-2, dim2=-1).sum(-1) ** 2).clamp(min=1e-30)
-    eye = torch.eye(2, dtype=s.dtype, device=s.device)
-    x = torch.linalg.solve(torch.where(solvable[..., None, None], normal, eye), (A.transpose(-1, -2) @ b[..., None]))[..., 0]
-    centre = p[..., 0, :] + (basis @ x[..., None])[..., 0]  # (B, N, 3)
-    radius = p - centre[..., None, :]  # (B, N, K, 3)
-    r = radius.norm(dim=-1)  # (B, N, K)
+def _circle_holds(p: torch.Tensor, v: torch.Tensor, centre: torch.Tensor, axis: torch.Tensor, moving: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whether positions p (..., K, 3) with velocities v (..., K, 3) move on the circle about centre
+    (..., 3) in the plane normal to axis (..., 3), to the tolerances above, on frames moving (..., K)
+    -> (holds (...) bool, length (...) m)."""
+    radius = p - centre[..., None, :]
+    r = radius.norm(dim=-1)  # (..., K)
     length = r.mean(-1)
     rel_spread = (r - length[..., None]).abs().amax(-1) / length.clamp(min=1e-12)
+    vhat = v / v.norm(dim=-1, keepdim=True).clamp(min=1e-12)
     cos = ((vhat * radius).sum(-1) / r.clamp(min=1e-12)).abs().masked_fill(~moving, 0).amax(-1)
     off_plane = ((p - p.mean(-2, keepdim=True)) * axis[..., None, :]).sum(-1).abs().amax(-1) / length.clamp(min=1e-12)
-    on = (
-        mask.bool()
-        & solvable
-        & (moving.sum(-1) >= 2)
+    holds = (
+        (moving.sum(-1) >= 2)
         & (rel_spread < RADIUS_TOLERANCE)
         & (cos < ANGLE_TOLERANCE)
         & (off_plane < PLANE_TOLERANCE)
         & (length >= MIN_LENGTH)
         & (length <= MAX_LENGTH)
     )
+    return holds, length
+
+
+def _plane(p: torch.Tensor, v: torch.Tensor, moving: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The plane the velocities and displacements of p, v (..., K, 3) lie in: (axis (..., 3) its unit
+    normal, basis (..., 3, 2) an orthonormal pair in it), from the eigenvectors of their scatter."""
+    d = p - p[..., :1, :]
+    moved = d.norm(dim=-1) > MIN_SPEED * 1e-2  # frames far enough from the first to say something (m)
+    rows = torch.cat([v * moving[..., None], d * moved[..., None]], dim=-2)  # (..., 2K, 3)
+    _, vecs = torch.linalg.eigh(rows.transpose(-1, -2) @ rows)
+    return vecs[..., 0], vecs[..., 1:]
+
+
+def fit_tethers(states: torch.Tensor, mask: torch.Tensor) -> Tether:
+    """The circle each body moves on in known frames states (B, K, N, 6) SI (position, velocity; K
+    >= 3) with mask (B, N) bool the tracked bodies -> `Tether` (B, N).
+
+    In float64. A fixed centre: the plane of motion is the one the velocities and displacements lie
+    in (`_plane`); in it, the centre c solves, by least squares, v_t . c = v_t . p_t for every moving
+    frame (the radius is perpendicular to the velocity) and (p_t - p_0) . c = (|p_t|^2 - |p_0|^2) / 2
+    (equal distances). A body is tethered when the result holds to float precision
+    (`_circle_holds`): its distances from c agree within RADIUS_TOLERANCE, each moving frame's
+    velocity is perpendicular to its radius within ANGLE_TOLERANCE, the positions lie in the plane
+    within PLANE_TOLERANCE, and the radius is within [MIN_LENGTH, MAX_LENGTH]; bodies that never
+    move (fewer than two frames at MIN_SPEED) are free. A body that is not is then tried against
+    each body tethered to a fixed centre, in that body's frame (relative positions and velocities,
+    the centre at the origin): the first that holds is its parent."""
+    out_dtype = states.dtype
+    s = states.detach().double()
+    p, v = s[..., :3].transpose(1, 2), s[..., 3:].transpose(1, 2)  # (B, N, K, 3)
+    moving = v.norm(dim=-1) > MIN_SPEED  # (B, N, K)
+    axis, basis = _plane(p, v, moving)  # (B, N, 3), (B, N, 3, 2)
+    # least squares for the in-plane centre c = p_0 + basis @ x
+    vhat = v / v.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    d = p - p[..., :1, :]
+    dist = d.norm(dim=-1)
+    moved = dist > MIN_SPEED * 1e-2
+    a_v = (vhat @ basis) * moving[..., None]  # (B, N, K, 2)
+    b_v = (vhat * d).sum(-1) * moving  # (B, N, K)
+    a_d = (d / dist.clamp(min=1e-12)[..., None] @ basis) * moved[..., None]
+    b_d = dist / 2 * moved
+    A = torch.cat([a_v, a_d], dim=-2)  # (B, N, 2K, 2)
+    b = torch.cat([b_v, b_d], dim=-1)  # (B, N, 2K)
+    normal = A.transpose(-1, -2) @ A  # (B, N, 2, 2)
+    solvable = torch.linalg.det(normal) > 1e-12 * (normal.diagonal(dim1=-2, dim2=-1).sum(-1) ** 2).clamp(min=1e-30)
+    eye = torch.eye(2, dtype=s.dtype, device=s.device)
+    x = torch.linalg.solve(torch.where(solvable[..., None, None], normal, eye), A.transpose(-1, -2) @ b[..., None])[..., 0]
+    centre = p[..., 0, :] + (basis @ x[..., None])[..., 0]  # (B, N, 3)
+    holds, length = _circle_holds(p, v, centre, axis, moving)
+    fixed = mask.bool() & solvable & holds  # (B, N)
+
+    # about another body: j relative to k, (B, N_j, N_k, K, 3), centre at the origin
+    rp, rv = p[:, :, None] - p[:, None], v[:, :, None] - v[:, None]
+    r_moving = rv.norm(dim=-1) > MIN_SPEED
+    r_axis, _ = _plane(rp, rv, r_moving)
+    r_holds, r_length = _circle_holds(rp, rv, torch.zeros_like(rp[..., 0, :]), r_axis, r_moving)
+    r_holds = r_holds & fixed[:, None, :] & (mask.bool() & ~fixed)[:, :, None]  # the parent on a fixed centre; the child tracked and not
+    child = r_holds.any(-1)  # (B, N)
+    parent = torch.where(child, r_holds.to(torch.int8).argmax(-1), -1)  # the first that holds
+    pick = parent.clamp(min=0)[..., None]
+    axis = torch.where(child[..., None], r_axis.gather(2, pick[..., None].expand(-1, -1, 1, 3))[:, :, 0], axis)
+    length = torch.where(child, r_length.gather(2, pick)[..., 0], length)
+    on = fixed | child
     length = torch.where(on, length, torch.ones_like(length))  # free bodies: a harmless 1 m, so no step divides by 0
-    return Tether(centre.to(out_dtype), axis.to(out_dtype), length.to(out_dtype), on)
+    return Tether(centre.to(out_dtype), axis.to(out_dtype), length.to(out_dtype), parent, on)
+
+
+def _centres(cur: torch.Tensor, tether: Tether) -> torch.Tensor:
+    """Each body's centre (..., N, 3) at states cur (..., N, 6): the fixed centre, or its parent's
+    position."""
+    parent = tether.parent.expand(cur.shape[:-1])
+    of_parent = cur[..., :3].gather(-2, parent.clamp(min=0)[..., None].expand(*parent.shape, 3))
+    return torch.where((parent >= 0)[..., None], of_parent, tether.centre)
 
 
 def _frame(cur: torch.Tensor, tether: Tether) -> tuple[torch.Tensor, torch.Tensor]:
     """The unit radius (from the centre) and unit tangent (axis x radius) at positions cur[..., :3]."""
-    r = cur[..., :3] - tether.centre
+    r = cur[..., :3] - _centres(cur, tether)
     rhat = r / r.norm(dim=-1, keepdim=True).clamp(min=1e-9)
-    that = torch.linalg.cross(tether.axis, rhat)
+    that = torch.linalg.cross(tether.axis.expand_as(rhat), rhat)
     return rhat, that
+
+
+def _circle_step(cur: torch.Tensor, nxt: torch.Tensor, centre: torch.Tensor, axis: torch.Tensor, length: torch.Tensor, dt: float) -> torch.Tensor:
+    """`tether_step` about centre (..., N, 3) for every body (`tether_step` picks the tethered)."""
+    length = length[..., None]
+    r = cur[..., :3] - centre
+    rhat = r / r.norm(dim=-1, keepdim=True).clamp(min=1e-9)
+    that = torch.linalg.cross(axis.expand_as(rhat), rhat)
+    s = (cur[..., 3:] * that).sum(-1, keepdim=True)  # (..., N, 1) m/s
+    half = s * dt / (2 * length)  # the turn's first guess, halved
+    t_mid = torch.cos(half) * that - torch.sin(half) * rhat
+    s_new = s + ((nxt[..., 3:] - cur[..., 3:]) * t_mid).sum(-1, keepdim=True)
+    turn = (s + s_new) * dt / (2 * length)
+    pos = centre + length * (torch.cos(turn) * rhat + torch.sin(turn) * that)
+    vel = s_new * (torch.cos(turn) * that - torch.sin(turn) * rhat)
+    return torch.cat([pos, vel], dim=-1)
 
 
 def tether_step(cur: torch.Tensor, nxt: torch.Tensor, tether: Tether | None, dt: float) -> torch.Tensor:
@@ -119,19 +174,20 @@ def tether_step(cur: torch.Tensor, nxt: torch.Tensor, tether: Tether | None, dt:
     along the tangent halfway through the frame's turn, s' = s + (v_nxt - v) . t_mid; the body
     turns by (s + s') dt / (2 length) about the axis and ends on the circle moving along its
     tangent at s'. The radial part of the free step (the centripetal pull of the rod) is the
-    rotation's; a free step that is already the circle's gives it back (to second order in the turn)."""
+    rotation's; a free step that is already the circle's gives it back (to second order in the turn).
+    Bodies about a fixed centre step first; a body whose centre is another body's then takes the
+    same step in its parent's frame (its state relative to the parent's, before and after the
+    parent's step), and is put back at the parent's new state plus that."""
     if tether is None:
         return nxt
-    length = tether.length[..., None]
-    rhat, that = _frame(cur, tether)
-    s = (cur[..., 3:] * that).sum(-1, keepdim=True)  # (..., N, 1) m/s
-    half = s * dt / (2 * length)  # the turn's first guess, halved
-    t_mid = torch.cos(half) * that - torch.sin(half) * rhat
-    s_new = s + ((nxt[..., 3:] - cur[..., 3:]) * t_mid).sum(-1, keepdim=True)
-    turn = (s + s_new) * dt / (2 * length)
-    pos = tether.centre + length * (torch.cos(turn) * rhat + torch.sin(turn) * that)
-    vel = s_new * (torch.cos(turn) * that - torch.sin(turn) * rhat)
-    return torch.where(tether.on[..., None], torch.cat([pos, vel], dim=-1), nxt)
+    shape = cur.shape[:-1]
+    on, parent = tether.on.expand(shape), tether.parent.expand(shape)
+    fixed = _circle_step(cur, nxt, tether.centre, tether.axis, tether.length, dt)
+    out = torch.where((on & (parent < 0))[..., None], fixed, nxt)
+    index = parent.clamp(min=0)[..., None].expand(*shape, 6)
+    p_cur, p_nxt = cur.gather(-2, index), out.gather(-2, index)  # each body's parent, before and after its step
+    relative = _circle_step(cur - p_cur, nxt - p_nxt, torch.zeros_like(tether.centre), tether.axis, tether.length, dt)
+    return torch.where((on & (parent >= 0))[..., None], p_nxt + relative, out)
 
 
 def tether_features(cur: torch.Tensor, tether: Tether | None, dt: float, vel_unit: float) -> torch.Tensor:
@@ -143,5 +199,5 @@ def tether_features(cur: torch.Tensor, tether: Tether | None, dt: float, vel_uni
     _, that = _frame(cur, tether)
     g = cur.new_tensor(GRAVITY)
     pull = (that * g).sum(-1, keepdim=True) * that * dt / vel_unit  # (..., N, 3)
-    on = tether.on[..., None].to(cur.dtype).expand(*pull.shape[:-1], 1)
+    on = tether.on.expand(cur.shape[:-1])[..., None].to(cur.dtype)
     return torch.cat([pull, torch.ones_like(on)], dim=-1) * on
