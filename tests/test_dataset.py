@@ -178,6 +178,25 @@ def test_clip_dataset(small):
         ClipDataset(small, clip_len=11)
 
 
+def test_cached_clips_are_the_stored_clips_and_the_cache_keeps_its_bound(small):
+    pytest.importorskip("torch")
+    import pickle
+
+    from worldmodel.data import ClipDataset
+
+    plain = ClipDataset(small, 4, as_episode=True)
+    one_episode = plain.whole(0)
+    size_mb = sum(a.nbytes for a in (one_episode.frames, one_episode.depth, one_episode.states, one_episode.audio, one_episode.times) if a is not None) / 2**20
+    cached = ClipDataset(small, 4, as_episode=True, cache_mb=1.5 * size_mb)  # room for one episode, not two
+    for episode, start in [(0, 0), (1, 3), (0, 6), (2, 2), (2, 6)]:
+        assert_same_episode(cached.get(episode, start), plain.data.clip(episode, start, start + 4))
+        assert len(cached._cache) == 1 and cached._cached_bytes <= cached.cache_bytes
+    assert list(cached._cache) == [2]
+    assert pickle.loads(pickle.dumps(cached))._cache == {}  # a DataLoader worker starts empty
+    with pytest.raises(ValueError, match="cache_mb"):
+        ClipDataset(small, 4, cache_mb=-1)
+
+
 def test_simulated_clips_match_the_generated_dataset(small):
     pytest.importorskip("torch")
     from worldmodel.data import SimulatedClipDataset

@@ -8,6 +8,8 @@
     eps = ClipDataset("data/drop", 16, as_episode=True)
     batch = worldmodel.collate([eps[i] for i in range(8)], cfg)
 
+    cached = ClipDataset("data/mix", 34, cache_mb=2048)   # whole episodes kept in memory once read
+
     stream = SimulatedClipDataset("drop", clip_len=16)   # IterableDataset, nothing on disk
 
 Item of length L (n = max_bodies, A = action_dim, S = round(L * audio_rate / fps)):
@@ -20,6 +22,7 @@ Item of length L (n = max_bodies, A = action_dim, S = round(L * audio_rate / fps
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -71,7 +74,12 @@ def clip_tensors(clip: Episode, *, max_bodies: int, action_dim: int, episode: in
 class ClipDataset(Dataset):
     """Every clip of `clip_len` frames starting at multiples of `stride` in a dataset written by
     `physfusion-generate`; item k is the clip (episode, start) = `self.index[k]`, read lazily (only
-    its chunks). `as_episode=True` returns `sim.Episode` clips instead of tensors."""
+    its chunks). `as_episode=True` returns `sim.Episode` clips instead of tensors.
+
+    `cache_mb` > 0 reads whole episodes instead and keeps the most recently used in memory, up to
+    that many MB (per process: each DataLoader worker holds its own): training draws every episode
+    many times, and a read from the store costs far more than slicing one in memory (about 30 ms
+    against 0.04 ms a clip on 2 cores), time the worker takes from the training step's cores."""
 
     def __init__(
         self,
@@ -82,9 +90,15 @@ class ClipDataset(Dataset):
         max_bodies: int | None = None,
         action_dim: int | None = None,
         as_episode: bool = False,
+        cache_mb: float = 0.0,
     ):
         if clip_len < 1 or stride < 1:
             raise ValueError(f"clip_len and stride: got {clip_len}, {stride}; allowed: integers >= 1")
+        if not cache_mb >= 0:
+            raise ValueError(f"cache_mb: got {cache_mb!r}; allowed: a number of MB >= 0 (0: no cache)")
+        self.cache_bytes = int(cache_mb * 2**20)
+        self._cache: OrderedDict[int, Episode] = OrderedDict()  # episode position -> the whole episode, least recently used first
+        self._cached_bytes = 0
         self.data = load_dataset(path)
         self.clip_len, self.as_episode = clip_len, as_episode
         metas = self.data.episodes
@@ -104,14 +118,39 @@ class ClipDataset(Dataset):
         episode, start = (int(v) for v in self.index[k])
         return self.get(episode, start)
 
+    def __getstate__(self):  # what a DataLoader worker receives: no cached episodes
+        state = dict(self.__dict__)
+        state["_cache"], state["_cached_bytes"] = OrderedDict(), 0
+        return state
+
+    def whole(self, episode: int) -> Episode:
+        """Episode `episode` (dataset position), whole, from the cache or read into it."""
+        if episode in self._cache:
+            self._cache.move_to_end(episode)
+            return self._cache[episode]
+        ep = self.data.clip(episode)
+        self._cache[episode] = ep
+        self._cached_bytes += _nbytes(ep)
+        while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._cached_bytes -= _nbytes(old)
+        return ep
+
     def get(self, episode: int, start: int):
         """The clip of episode `episode` (dataset position) starting at frame `start`."""
-        clip = self.data.clip(episode, start, start + self.clip_len)
+        if self.cache_bytes and 0 <= start <= self.data.meta(episode)["n_frames"] - self.clip_len:
+            clip = self.whole(episode).slice(start, start + self.clip_len)
+        else:
+            clip = self.data.clip(episode, start, start + self.clip_len)
         if len(clip) != self.clip_len:
             raise IndexError(f"start: got {start}; allowed: [0, {self.data.meta(episode)['n_frames'] - self.clip_len}]")
         if self.as_episode:
             return clip
         return clip_tensors(clip, max_bodies=self.max_bodies, action_dim=self.action_dim, episode=episode, start=start)
+
+
+def _nbytes(ep: Episode) -> int:
+    return sum(a.nbytes for a in (ep.frames, ep.depth, ep.segmentation, ep.states, ep.audio, ep.actions, ep.times) if a is not None)
 
 
 class SimulatedClipDataset(IterableDataset):

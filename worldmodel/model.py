@@ -63,7 +63,7 @@ from worldmodel.tokens import (
     tubelets_to_frames,
 )
 
-FORMAT = "physfusion.worldmodel/10"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses, body properties pointing at the caption's numbers; 8: the pointer's keys from the caption with its numbers blanked; 9: tethered bodies kept on their circles, gravity along the tether a dynamics feature; 10: the actions a dynamics feature of the primary body alone, a body tethered to another
+FORMAT = "physfusion.worldmodel/9"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses, body properties pointing at the caption's numbers; 8: the pointer's keys from the caption with its numbers blanked; 9: tethered bodies kept on their circles (about a fixed centre or another body), gravity along the tether a dynamics feature
 STEP_LOGSTD_MIN, STEP_LOGSTD_MAX = -8.0, 1.0  # log-std of a dynamics step, in step units (see ModelConfig.step_pos_scale)
 FEATURE_BOUND = 2.0  # soft clip of the dynamics head's features for its learnt maps (`StateHead.decode`)
 BODY_FEATURES = 12  # per body: position, velocity, last and steady velocity change (`WorldModel.dynamics_features`)
@@ -83,8 +83,8 @@ DYNAMICS_OUT = 19  # per body and frame: the moving step's mean (6) and log-std 
 
 def dynamics_features_dim(cfg: ModelConfig) -> int:
     """The dynamics head's inputs per body: its own BODY_FEATURES, its CONTACT_FEATURES, the
-    actions that drive the step (tubelet_t frames x action_dim; the primary body's, zeros for the
-    others), then its TETHER_FEATURES."""
+    actions that drive the step (tubelet_t frames x action_dim, the same for every body), then its
+    TETHER_FEATURES."""
     return BODY_FEATURES + CONTACT_FEATURES + cfg.tubelet_t * cfg.action_dim + TETHER_FEATURES
 
 
@@ -596,11 +596,8 @@ class WorldModel(nn.Module):
         and the two frames before, prev and prev2 (..., N, 6; prev2 None, or False in history
         (broadcast to (..., N)): no history beyond prev): position / pos_scale, velocity /
         vel_scale, the last velocity change dv1 and the steady change, all changes / step_vel_scale
-        (BODY_FEATURES); its `contact_features`; then the actions that drive the step, actions (...,
-        tt, action_dim) (None: zeros, no action), for body 0 alone: an episode's actions act on its
-        primary tracked body (`sim.engine.Simulation`: the external force on it, then the
-        actuators' controls, which in `push` drive the paddle), and given to every body the head
-        could not tell the body they move from those they do not; then its
+        (BODY_FEATURES); its `contact_features`; then, the same for every body, the actions that
+        drive the step, actions (..., tt, action_dim) (None: zeros, no action); then its
         `tether_features` (tether (..., N) broadcast against cur; None: none tethered) -> (..., N,
         `dynamics_features_dim`). bodies (..., N, BODY_PROPERTIES) (`body_properties`; None: points
         without contacts) and mask (..., N) bool the tracked bodies (None: all).
@@ -623,9 +620,7 @@ class WorldModel(nn.Module):
         n_act = cfg.tubelet_t * cfg.action_dim
         if n_act:
             act = cur.new_zeros(*cur.shape[:-2], n_act) if actions is None else actions.flatten(-2).to(cur.dtype)
-            primary = torch.zeros(cur.shape[-2], 1, dtype=cur.dtype, device=cur.device)
-            primary[0] = 1.0
-            parts.append((act.unsqueeze(-2) * primary).expand(*cur.shape[:-1], n_act))  # (..., N, n_act): body 0's, zeros elsewhere
+            parts.append(act.unsqueeze(-2).expand(*cur.shape[:-1], n_act))
         parts.append(tether_features(cur, tether, 1.0 / cfg.fps, cfg.step_vel_scale))
         return torch.cat(parts, dim=-1)
 

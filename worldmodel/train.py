@@ -81,8 +81,9 @@ class SimulatedClips(Dataset):
         raise TrainError(f"data: 100 simulated episodes in a row from index {i} were unusable (unstable or shorter than clip_len)")
 
 
-def make_dataset(data: str, clip_len: int, split: str) -> tuple[Dataset, str]:
-    """The clips `data` names and the hash that identifies them: a dataset folder, or sim:<scene>."""
+def make_dataset(data: str, clip_len: int, split: str, cache_mb: float = 0.0) -> tuple[Dataset, str]:
+    """The clips `data` names and the hash that identifies them: a dataset folder (its episodes kept
+    in memory up to cache_mb, `ClipDataset`), or sim:<scene>."""
     if data.startswith("sim:"):
         scene = data[4:]
         if scene != "all" and scene not in sim.SCENES:
@@ -93,7 +94,7 @@ def make_dataset(data: str, clip_len: int, split: str) -> tuple[Dataset, str]:
     if not path.exists():
         raise TrainError(f"data: {str(path)!r} does not exist; allowed: a folder written by physfusion-generate, or sim:<scene|all>")
     try:
-        clips = ClipDataset(path, clip_len, as_episode=True)
+        clips = ClipDataset(path, clip_len, as_episode=True, cache_mb=cache_mb)
     except ValueError as err:
         raise TrainError(f"clip_len: {err}") from None
     return clips, clips.data.manifest["hash"]
@@ -220,7 +221,7 @@ def validate(options: dict) -> None:
         need(name, isinstance(options[name], int) and options[name] >= 1, "an integer >= 1")
     for name in ("warmup_steps", "video_every", "num_workers", "seed"):
         need(name, isinstance(options[name], int) and options[name] >= 0, "an integer >= 0")
-    for name in ("lr", "min_lr", "weight_decay", "grad_clip", "dynamics_lr_scale"):
+    for name in ("lr", "min_lr", "weight_decay", "grad_clip", "dynamics_lr_scale", "cache_mb"):
         need(name, isinstance(options[name], (int, float)) and options[name] >= 0, "a number >= 0")
     need("lr", options["lr"] > 0, "a number > 0")
     need("state_dropout", 0 <= options["state_dropout"] <= 1, "a number in [0, 1]")
@@ -302,7 +303,7 @@ def train(options: dict) -> dict:
     cfg = model_config(options)
     out = Path(to_absolute_path(str(options["out_dir"])))
     run = {k: options[k] for k in RUN_KEYS}
-    dataset, data_hash = make_dataset(options["data"], options["clip_len"], options["sim_split"])
+    dataset, data_hash = make_dataset(options["data"], options["clip_len"], options["sim_split"], options["cache_mb"])
     run["data_hash"] = data_hash
     check_run(out, run)
     if rank == 0:
