@@ -78,8 +78,8 @@ class ClipDataset(Dataset):
 
     `cache_mb` > 0 reads whole episodes instead and keeps the most recently used in memory, up to
     that many MB (per process: each DataLoader worker holds its own): training draws every episode
-    many times, and a read from the store costs far more than slicing one in memory (about 30 ms
-    against 0.04 ms a clip on 2 cores), time the worker takes from the training step's cores."""
+    many times, and a read from the store costs far more than slicing one in memory
+    (`benchmarks/clip_reading.py`), time the worker takes from the training step's cores."""
 
     def __init__(
         self,

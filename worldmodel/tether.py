@@ -142,20 +142,17 @@ def _centres(cur: torch.Tensor, tether: Tether) -> torch.Tensor:
     return torch.where((parent >= 0)[..., None], of_parent, tether.centre)
 
 
-def _frame(cur: torch.Tensor, tether: Tether) -> tuple[torch.Tensor, torch.Tensor]:
-    """The unit radius (from the centre) and unit tangent (axis x radius) at positions cur[..., :3]."""
-    r = cur[..., :3] - _centres(cur, tether)
+def _frame(pos: torch.Tensor, centre: torch.Tensor, axis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The unit radius (from centre) and unit tangent (axis x radius) at positions pos (..., N, 3)."""
+    r = pos - centre
     rhat = r / r.norm(dim=-1, keepdim=True).clamp(min=1e-9)
-    that = torch.linalg.cross(tether.axis.expand_as(rhat), rhat)
-    return rhat, that
+    return rhat, torch.linalg.cross(axis.expand_as(rhat), rhat)
 
 
 def _circle_step(cur: torch.Tensor, nxt: torch.Tensor, centre: torch.Tensor, axis: torch.Tensor, length: torch.Tensor, dt: float) -> torch.Tensor:
     """`tether_step` about centre (..., N, 3) for every body (`tether_step` picks the tethered)."""
     length = length[..., None]
-    r = cur[..., :3] - centre
-    rhat = r / r.norm(dim=-1, keepdim=True).clamp(min=1e-9)
-    that = torch.linalg.cross(axis.expand_as(rhat), rhat)
+    rhat, that = _frame(cur[..., :3], centre, axis)
     s = (cur[..., 3:] * that).sum(-1, keepdim=True)  # (..., N, 1) m/s
     half = s * dt / (2 * length)  # the turn's first guess, halved
     t_mid = torch.cos(half) * that - torch.sin(half) * rhat
@@ -196,7 +193,7 @@ def tether_features(cur: torch.Tensor, tether: Tether | None, dt: float, vel_uni
     pendulum's bob gains; a driven wheel's rim marker does not), and 1 where tethered; 0 where free."""
     if tether is None:
         return cur.new_zeros(*cur.shape[:-1], TETHER_FEATURES)
-    _, that = _frame(cur, tether)
+    _, that = _frame(cur[..., :3], _centres(cur, tether), tether.axis)
     g = cur.new_tensor(GRAVITY)
     pull = (that * g).sum(-1, keepdim=True) * that * dt / vel_unit  # (..., N, 3)
     on = tether.on.expand(cur.shape[:-1])[..., None].to(cur.dtype)
