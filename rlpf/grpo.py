@@ -6,8 +6,9 @@ rewards do not vary (std < min_std) carries no signal and is skipped (and counte
 two kinds of values, and both are the policy's "tokens":
 
   pixels  every predicted pixel value, from the frame head's discretised Gaussian (exact probability)
-  steps   every predicted state's dynamics step (6 per tracked body and frame), from the dynamics
-          head's Gaussian (a density): where the bodies go, which is what most of the reward scores
+  steps   every predicted state's dynamics step (6 per tracked body and frame; 1 for a tethered
+          body, its velocity change along the tangent, the only part its step reads), from the
+          dynamics head's Gaussian (a density): where the bodies go, what most of the reward scores
 
 Their log-probabilities are recomputed with gradient by teacher forcing the sampled episodes through
 the current model (`per_value_logprob`, `per_step_logprob`). For each kind, the loss averages over
@@ -24,6 +25,7 @@ the KL of the discretised values (discretising is a deterministic map). For step
 `StepDistribution.component_kl`: each of the dynamics head's two Gaussians (moving, resting) against
 the reference's, plus the gate's keep probability as a Bernoulli. The KL of the chosen Gaussians
 would jump by orders of magnitude wherever the policy's gate and the reference's choose differently.
+For a tethered body it is the KL of all six components, an upper bound of its drawn one's.
 """
 
 from __future__ import annotations
@@ -61,19 +63,20 @@ def per_value_logprob(out: dict, frames: torch.Tensor, context: int) -> torch.Te
     return discretized_gaussian_logprob(frames[:, context:].float(), out["frame_mean"][:, context:], out["frame_logstd"][:, context:])
 
 
-def predicted_steps(out: dict, context: int, n: int) -> tuple[StepDistribution, torch.Tensor]:
-    """The model's output on a batch with states -> the predicted frames' steps of the first n
-    bodies: their distribution (B, T - context, n) and the steps drawn (B, T - context, n, 6)."""
-    first = context - (out["frame_mean"].shape[1] - out["step_drawn"].shape[1])  # outputs start at frame tt
-    return out["steps"].map(lambda t: t[:, first:, :n]), out["step_drawn"][:, first:, :n]
+def step_distribution(out: dict, context: int, n: int) -> StepDistribution:
+    """The model's output on a batch with states -> the distribution (B, T - context, n) of the
+    predicted frames' steps of the first n bodies."""
+    first = context - (out["frame_mean"].shape[1] - out["step_logprob"].shape[1])  # outputs start at frame tt
+    return out["steps"].map(lambda t: t[:, first:, :n])
 
 
 def per_step_logprob(out: dict, context: int, body_mask: torch.Tensor) -> torch.Tensor:
     """The model's output on a batch with states -> (B, T - context, n, 6) log-density of every
-    predicted dynamics step of the tracked bodies (body_mask (B, n_max); the rollouts of one query
-    track the same n bodies)."""
-    dist, drawn = predicted_steps(out, context, int(body_mask.sum(1).max()))
-    return dist.log_prob(drawn)
+    predicted dynamics step value of the tracked bodies (body_mask (B, n_max); the rollouts of one
+    query track the same n bodies); a tethered body's step is one value, its velocity change along
+    the tangent (component 3; the others 0: `StepDistribution.log_prob`)."""
+    first = context - (out["frame_mean"].shape[1] - out["step_logprob"].shape[1])  # outputs start at frame tt
+    return out["step_logprob"][:, first:, : int(body_mask.sum(1).max())]
 
 
 @dataclass
@@ -102,8 +105,8 @@ def group_loss(out: dict, ref_out: dict, frames: torch.Tensor, context: int, adv
     step_old = step_logp.detach() if logp_old is None else logp_old[1]
     step_surrogate, _ = clipped_surrogate(step_logp, step_old, advantages, clip)
     n = step_logp.shape[2]
-    ref_steps = predicted_steps(ref_out, context, n)[0].map(torch.Tensor.detach)
-    step_kl = predicted_steps(out, context, n)[0].component_kl(ref_steps).mean()
+    ref_steps = step_distribution(ref_out, context, n).map(torch.Tensor.detach)
+    step_kl = step_distribution(out, context, n).component_kl(ref_steps).mean()
 
     loss = -(surrogate + step_surrogate) + beta * (kl + step_kl)
     stats = GroupStats((surrogate + step_surrogate).item(), (kl + step_kl).item(), clipped.item(), step_surrogate.item(), step_kl.item())

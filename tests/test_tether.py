@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import sim
-from worldmodel.tether import GRAVITY, TETHER_FRAMES, Tether, fit_tethers, tether_features, tether_step
+from worldmodel.tether import GRAVITY, TETHER_FRAMES, Tether, fit_tethers, tangential_draw, tether_features, tether_step, tether_tangent
 
 DT = 1 / 20
 
@@ -60,6 +60,32 @@ def test_double_pendulum_steps_keep_both_links_and_give_back_the_simulators_step
         cur = tether_step(cur, cur + 0.3 * torch.randn(cur.shape, generator=gen), t, DT)
     assert (cur[0, :3] - t.centre[0]).norm().item() == pytest.approx(0.4, rel=1e-4)
     assert (cur[1, :3] - cur[0, :3]).norm().item() == pytest.approx(0.4, rel=1e-4)
+
+
+def test_a_tethered_step_is_read_back_from_its_end_along_its_tangent():
+    """`tether_step` uses a free step only through its velocity change along t_mid; from the
+    frame's start and end alone, `tangential_draw` gives back that direction and that change (for
+    the outer bob: its own, in the inner bob's moving frame), which is what makes a tethered step's
+    log-density exact. A free body has neither."""
+    pend = sim.simulate("pendulum", {"links": 2, "length": 0.4, "angle_deg": 50.0, "angle2_deg": -30.0, "damping": 0.0}, seconds=1.0, render=False)
+    st = states(pend)[0]  # (T, 2, 6)
+    t = first(tethers(pend))
+    gen = torch.Generator().manual_seed(1)
+    for k in range(TETHER_FRAMES - 1, len(st) - 1):
+        cur = st[k]
+        free = cur + 0.3 * torch.randn(cur.shape, generator=gen)  # any free step, far off the circle
+        end = tether_step(cur, free, t, DT)
+        tangent, change = tangential_draw(cur, end, t, DT)
+        torch.testing.assert_close(tangent, tether_tangent(cur, t, DT))
+        torch.testing.assert_close(tangent.norm(dim=-1), torch.ones(2))
+        torch.testing.assert_close(change, ((free[:, 3:] - cur[:, 3:]) * tangent).sum(-1), atol=2e-5, rtol=1e-4)
+        # any other free step with the same changes along the tangents ends in the same place
+        other = free + 0.2 * torch.randn(free.shape, generator=gen)
+        other[:, 3:] -= ((other[:, 3:] - free[:, 3:]) * tangent).sum(-1, keepdim=True) * tangent
+        torch.testing.assert_close(tether_step(cur, other, t, DT), end, atol=1e-5, rtol=0)
+    loose = Tether(*(x.clone() for x in t))._replace(on=torch.zeros(2, dtype=torch.bool))
+    tangent, change = tangential_draw(st[5], st[6], loose, DT)
+    assert not tangent.any() and not change.any()
 
 
 @pytest.mark.parametrize("scene", ["projectile", "ramp", "drop", "collision", "stack", "push", "table_fall"])

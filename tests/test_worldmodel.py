@@ -885,3 +885,20 @@ def test_rollout_keeps_a_hinged_body_on_its_circle(cfg):
         np.testing.assert_allclose(np.linalg.norm(bob - pivot, axis=-1), 0.6, rtol=1e-4)
     assert np.ptp(bobs[0][:, 0]) > 0.01  # and it moves along the circle
     np.testing.assert_allclose(np.linalg.norm(marker.episode.positions[4:, 1] - axles[1], axis=-1), 0.7 * 0.12, rtol=1e-3)
+
+
+def test_a_tethered_rollouts_logprob_matches_teacher_forcing(cfg):
+    """A tethered body's step is drawn along its tangent alone (`worldmodel.tether.tangential_draw`):
+    the rollout's log-probability is that draw's, and teacher forcing the rollout reads the same
+    draw back from its states (a double pendulum: the outer bob's tangent is in the inner bob's
+    frame)."""
+    model = perturbed_model(cfg, scale=0.5)
+    pend = sim.simulate("pendulum", {"links": 2, "length": 0.4, "angle_deg": 50.0, "angle2_deg": -30.0}, seconds=1.0, width=32, height=32)
+    with torch.no_grad():
+        rollouts = model.rollout(pend, context=4, horizon=8, samples=2, temperature=1.0, seed=0)
+        for r in rollouts:
+            out = model(wm.collate([r.episode], cfg))
+            torch.testing.assert_close(r.logprob, model.log_prob(wm.collate([r.episode], cfg), start_frame=4)[0], rtol=1e-5, atol=1e-2)
+            step = out["step_logprob"][0, 4 - cfg.tubelet_t :, :2]  # (8, 2, 6) frames 4..11, both bobs
+            assert (step[..., [0, 1, 2, 4, 5]] == 0).all() and (step[..., 3] != 0).all()  # one value per tethered step
+            assert step[..., 3].abs().max() < 20  # a draw from the projected Gaussian, not a far-off point of the six-dimensional one

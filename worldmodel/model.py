@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from worldmodel.config import ModelConfig, preset
 from worldmodel.moe import MoEFeedForward
-from worldmodel.tether import TETHER_FEATURES, TETHER_FRAMES, Tether, fit_tethers, tether_features, tether_step
+from worldmodel.tether import TETHER_FEATURES, TETHER_FRAMES, Tether, fit_tethers, tangential_draw, tether_features, tether_step
 from worldmodel.tokens import (
     PAD,
     Batch,
@@ -208,9 +208,19 @@ class StepDistribution:
         """(..., 6) detached: mean + temperature * std * eps"""
         return sample_gaussian(self.mean, self.logstd, temperature, generator)
 
-    def log_prob(self, steps: torch.Tensor) -> torch.Tensor:
-        """(..., 6) log-density of steps (..., 6) per component"""
-        return gaussian_logprob(steps, self.mean, self.logstd)
+    def log_prob(self, steps: torch.Tensor, tangent: torch.Tensor | None = None, along: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., 6) log-density of steps (..., 6) per component. A tethered body's step is read
+        along one direction only (`worldmodel.tether.tangential_draw`): where tangent (..., 3) is a
+        unit vector, component 3 holds the log-density of the velocity part projected on it, at
+        along (...) step units (the projection's Gaussian: mean . tangent, variance sum of
+        std^2 tangent^2), and the others 0; where it is 0 (a free body), the six components'."""
+        free = gaussian_logprob(steps, self.mean, self.logstd)
+        if tangent is None:
+            return free
+        mean = (self.mean[..., 3:] * tangent).sum(-1)
+        logstd = 0.5 * ((2 * self.logstd[..., 3:]).exp() * tangent.square()).sum(-1).clamp(min=1e-30).log()
+        projected = F.pad(gaussian_logprob(along, mean, logstd)[..., None], (3, 2))  # (..., 6): component 3
+        return torch.where(tangent.any(-1, keepdim=True), projected, free)
 
     def component_kl(self, ref: StepDistribution) -> torch.Tensor:
         """(..., 6) nats per step value: each component's Gaussian against ref's same component
@@ -890,7 +900,11 @@ class WorldModel(nn.Module):
           steps          `StepDistribution` (B, T - tt, n_max) of the dynamics steps of frames tt..
                          (step units; `.mean` and `.logstd` the gate's choice)
           step_drawn     (B, T - tt, n_max, 6) the steps of the head that `batch.states` took, their
-                         contact impulses taken out (None without states)
+                         contact impulses taken out (None without states); a tethered body's
+                         were drawn along its tangent only (`tangential_draw`)
+          step_logprob   (B, T - tt, n_max, 6) their log-density per value (`StepDistribution.log_prob`;
+                         a tethered body's in component 3): summed over the tracked bodies, the
+                         state_logprob of frames tt.. (None without states)
           step_impulse   (B, T - tt, n_max, 6) those frames' contact impulses (step units, detached;
                          None without states): step_drawn + step_impulse is the whole step
           bodies         (B, nb - 1, n_max, BODY_PROPERTIES) each body's learnt radius m, log mass
@@ -976,11 +990,15 @@ class WorldModel(nn.Module):
             prev[:, ::tt] = src[:, tt - 1 : -1 : tt]
             step_impulse = impulse(prev).detach()[:, : T - tt]  # (B, T-tt, n_max, 6)
             drawn = self.step_targets(prev, known[:, tt:])[:, : T - tt] - step_impulse
-            lp = (frame_dist.log_prob(drawn).sum(-1) * w).sum(-1)  # (B, T-tt)
+            # a tethered body drew only its velocity change along the tangent (`tangential_draw`)
+            tangent, change = tangential_draw(prev[:, : T - tt], known[:, tt:T], tether.unsqueeze(1), 1.0 / cfg.fps)
+            along = change / cfg.step_vel_scale - (step_impulse[..., 3:] * tangent).sum(-1)
+            step_logprob = frame_dist.log_prob(drawn, tangent, along)  # (B, T-tt, n_max, 6)
+            lp = (step_logprob.sum(-1) * w).sum(-1)  # (B, T-tt)
             state_logprob = torch.cat([lp.new_zeros(B, tt), lp], dim=1)
         else:
             readout_loss = step_loss = chain_loss = step_nll = gate_loss = body_loss = readout.new_zeros(())
-            state_logprob, drawn, step_impulse = readout.new_zeros(B, T), None, None
+            state_logprob, drawn, step_impulse, step_logprob = readout.new_zeros(B, T), None, None, None
         state_loss = readout_loss + step_loss + chain_loss + step_nll + gate_loss + body_loss
 
         loss = frame_nll + cfg.state_weight * state_loss + cfg.moe_aux_weight * moe_aux
@@ -999,6 +1017,7 @@ class WorldModel(nn.Module):
             "state_logprob": state_logprob,
             "steps": frame_dist,
             "step_drawn": drawn,
+            "step_logprob": step_logprob,
             "step_impulse": step_impulse,
             "bodies": bodies,
             "frame_mean": frame_mean,

@@ -17,7 +17,8 @@ when it has them for the horizon, else zero.
 The states are sampled too: each frame's dynamics step is drawn from the head's Gaussian at the
 same temperature (temperature 0: its mean), so samples differ in where the bodies go; the frame's
 contact impulses (`WorldModel.contact_impulse`, closed form from the state it starts from) are
-added to it.
+added to it. A tethered body's step is read along its tangent alone (`worldmodel.tether`), so its
+density is that one component's.
 
 `Rollout.logprob` is log p(predicted frames, state steps | context, caption) under the model itself
 (temperature 1), whatever temperature drew them: the frames' probability times the steps' density.
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 
 import sim
-from worldmodel.tether import TETHER_FRAMES, fit_tethers
+from worldmodel.tether import TETHER_FRAMES, fit_tethers, tether_tangent
 from worldmodel.tokens import (
     audio_features,
     block_actions,
@@ -169,11 +170,13 @@ def rollout(
         bodies = model.body_properties(slots, caption)  # (S, 1, n_max, BODY_PROPERTIES)
         dist = model.block_dynamics(slots, bodies, src, drive, mask.bool(), tether).map(lambda t: t[:, 0])  # (S, tt, n_max)
         steps = dist.sample(temperature, generator)  # (S, tt, n_max, 6)
-        lp = (dist.log_prob(steps).sum(-1) * mask[:, None]).sum(-1)  # (S, tt)
-        logprob = logprob + (lp * new).sum(-1)
         prev = src[:, -1]
         for j in range(tt):
-            cur = model.advance(prev, steps[:, j], bodies[:, 0].detach(), mask.bool(), tether)  # the head's step plus the frame's contact impulses, on the tethers (states carry no gradient)
+            step = steps[:, j]
+            tangent = tether_tangent(prev, tether, 1.0 / cfg.fps)  # a tethered body draws its velocity change along it alone
+            lp = dist.map(lambda t: t[:, j]).log_prob(step, tangent, (step[..., 3:] * tangent).sum(-1))  # (S, n_max, 6)
+            logprob = logprob + (lp.sum(-1) * mask).sum(-1) * new[j]
+            cur = model.advance(prev, step, bodies[:, 0].detach(), mask.bool(), tether)  # the head's step plus the frame's contact impulses, on the tethers (states carry no gradient)
             if b * tt + j >= context:
                 known[:, b * tt + j] = cur
             prev = known[:, b * tt + j]

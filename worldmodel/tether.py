@@ -149,13 +149,21 @@ def _frame(pos: torch.Tensor, centre: torch.Tensor, axis: torch.Tensor) -> tuple
     return rhat, torch.linalg.cross(axis.expand_as(rhat), rhat)
 
 
+def _turn(cur: torch.Tensor, centre: torch.Tensor, axis: torch.Tensor, length: torch.Tensor, dt: float):
+    """At states cur (..., N, 6) on circles about centre (..., N, 3), normal axis, radius length (...,
+    N, 1): the unit radius and tangent (..., N, 3), the tangential speed s (..., N, 1) m/s and t_mid,
+    the tangent halfway through the frame's first-guess turn s dt / length: the direction along
+    which `tether_step` reads a free step's velocity change."""
+    rhat, that = _frame(cur[..., :3], centre, axis)
+    s = (cur[..., 3:] * that).sum(-1, keepdim=True)
+    half = s * dt / (2 * length)
+    return rhat, that, s, torch.cos(half) * that - torch.sin(half) * rhat
+
+
 def _circle_step(cur: torch.Tensor, nxt: torch.Tensor, centre: torch.Tensor, axis: torch.Tensor, length: torch.Tensor, dt: float) -> torch.Tensor:
     """`tether_step` about centre (..., N, 3) for every body (`tether_step` picks the tethered)."""
     length = length[..., None]
-    rhat, that = _frame(cur[..., :3], centre, axis)
-    s = (cur[..., 3:] * that).sum(-1, keepdim=True)  # (..., N, 1) m/s
-    half = s * dt / (2 * length)  # the turn's first guess, halved
-    t_mid = torch.cos(half) * that - torch.sin(half) * rhat
+    rhat, that, s, t_mid = _turn(cur, centre, axis, length, dt)
     s_new = s + ((nxt[..., 3:] - cur[..., 3:]) * t_mid).sum(-1, keepdim=True)
     turn = (s + s_new) * dt / (2 * length)
     pos = centre + length * (torch.cos(turn) * rhat + torch.sin(turn) * that)
@@ -198,3 +206,37 @@ def tether_features(cur: torch.Tensor, tether: Tether | None, dt: float, vel_uni
     pull = (that * g).sum(-1, keepdim=True) * that * dt / vel_unit  # (..., N, 3)
     on = tether.on.expand(cur.shape[:-1])[..., None].to(cur.dtype)
     return torch.cat([pull, torch.ones_like(on)], dim=-1) * on
+
+
+def tangential_draw(cur: torch.Tensor, nxt: torch.Tensor, tether: Tether | None, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a tethered body's step drew. `tether_step` reads a free step only through its velocity
+    change along one direction, t_mid (the tangent halfway through the turn, in the parent's frame
+    for a child), so that component alone is the step's random part: its density is the step
+    distribution's projected on t_mid, exactly. cur (..., N, 6) SI a frame's start and nxt (..., N,
+    6) its end, both on the tethers (a rollout's step, or the simulator's) -> (t_mid (..., N, 3)
+    unit vectors, zeros where free; the free step's velocity change along it (..., N) m/s: s' - s,
+    the tangential speeds after and before, plus for a child its parent's velocity change along it;
+    0 where free)."""
+    if tether is None:
+        return cur.new_zeros(cur.shape[:-1] + (3,)), cur.new_zeros(cur.shape[:-1])
+    shape = cur.shape[:-1]
+    on, parent = tether.on.expand(shape), tether.parent.expand(shape)
+    length = tether.length.expand(shape)[..., None]
+    index = parent.clamp(min=0)[..., None].expand(*shape, 6)
+    p_cur, p_nxt = cur.gather(-2, index), nxt.gather(-2, index)
+    child = (parent >= 0)[..., None]
+    start = torch.where(child, cur - p_cur, cur)  # the child in its parent's frame, about the origin
+    end = torch.where(child, nxt - p_nxt, nxt)
+    centre = torch.where(child, torch.zeros_like(tether.centre.expand(*shape, 3)), tether.centre.expand(*shape, 3))
+    _, _, s, t_mid = _turn(start, centre, tether.axis, length, dt)
+    _, that_end = _frame(end[..., :3], centre, tether.axis)
+    change = (end[..., 3:] * that_end).sum(-1, keepdim=True) - s  # s' - s: (free change - parent's change) . t_mid for a child
+    change = change + child * ((p_nxt[..., 3:] - p_cur[..., 3:]) * t_mid).sum(-1, keepdim=True)
+    on = on[..., None].to(cur.dtype)
+    return t_mid * on, (change * on)[..., 0]
+
+
+def tether_tangent(cur: torch.Tensor, tether: Tether | None, dt: float) -> torch.Tensor:
+    """(..., N, 3) the direction t_mid along which each tethered body's next step from states cur
+    (..., N, 6) is drawn (`tangential_draw`; it depends on the frame's start alone); zeros where free."""
+    return tangential_draw(cur, cur, tether, dt)[0]
