@@ -154,6 +154,38 @@ def test_discretized_gaussian_is_the_law_of_the_sampler():
     assert m.grad[0] > 0 and m.grad[1] < 0  # pulled towards the observed level
 
 
+def test_discretized_gaussian_logprob_matches_float64_in_every_regime():
+    """The float32 bin mass (erf near the centre, erfc in a tail, log_ndtr beyond erfc's range)
+    agrees with log(Phi(b) - Phi(a)) in float64, and so does its gradient: bins much narrower
+    than the spread, bins at the spread's scale, tails at 3, 9, 12 and 1e4 standard deviations,
+    and the edge levels' half-lines."""
+    g = torch.Generator().manual_seed(0)
+    levels = torch.randint(0, 256, (40000,), generator=g).float()
+    mean = torch.rand(40000, generator=g)
+    logstd = torch.empty(40000).uniform_(-9.0, 1.0, generator=g)
+    z = torch.tensor([0.0, 3.0, 9.0, 12.0, 1e4]).repeat(8000)  # the observed level this many spreads off
+    mean = torch.where(torch.arange(40000) % 2 == 0, mean, levels / 255 + z * logstd.exp() * torch.where(levels > 127, -1.0, 1.0))
+
+    def reference(mean, logstd):
+        lo = torch.where(levels <= 0, -1e3, (levels - 0.5) / 255).double()  # the edge levels' half-lines, as the model bounds them
+        hi = torch.where(levels >= 255, 1e3, (levels + 0.5) / 255).double()
+        a, b = (lo - mean) / logstd.exp(), (hi - mean) / logstd.exp()
+        flip = a > 0
+        a, b = torch.where(flip, -b, a), torch.where(flip, -a, b)
+        log_b, log_a = torch.special.log_ndtr(b), torch.special.log_ndtr(a)
+        return log_b + torch.log(-torch.expm1(log_a - log_b))
+
+    m32, s32 = mean.clone().requires_grad_(), logstd.clone().requires_grad_()
+    m64, s64 = mean.double().requires_grad_(), logstd.double().requires_grad_()
+    got, want = wm.discretized_gaussian_logprob(levels, m32, s32), reference(m64, s64)
+    torch.testing.assert_close(got.double(), want.detach(), rtol=1e-4, atol=2e-5)
+    got.sum().backward()
+    want.sum().backward()
+    scale = m64.grad.abs().clamp(min=1.0) * 1e-2  # gradients as large as 1e9 (a far tail over a tiny spread)
+    assert ((m32.grad.double() - m64.grad).abs() <= scale).all()
+    assert ((s32.grad.double() - s64.grad).abs() <= s64.grad.abs().clamp(min=1.0) * 1e-2).all()
+
+
 # ---------------------------------------------------------------------------------------------
 # block-causal model
 # ---------------------------------------------------------------------------------------------
