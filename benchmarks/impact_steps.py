@@ -16,6 +16,9 @@ one: 1 is a sharp impact, 0 none) and the early rise (how far the predicted step
 sit above the true ones: a model that decelerates before an impact hedges), and the radius and
 restitution the model learnt for body 0 (`WorldModel.body_properties`, which its contact features and
 impulses use) against the simulator's (half its `size`; its `restitution`), then one JSON line.
+Also the free-fall gain: over body 0's frames before its first impact whose true step is gravity's
+alone, the predicted vertical step over the true one (1: the head keeps gravity; the prior alone
+gives 1 exactly), and the share of them on which the gate kept the prior's step.
 Steps here are whole steps: the head's plus the frame's closed-form contact impulse.
 """
 
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=200, help="seed of the first held-out episode")
     args = ap.parse_args(argv)
     model = worldmodel.load(args.checkpoint)
-    true_rows, pred_rows, props = [], [], []
+    true_rows, pred_rows, props, fall_gain, fall_kept = [], [], [], [], []
     for i in range(args.episodes):
         episode = sim.simulate(args.family, SCENES[args.family], seed=args.seed + i, seconds=1.7, split=args.split)
         with torch.no_grad():
@@ -58,6 +61,12 @@ def main(argv: list[str] | None = None) -> dict:
         props.append((float(radius), episode.params["size"] / 2, float(restitution), episode.params["restitution"]))  # (learnt, true) m, (learnt, true)
         jumps = np.linalg.norm(np.diff(true, axis=0), axis=-1)  # (T - tt - 1,) between frames k and k + 1
         impacts = np.flatnonzero(jumps > IMPACT) + 1
+        # free fall before the first impact: gravity alone, r_v = (0, 0, -g dt / step_vel_scale)
+        gravity = -9.81 / model.cfg.fps / model.cfg.step_vel_scale
+        falling = np.flatnonzero(np.abs(true - [0.0, 0.0, gravity]).max(-1) < 0.05)
+        falling = falling[falling < (impacts[0] if len(impacts) else len(true))]
+        fall_gain += (pred[falling, 2] / true[falling, 2]).tolist()
+        fall_kept += out["steps"].keep[0, falling, 0, 0].float().tolist()
         if not len(impacts) or impacts[0] < LEAD:
             continue
         k = impacts[0]
@@ -75,6 +84,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'true':10s}" + "".join(f"{x:9.2f}" for x in true_r.mean(0)))
     print(f"{'model':10s}" + "".join(f"{x:9.2f}" for x in pred_r.mean(0)))
     print(f"jump ratio at the impact (1 = sharp): {jump:.2f}; early rise before it (0 = none): {early:+.2f}")
+    gain, kept = (float(np.mean(fall_gain)), float(np.mean(fall_kept))) if fall_gain else (None, None)
+    if fall_gain:
+        print(f"free fall before the first impact ({len(fall_gain)} frames): predicted vertical step / true {gain:.2f} (1 = gravity kept); the gate kept the prior's step on {kept:.0%}")
     learnt, true_radius, learnt_e, true_e = np.array(props).T
     ratio = float(np.mean(learnt / true_radius))
     e_error = float(np.mean(np.abs(learnt_e - true_e)))
@@ -82,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"body 0's learnt restitution: {learnt_e.mean():.2f} against the simulator's {true_e.mean():.2f} (mean absolute error {e_error:.2f}; "
           f"correlation {np.corrcoef(learnt_e, true_e)[0, 1]:.2f})")
     summary = {"family": args.family, "split": args.split, "episodes": len(true_r), "true": true_r.mean(0).tolist(), "model": pred_r.mean(0).tolist(),
-               "jump_ratio": jump, "early_rise": early, "radius_ratio": ratio, "restitution_error": e_error, "checkpoint": args.checkpoint}
+               "jump_ratio": jump, "early_rise": early, "free_fall_gain": gain, "free_fall_kept": kept, "radius_ratio": ratio, "restitution_error": e_error, "checkpoint": args.checkpoint}
     print(json.dumps(summary))
     return summary
 
