@@ -35,6 +35,7 @@ import torch  # noqa: E402
 
 import sim  # noqa: E402
 import worldmodel  # noqa: E402
+from worldmodel.tether import GRAVITY  # noqa: E402
 
 IMPACT = 1.0  # step units (0.5 m/s): a true jump of r_v larger than this is an impact (free fall and gliding change it by < 0.1 per frame)
 LEAD = 3  # frames before the impact shown
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=200, help="seed of the first held-out episode")
     args = ap.parse_args(argv)
     model = worldmodel.load(args.checkpoint)
+    gravity = GRAVITY[2] / model.cfg.fps / model.cfg.step_vel_scale  # free fall's r_v along z (step units)
     true_rows, pred_rows, props, fall_gain, fall_kept = [], [], [], [], []
     for i in range(args.episodes):
         episode = sim.simulate(args.family, SCENES[args.family], seed=args.seed + i, seconds=1.7, split=args.split)
@@ -61,8 +63,6 @@ def main(argv: list[str] | None = None) -> dict:
         props.append((float(radius), episode.params["size"] / 2, float(restitution), episode.params["restitution"]))  # (learnt, true) m, (learnt, true)
         jumps = np.linalg.norm(np.diff(true, axis=0), axis=-1)  # (T - tt - 1,) between frames k and k + 1
         impacts = np.flatnonzero(jumps > IMPACT) + 1
-        # free fall before the first impact: gravity alone, r_v = (0, 0, -g dt / step_vel_scale)
-        gravity = -9.81 / model.cfg.fps / model.cfg.step_vel_scale
         falling = np.flatnonzero(np.abs(true - [0.0, 0.0, gravity]).max(-1) < 0.05)
         falling = falling[falling < (impacts[0] if len(impacts) else len(true))]
         fall_gain += (pred[falling, 2] / true[falling, 2]).tolist()

@@ -63,11 +63,15 @@ def per_value_logprob(out: dict, frames: torch.Tensor, context: int) -> torch.Te
     return discretized_gaussian_logprob(frames[:, context:].float(), out["frame_mean"][:, context:], out["frame_logstd"][:, context:])
 
 
+def _first_predicted(out: dict, context: int) -> int:
+    """Index, in the model's step outputs (which start at frame tubelet_t), of frame `context`."""
+    return context - (out["frame_mean"].shape[1] - out["step_logprob"].shape[1])
+
+
 def step_distribution(out: dict, context: int, n: int) -> StepDistribution:
     """The model's output on a batch with states -> the distribution (B, T - context, n) of the
     predicted frames' steps of the first n bodies."""
-    first = context - (out["frame_mean"].shape[1] - out["step_logprob"].shape[1])  # outputs start at frame tt
-    return out["steps"].map(lambda t: t[:, first:, :n])
+    return out["steps"].map(lambda t: t[:, _first_predicted(out, context) :, :n])
 
 
 def per_step_logprob(out: dict, context: int, body_mask: torch.Tensor) -> torch.Tensor:
@@ -75,8 +79,7 @@ def per_step_logprob(out: dict, context: int, body_mask: torch.Tensor) -> torch.
     predicted dynamics step value of the tracked bodies (body_mask (B, n_max); the rollouts of one
     query track the same n bodies); a tethered body's step is one value, its velocity change along
     the tangent (component 3; the others 0: `StepDistribution.log_prob`)."""
-    first = context - (out["frame_mean"].shape[1] - out["step_logprob"].shape[1])  # outputs start at frame tt
-    return out["step_logprob"][:, first:, : int(body_mask.sum(1).max())]
+    return out["step_logprob"][:, _first_predicted(out, context) :, : int(body_mask.sum(1).max())]
 
 
 @dataclass

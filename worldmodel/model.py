@@ -96,34 +96,32 @@ _SQRT_HALF = math.sqrt(0.5)
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
-def _log_mass(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """log(Phi(b) - Phi(a)) for a < b (float32), stable in both tails, and where it was taken in
-    float64 (bool). Mirrored onto the left (Phi(b) - Phi(a) = Phi(-a) - Phi(-b) for a > 0), the mass
-    is a difference of erf values where the interval reaches the centre and of erfc values in the
-    tail, each exact to float32's precision there; intervals entirely beyond -TAIL_Z standard
-    deviations take log_ndtr in float64 (~20x dearer than erfc), which nearly no pixel needs."""
+def _log_mass(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """log(Phi(b) - Phi(a)) for a < b (float32), stable in both tails; also where it was taken in
+    float64 (bool) and those values in float64. Mirrored onto the left (Phi(b) - Phi(a) = Phi(-a) -
+    Phi(-b) for a > 0), the mass is a difference of erf values where the interval reaches the centre
+    and of erfc values in the tail, each exact to float32's precision there; intervals entirely
+    beyond -TAIL_Z standard deviations, where erfc underflows, take log_ndtr in float64 (far dearer,
+    and nearly no pixel needs it)."""
     flip = a > 0
     lo, hi = torch.where(flip, -b, a), torch.where(flip, -a, b)  # lo < hi, lo <= 0
     lo_n, hi_n = lo * _SQRT_HALF, hi * _SQRT_HALF
     mass = torch.where(hi > -1, torch.erf(hi_n) - torch.erf(lo_n), torch.erfc(-hi_n) - torch.erfc(-lo_n))
     out = torch.log(0.5 * mass)
     far = hi < -TAIL_Z
-    if far.any():
-        out[far] = _log_mass_far(lo[far].double(), hi[far].double()).float()
-    return out, far
-
-
-def _log_mass_far(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """log(Phi(hi) - Phi(lo)) for lo < hi, by log_ndtr (any dtype)."""
-    log_hi, log_lo = torch.special.log_ndtr(hi), torch.special.log_ndtr(lo)
-    return log_hi + torch.log(-torch.expm1((log_lo - log_hi).clamp(max=-1e-12)))
+    log_hi, log_lo = torch.special.log_ndtr(hi[far].double()), torch.special.log_ndtr(lo[far].double())
+    far_out = log_hi + torch.log(-torch.expm1((log_lo - log_hi).clamp(max=-1e-12)))
+    out[far] = far_out.float()
+    return out, far, far_out
 
 
 def _bin_edges(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(256,) each level's bin [lo, hi] in [0, 1] pixel units; the edge levels take the half-lines
     (as +-1e3: every standard deviation the head allows puts them beyond any tail)."""
     k = torch.arange(256.0, device=device)
-    return ((k - 0.5) / 255).index_fill(0, k.new_tensor([0]).long(), -1e3), ((k + 0.5) / 255).index_fill(0, k.new_tensor([255]).long(), 1e3)
+    lo, hi = (k - 0.5) / 255, (k + 0.5) / 255
+    lo[0], hi[255] = -1e3, 1e3
+    return lo, hi
 
 
 class _DiscretizedGaussianLogprob(torch.autograd.Function):
@@ -132,7 +130,7 @@ class _DiscretizedGaussianLogprob(torch.autograd.Function):
     d log P / d mean = (phi(z_a) - phi(z_b)) / (P std), d log P / d logstd = (z_a phi(z_a) - z_b
     phi(z_b)) / P, each ratio phi / P taken in log space (in float64 where the mass was: far in a
     tail, float32 cannot hold z^2 / 2 - log P). One elementwise pass each way instead of autograd
-    through a dozen selects: the pixel NLL is a fifth of a training step's time."""
+    through a dozen selects (`benchmarks/pixel_nll.py`)."""
 
     @staticmethod
     def forward(ctx, levels, mean, logstd):
@@ -140,16 +138,13 @@ class _DiscretizedGaussianLogprob(torch.autograd.Function):
         k = levels.round().long() if levels.is_floating_point() else levels.long()
         inv_std = torch.exp(-logstd)
         a, b = (lo_edge[k] - mean) * inv_std, (hi_edge[k] - mean) * inv_std
-        logp, far = _log_mass(a, b)
+        logp, far, far_logp = _log_mass(a, b)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             ga = torch.exp(-0.5 * a * a - _LOG_SQRT_2PI - logp)  # phi(z_a) / P
             gb = torch.exp(-0.5 * b * b - _LOG_SQRT_2PI - logp)
-            if far.any():
-                a64, b64 = a[far].double(), b[far].double()
-                flip = a64 > 0
-                logp64 = _log_mass_far(torch.where(flip, -b64, a64), torch.where(flip, -a64, b64))
-                ga[far] = torch.exp(-0.5 * a64 * a64 - _LOG_SQRT_2PI - logp64).float()
-                gb[far] = torch.exp(-0.5 * b64 * b64 - _LOG_SQRT_2PI - logp64).float()
+            a64, b64 = a[far].double(), b[far].double()
+            ga[far] = torch.exp(-0.5 * a64 * a64 - _LOG_SQRT_2PI - far_logp).float()
+            gb[far] = torch.exp(-0.5 * b64 * b64 - _LOG_SQRT_2PI - far_logp).float()
             ctx.save_for_backward(a, b, ga, gb, inv_std)
         return logp
 

@@ -204,39 +204,54 @@ def tether_features(cur: torch.Tensor, tether: Tether | None, dt: float, vel_uni
     _, that = _frame(cur[..., :3], _centres(cur, tether), tether.axis)
     g = cur.new_tensor(GRAVITY)
     pull = (that * g).sum(-1, keepdim=True) * that * dt / vel_unit  # (..., N, 3)
-    on = tether.on.expand(cur.shape[:-1])[..., None].to(cur.dtype)
+    on = _on(cur, tether)
     return torch.cat([pull, torch.ones_like(on)], dim=-1) * on
 
 
-def tangential_draw(cur: torch.Tensor, nxt: torch.Tensor, tether: Tether | None, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """What a tethered body's step drew. `tether_step` reads a free step only through its velocity
-    change along one direction, t_mid (the tangent halfway through the turn, in the parent's frame
-    for a child), so that component alone is the step's random part: its density is the step
-    distribution's projected on t_mid, exactly. cur (..., N, 6) SI a frame's start and nxt (..., N,
-    6) its end, both on the tethers (a rollout's step, or the simulator's) -> (t_mid (..., N, 3)
-    unit vectors, zeros where free; the free step's velocity change along it (..., N) m/s: s' - s,
-    the tangential speeds after and before, plus for a child its parent's velocity change along it;
-    0 where free)."""
-    if tether is None:
-        return cur.new_zeros(cur.shape[:-1] + (3,)), cur.new_zeros(cur.shape[:-1])
+def _lengths(cur: torch.Tensor, tether: Tether) -> torch.Tensor:
+    return tether.length.expand(cur.shape[:-1])[..., None]  # (..., N, 1) m
+
+
+def _on(cur: torch.Tensor, tether: Tether) -> torch.Tensor:
+    return tether.on.expand(cur.shape[:-1])[..., None].to(cur.dtype)  # (..., N, 1): 1 where tethered
+
+
+def _in_circle_frame(cur: torch.Tensor, tether: Tether) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """States cur (..., N, 6) as each body's circle sees them: a child's relative to its parent's
+    (about the origin) -> (those states, the centres (..., N, 3), child (..., N, 1) bool, each
+    body's parent's states (..., N, 6))."""
     shape = cur.shape[:-1]
-    on, parent = tether.on.expand(shape), tether.parent.expand(shape)
-    length = tether.length.expand(shape)[..., None]
-    index = parent.clamp(min=0)[..., None].expand(*shape, 6)
-    p_cur, p_nxt = cur.gather(-2, index), nxt.gather(-2, index)
+    parent = tether.parent.expand(shape)
+    of_parent = cur.gather(-2, parent.clamp(min=0)[..., None].expand(*shape, 6))
     child = (parent >= 0)[..., None]
-    start = torch.where(child, cur - p_cur, cur)  # the child in its parent's frame, about the origin
-    end = torch.where(child, nxt - p_nxt, nxt)
-    centre = torch.where(child, torch.zeros_like(tether.centre.expand(*shape, 3)), tether.centre.expand(*shape, 3))
-    _, _, s, t_mid = _turn(start, centre, tether.axis, length, dt)
-    _, that_end = _frame(end[..., :3], centre, tether.axis)
-    change = (end[..., 3:] * that_end).sum(-1, keepdim=True) - s  # s' - s: (free change - parent's change) . t_mid for a child
-    change = change + child * ((p_nxt[..., 3:] - p_cur[..., 3:]) * t_mid).sum(-1, keepdim=True)
-    on = on[..., None].to(cur.dtype)
-    return t_mid * on, (change * on)[..., 0]
+    centre = tether.centre.expand(*shape, 3)
+    return torch.where(child, cur - of_parent, cur), torch.where(child, torch.zeros_like(centre), centre), child, of_parent
 
 
 def tether_tangent(cur: torch.Tensor, tether: Tether | None, dt: float) -> torch.Tensor:
-    """(..., N, 3) the direction t_mid along which each tethered body's next step from states cur
-    (..., N, 6) is drawn (`tangential_draw`; it depends on the frame's start alone); zeros where free."""
-    return tangential_draw(cur, cur, tether, dt)[0]
+    """(..., N, 3) t_mid, the unit vector along which `tether_step` reads each tethered body's next
+    free step from states cur (..., N, 6): the tangent halfway through the frame's turn, in the
+    parent's frame for a child; zeros where free. Only the step's velocity change along it decides
+    where the body goes, so that one component is what the step draws (`tangential_draw`)."""
+    if tether is None:
+        return cur.new_zeros(cur.shape[:-1] + (3,))
+    start, centre, _, _ = _in_circle_frame(cur, tether)
+    return _turn(start, centre, tether.axis, _lengths(cur, tether), dt)[3] * _on(cur, tether)
+
+
+def tangential_draw(cur: torch.Tensor, nxt: torch.Tensor, tether: Tether | None, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a tethered body's step drew, read back from its start cur and end nxt (..., N, 6) SI,
+    both on the tethers (a rollout's step, or the simulator's): (`tether_tangent` (..., N, 3); the
+    free step's velocity change along it (..., N) m/s, 0 where free). That change is s' - s, the
+    tangential speeds after and before, plus for a child its parent's own velocity change along it;
+    its density is the step distribution's projected on the tangent, exactly."""
+    if tether is None:
+        return cur.new_zeros(cur.shape[:-1] + (3,)), cur.new_zeros(cur.shape[:-1])
+    start, centre, child, parent_start = _in_circle_frame(cur, tether)
+    end, _, _, parent_end = _in_circle_frame(nxt, tether)
+    _, _, s, t_mid = _turn(start, centre, tether.axis, _lengths(cur, tether), dt)
+    _, that_end = _frame(end[..., :3], centre, tether.axis)
+    parent_change = ((parent_end - parent_start)[..., 3:] * t_mid).sum(-1, keepdim=True)
+    change = (end[..., 3:] * that_end).sum(-1, keepdim=True) - s + child * parent_change
+    on = _on(cur, tether)
+    return t_mid * on, (change * on)[..., 0]
