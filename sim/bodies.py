@@ -4,10 +4,9 @@
 
 The radius is a sphere's: where a body is a box or a cylinder, the distance at which it touches
 another body or the floor depends on how it is turned (half its edge flat, half its diagonal on a
-corner), so it is NaN, as is every value the family does not state per body (the gears, a cup),
-and a loss on these can skip it. Restitution is the coefficient of the body's contacts where the
-family sets one for them all: an episode's parameter, or push's constant (whose paddle's mass, a
-constant too, is stated: it is what a hit between paddle and cube shares out).
+corner), so it is NaN, as is every value the family does not set per body (the push paddle, the
+gears, a cup), and a loss on these can skip it. Restitution is the coefficient of the body's
+contacts where the family sets one for them all.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 
 from sim.episode import Episode
-from sim.scenes import push
 
 
 def _objects(p: dict, first_shape: str | None = None) -> list[tuple[float, float]]:
@@ -37,8 +35,8 @@ def _rows(p: dict, scene: str, n: int) -> list[tuple[float, float, float]]:
         return [(p["size"], p["mass"], nan)] * n
     if scene == "stack":  # cubes
         return [(nan, p["mass"], nan)] * n
-    if scene == "push":  # the paddle first: a slab, not a ball, of the family's mass; then the cube and the others
-        return [(nan, push.PUSHER_MASS, push.RESTITUTION)] + [(size, mass, push.RESTITUTION) for size, mass in _objects(p, first_shape="box")]
+    if scene == "push":  # the paddle first: a slab, not a ball; then the cube and the others
+        return [(nan, nan, nan)] + [(size, mass, nan) for size, mass in _objects(p, first_shape="box")]
     if scene == "pour":  # the cup, then the beads
         return [(nan, nan, nan)] + [(p["particle_size"], p["particle_mass"], nan)] * (n - 1)
     return [(nan, nan, nan)] * n  # gears, table_fall: rims and a cup
