@@ -101,6 +101,11 @@ class Simulation:
         if m.nu:
             d.ctrl[:] = action[3:]
         self.contacts.advance(m, d, self.substeps)
+        # mj_step leaves positions and velocities' derived quantities as they were before its
+        # integration, one timestep before d.time: bring those the states read to the frame's time
+        mujoco.mj_kinematics(m, d)
+        mujoco.mj_comPos(m, d)
+        mujoco.mj_comVel(m, d)
         self._check_stable()
 
     def _check_stable(self) -> None:
