@@ -8,7 +8,9 @@ otherwise. For both groups, per family, the model's rollout (temperature 0) and 
 baseline (in the same run) are scored by their mean position error over the horizon; for bodies at
 rest also the model's mean drift along z at the last frame (negative: it sinks or falls). Constant
 velocity is exact for a body at rest, so what the model loses there is drift; what it loses on
-moving bodies is dynamics. Prints a table and one JSON line.
+moving bodies is dynamics. A second table splits the moving bodies by their tracked index (0 is the
+family's primary body: push's paddle, the pendulum's bob, the pour's cup), which tells a driven body's
+error from the ones it drives. Prints both tables and one JSON line.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ FPS, CONTEXT, HORIZON = 20, 4, 30  # frames/s, frames, frames: 1.5 s predicted
 REST = 0.01  # m: a body the simulator moves less than this over the horizon is at rest
 
 
-def body_errors(model, episode) -> list[tuple[bool, float, float, float]]:
+def body_errors(model, episode) -> list[tuple[bool, float, float, float, int]]:
     """Per tracked body the model predicts (the first n_max_objects): (at rest, model error m,
-    constant-velocity error m (both mean over the horizon), the model's z drift at the last frame m)."""
+    constant-velocity error m (both mean over the horizon), the model's z drift at the last frame m,
+    its tracked index)."""
     with torch.no_grad():
         rolled = model.rollout(episode, context=CONTEXT, horizon=HORIZON, samples=1, temperature=0.0)[0].episode
     pred = rolled.positions[CONTEXT : CONTEXT + HORIZON]  # (H, n, 3): the first n_max_objects bodies
@@ -42,7 +45,7 @@ def body_errors(model, episode) -> list[tuple[bool, float, float, float]]:
     moved = np.linalg.norm(truth - episode.positions[CONTEXT - 1, :n], axis=-1).max(0)  # (n,) m
     err = lambda p: np.linalg.norm(p - truth, axis=-1).mean(0)  # noqa: E731  (n,) m, mean over the horizon
     drift_z = pred[-1, :, 2] - truth[-1, :, 2]
-    return list(zip(moved < REST, err(pred), err(cv), drift_z))
+    return list(zip(moved < REST, err(pred), err(cv), drift_z, range(n)))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -60,15 +63,20 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'family':12s}{'at rest':>9s}{'model':>9s}{'const v':>9s}{'z drift':>9s}{'moving':>9s}{'model':>9s}{'const v':>9s}")
     for family in args.families:
         bodies = [b for i in range(args.episodes) for b in body_errors(model, sim.simulate(family, seed=args.seed + i, seconds=(CONTEXT + HORIZON) / FPS, fps=FPS, split="val"))]
-        rest = np.array([b[1:] for b in bodies if b[0]]).reshape(-1, 3)
+        rest = np.array([b[1:4] for b in bodies if b[0]]).reshape(-1, 3)
         moving = np.array([b[1:3] for b in bodies if not b[0]]).reshape(-1, 2)
         mean = lambda a, j: float(a[:, j].mean()) if len(a) else None  # noqa: E731
         rows[family] = {"rest_bodies": len(rest), "rest_model": mean(rest, 0), "rest_cv": mean(rest, 1), "rest_drift_z": mean(rest, 2),
                         "moving_bodies": len(moving), "moving_model": mean(moving, 0), "moving_cv": mean(moving, 1)}
+        indices = sorted({b[4] for b in bodies if not b[0]})
         r = rows[family]
+        r["moving_by_index"] = {i: [len(m := np.array([b[1:3] for b in bodies if not b[0] and b[4] == i])), *m.mean(0).tolist()] for i in indices}
         cell = lambda x: f"{x:9.4f}" if x is not None else f"{'-':>9s}"  # noqa: E731
         print(f"{family:12s}{r['rest_bodies']:9d}{cell(r['rest_model'])}{cell(r['rest_cv'])}{cell(r['rest_drift_z'])}"
               f"{r['moving_bodies']:9d}{cell(r['moving_model'])}{cell(r['moving_cv'])}")
+    print(f"\nmoving bodies by tracked index: count, model error m, constant-velocity error m")
+    for family, r in rows.items():
+        print(f"{family:12s}" + "".join(f"  [{i}] {c:3d} {m:7.4f} {v:7.4f}" for i, (c, m, v) in r["moving_by_index"].items()))
     summary = {"checkpoint": args.checkpoint, "gate_override": model.cfg.gate_override, "episodes_per_family": args.episodes, "rest_m": REST, "families": rows}
     print(json.dumps(summary))
     return summary
