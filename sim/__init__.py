@@ -6,7 +6,7 @@
 """
 
 from sim import _gl  # noqa: F401  (must run before mujoco is imported)
-from sim.bodies import body_properties
+from sim.bodies import body_properties, driven_bodies
 from sim.dataset import load_dataset
 from sim.engine import Simulation, UnstableSimulation
 from sim.episode import STATE_SLICES, Camera, ContactEvent, Episode
@@ -28,6 +28,7 @@ __all__ = [
     "Simulation",
     "UnstableSimulation",
     "body_properties",
+    "driven_bodies",
     "get_family",
     "load_dataset",
     "realize_params",

@@ -1,6 +1,8 @@
-"""What each tracked body is, from an episode's realised parameters: size, mass and restitution.
+"""What each tracked body is, from an episode's realised parameters: size, mass and restitution,
+and whether the episode's actions drive it.
 
     props = sim.body_properties(episode)    # (n_bodies, 3): radius m, mass kg, restitution; NaN: not stated
+    driven = sim.driven_bodies(episode)     # (n_bodies,) bool: its motion is the actuators', not the contacts'
 
 The radius is a sphere's: where a body is a box or a cylinder, the distance at which it touches
 another body or the floor depends on how it is turned (half its edge flat, half its diagonal on a
@@ -51,3 +53,15 @@ def body_properties(episode: Episode) -> np.ndarray:
     for i, (size, mass, e) in enumerate(rows):
         out[i] = (size / 2, mass, e)
     return out
+
+
+DRIVEN = {"push": 1, "pour": 1, "gears": None}  # family -> how many of its first tracked bodies the actuators drive (None: all)
+
+
+def driven_bodies(episode: Episode) -> np.ndarray:
+    """(n_bodies,) bool, in `body_names` order: the bodies whose motion the episode's actuators set
+    (push's paddle and pour's cup on their servos, every gear through the meshes' constraints), so
+    a contact does not move them: they push what they touch and are not pushed back."""
+    n = len(episode.body_names)
+    first = DRIVEN.get(episode.scene, 0)
+    return np.arange(n) < (n if first is None else first)

@@ -191,3 +191,49 @@ def test_body_properties_follow_the_realised_parameters():
     assert np.isnan(box[0, 0]) and box[0, 1] == 0.4
     push = sim.body_properties(sim.simulate("push", {"num_objects": 1, "size": 0.08, "mass": 0.5}, seed=0, seconds=0.2, width=32, height=32))
     assert np.isnan(push[0]).all() and np.isnan(push[1, 0]) and push[1, 1] == 0.5 and np.isnan(push[1, 2])
+
+
+def _actuated_bodies(scene: str, seed: int) -> list[bool]:
+    """Per tracked body, from the compiled MJCF: an actuator drives one of its joints or an
+    ancestor's, directly or through a joint equality constraint (a gear mesh)."""
+    import mujoco
+
+    built = sim.get_family(scene).build(sim.realize_params(scene, None, seed))
+    model = mujoco.MjModel.from_xml_string(built.mjcf)
+    driven = {int(model.actuator_trnid[a, 0]) for a in range(model.nu) if model.actuator_trntype[a] == mujoco.mjtTrn.mjTRN_JOINT}
+    while True:  # joints tied to a driven joint by an equality constraint
+        tied = {int(model.eq_obj1id[e]) for e in range(model.neq) if model.eq_type[e] == mujoco.mjtEq.mjEQ_JOINT and int(model.eq_obj2id[e]) in driven}
+        tied |= {int(model.eq_obj2id[e]) for e in range(model.neq) if model.eq_type[e] == mujoco.mjtEq.mjEQ_JOINT and int(model.eq_obj1id[e]) in driven}
+        if tied <= driven:
+            break
+        driven |= tied
+    driven_bodies = {int(model.jnt_bodyid[j]) for j in driven}
+    out = []
+    for name in built.tracked:
+        body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, name)
+        chain = []
+        while body > 0:
+            chain.append(body)
+            body = int(model.body_parentid[body])
+        out.append(any(b in driven_bodies for b in chain))
+    return out
+
+
+@pytest.mark.parametrize("scene", sorted(sim.SCENES))
+def test_driven_bodies_are_the_actuated_ones(scene):
+    """sim.driven_bodies names exactly the tracked bodies an actuator moves, read off the compiled model."""
+    ep = sim.simulate(scene, seed=3, seconds=0.1, width=32, height=32)
+    assert sim.driven_bodies(ep).tolist() == _actuated_bodies(scene, 3)
+
+
+def test_a_driven_paddle_holds_its_command_through_the_push():
+    """push's paddle (driven) moves at its commanded velocity while it pushes the cube: its servo
+    (600 N s/m on 3 kg, a 5 ms time constant) gives back within a frame what the contact takes."""
+    ep = sim.simulate("push", {"num_objects": 1, "mass": 1.0, "push_speed": 0.4, "push_distance": 0.3}, seed=0, seconds=1.0, fps=20, width=32, height=32)
+    assert sim.driven_bodies(ep).tolist() == [True, False]
+    command = ep.actions[:, 3:]  # the controls after the external force (3): the paddle's x and y velocity, m/s
+    moving = np.abs(command).sum(-1) > 0  # frames whose command is on
+    moving[1:] &= moving[:-1]  # and was on the frame before (the servo has caught up)
+    cube_speed = np.linalg.norm(ep.states[:, 1, 7:9], axis=-1)
+    assert (cube_speed[moving] > 0.2).any()  # it pushes the cube
+    np.testing.assert_allclose(ep.states[moving, 0, 7:9], command[moving], atol=0.02)
