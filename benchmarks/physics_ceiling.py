@@ -48,11 +48,12 @@ def variant(model, prior_only: bool, stated: np.ndarray | None):
         learnt = model.body_properties
 
         def body_properties(slots, caption=None):
-            b = learnt(slots, caption)  # (..., n_max, 3) radius, log mass, restitution
+            b = learnt(slots, caption)  # (..., n_max, 4) radius, log mass, restitution, driven logit
             n = min(len(stated), b.shape[-2])
             t = torch.as_tensor(stated[:n], dtype=b.dtype)
             known = torch.stack([t[:, 0], t[:, 1].log(), t[:, 2]], dim=-1)
-            return torch.cat([torch.where(known.isfinite(), known, b[..., :n, :]), b[..., n:, :]], dim=-2)
+            head = torch.cat([torch.where(known.isfinite(), known, b[..., :n, :3]), b[..., :n, 3:]], dim=-1)
+            return torch.cat([head, b[..., n:, :]], dim=-2)
 
         model.body_properties = body_properties
     if prior_only:

@@ -63,13 +63,15 @@ from worldmodel.tokens import (
     tubelets_to_frames,
 )
 
-FORMAT = "physfusion.worldmodel/9"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses, body properties pointing at the caption's numbers; 8: the pointer's keys from the caption with its numbers blanked; 9: tethered bodies kept on their circles (about a fixed centre or another body), gravity along the tether a dynamics feature
+FORMAT = "physfusion.worldmodel/10"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses, body properties pointing at the caption's numbers; 8: the pointer's keys from the caption with its numbers blanked; 9: tethered bodies kept on their circles (about a fixed centre or another body), gravity along the tether a dynamics feature; 10: driven bodies (the actions' servos) neither pushed back by contacts nor bounced
 STEP_LOGSTD_MIN, STEP_LOGSTD_MAX = -8.0, 1.0  # log-std of a dynamics step, in step units (see ModelConfig.step_pos_scale)
 FEATURE_BOUND = 2.0  # soft clip of the dynamics head's features for its learnt maps (`StateHead.decode`)
 BODY_FEATURES = 12  # per body: position, velocity, last and steady velocity change (`WorldModel.dynamics_features`)
 CONTACT_FEATURES = 5  # per body: gap to the nearest body after one step, approach velocity along it, floor gap (`WorldModel.contact_features`)
 RADIUS_INIT = 0.1  # m: a body's learnt radius before training (`WorldModel.body_properties`)
 BODY_PROPERTIES = 3  # per body, read from its dynamics slots and the caption: radius m, log mass, restitution (`WorldModel.body_properties`)
+BODY_COLUMNS = BODY_PROPERTIES + 1  # and the logit of its being driven by the actions (`WorldModel.body_properties`)
+DRIVEN_INIT = -4.0  # the driven logit before training: every body free
 POINTER_DIM = 32  # width of the attention from a body's slots to the caption's numbers (`WorldModel.body_properties`)
 CAPTION_UNITS = (math.log(0.005), 0.0, 0.0)  # log factors from a caption's literal to a property, sim's conventions: a diameter in cm to a radius in m, kg, restitution as stated
 NUMBER_BLANK = ord("#")  # the byte every numeric literal's bytes become in the caption pass the pointer's keys come from (`WorldModel.caption_numbers`)
@@ -497,7 +499,7 @@ class WorldModel(nn.Module):
         self.frame_head = FrameHead(cfg)
         self.state_head = StateHead(cfg)
         self.dynamics_head = StateHead(cfg, n_features=dynamics_features_dim(cfg), n_out=DYNAMICS_OUT, prior=constant_acceleration_prior(cfg))  # step mean, log-std, gate
-        self.body_head = nn.Linear(cfg.d_model, 2 * BODY_PROPERTIES)  # each body's size, mass and restitution guessed from its dynamics slots, and how far to take the caption's instead
+        self.body_head = nn.Linear(cfg.d_model, 2 * BODY_PROPERTIES + 1)  # each body's size, mass and restitution guessed from its dynamics slots, how far to take the caption's instead, and whether the actions drive it
         self.caption_query = nn.Linear(cfg.d_model, BODY_PROPERTIES * POINTER_DIM)  # per body and property: which caption number states it
         self.caption_key = nn.Linear(cfg.d_model, POINTER_DIM)
         self.register_buffer("caption_unit", torch.tensor(CAPTION_UNITS), persistent=False)  # fixed: a learnt unit drifts to make up for a pointer that averages numbers
@@ -515,8 +517,8 @@ class WorldModel(nn.Module):
                 nn.init.normal_(m.weight, std=0.02)
         nn.init.zeros_(self.dynamics_head.mlp[-1].weight)  # the dynamics head starts as its prior exactly
         nn.init.zeros_(self.dynamics_head.skip.weight)
-        with torch.no_grad():  # radius RADIUS_INIT, equal masses, restitution 0.5; the caption's values a quarter in
-            self.body_head.bias.copy_(torch.tensor([math.log(math.expm1(RADIUS_INIT)), 0.0, 0.0] + [math.log(1 / 3)] * BODY_PROPERTIES))
+        with torch.no_grad():  # radius RADIUS_INIT, equal masses, restitution 0.5; the caption's values a quarter in; none driven
+            self.body_head.bias.copy_(torch.tensor([math.log(math.expm1(RADIUS_INIT)), 0.0, 0.0] + [math.log(1 / 3)] * BODY_PROPERTIES + [DRIVEN_INIT]))
 
     # --- bookkeeping ---------------------------------------------------------------------------
     def num_parameters(self) -> int:
@@ -638,7 +640,7 @@ class WorldModel(nn.Module):
         (BODY_FEATURES); its `contact_features`; then, the same for every body, the actions that
         drive the step, actions (..., tt, action_dim) (None: zeros, no action); then its
         `tether_features` (tether (..., N) broadcast against cur; None: none tethered) -> (..., N,
-        `dynamics_features_dim`). bodies (..., N, BODY_PROPERTIES) (`body_properties`; None: points
+        `dynamics_features_dim`). bodies (..., N, BODY_COLUMNS) (`body_properties`; None: points
         without contacts) and mask (..., N) bool the tracked bodies (None: all).
 
         The velocity changes are what the frame's `contact_impulse` does not explain: a hit or a
@@ -703,8 +705,9 @@ class WorldModel(nn.Module):
 
     def body_properties(self, slots: torch.Tensor, caption: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """The dynamics slots (..., tt, N, D) of a block -> each body's properties (..., N,
-        BODY_PROPERTIES): radius m, log mass and restitution, what the contact features and impulses
-        need (`read_bodies` with its pointer)."""
+        BODY_COLUMNS): radius m, log mass, restitution and the logit of its being driven by the
+        actions (> 0: driven), what the contact features and impulses need (`read_bodies` with its
+        pointer)."""
         return self.read_bodies(slots, caption)[0]
 
     def read_bodies(self, slots: torch.Tensor, caption: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, CaptionPointer | None]:
@@ -715,13 +718,15 @@ class WorldModel(nn.Module):
         the caption's numbers (attention from its slots to them) and takes the pointed value, times
         its unit (CAPTION_UNITS), in the proportion a learnt gate gives ("Balls (3) of 20 cm ... red
         1.15 kg ... Restitution 0.80"). The value passes through as stated, so a mass or a size
-        beyond the training range is read as it is, not squashed into it. Returns (bodies (..., N,
-        BODY_PROPERTIES), the `CaptionPointer`, None without a caption)."""
+        beyond the training range is read as it is, not squashed into it. Whether the actions drive
+        a body is the slots' alone (the caption does not say). Returns (bodies (..., N,
+        BODY_COLUMNS), the `CaptionPointer`, None without a caption)."""
         pooled = slots.mean(-3)  # (..., N, D)
-        raw = self.body_head(pooled)  # (..., N, 6): the guess, then the gate logits
+        raw = self.body_head(pooled)  # (..., N, 7): the guess, the gate logits, the driven logit
         guess = torch.stack([F.softplus(raw[..., 0]), raw[..., 1], torch.sigmoid(raw[..., 2])], dim=-1)
+        driven = raw[..., -1:]
         if caption is None:
-            return guess, None
+            return torch.cat([guess, driven], dim=-1), None
         hidden, values = caption
         number = values.isfinite()  # (B, Lt)
         q = self.caption_query(pooled).unflatten(-1, (BODY_PROPERTIES, POINTER_DIM))  # (B, n, N, 3, P)
@@ -733,15 +738,15 @@ class WorldModel(nn.Module):
         token_value = values.abs().clamp(min=1e-3).log().nan_to_num()[:, None, None, None] + self.caption_unit[:, None]  # (B, 1, 1, 3, Lt) log, in each property's unit
         pointed = (attention.exp() * token_value).sum(-1)  # (B, n, N, 3) log
         read = torch.stack([pointed[..., 0].exp(), pointed[..., 1], pointed[..., 2].exp().clamp(max=1.0)], dim=-1)
-        open_logit = raw[..., BODY_PROPERTIES:].masked_fill(~number.any(-1)[:, None, None, None], -torch.inf)  # no numbers: shut
-        gate = torch.sigmoid(open_logit)
-        pointer = CaptionPointer(attention, token_value.masked_fill(~number[:, None, None, None], torch.inf), raw[..., BODY_PROPERTIES:])
-        return gate * read + (1 - gate) * guess, pointer
+        gate_logit = raw[..., BODY_PROPERTIES : 2 * BODY_PROPERTIES]
+        gate = torch.sigmoid(gate_logit.masked_fill(~number.any(-1)[:, None, None, None], -torch.inf))  # no numbers: shut
+        pointer = CaptionPointer(attention, token_value.masked_fill(~number[:, None, None, None], torch.inf), gate_logit)
+        return torch.cat([gate * read + (1 - gate) * guess, driven], dim=-1), pointer
 
     def contact_impulse(self, cur: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The closed-form part of a frame's step (..., N, 6) in step units: the velocity change of
         every collision the frame holds, and the distance it moves the body by the frame's end.
-        cur (..., N, 6) SI the frame's starting states; bodies (..., N, BODY_PROPERTIES)
+        cur (..., N, 6) SI the frame's starting states; bodies (..., N, BODY_COLUMNS)
         (`body_properties`); mask (..., N) bool the tracked bodies.
 
         Each contact is found at its time within the frame, the bodies moving at their starting
@@ -756,11 +761,14 @@ class WorldModel(nn.Module):
         the impulse is continuous in the radii: a grazing touch has c -> 0, and the contact time
         and normal move with them, which is how the radii learn. Bodies touching without closing
         (a stack at rest, a box on the floor) get nothing: the dynamics head learns resting
-        contact, friction and spin as corrections to this."""
+        contact, friction and spin as corrections to this. A driven body (driven logit > 0: its
+        servo holds it to the actions' command) counts as infinitely heavy: it takes no impulse
+        and does not bounce, and a free body it hits takes the whole exchange."""
         cfg = self.cfg
         dt = 1.0 / cfg.fps
         p, v = cur[..., :3], cur[..., 3:]
-        radius, log_mass, restitution = bodies.unbind(-1)  # (..., N) each
+        radius, log_mass, restitution, driven = bodies.unbind(-1)  # (..., N) each
+        driven = driven > 0
         N = p.shape[-2]
         d = p.unsqueeze(-3) - p.unsqueeze(-2)  # (..., N, N, 3): [i, j] = p_j - p_i
         u = v.unsqueeze(-3) - v.unsqueeze(-2)  # (..., N, N, 3): [i, j] = v_j - v_i
@@ -778,13 +786,15 @@ class WorldModel(nn.Module):
         normal = at / at.norm(dim=-1, keepdim=True).clamp(min=1e-6)
         closing = (-(u * normal).sum(-1)).clamp(min=0)  # (..., N, N) m/s
         share = torch.sigmoid(log_mass.unsqueeze(-2) - log_mass.unsqueeze(-1))  # [i, j] m_j / (m_i + m_j)
+        share = torch.where(driven.unsqueeze(-2), torch.ones_like(share), share)  # j driven: infinitely heavy
+        share = torch.where(driven.unsqueeze(-1), torch.zeros_like(share), share)  # i driven: unmoved
         e = (restitution.unsqueeze(-1) + restitution.unsqueeze(-2)) / 2
         hit = (1 + e) * share * closing * hits  # (..., N, N) m/s: i's speed change along -n
         dv = -(hit[..., None] * normal).sum(-2)  # (..., N, 3)
         dx = -((hit * (dt - t_hit))[..., None] * normal).sum(-2)  # (..., N, 3) m by the frame's end
         fall = (-v[..., 2]).clamp(min=0)  # (..., N) m/s towards the floor
         t_floor = (p[..., 2] - radius) / fall.clamp(min=1e-6)  # s: when the body's bottom reaches z = 0
-        lands = mask & (fall > 0) & (t_floor < dt)
+        lands = mask & ~driven & (fall > 0) & (t_floor < dt)
         bounce = (1 + restitution) * fall * lands  # (..., N) m/s upwards
         up = torch.zeros_like(dv)
         up[..., 2] = 1.0
@@ -793,21 +803,25 @@ class WorldModel(nn.Module):
         return torch.cat([dx / cfg.step_pos_scale, dv / cfg.step_vel_scale], dim=-1)
 
     def body_loss(self, bodies: torch.Tensor, truth: torch.Tensor | None) -> torch.Tensor:
-        """Mean squared error of the learnt bodies (B, n, N, BODY_PROPERTIES) (`body_properties`)
-        against the simulator's, truth (B, N, 3) radius m, mass kg, restitution (`Batch.bodies`, NaN
-        where not stated; None: 0): radius in contact_scale units, log mass, restitution."""
+        """Error of the learnt bodies (B, n, N, BODY_COLUMNS) (`body_properties`) against the
+        simulator's, truth (B, N, 4) radius m, mass kg, restitution, driven 1 / 0 (`Batch.bodies`,
+        NaN where not stated; None: 0): the squared error of the radius in contact_scale units, the
+        log mass and the restitution, and the binary cross-entropy of the driven logit, averaged
+        over the stated values."""
         if truth is None:
             return bodies.new_zeros(())
-        truth = truth[:, None].to(bodies.dtype)  # (B, 1, N, 3)
+        truth = truth[:, None].to(bodies.dtype)  # (B, 1, N, 4)
         pred = torch.stack([bodies[..., 0] / self.cfg.contact_scale, bodies[..., 1], bodies[..., 2]], dim=-1)
         target = torch.stack([truth[..., 0] / self.cfg.contact_scale, truth[..., 1].log(), truth[..., 2]], dim=-1)
-        known = target.isfinite().expand_as(pred)
-        err = (pred - target.nan_to_num()).pow(2)
+        driven = F.binary_cross_entropy_with_logits(bodies[..., 3:], truth[..., 3:].nan_to_num().expand_as(bodies[..., 3:]), reduction="none")
+        err = torch.cat([(pred - target.nan_to_num()).pow(2), driven], dim=-1)
+        known = torch.cat([target, truth[..., 3:]], dim=-1).isfinite().expand_as(err)
         return (err * known).sum() / known.sum().clamp(min=1)
 
     def pointer_loss(self, pointer: CaptionPointer | None, truth: torch.Tensor | None) -> torch.Tensor:
         """How well each body points at its own numbers in the caption, against the simulator's
-        properties truth (B, N, 3) radius m, mass kg, restitution (NaN where not stated): for every
+        properties truth (B, N, 4) radius m, mass kg, restitution (NaN where not stated) and driven
+        (not the caption's to say): for every
         stated property, the caption numbers nearest it in the property's unit (within
         POINTER_TOLERANCE) are the target, and the loss is the cross-entropy of the pointer's
         attention on them plus the binary cross-entropy of its gate: open where such a number
@@ -819,7 +833,7 @@ class WorldModel(nn.Module):
         either."""
         if pointer is None or truth is None:
             return torch.zeros((), device=self.caption_unit.device)
-        match, found = pointer_targets(pointer.token_value, truth)
+        match, found = pointer_targets(pointer.token_value, truth[..., :BODY_PROPERTIES])
         found = found.expand_as(pointer.gate_logit)  # (B, n, N, 3)
         ce = -pointer.attention.masked_fill(~match.expand_as(pointer.attention), -torch.inf).logsumexp(-1)  # (B, n, N, 3)
         ce = torch.where(found, ce, torch.zeros_like(ce)).sum() / found.sum().clamp(min=1)
@@ -845,7 +859,7 @@ class WorldModel(nn.Module):
     ) -> StepDistribution:
         """Steps to the n blocks after those whose dynamics slots are slots (B, n, tt, N, D)
         (`StateHead.slots` of their video hidden states) with the bodies' properties read from them,
-        bodies (B, n, N, BODY_PROPERTIES) (`body_properties`); src (B, F, N, 6) SI states of frames ending with those n
+        bodies (B, n, N, BODY_COLUMNS) (`body_properties`); src (B, F, N, 6) SI states of frames ending with those n
         blocks' frames (known, or read out; F >= n*tt, and a frame before them, if given, is history
         for the first block's features); actions (B, n, tt, action_dim) those driving the steps
         (`block_actions`), or None; mask (B, N) bool the tracked bodies (None: all); tether (B, N)
@@ -867,7 +881,7 @@ class WorldModel(nn.Module):
         chain's own predictions only, as a rollout does, while the video stays teacher-forced, with
         the moving means alone (no gate: they learn what compounds wherever the gate might let them act),
         with each frame's contact impulses and tethers: slots (B, n, tt, N, D) and bodies (B, n, N,
-        BODY_PROPERTIES) of blocks 0..n-1 (as `block_dynamics`); src (B, tt, N, 6) SI block 0's
+        BODY_COLUMNS) of blocks 0..n-1 (as `block_dynamics`); src (B, tt, N, 6) SI block 0's
         states; actions (B, n, tt, action_dim) driving the steps, or None; mask (B, N) the tracked
         bodies; tether (B, N) or None -> (B, n*tt, N, 6)."""
         tt = self.cfg.tubelet_t
@@ -884,7 +898,7 @@ class WorldModel(nn.Module):
 
     def predict_states(self, steps: torch.Tensor, bodies: torch.Tensor, src: torch.Tensor, present: torch.Tensor, mask: torch.Tensor, tether: Tether | None = None) -> torch.Tensor:
         """Next blocks' states, one step each from the frame before (`advance`): steps (B, n, tt, N,
-        6) for blocks 1..n and bodies (B, n, N, BODY_PROPERTIES), made by blocks 0..n-1; src (B,
+        6) for blocks 1..n and bodies (B, n, N, BODY_COLUMNS), made by blocks 0..n-1; src (B,
         (n+1)*tt, N, 6) SI the known states of blocks 0..n (read out where not `present`); mask
         (B, N) the tracked bodies; tether (B, N) or None. Within a block, clips without known states step from the
         previous prediction. Returns (B, n*tt, N, 6) SI for blocks 1..n."""
@@ -936,8 +950,8 @@ class WorldModel(nn.Module):
                          state_logprob of frames tt.. (None without states)
           step_impulse   (B, T - tt, n_max, 6) those frames' contact impulses (step units, detached;
                          None without states): step_drawn + step_impulse is the whole step
-          bodies         (B, nb - 1, n_max, BODY_PROPERTIES) each body's learnt radius m, log mass
-                         and restitution in the blocks that step the next ones (`body_properties`)
+          bodies         (B, nb - 1, n_max, BODY_COLUMNS) each body's learnt radius m, log mass,
+                         restitution and driven logit in the blocks that step the next ones (`body_properties`)
           frame_mean     (B, T, H, W, 3) predicted mean in [0, 1] (first block: the input frames)
           frame_logstd   (B, T, H, W, 3) predicted log-std (first block: 0)
           states         (B, T, n_max, 6) positions m and velocities m/s: the readout for the first
@@ -980,11 +994,11 @@ class WorldModel(nn.Module):
         actions = None if inp["actions"] is None else inp["actions"][:, :-1]  # (B, nb-1, tt, A) driving blocks 1..
         body_mask = self._state_mask(batch, B, tub.device)  # (B, n_max) tracked bodies
         slots = self.dynamics_head.slots(hv[:, :-1])  # (B, nb-1, tt, n_max, D): shared by the one-step and chained dynamics
-        bodies, pointer = self.read_bodies(slots, self.caption_numbers(batch.text, text_values))  # (B, nb-1, n_max, BODY_PROPERTIES)
+        bodies, pointer = self.read_bodies(slots, self.caption_numbers(batch.text, text_values))  # (B, nb-1, n_max, BODY_COLUMNS)
         tether = None if known is None else fit_tethers(known[:, :TETHER_FRAMES], body_mask & present[:, None])  # (B, n_max) from the clip's first frames, as a rollout's context
         dist = self.block_dynamics(slots, bodies, src[:, : (nb - 1) * tt], actions, body_mask, tether)  # (B, nb-1, tt, n_max)
         predicted = self.predict_states(dist.mean, bodies, src, present, body_mask, tether)
-        frame_bodies = bodies.repeat_interleave(tt, dim=1)  # (B, (nb-1)*tt, n_max, BODY_PROPERTIES) of frames tt..
+        frame_bodies = bodies.repeat_interleave(tt, dim=1)  # (B, (nb-1)*tt, n_max, BODY_COLUMNS) of frames tt..
         impulse = lambda start: self.contact_impulse(start, frame_bodies, body_mask[:, None])  # noqa: E731  (B, (nb-1)*tt, n_max, 6)
         states = torch.cat([readout[:, :tt], predicted], dim=1)[:, :T]  # (B, T, n_max, 6) SI
         frame_dist = dist.map(lambda t: t.flatten(1, 2)[:, : T - tt])  # (B, T-tt, n_max) frames tt..

@@ -167,7 +167,7 @@ def rollout(
         src = known[:, max((b - 1) * tt - 1, 0) : b * tt] if states_in[0] else model.state_head(hv).detach() * model.state_scale
         drive = None if actions is None else actions[:, b - 1 : b]  # (S, 1, tt, A) the actions of block b's frames
         slots = model.dynamics_head.slots(hv)  # (S, 1, tt, n_max, D)
-        bodies = model.body_properties(slots, caption)  # (S, 1, n_max, BODY_PROPERTIES)
+        bodies = model.body_properties(slots, caption)  # (S, 1, n_max, BODY_COLUMNS)
         dist = model.block_dynamics(slots, bodies, src, drive, mask.bool(), tether).map(lambda t: t[:, 0])  # (S, tt, n_max)
         steps = dist.sample(temperature, generator)  # (S, tt, n_max, 6)
         prev = src[:, -1]

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
-from sim.bodies import body_properties
+from sim.bodies import body_properties, driven_bodies
 from worldmodel.config import ACTION, AUDIO, MODALITIES, SEP, STATE, TEXT, VIDEO, ModelConfig
 
 PAD, BOS, EOT = 256, 257, 258
@@ -155,8 +155,10 @@ class Batch:
     state_mask:    (B, n_max_objects) bool, True for the bodies an episode has, or None
     state_present: (B,) bool, False for clips whose states are hidden from the state tokens (they
                    remain loss targets), or None (present iff `states` is given)
-    bodies:        (B, n_max_objects, 3) float32 each body's radius m, mass kg and restitution as
-                   the simulator set them (`sim.body_properties`; NaN where not stated), or None
+    bodies:        (B, n_max_objects, 4) float32 each body's radius m, mass kg and restitution as
+                   the simulator set them (`sim.body_properties`; NaN where not stated), then 1
+                   where the actions drive it, else 0 (`sim.driven_bodies`; NaN past the episode's
+                   bodies), or None
     """
 
     frames: torch.Tensor
@@ -226,8 +228,9 @@ def episode_arrays(ep, cfg: ModelConfig, n_frames: int | None = None) -> dict[st
     states[: len(s), :n, 3:] = s[..., 7:10]
     out["states"] = states
     out["state_mask"] = np.arange(cfg.n_max_objects) < n
-    bodies = np.full((cfg.n_max_objects, 3), np.nan, np.float32)
-    bodies[:n] = body_properties(ep)[:n]
+    bodies = np.full((cfg.n_max_objects, 4), np.nan, np.float32)
+    bodies[:n, :3] = body_properties(ep)[:n]
+    bodies[:n, 3] = driven_bodies(ep)[:n]
     out["bodies"] = bodies
     return out
 
