@@ -58,8 +58,8 @@ def variant(model, prior_only: bool, stated: np.ndarray | None):
         model.body_properties = body_properties
     if prior_only:
         chosen = model.step_distribution
-        model.step_distribution = lambda raw, features: dataclasses.replace(  # noqa: E731
-            (d := chosen(raw, features)), keep_logit=torch.full_like(d.keep_logit, 1.0), override=float("inf")
+        model.step_distribution = lambda raw, features, hold=None: dataclasses.replace(  # noqa: E731
+            (d := chosen(raw, features, hold)), keep_logit=torch.full_like(d.keep_logit, 1.0), override=float("inf")
         )
     try:
         yield model

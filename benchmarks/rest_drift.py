@@ -2,7 +2,7 @@
 
     python benchmarks/rest_drift.py --checkpoint runs/quality/nano/model.safetensors --episodes 20
 
-For held-out episodes (split=val, 1.7 s: 4 context frames and a 30-frame = 1.5 s horizon), each
+For held-out episodes (split val, or ood with --split ood; 1.7 s: 4 context frames and a 30-frame = 1.5 s horizon), each
 tracked body is "at rest" when the simulator moves it less than REST over the horizon, "moving"
 otherwise. For both groups, per family, the model's rollout (temperature 0) and the constant-velocity
 baseline (in the same run) are scored by their mean position error over the horizon; for bodies at
@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True, help="a world-model checkpoint (model.safetensors)")
     ap.add_argument("--episodes", type=int, default=20, help="held-out episodes per family")
+    ap.add_argument("--split", default="val", choices=("val", "ood"), help="the parameter ranges: in distribution (val) or out of it (ood)")
     ap.add_argument("--seed", type=int, default=300, help="seed of each family's first held-out episode")
     ap.add_argument("--families", nargs="*", default=list(sim.SCENES), help="scene families (default: all)")
     ap.add_argument("--gate-override", type=float, default=None, help="the dynamics gate's override, step units (default: the checkpoint's)")
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"position error over a {HORIZON / FPS:.1f} s rollout, m: bodies the simulator keeps at rest (< {REST} m) and moving ones")
     print(f"{'family':12s}{'at rest':>9s}{'model':>9s}{'const v':>9s}{'z drift':>9s}{'moving':>9s}{'model':>9s}{'const v':>9s}")
     for family in args.families:
-        bodies = [b for i in range(args.episodes) for b in body_errors(model, sim.simulate(family, seed=args.seed + i, seconds=(CONTEXT + HORIZON) / FPS, fps=FPS, split="val"))]
+        bodies = [b for i in range(args.episodes) for b in body_errors(model, sim.simulate(family, seed=args.seed + i, seconds=(CONTEXT + HORIZON) / FPS, fps=FPS, split=args.split))]
         rest = np.array([b[1:4] for b in bodies if b[0]]).reshape(-1, 3)
         moving = np.array([b[1:3] for b in bodies if not b[0]]).reshape(-1, 2)
         mean = lambda a, j: float(a[:, j].mean()) if len(a) else None  # noqa: E731
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\nmoving bodies by tracked index: count, model error m, constant-velocity error m")
     for family, r in rows.items():
         print(f"{family:12s}" + "".join(f"  [{i}] {c:3d} {m:7.4f} {v:7.4f}" for i, (c, m, v) in r["moving_by_index"].items()))
-    summary = {"checkpoint": args.checkpoint, "gate_override": model.cfg.gate_override, "episodes_per_family": args.episodes, "rest_m": REST, "families": rows}
+    summary = {"checkpoint": args.checkpoint, "split": args.split, "gate_override": model.cfg.gate_override, "episodes_per_family": args.episodes, "rest_m": REST, "families": rows}
     print(json.dumps(summary))
     return summary
 

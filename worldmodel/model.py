@@ -53,6 +53,7 @@ from worldmodel.tokens import (
     UniTokenEmbed,
     audio_features,
     block_actions,
+    steady_actions,
     state_features,
     block_causal_mask,
     clip_layout,
@@ -63,7 +64,7 @@ from worldmodel.tokens import (
     tubelets_to_frames,
 )
 
-FORMAT = "physfusion.worldmodel/10"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses, body properties pointing at the caption's numbers; 8: the pointer's keys from the caption with its numbers blanked; 9: tethered bodies kept on their circles (about a fixed centre or another body), gravity along the tether a dynamics feature; 10: driven bodies (the actions' servos) neither pushed back by contacts nor bounced
+FORMAT = "physfusion.worldmodel/10"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses, body properties pointing at the caption's numbers; 8: the pointer's keys from the caption with its numbers blanked; 9: tethered bodies kept on their circles (about a fixed centre or another body), gravity along the tether a dynamics feature; 10: driven bodies (the actions' servos) neither pushed back by contacts nor bounced, and held on the prior's course while their actions hold
 STEP_LOGSTD_MIN, STEP_LOGSTD_MAX = -8.0, 1.0  # log-std of a dynamics step, in step units (see ModelConfig.step_pos_scale)
 FEATURE_BOUND = 2.0  # soft clip of the dynamics head's features for its learnt maps (`StateHead.decode`)
 BODY_FEATURES = 12  # per body: position, velocity, last and steady velocity change (`WorldModel.dynamics_features`)
@@ -202,9 +203,12 @@ class StepDistribution:
     move - rest is within `override` in every component; elsewhere `move`, the prior plus the
     correction, with the log-std `move_logstd`. The gate is its mode at every temperature, so a
     sampled step's log-density is the chosen Gaussian's: exact and differentiable through its mean
-    and log-std.
+    and log-std. Where `hold` is set (a driven body whose command has not changed: its servo holds
+    it on the prior's course, `WorldModel.block_dynamics`), the prior's step is kept whatever the
+    gate says.
 
-    move, move_logstd, rest, rest_logstd (..., 6); keep_logit (...); override a number
+    move, move_logstd, rest, rest_logstd (..., 6); keep_logit (...); override a number; hold (..., 1)
+    bool or None (nothing held)
     """
 
     move: torch.Tensor
@@ -213,12 +217,19 @@ class StepDistribution:
     rest_logstd: torch.Tensor
     keep_logit: torch.Tensor
     override: float
+    hold: torch.Tensor | None = None
 
     @cached_property
     def keep(self) -> torch.Tensor:
         """(..., 1) bool: the gate keeps the prior's step (computed once: mean and logstd both use it)"""
         small = (self.move - self.rest).abs().amax(-1, keepdim=True) <= self.override
-        return (self.keep_logit[..., None] > 0) & small
+        keep = (self.keep_logit[..., None] > 0) & small
+        return keep if self.hold is None else keep | self.hold
+
+    @property
+    def ungated(self) -> torch.Tensor:
+        """(..., 6) the moving mean, except where held (the prior's step): what the chained states follow"""
+        return self.move if self.hold is None else torch.where(self.hold, self.rest, self.move)
 
     @property
     def mean(self) -> torch.Tensor:
@@ -233,7 +244,7 @@ class StepDistribution:
     def map(self, fn) -> StepDistribution:
         """The same distribution with fn applied to every tensor (indexing, flattening): fn must act
         on the leading dimensions only."""
-        return StepDistribution(fn(self.move), fn(self.move_logstd), fn(self.rest), fn(self.rest_logstd), fn(self.keep_logit), self.override)
+        return StepDistribution(fn(self.move), fn(self.move_logstd), fn(self.rest), fn(self.rest_logstd), fn(self.keep_logit), self.override, None if self.hold is None else fn(self.hold))
 
     def sample(self, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
         """(..., 6) detached: mean + temperature * std * eps"""
@@ -488,6 +499,15 @@ def constant_acceleration_prior(cfg: ModelConfig) -> torch.Tensor:
     return prior
 
 
+def held(steady: torch.Tensor | None, bodies: torch.Tensor) -> torch.Tensor | None:
+    """The steps held on the prior's: steady (..., tt) bool the steps whose actions are the step
+    before's (None: unknown, nothing held), bodies (..., N, BODY_COLUMNS) -> (..., tt, N) bool:
+    a driven body (driven logit > 0) under steady actions."""
+    if steady is None:
+        return None
+    return steady[..., :, None] & (bodies[..., 3] > 0)[..., None, :]
+
+
 class WorldModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -576,12 +596,13 @@ class WorldModel(nn.Module):
 
     def block_inputs(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Per-block inputs of a batch: tubelets (B, nb, Np, tubelet_dim) in [0, 1], audio
-        features (B, nb, tt, bins) and presence (B, nb, tt), block actions (B, nb, tt, A)."""
+        features (B, nb, tt, bins) and presence (B, nb, tt), block actions (B, nb, tt, A) and
+        whether each is the one before it (`steady_actions`, (B, nb, tt); None without actions)."""
         cfg = self.cfg
         B, T = batch.frames.shape[:2]
         nb, tt, dev = n_blocks(T, cfg.tubelet_t), cfg.tubelet_t, batch.frames.device
         out = {"tubelets": frames_to_tubelets(batch.frames.float() / 255.0, tt, cfg.patch)}
-        out["audio_feat"] = out["audio_present"] = out["actions"] = None
+        out["audio_feat"] = out["audio_present"] = out["actions"] = out["steady"] = None
         if cfg.audio_bins:
             if batch.audio is None:
                 wave = torch.zeros(B, T, cfg.samples_per_frame, device=dev)
@@ -595,6 +616,7 @@ class WorldModel(nn.Module):
         if cfg.action_dim:
             actions = torch.zeros(B, T, cfg.action_dim, device=dev) if batch.actions is None else batch.actions.float()
             out["actions"] = block_actions(actions, nb, tt)
+            out["steady"] = None if batch.actions is None else steady_actions(actions, nb, tt)
         out["state_feat"] = out["state_present"] = None
         if cfg.state_tokens:
             states = torch.zeros(B, T, cfg.n_max_objects, 6, device=dev) if batch.states is None else batch.states.float()
@@ -847,15 +869,23 @@ class WorldModel(nn.Module):
         free = self.step_states(cur, steps + self.contact_impulse(cur, bodies, mask))
         return tether_step(cur, free, tether, 1.0 / self.cfg.fps)
 
-    def step_distribution(self, raw: torch.Tensor, features: torch.Tensor) -> StepDistribution:
+    def step_distribution(self, raw: torch.Tensor, features: torch.Tensor, hold: torch.Tensor | None = None) -> StepDistribution:
         """The dynamics head's output raw (..., tt, N, DYNAMICS_OUT) for bodies whose features are
-        (..., N, `dynamics_features_dim`) -> their steps' `StepDistribution` (..., tt, N)."""
+        (..., N, `dynamics_features_dim`) -> their steps' `StepDistribution` (..., tt, N); hold
+        (..., tt, N) bool the steps held on the prior's (None: none)."""
         logstd = STEP_LOGSTD_MIN + (STEP_LOGSTD_MAX - STEP_LOGSTD_MIN) * torch.sigmoid(raw[..., 6:18])  # moving, resting
         rest = (features @ self.dynamics_head.prior[:6].T).unsqueeze(-3).expand_as(raw[..., :6])  # the prior's step alone
-        return StepDistribution(raw[..., :6], logstd[..., :6], rest, logstd[..., 6:], raw[..., 18], self.cfg.gate_override)
+        return StepDistribution(raw[..., :6], logstd[..., :6], rest, logstd[..., 6:], raw[..., 18], self.cfg.gate_override, None if hold is None else hold[..., None])
 
     def block_dynamics(
-        self, slots: torch.Tensor, bodies: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None, mask: torch.Tensor | None = None, tether: Tether | None = None
+        self,
+        slots: torch.Tensor,
+        bodies: torch.Tensor,
+        src: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        tether: Tether | None = None,
+        steady: torch.Tensor | None = None,
     ) -> StepDistribution:
         """Steps to the n blocks after those whose dynamics slots are slots (B, n, tt, N, D)
         (`StateHead.slots` of their video hidden states) with the bodies' properties read from them,
@@ -863,8 +893,12 @@ class WorldModel(nn.Module):
         blocks' frames (known, or read out; F >= n*tt, and a frame before them, if given, is history
         for the first block's features); actions (B, n, tt, action_dim) those driving the steps
         (`block_actions`), or None; mask (B, N) bool the tracked bodies (None: all); tether (B, N)
-        the bodies' `Tether` (None: all free) -> the steps' distribution (B, n, tt, N): what the head
-        adds to each frame's `contact_impulse`."""
+        the bodies' `Tether` (None: all free); steady (B, n, tt) bool whether each step's actions are
+        the step before's (`steady_actions`; None: unknown) -> the steps' distribution (B, n, tt, N):
+        what the head adds to each frame's `contact_impulse`. A driven body (`body_properties`)
+        whose actions are steady is held on the prior's step: its servo keeps it on its course (a
+        paddle at its commanded velocity, a gear at its speed, a tipped cup where it is), which the
+        prior carries on."""
         tt, n, F = self.cfg.tubelet_t, slots.shape[1], src.shape[1]
         last = F - n * tt + torch.arange(n, device=slots.device) * tt + tt - 1  # base frame of each block
         before, before2 = (last - 1).clamp(min=0), last - 2
@@ -872,25 +906,34 @@ class WorldModel(nn.Module):
         history = (before2 >= 0)[None, :, None]  # (1, n, 1): block has a frame before prev
         body_tether = None if tether is None else tether.unsqueeze(1)
         features = self.dynamics_features(src[:, last], src[:, before], src[:, before2.clamp(min=0)], actions, bodies, body_mask, history, body_tether)  # (B, n, N, F)
-        return self.step_distribution(self.dynamics_head.decode(slots, features), features)
+        return self.step_distribution(self.dynamics_head.decode(slots, features), features, held(steady, bodies))
 
     def chain_states(
-        self, slots: torch.Tensor, bodies: torch.Tensor, src: torch.Tensor, actions: torch.Tensor | None = None, mask: torch.Tensor | None = None, tether: Tether | None = None
+        self,
+        slots: torch.Tensor,
+        bodies: torch.Tensor,
+        src: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        tether: Tether | None = None,
+        steady: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """States of blocks 1..n stepped from block 0's known (or read-out) states and then from the
         chain's own predictions only, as a rollout does, while the video stays teacher-forced, with
-        the moving means alone (no gate: they learn what compounds wherever the gate might let them act),
+        the moving means alone (no gate: they learn what compounds wherever the gate might let them
+        act; the prior's step where a driven body is held, as in `block_dynamics`),
         with each frame's contact impulses and tethers: slots (B, n, tt, N, D) and bodies (B, n, N,
         BODY_COLUMNS) of blocks 0..n-1 (as `block_dynamics`); src (B, tt, N, 6) SI block 0's
         states; actions (B, n, tt, action_dim) driving the steps, or None; mask (B, N) the tracked
-        bodies; tether (B, N) or None -> (B, n*tt, N, 6)."""
+        bodies; tether (B, N) or None; steady (B, n, tt) or None as in `block_dynamics` -> (B, n*tt, N, 6)."""
         tt = self.cfg.tubelet_t
         cur, prev = src[:, -1], src[:, -2] if tt > 1 else src[:, -1]
         prev2 = src[:, -3] if tt > 2 else None
         out = []
         for b in range(slots.shape[1]):
             features = self.dynamics_features(cur, prev, prev2, None if actions is None else actions[:, b], bodies[:, b], mask, tether=tether)
-            steps = self.step_distribution(self.dynamics_head.decode(slots[:, b], features), features).move  # (B, tt, N, 6) ungated
+            hold = held(None if steady is None else steady[:, b], bodies[:, b])
+            steps = self.step_distribution(self.dynamics_head.decode(slots[:, b], features), features, hold).ungated  # (B, tt, N, 6)
             for j in range(tt):
                 prev2, prev, cur = prev, cur, self.advance(cur, steps[:, j], bodies[:, b], mask, tether)
                 out.append(cur)
@@ -996,7 +1039,8 @@ class WorldModel(nn.Module):
         slots = self.dynamics_head.slots(hv[:, :-1])  # (B, nb-1, tt, n_max, D): shared by the one-step and chained dynamics
         bodies, pointer = self.read_bodies(slots, self.caption_numbers(batch.text, text_values))  # (B, nb-1, n_max, BODY_COLUMNS)
         tether = None if known is None else fit_tethers(known[:, :TETHER_FRAMES], body_mask & present[:, None])  # (B, n_max) from the clip's first frames, as a rollout's context
-        dist = self.block_dynamics(slots, bodies, src[:, : (nb - 1) * tt], actions, body_mask, tether)  # (B, nb-1, tt, n_max)
+        steady = None if inp["steady"] is None else inp["steady"][:, :-1]  # (B, nb-1, tt) of the steps into blocks 1..
+        dist = self.block_dynamics(slots, bodies, src[:, : (nb - 1) * tt], actions, body_mask, tether, steady)  # (B, nb-1, tt, n_max)
         predicted = self.predict_states(dist.mean, bodies, src, present, body_mask, tether)
         frame_bodies = bodies.repeat_interleave(tt, dim=1)  # (B, (nb-1)*tt, n_max, BODY_COLUMNS) of frames tt..
         impulse = lambda start: self.contact_impulse(start, frame_bodies, body_mask[:, None])  # noqa: E731  (B, (nb-1)*tt, n_max, 6)
@@ -1018,7 +1062,7 @@ class WorldModel(nn.Module):
             gate_loss = cfg.gate_weight * (gate_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
             # the same steps chained over the clip from its first block alone, against the truth: what
             # a rollout does with its own states (errors compound), in units of one step's scales
-            chained = self.chain_states(slots, bodies, src[:, :tt], actions, body_mask, tether)[:, : T - tt]  # (B, T-tt, n_max, 6)
+            chained = self.chain_states(slots, bodies, src[:, :tt], actions, body_mask, tether, steady)[:, : T - tt]  # (B, T-tt, n_max, 6)
             scale = chained.new_tensor([cfg.step_pos_scale] * 3 + [cfg.step_vel_scale] * 3)
             chain_err = F.smooth_l1_loss(chained / scale, known[:, tt:T] / scale, reduction="none", beta=0.01).mean(-1)  # (B, T-tt, n_max)
             chain_loss = cfg.chain_weight * (chain_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)

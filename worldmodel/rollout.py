@@ -45,6 +45,7 @@ from worldmodel.tokens import (
     frames_to_tubelets,
     n_blocks,
     state_features,
+    steady_actions,
     text_layout,
     tubelets_to_frames,
 )
@@ -94,7 +95,7 @@ def rollout(
     arr = episode_arrays(ctx, cfg, n_frames=nb * tt)
     levels = torch.zeros(S, nb * tt, cfg.image_size, cfg.image_size, 3, device=dev)  # uint8 levels as float
     levels[:, :context] = torch.from_numpy(episode.frames[:context]).to(dev).float()
-    audio_feat = audio_present = actions = None
+    audio_feat = audio_present = actions = steady = None
     n = min(episode.states.shape[1], cfg.n_max_objects)  # tracked bodies
     # (S, nb*tt, n_max, 6) SI: the context's states, zeros until predicted
     known = torch.from_numpy(arr["states"]).to(dev).float()[None].repeat(S, 1, 1, 1)
@@ -106,6 +107,7 @@ def rollout(
         audio_present = present.view(1, nb, tt).expand(S, -1, -1)
     if cfg.action_dim:
         actions = block_actions(torch.from_numpy(arr["actions"]).to(dev)[None], nb, tt).expand(S, -1, -1, -1)
+        steady = steady_actions(torch.from_numpy(arr["actions"]).to(dev)[None], nb, tt).expand(S, -1, -1)  # (S, nb, tt)
 
     def blocks(first: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """embeddings (S, count * block_len, D) and tubelets (S, count, Np, Dt) of known blocks"""
@@ -168,7 +170,8 @@ def rollout(
         drive = None if actions is None else actions[:, b - 1 : b]  # (S, 1, tt, A) the actions of block b's frames
         slots = model.dynamics_head.slots(hv)  # (S, 1, tt, n_max, D)
         bodies = model.body_properties(slots, caption)  # (S, 1, n_max, BODY_COLUMNS)
-        dist = model.block_dynamics(slots, bodies, src, drive, mask.bool(), tether).map(lambda t: t[:, 0])  # (S, tt, n_max)
+        held = None if actions is None else steady[:, b - 1 : b]  # (S, 1, tt) whether they are the frame before's
+        dist = model.block_dynamics(slots, bodies, src, drive, mask.bool(), tether, held).map(lambda t: t[:, 0])  # (S, tt, n_max)
         steps = dist.sample(temperature, generator)  # (S, tt, n_max, 6)
         prev = src[:, -1]
         for j in range(tt):

@@ -129,6 +129,14 @@ def block_actions(actions: torch.Tensor, nb: int, tubelet_t: int) -> torch.Tenso
     return padded[:, idx.clamp(max=T).to(actions.device)]
 
 
+def steady_actions(actions: torch.Tensor, nb: int, tubelet_t: int) -> torch.Tensor:
+    """(B, T, A) per-frame actions -> (B, nb, tubelet_t) bool, laid out as `block_actions`: whether
+    each of those actions equals the frame before's (False for the first frame and past T)."""
+    same = torch.zeros(actions.shape[:2], dtype=actions.dtype, device=actions.device)
+    same[:, 1:] = (actions[:, 1:] == actions[:, :-1]).all(-1).to(actions.dtype)
+    return block_actions(same[..., None], nb, tubelet_t)[..., 0] > 0.5
+
+
 def state_features(states: torch.Tensor, mask: torch.Tensor, pos_scale: float, vel_scale: float) -> torch.Tensor:
     """(B, T, n, 6) positions (m) and velocities (m/s), mask (B, n) tracked bodies -> (B, T, n * 7):
     per body position / pos_scale, velocity / vel_scale (zero if untracked) and the tracked flag."""
