@@ -355,6 +355,47 @@ def test_dynamics_head_reads_the_actions_that_drive_the_step(cfg):
     assert no_actions.dynamics_head.skip.in_features == wm.model.BODY_FEATURES + wm.model.CONTACT_FEATURES + wm.model.TETHER_FEATURES
 
 
+def test_steady_actions_say_which_steps_keep_the_frame_befores_actions():
+    """Laid out as block_actions (block b: the actions driving block b+1's frames): a push command
+    switched on at frame 2 and off at frame 5 makes the steps driven by frames 2 and 5 unsteady."""
+    from worldmodel.tokens import block_actions, steady_actions
+
+    a = torch.zeros(1, 8, 2)
+    a[0, 2:5] = torch.tensor([0.4, 0.1])
+    nb, tt = 4, 2
+    frames = block_actions(torch.arange(1.0, 9.0)[None, :, None], nb, tt)[0, ..., 0] - 1  # which frame's action each slot holds (-1: past T)
+    torch.testing.assert_close(frames, torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, -1.0]]))
+    expected = torch.tensor([[True, False], [True, True], [False, True], [True, False]])  # changed at 2 and 5; past T
+    torch.testing.assert_close(steady_actions(a, nb, tt)[0], expected)
+
+
+def test_a_driven_body_under_steady_actions_is_held_on_the_priors_step(cfg):
+    """Whatever the head outputs, a driven body whose actions hold takes the prior's step (mean
+    and log-std) in the one-step and the chained dynamics; a free body, or a driven one whose
+    command just changed, takes the gate's choice."""
+    model = perturbed_model(cfg)
+    with torch.no_grad():
+        model.dynamics_head.mlp[2].bias[:6] += 1.0  # a large correction everywhere: the gate moves
+        hv, src = torch.randn(1, 1, cfg.n_patches, cfg.d_model), torch.randn(1, cfg.tubelet_t, cfg.n_max_objects, 6)
+        slots = model.dynamics_head.slots(hv)
+        bodies = model.body_properties(slots).clone()
+        bodies[..., 3] = -1.0
+        bodies[..., 0, 3] = 1.0  # body 0 driven
+        steady = torch.tensor([[[True, False]]])  # the block's second step follows a new command
+        dist = model.block_dynamics(slots, bodies, src, steady=steady)
+        torch.testing.assert_close(dist.mean[0, 0, 0, 0], dist.rest[0, 0, 0, 0])
+        torch.testing.assert_close(dist.logstd[0, 0, 0, 0], dist.rest_logstd[0, 0, 0, 0])
+        torch.testing.assert_close(dist.mean[0, 0, 1, 0], dist.move[0, 0, 1, 0])  # command changed
+        torch.testing.assert_close(dist.mean[0, 0, :, 1], dist.move[0, 0, :, 1])  # free body
+        assert (dist.move[0, 0, 0, 0] - dist.rest[0, 0, 0, 0]).abs().max() > 0.5  # held against a head that would move it
+        mask = torch.ones(1, cfg.n_max_objects, dtype=torch.bool)
+        chained = model.chain_states(slots, bodies, src, mask=mask, steady=steady)
+        free = model.chain_states(slots, bodies, src, mask=mask)
+        first = model.advance(src[:, -1], dist.rest[:, 0, 0], bodies[:, 0], mask)
+    torch.testing.assert_close(chained[0, 0, 0], first[0, 0])
+    assert (free[0, 0, 0] - chained[0, 0, 0]).abs().max() > 1e-3
+
+
 def test_contact_features_give_the_gap_after_one_frame_to_the_nearest_tracked_body_and_the_floor(cfg):
     """Two balls of radius 0.1 m, 0.5 m apart at 1 m height, closing at 2 m/s: after one frame
     (0.05 s) their surfaces are 0.2 m apart; an untracked body between them is ignored; a lone
