@@ -396,6 +396,23 @@ def test_a_driven_body_under_steady_actions_is_held_on_the_priors_step(cfg):
     assert (free[0, 0, 0] - chained[0, 0, 0]).abs().max() > 1e-3
 
 
+def test_which_bodies_are_driven_is_learnt_from_the_simulator_and_kept_from_the_first_block(cfg):
+    """The driven loss is the cross-entropy against sim.driven_bodies (push: the paddle, not the
+    cube; padding bodies not scored); a teacher-forced pass steps every block with the driven
+    logits its first block read."""
+    model = perturbed_model(cfg)
+    clip = sim.simulate("push", {"num_objects": 1}, seed=0, seconds=0.6, width=32, height=32)
+    batch = wm.collate([clip], cfg)
+    assert batch.bodies[0, :2, 3].tolist() == [1.0, 0.0] and batch.bodies[0, 2:, 3].isnan().all()
+    right, wrong = torch.full((1, 2, cfg.n_max_objects, 4), -5.0), torch.full((1, 2, cfg.n_max_objects, 4), -5.0)
+    right[..., 0, 3], wrong[..., 1, 3] = 5.0, 5.0
+    assert model.driven_loss(right, batch.bodies) < 0.01 < 1.0 < model.driven_loss(wrong, batch.bodies)
+    with torch.no_grad():
+        out = model(batch)
+    driven = out["bodies"][..., 3]  # (1, nb - 1, n_max)
+    torch.testing.assert_close(driven, driven[:, :1].expand_as(driven))
+
+
 @pytest.mark.parametrize("scene", ["push", "gears", "pour"])
 def test_the_prior_carries_a_driven_body_while_its_actions_hold(scene):
     """What holding rests on: on the simulator's own states, the prior's step (steady change, no

@@ -108,6 +108,9 @@ class ModelConfig:
     units), log mass and restitution against the simulator's, where the episode states them
     (`sim.body_properties`). 0: they learn through the contact impulses alone (README, Benchmarks:
     the `toi` and `pointer` runs)"""
+    driven_weight: float = 1.0
+    """weight of the binary cross-entropy of each body's driven logit against `sim.driven_bodies`
+    within the state loss (`WorldModel.driven_loss`)"""
     pointer_weight: float = 1.0
     """weight of the caption pointer's loss within the state loss (`WorldModel.pointer_loss`): it
     teaches each body and property which caption number states it, where the episode states it"""
@@ -207,6 +210,8 @@ class ModelConfig:
             bad("gate_weight", ">= 0")
         if self.body_weight < 0:
             bad("body_weight", ">= 0")
+        if self.driven_weight < 0:
+            bad("driven_weight", ">= 0")
         if self.pointer_weight < 0:
             bad("pointer_weight", ">= 0")
         if not self.contact_scale > 0:

@@ -825,20 +825,28 @@ class WorldModel(nn.Module):
         return torch.cat([dx / cfg.step_pos_scale, dv / cfg.step_vel_scale], dim=-1)
 
     def body_loss(self, bodies: torch.Tensor, truth: torch.Tensor | None) -> torch.Tensor:
-        """Error of the learnt bodies (B, n, N, BODY_COLUMNS) (`body_properties`) against the
-        simulator's, truth (B, N, 4) radius m, mass kg, restitution, driven 1 / 0 (`Batch.bodies`,
-        NaN where not stated; None: 0): the squared error of the radius in contact_scale units, the
-        log mass and the restitution, and the binary cross-entropy of the driven logit, averaged
-        over the stated values."""
+        """Mean squared error of the learnt bodies (B, n, N, BODY_COLUMNS) (`body_properties`)
+        against the simulator's, truth (B, N, 4) radius m, mass kg, restitution, driven (`Batch.bodies`,
+        NaN where not stated; None: 0): radius in contact_scale units, log mass, restitution."""
         if truth is None:
             return bodies.new_zeros(())
         truth = truth[:, None].to(bodies.dtype)  # (B, 1, N, 4)
         pred = torch.stack([bodies[..., 0] / self.cfg.contact_scale, bodies[..., 1], bodies[..., 2]], dim=-1)
         target = torch.stack([truth[..., 0] / self.cfg.contact_scale, truth[..., 1].log(), truth[..., 2]], dim=-1)
-        driven = F.binary_cross_entropy_with_logits(bodies[..., 3:], truth[..., 3:].nan_to_num().expand_as(bodies[..., 3:]), reduction="none")
-        err = torch.cat([(pred - target.nan_to_num()).pow(2), driven], dim=-1)
-        known = torch.cat([target, truth[..., 3:]], dim=-1).isfinite().expand_as(err)
+        known = target.isfinite().expand_as(pred)
+        err = (pred - target.nan_to_num()).pow(2)
         return (err * known).sum() / known.sum().clamp(min=1)
+
+    def driven_loss(self, bodies: torch.Tensor, truth: torch.Tensor | None) -> torch.Tensor:
+        """Binary cross-entropy of each body's driven logit (`body_properties`' column 3, bodies (B,
+        n, N, BODY_COLUMNS)) against whether the actions drive it, truth (B, N, 4) (`Batch.bodies`'
+        column 3, NaN past the episode's bodies; None: 0)."""
+        if truth is None:
+            return bodies.new_zeros(())
+        label = truth[:, None, :, 3].to(bodies.dtype).expand_as(bodies[..., 3])  # (B, n, N)
+        known = label.isfinite()
+        bce = F.binary_cross_entropy_with_logits(bodies[..., 3], label.nan_to_num(), reduction="none")
+        return (bce * known).sum() / known.sum().clamp(min=1)
 
     def pointer_loss(self, pointer: CaptionPointer | None, truth: torch.Tensor | None) -> torch.Tensor:
         """How well each body points at its own numbers in the caption, against the simulator's
@@ -979,8 +987,9 @@ class WorldModel(nn.Module):
                          previous frame's state in `batch.states` (a block's first frame: from the
                          state its steps are based on); 0 for the first block and without states
           body_loss      scalar: body_weight x `body_loss` of the learnt body properties plus
-                         pointer_weight x `pointer_loss` of how they were read from the caption (0
-                         where the batch states none)
+                         pointer_weight x `pointer_loss` of how they were read from the caption plus
+                         driven_weight x `driven_loss` of which bodies the actions drive (0 where
+                         the batch states none)
           gate_loss      scalar: gate_weight x binary cross-entropy of the gate's keep logit against
                          whether the true step is within rest_tolerance of the prior's (`StepDistribution`)
           steps          `StepDistribution` (B, T - tt, n_max) of the dynamics steps of frames tt..
@@ -994,7 +1003,7 @@ class WorldModel(nn.Module):
           step_impulse   (B, T - tt, n_max, 6) those frames' contact impulses (step units, detached;
                          None without states): step_drawn + step_impulse is the whole step
           bodies         (B, nb - 1, n_max, BODY_COLUMNS) each body's learnt radius m, log mass,
-                         restitution and driven logit in the blocks that step the next ones (`body_properties`)
+                         restitution and driven logit (the first block's, for every block) in the blocks that step the next ones (`body_properties`)
           frame_mean     (B, T, H, W, 3) predicted mean in [0, 1] (first block: the input frames)
           frame_logstd   (B, T, H, W, 3) predicted log-std (first block: 0)
           states         (B, T, n_max, 6) positions m and velocities m/s: the readout for the first
@@ -1037,7 +1046,8 @@ class WorldModel(nn.Module):
         actions = None if inp["actions"] is None else inp["actions"][:, :-1]  # (B, nb-1, tt, A) driving blocks 1..
         body_mask = self._state_mask(batch, B, tub.device)  # (B, n_max) tracked bodies
         slots = self.dynamics_head.slots(hv[:, :-1])  # (B, nb-1, tt, n_max, D): shared by the one-step and chained dynamics
-        bodies, pointer = self.read_bodies(slots, self.caption_numbers(batch.text, text_values))  # (B, nb-1, n_max, BODY_COLUMNS)
+        read, pointer = self.read_bodies(slots, self.caption_numbers(batch.text, text_values))  # (B, nb-1, n_max, BODY_COLUMNS)
+        bodies = torch.cat([read[..., :3], read[:, :1, :, 3:].expand_as(read[..., 3:])], dim=-1)  # driven as the first block reads it, kept (a rollout keeps its context's)
         tether = None if known is None else fit_tethers(known[:, :TETHER_FRAMES], body_mask & present[:, None])  # (B, n_max) from the clip's first frames, as a rollout's context
         steady = None if inp["steady"] is None else inp["steady"][:, :-1]  # (B, nb-1, tt) of the steps into blocks 1..
         dist = self.block_dynamics(slots, bodies, src[:, : (nb - 1) * tt], actions, body_mask, tether, steady)  # (B, nb-1, tt, n_max)
@@ -1066,7 +1076,7 @@ class WorldModel(nn.Module):
             scale = chained.new_tensor([cfg.step_pos_scale] * 3 + [cfg.step_vel_scale] * 3)
             chain_err = F.smooth_l1_loss(chained / scale, known[:, tt:T] / scale, reduction="none", beta=0.01).mean(-1)  # (B, T-tt, n_max)
             chain_loss = cfg.chain_weight * (chain_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
-            body_loss = cfg.body_weight * self.body_loss(bodies, batch.bodies) + cfg.pointer_weight * self.pointer_loss(pointer, batch.bodies)
+            body_loss = cfg.body_weight * self.body_loss(read, batch.bodies) + cfg.pointer_weight * self.pointer_loss(pointer, batch.bodies) + cfg.driven_weight * self.driven_loss(read, batch.bodies)
             # each component's spread around its own mean (held fixed): moving on every frame, resting where kept
             true_steps = target.flatten(1, 2)[:, : T - tt].detach()
             nll = -gaussian_logprob(true_steps, frame_dist.move.detach(), frame_dist.move_logstd).mean(-1)  # (B, T-tt, n_max)

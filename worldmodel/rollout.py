@@ -170,6 +170,9 @@ def rollout(
         drive = None if actions is None else actions[:, b - 1 : b]  # (S, 1, tt, A) the actions of block b's frames
         slots = model.dynamics_head.slots(hv)  # (S, 1, tt, n_max, D)
         bodies = model.body_properties(slots, caption)  # (S, 1, n_max, BODY_COLUMNS)
+        if b == nb_known:  # which bodies the actions drive: read from the context's video, kept
+            driven = bodies[..., 3:]
+        bodies = torch.cat([bodies[..., :3], driven], dim=-1)
         held = None if actions is None else steady[:, b - 1 : b]  # (S, 1, tt) whether they are the frame before's
         dist = model.block_dynamics(slots, bodies, src, drive, mask.bool(), tether, held).map(lambda t: t[:, 0])  # (S, tt, n_max)
         steps = dist.sample(temperature, generator)  # (S, tt, n_max, 6)
