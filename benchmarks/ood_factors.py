@@ -26,9 +26,8 @@ import torch  # noqa: E402
 
 import sim  # noqa: E402
 import worldmodel  # noqa: E402
-from worldmodel.baselines import constant_velocity  # noqa: E402
+from rest_drift import CONTEXT, FPS, HORIZON, body_errors  # noqa: E402  (4 context frames, 1.5 s predicted at 20 fps)
 
-FPS, CONTEXT, HORIZON = 20, 4, 30  # frames/s, frames, frames: 1.5 s predicted
 OOD_SEED = 100_000  # offset of the seeds that draw the OOD values
 
 
@@ -54,18 +53,13 @@ def factor_params(scene: str, name: str | None, seed: int) -> tuple[dict, str]:
 
 
 def errors(model, scene: str, params: tuple[dict, str], seed: int) -> tuple[float, float]:
-    """(model, constant-velocity) mean position error over the horizon, m, of the episode with
-    params = (declared parameters, split) (`factor_params`)."""
+    """(model, constant-velocity) mean position error over the horizon and the bodies, m, of the
+    episode with params = (declared parameters, split) (`factor_params`), scored as `rest_drift.py`
+    scores each body."""
     values, split = params
     episode = sim.simulate(scene, values, seed=seed, seconds=(CONTEXT + HORIZON) / FPS, fps=FPS, split=split)
-    with torch.no_grad():
-        rolled = model.rollout(episode, context=CONTEXT, horizon=HORIZON, samples=1, temperature=0.0)[0].episode
-    pred = rolled.positions[CONTEXT : CONTEXT + HORIZON]
-    n = pred.shape[1]
-    truth = episode.positions[CONTEXT : CONTEXT + HORIZON, :n]
-    cv = constant_velocity(episode, CONTEXT, HORIZON).positions[CONTEXT:, :n]
-    err = lambda p: float(np.linalg.norm(p - truth, axis=-1).mean())  # noqa: E731
-    return err(pred), err(cv)
+    bodies = np.array([b[1:3] for b in body_errors(model, episode)])  # (n, 2) model, constant velocity
+    return tuple(bodies.mean(0).tolist())
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -69,13 +69,16 @@ def main(argv: list[str] | None = None) -> dict:
         mean = lambda a, j: float(a[:, j].mean()) if len(a) else None  # noqa: E731
         rows[family] = {"rest_bodies": len(rest), "rest_model": mean(rest, 0), "rest_cv": mean(rest, 1), "rest_drift_z": mean(rest, 2),
                         "moving_bodies": len(moving), "moving_model": mean(moving, 0), "moving_cv": mean(moving, 1)}
-        indices = sorted({b[4] for b in bodies if not b[0]})
         r = rows[family]
-        r["moving_by_index"] = {i: [len(m := np.array([b[1:3] for b in bodies if not b[0] and b[4] == i])), *m.mean(0).tolist()] for i in indices}
+        by_index = {}  # tracked index -> [(model, const v) error of each moving body]
+        for b in bodies:
+            if not b[0]:
+                by_index.setdefault(b[4], []).append(b[1:3])
+        r["moving_by_index"] = {i: [len(errs), *np.mean(errs, axis=0).tolist()] for i, errs in sorted(by_index.items())}
         cell = lambda x: f"{x:9.4f}" if x is not None else f"{'-':>9s}"  # noqa: E731
         print(f"{family:12s}{r['rest_bodies']:9d}{cell(r['rest_model'])}{cell(r['rest_cv'])}{cell(r['rest_drift_z'])}"
               f"{r['moving_bodies']:9d}{cell(r['moving_model'])}{cell(r['moving_cv'])}")
-    print(f"\nmoving bodies by tracked index: count, model error m, constant-velocity error m")
+    print("\nmoving bodies by tracked index: count, model error m, constant-velocity error m")
     for family, r in rows.items():
         print(f"{family:12s}" + "".join(f"  [{i}] {c:3d} {m:7.4f} {v:7.4f}" for i, (c, m, v) in r["moving_by_index"].items()))
     summary = {"checkpoint": args.checkpoint, "split": args.split, "gate_override": model.cfg.gate_override, "episodes_per_family": args.episodes, "rest_m": REST, "families": rows}

@@ -519,7 +519,7 @@ class WorldModel(nn.Module):
         self.frame_head = FrameHead(cfg)
         self.state_head = StateHead(cfg)
         self.dynamics_head = StateHead(cfg, n_features=dynamics_features_dim(cfg), n_out=DYNAMICS_OUT, prior=constant_acceleration_prior(cfg))  # step mean, log-std, gate
-        self.body_head = nn.Linear(cfg.d_model, 2 * BODY_PROPERTIES + 1)  # each body's size, mass and restitution guessed from its dynamics slots, how far to take the caption's instead, and whether the actions drive it
+        self.body_head = nn.Linear(cfg.d_model, BODY_COLUMNS + BODY_PROPERTIES)  # each body's size, mass and restitution guessed from its dynamics slots, how far to take the caption's instead, and whether the actions drive it
         self.caption_query = nn.Linear(cfg.d_model, BODY_PROPERTIES * POINTER_DIM)  # per body and property: which caption number states it
         self.caption_key = nn.Linear(cfg.d_model, POINTER_DIM)
         self.register_buffer("caption_unit", torch.tensor(CAPTION_UNITS), persistent=False)  # fixed: a learnt unit drifts to make up for a pointer that averages numbers
@@ -851,8 +851,8 @@ class WorldModel(nn.Module):
     def pointer_loss(self, pointer: CaptionPointer | None, truth: torch.Tensor | None) -> torch.Tensor:
         """How well each body points at its own numbers in the caption, against the simulator's
         properties truth (B, N, 4) radius m, mass kg, restitution (NaN where not stated) and driven
-        (not the caption's to say): for every
-        stated property, the caption numbers nearest it in the property's unit (within
+        (not the caption's to say): for every stated property, the caption numbers nearest it in
+        the property's unit (within
         POINTER_TOLERANCE) are the target, and the loss is the cross-entropy of the pointer's
         attention on them plus the binary cross-entropy of its gate: open where such a number
         exists, shut everywhere else, for values the caption does not state and for every property
@@ -1003,7 +1003,8 @@ class WorldModel(nn.Module):
           step_impulse   (B, T - tt, n_max, 6) those frames' contact impulses (step units, detached;
                          None without states): step_drawn + step_impulse is the whole step
           bodies         (B, nb - 1, n_max, BODY_COLUMNS) each body's learnt radius m, log mass,
-                         restitution and driven logit (the first block's, for every block) in the blocks that step the next ones (`body_properties`)
+                         restitution and driven logit (the first block's, for every block) in
+                         the blocks that step the next ones (`body_properties`)
           frame_mean     (B, T, H, W, 3) predicted mean in [0, 1] (first block: the input frames)
           frame_logstd   (B, T, H, W, 3) predicted log-std (first block: 0)
           states         (B, T, n_max, 6) positions m and velocities m/s: the readout for the first
