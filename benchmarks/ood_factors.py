@@ -25,8 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import sim  # noqa: E402
-import worldmodel  # noqa: E402
-from rest_drift import CONTEXT, FPS, HORIZON, body_errors  # noqa: E402  (4 context frames, 1.5 s predicted at 20 fps)
+from rest_drift import CONTEXT, FPS, HORIZON, add_gate_options, body_errors, load_model  # noqa: E402  (4 context frames, 1.5 s predicted at 20 fps)
 
 OOD_SEED = 100_000  # offset of the seeds that draw the OOD values
 
@@ -68,10 +67,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--episodes", type=int, default=10, help="episodes per row")
     ap.add_argument("--seed", type=int, default=500, help="seed of each row's first episode")
     ap.add_argument("--families", nargs="*", default=list(sim.SCENES), help="scene families (default: all)")
-    ap.add_argument("--gate-override", type=float, default=None, help="the dynamics gate's override, step units (default: the checkpoint's)")
+    add_gate_options(ap)
     args = ap.parse_args(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    model = worldmodel.load(args.checkpoint, gate_override=args.gate_override)
+    model, gate = load_model(args)
     out = {}
     for scene in args.families:
         print(f"\n{scene}: position error over a {HORIZON / FPS:.1f} s rollout, m ({args.episodes} episodes a row)")
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
             rows[label]["to_train"] = float(m / rows["train"]["model"])
             print(f"{label:22s}{m:9.4f}{cv:9.4f}{m / cv:10.2f}{rows[label]['to_train']:9.2f}")
         out[scene] = rows
-    summary = {"checkpoint": args.checkpoint, "gate_override": model.cfg.gate_override, "episodes_per_row": args.episodes, "families": out}
+    summary = {"checkpoint": args.checkpoint, **gate, "episodes_per_row": args.episodes, "families": out}
     print(json.dumps(summary))
     return summary
 

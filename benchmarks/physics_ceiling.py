@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import sim  # noqa: E402
-import worldmodel  # noqa: E402
+from rest_drift import add_gate_options, load_model  # noqa: E402
 from worldmodel.baselines import constant_velocity  # noqa: E402
 
 FPS, CONTEXT, HORIZON = 20, 4, 30  # frames/s, frames, frames: 1.5 s predicted
@@ -58,8 +58,8 @@ def variant(model, prior_only: bool, stated: np.ndarray | None):
         model.body_properties = body_properties
     if prior_only:
         chosen = model.step_distribution
-        model.step_distribution = lambda raw, features, hold=None: dataclasses.replace(  # noqa: E731
-            (d := chosen(raw, features, hold)), keep_logit=torch.full_like(d.keep_logit, 1.0), override=float("inf")
+        model.step_distribution = lambda raw, features, hold=None, reach=None: dataclasses.replace(  # noqa: E731
+            (d := chosen(raw, features, hold, reach)), keep_logit=torch.full_like(d.keep_logit, 1.0), override=float("inf")
         )
     try:
         yield model
@@ -87,11 +87,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--episodes", type=int, default=10, help="held-out episodes per family and split")
     ap.add_argument("--seed", type=int, default=300, help="seed of each family's first held-out episode")
     ap.add_argument("--families", nargs="*", default=list(sim.SCENES), help="scene families (default: all)")
-    ap.add_argument("--gate-override", type=float, default=None, help="the dynamics gate's override, step units (default: the checkpoint's)")
+    add_gate_options(ap)
     ap.add_argument("--splits", nargs="*", default=["val", "ood"], choices=["val", "ood"])
     args = ap.parse_args(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    model = worldmodel.load(args.checkpoint, gate_override=args.gate_override)
+    model, gate = load_model(args)
     columns = [*VARIANTS, "const v"]
     result = {}
     for split in args.splits:
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
         rows["all"] = {c: float(np.mean([r[c] for r in rows.values()])) for c in columns}  # mean over families
         print(f"{'all':12s}" + "".join(f"{rows['all'][c]:11.4f}" for c in columns))
         result[split] = rows
-    summary = {"checkpoint": args.checkpoint, "gate_override": model.cfg.gate_override, "episodes_per_family": args.episodes, "splits": result}
+    summary = {"checkpoint": args.checkpoint, **gate, "episodes_per_family": args.episodes, "splits": result}
     print(json.dumps(summary))
     return summary
 

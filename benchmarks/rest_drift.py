@@ -32,6 +32,18 @@ FPS, CONTEXT, HORIZON = 20, 4, 30  # frames/s, frames, frames: 1.5 s predicted
 REST = 0.01  # m: a body the simulator moves less than this over the horizon is at rest
 
 
+def add_gate_options(ap: argparse.ArgumentParser) -> None:
+    """The dynamics gate's inference-time knobs as options (`worldmodel.load`), for every benchmark that rolls a checkpoint out."""
+    ap.add_argument("--gate-override", type=float, default=None, help="the dynamics gate's override, step units (default: the checkpoint's)")
+    ap.add_argument("--override-reach", type=float, default=None, help="how near a contact the override acts, m (inf: everywhere; default: the checkpoint's)")
+
+
+def load_model(args) -> tuple[torch.nn.Module, dict]:
+    """The checkpoint with `add_gate_options`' knobs applied, and those knobs' values for a summary."""
+    model = worldmodel.load(args.checkpoint, gate_override=args.gate_override, override_reach=args.override_reach)
+    return model, {"gate_override": model.cfg.gate_override, "override_reach": model.cfg.override_reach}
+
+
 def body_errors(model, episode) -> list[tuple[bool, float, float, float, int]]:
     """Per tracked body the model predicts (the first n_max_objects): (at rest, model error m,
     constant-velocity error m (both mean over the horizon), the model's z drift at the last frame m,
@@ -55,10 +67,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--split", default="val", choices=("val", "ood"), help="the parameter ranges: in distribution (val) or out of it (ood)")
     ap.add_argument("--seed", type=int, default=300, help="seed of each family's first held-out episode")
     ap.add_argument("--families", nargs="*", default=list(sim.SCENES), help="scene families (default: all)")
-    ap.add_argument("--gate-override", type=float, default=None, help="the dynamics gate's override, step units (default: the checkpoint's)")
+    add_gate_options(ap)
     args = ap.parse_args(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    model = worldmodel.load(args.checkpoint, gate_override=args.gate_override)
+    model, gate = load_model(args)
     rows = {}
     print(f"position error over a {HORIZON / FPS:.1f} s rollout, m: bodies the simulator keeps at rest (< {REST} m) and moving ones")
     print(f"{'family':12s}{'at rest':>9s}{'model':>9s}{'const v':>9s}{'z drift':>9s}{'moving':>9s}{'model':>9s}{'const v':>9s}")
@@ -81,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     print("\nmoving bodies by tracked index: count, model error m, constant-velocity error m")
     for family, r in rows.items():
         print(f"{family:12s}" + "".join(f"  [{i}] {c:3d} {m:7.4f} {v:7.4f}" for i, (c, m, v) in r["moving_by_index"].items()))
-    summary = {"checkpoint": args.checkpoint, "split": args.split, "gate_override": model.cfg.gate_override, "episodes_per_family": args.episodes, "rest_m": REST, "families": rows}
+    summary = {"checkpoint": args.checkpoint, "split": args.split, **gate, "episodes_per_family": args.episodes, "rest_m": REST, "families": rows}
     print(json.dumps(summary))
     return summary
 

@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--name", default=None, help="run and evaluation folder name under --root (default: the model)")
     ap.add_argument("--gate-override", type=float, default=None, help="evaluate with this dynamics-gate override (physfusion-evaluate gate_override=; default: the checkpoint's)")
+    ap.add_argument("--override-reach", type=float, default=None, help="evaluate with the override acting this near a contact, m (physfusion-evaluate override_reach=; inf: everywhere; default: the checkpoint's)")
     ap.add_argument("train_overrides", nargs="*", help="extra physfusion-train overrides, e.g. +model.chain_weight=0.0")
     args = ap.parse_args()
     root = Path(args.root)
@@ -59,8 +60,8 @@ def main() -> None:
     name = args.name or args.model
     train = command("physfusion-train", f"data={root}/mix", f"model={args.model}", f"steps={args.steps}", f"out_dir={root}/{name}", "progress=false", *args.train_overrides)
     train_minutes = (time.perf_counter() - t) / 60
-    eval_dir = f"{root}/eval" + ("" if args.name is None else f"-{name}") + ("" if args.gate_override is None else f"-g{args.gate_override:g}")
-    gate = [] if args.gate_override is None else [f"gate_override={args.gate_override}"]
+    eval_dir = f"{root}/eval" + ("" if args.name is None else f"-{name}") + ("" if args.gate_override is None else f"-g{args.gate_override:g}") + ("" if args.override_reach is None else f"-r{args.override_reach:g}")
+    gate = ([] if args.gate_override is None else [f"gate_override={args.gate_override}"]) + ([] if args.override_reach is None else [f"override_reach={args.override_reach}"])
     evaluate = command("physfusion-evaluate", f"checkpoint={train['checkpoint']}", f"data={root}/val", f"ood_data={root}/ood", f"out_dir={eval_dir}", "progress=false", *gate)
     report = json.loads(Path(evaluate["report"]).read_text())
 

@@ -228,8 +228,9 @@ def test_evaluate_writes_report_plots_and_videos(inputs, tmp_path):
         ({"context": "2"}, "'context'"),
         ({"temperature": "-1"}, "'temperature'"),
         ({"gate_override": "-0.5"}, "'gate_override'"),
+        ({"override_reach": "-0.01"}, "'override_reach'"),
     ],
-    ids=["no-checkpoint-file", "checkpoint-missing", "no-data", "horizon-too-long", "context-too-short", "temperature", "gate-override"],
+    ids=["no-checkpoint-file", "checkpoint-missing", "no-data", "horizon-too-long", "context-too-short", "temperature", "gate-override", "override-reach"],
 )
 def test_bad_input_is_refused_naming_the_parameter(inputs, tmp_path, override, named):
     """Through the compose API: the message names the parameter, its value and what is allowed."""

@@ -373,7 +373,7 @@ def test_a_driven_body_under_steady_actions_is_held_on_the_priors_step(cfg):
     """Whatever the head outputs, a driven body whose actions hold takes the prior's step (mean
     and log-std) in the one-step and the chained dynamics; a free body, or a driven one whose
     command just changed, takes the gate's choice."""
-    model = perturbed_model(cfg)
+    model = perturbed_model(dataclasses.replace(cfg, override_reach=float("inf")))  # random states: every body within reach
     with torch.no_grad():
         model.dynamics_head.mlp[2].bias[:6] += 1.0  # a large correction everywhere: the gate moves
         hv, src = torch.randn(1, 1, cfg.n_patches, cfg.d_model), torch.randn(1, cfg.tubelet_t, cfg.n_max_objects, 6)
@@ -677,6 +677,33 @@ def test_gate_keeps_the_prior_step_exactly(cfg):
     assert (overridden.mean == overridden.move).all()
 
 
+def test_the_override_acts_only_within_reach_of_a_contact(cfg):
+    """`within_reach` finds the bodies a contact can reach within a block, by the closed-form gaps,
+    and only there does a large correction override the gate's keep."""
+    model = wm.WorldModel(dataclasses.replace(cfg, override_reach=0.02))
+    r = 0.05  # m, every radius
+    cur = torch.zeros(7, 6)
+    cur[0, [0, 2, 3]] = torch.tensor([0.0, 1.0, 2.0])  # coasting 1 m up, nothing near: out of reach
+    cur[1, [0, 2, 5]] = torch.tensor([2.0, r + 0.04, -1.0])  # 4 cm above the floor, falling at 1 m/s: hits within 0.1 s
+    cur[2, [0, 2, 3]] = torch.tensor([4.0, r, 3.0])  # rolling on the floor: touching it, not falling onto it
+    cur[3, [0, 2, 3]] = torch.tensor([6.0, 0.5, 0.5])  # 3 and 4 close at 1 m/s across a 5 cm gap: meet within 0.1 s
+    cur[4, [0, 2, 3]] = torch.tensor([6.0 + 2 * r + 0.05, 0.5, -0.5])
+    cur[5, [0, 2]] = torch.tensor([8.0, 0.5])  # at rest on top of body 6 (touching): a stack
+    cur[6, [0, 2]] = torch.tensor([8.0, 0.5 - 2 * r])
+    mask = torch.ones(7, dtype=torch.bool)
+    radius = torch.full((7,), r)
+    assert model.within_reach(cur, radius, mask, 0.1).tolist() == [False, True, False, True, True, True, True]
+    assert model.within_reach(cur, radius, mask, 0.01).tolist() == [False, False, False, False, False, True, True]  # too soon for 1..4
+    mask[6] = False  # untracked: no longer body 5's contact
+    assert model.within_reach(cur, radius, mask, 0.1).tolist() == [False, True, False, True, True, False, False]
+    everywhere = wm.WorldModel(dataclasses.replace(cfg, override_reach=float("inf")))
+    assert everywhere.within_reach(cur, radius, mask, 0.1).tolist() == mask.tolist()
+
+    move, rest = torch.ones(2, 6), torch.zeros(2, 6)  # a correction of 1 step unit, beyond the 0.1 override
+    dist = wm.model.StepDistribution(move, move.log(), rest, rest, torch.ones(2), 0.1, None, torch.tensor([[True], [False]]))
+    assert dist.mean.tolist() == [[1.0] * 6, [0.0] * 6]  # within reach: overridden; out of it: kept
+
+
 def test_dynamics_corrections_stay_bounded_far_out_of_range(cfg):
     """The learnt part of a dynamics step saturates as its inputs leave any trained range; only the
     fixed constant-acceleration prior keeps growing with them."""
@@ -835,6 +862,9 @@ def test_save_load_round_trip(tmp_path, episode, cfg):
     assert wm.load(path, gate_override=1.0).cfg == dataclasses.replace(cfg, gate_override=1.0)  # an inference-time knob
     with pytest.raises(ValueError, match="gate_override=-1"):
         wm.load(path, gate_override=-1)
+    assert wm.load(path, override_reach=float("inf")).cfg == dataclasses.replace(cfg, override_reach=float("inf"))
+    with pytest.raises(ValueError, match="override_reach=-1"):
+        wm.load(path, override_reach=-1)
 
 
 def test_presets_and_config_validation():
@@ -973,7 +1003,7 @@ def test_forward_trains_the_body_properties_from_the_simulator(cfg):
     assert model.caption_query.weight.grad.abs().sum() > 0 and model.caption_key.weight.grad.abs().sum() > 0  # the pointer at the caption learns too
 
 
-def test_closed_form_contacts_with_the_simulators_properties_track_a_collision(cfg):
+def test_closed_form_contacts_with_the_simulators_properties_track_a_collision(cfg, monkeypatch):
     """`benchmarks/physics_ceiling.py`'s `prior+sim` variant on an untrained model: the prior's step
     plus the contact impulses, from the simulator's radii, masses and restitution, follow a glancing
     two-ball collision within a few cm over 1.5 s, where constant velocity (no hit) is far off; the
@@ -982,6 +1012,7 @@ def test_closed_form_contacts_with_the_simulators_properties_track_a_collision(c
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "benchmarks/physics_ceiling.py"
+    monkeypatch.syspath_prepend(str(path.parent))  # it imports rest_drift, as a script run from benchmarks/ does
     spec = importlib.util.spec_from_file_location("physics_ceiling", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

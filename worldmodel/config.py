@@ -101,6 +101,12 @@ class ModelConfig:
     """step units: a learnt correction larger than this in any component overrides the gate's keep,
     so a gate that misses an impact (a bounce, a hit) cannot carry a body through the floor or
     another body; the gate then removes only the small corrections that drift resting bodies"""
+    override_reach: float = 0.05
+    """m: the gate_override acts only on a body that comes within this of a contact during its
+    block (`WorldModel.within_reach`: another tracked body's sphere, or the floor while it falls);
+    elsewhere nothing the model tracks can hit it, and the gate's keep is final (coasting, rolling
+    or sliding at a steady pace, in free flight). inf: the override acts everywhere. 0.05 (the
+    contact_scale) keeps stacked cubes, whose learnt spheres need not touch, within reach"""
     gate_weight: float = 0.1
     """weight of the gate's binary cross-entropy (keep the prior's step or move) within the state loss"""
     body_weight: float = 0.1
@@ -206,6 +212,8 @@ class ModelConfig:
             bad("rest_tolerance", ">= 0 (step units)")
         if self.gate_override < 0:
             bad("gate_override", ">= 0 (step units)")
+        if not self.override_reach >= 0:
+            bad("override_reach", ">= 0 (m; inf: everywhere)")
         if self.gate_weight < 0:
             bad("gate_weight", ">= 0")
         if self.body_weight < 0:

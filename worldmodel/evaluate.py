@@ -87,6 +87,7 @@ def check_options(cfg: DictConfig) -> dict:
         "seed": _integer(cfg, "seed", 0),
         "temperature": cfg.temperature,
         "gate_override": cfg.gate_override,
+        "override_reach": cfg.override_reach,
         "caption_ablation": cfg.caption_ablation,
         "device": str(cfg.device),
         "out_dir": Path(to_absolute_path(str(cfg.out_dir))),
@@ -94,9 +95,10 @@ def check_options(cfg: DictConfig) -> dict:
     }
     if isinstance(opts["temperature"], bool) or not isinstance(opts["temperature"], (int, float)) or not opts["temperature"] >= 0:
         raise ConfigError(f"parameter 'temperature': got {opts['temperature']!r}; allowed: a number >= 0")
-    g = opts["gate_override"]
-    if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not g >= 0):
-        raise ConfigError(f"parameter 'gate_override': got {g!r}; allowed: null (the checkpoint's) or a number >= 0 (step units)")
+    for key, unit in (("gate_override", "step units"), ("override_reach", "m; .inf: everywhere")):  # the dynamics gate's inference-time knobs
+        v = opts[key]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0):
+            raise ConfigError(f"parameter {key!r}: got {v!r}; allowed: null (the checkpoint's) or a number >= 0 ({unit})")
     if not isinstance(opts["caption_ablation"], bool):
         raise ConfigError(f"parameter 'caption_ablation': got {opts['caption_ablation']!r}; allowed: true, false")
     return opts
@@ -139,7 +141,7 @@ def load_model(opts: dict) -> worldmodel.WorldModel:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"parameter 'device': got {device!r}; allowed: cpu (no CUDA device is available)")
     try:
-        model = worldmodel.load(opts["checkpoint"], device=device, gate_override=opts["gate_override"])
+        model = worldmodel.load(opts["checkpoint"], device=device, gate_override=opts["gate_override"], override_reach=opts["override_reach"])
     except (ValueError, OSError, RuntimeError, SafetensorError) as err:  # not a checkpoint, or another model's
         first_line = str(err).strip().splitlines()[0]
         raise ConfigError(f"parameter 'checkpoint': {str(opts['checkpoint'])!r} cannot be loaded ({first_line}); allowed: a file written by WorldModel.save") from None

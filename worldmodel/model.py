@@ -79,6 +79,7 @@ NUMBER_BLANK = ord("#")  # the byte every numeric literal's bytes become in the 
 POINTER_TOLERANCE = 0.1  # log units: a caption number within 10% of a stated property is the one to point at (a diameter in whole cm rounds by up to 5%)
 CONTACT_EPS = 0.001  # m: added in quadrature to a contact's half-chord, so a graze's contact time has a bounded gradient (`WorldModel.contact_impulse`)
 FAR_GAP = 100.0  # m: the contact gap of a body with no other tracked body
+FALL_SPEED = 0.05  # m/s: a body falls towards the floor (and may hit it) faster than this (`WorldModel.within_reach`)
 DYNAMICS_OUT = 19  # per body and frame: the moving step's mean (6) and log-std (6), the resting step's log-std (6), the gate's keep logit (`StepDistribution`)
 
 
@@ -200,15 +201,17 @@ class StepDistribution:
     a diagonal Gaussian around one of two means, chosen by the gate: `rest`, the constant-acceleration
     prior's step alone (a body at rest stays exactly at rest, a coasting or falling one carries on
     exactly), with the log-std `rest_logstd`, where keep_logit > 0 and the learnt correction
-    move - rest is within `override` in every component; elsewhere `move`, the prior plus the
-    correction, with the log-std `move_logstd`. The gate is its mode at every temperature, so a
+    move - rest is within `override` in every component or the body is out of reach of any
+    contact (`reach` False: the override is for impacts the gate misses, and none can come);
+    elsewhere `move`, the prior plus the correction, with the log-std `move_logstd`. The gate is
+    its mode at every temperature, so a
     sampled step's log-density is the chosen Gaussian's: exact and differentiable through its mean
     and log-std. Where `hold` is set (a driven body whose command has not changed: its servo holds
     it on the prior's course, `WorldModel.block_dynamics`), the prior's step is kept whatever the
     gate says.
 
     move, move_logstd, rest, rest_logstd (..., 6); keep_logit (...); override a number; hold (..., 1)
-    bool or None (nothing held)
+    bool or None (nothing held); reach (..., 1) bool or None (every body within reach)
     """
 
     move: torch.Tensor
@@ -218,11 +221,14 @@ class StepDistribution:
     keep_logit: torch.Tensor
     override: float
     hold: torch.Tensor | None = None
+    reach: torch.Tensor | None = None
 
     @cached_property
     def keep(self) -> torch.Tensor:
         """(..., 1) bool: the gate keeps the prior's step (computed once: mean and logstd both use it)"""
         small = (self.move - self.rest).abs().amax(-1, keepdim=True) <= self.override
+        if self.reach is not None:
+            small = small | ~self.reach
         keep = (self.keep_logit[..., None] > 0) & small
         return keep if self.hold is None else keep | self.hold
 
@@ -244,7 +250,8 @@ class StepDistribution:
     def map(self, fn) -> StepDistribution:
         """The same distribution with fn applied to every tensor (indexing, flattening): fn must act
         on the leading dimensions only."""
-        return StepDistribution(fn(self.move), fn(self.move_logstd), fn(self.rest), fn(self.rest_logstd), fn(self.keep_logit), self.override, None if self.hold is None else fn(self.hold))
+        maybe = lambda t: None if t is None else fn(t)  # noqa: E731
+        return StepDistribution(fn(self.move), fn(self.move_logstd), fn(self.rest), fn(self.rest_logstd), fn(self.keep_logit), self.override, maybe(self.hold), maybe(self.reach))
 
     def sample(self, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
         """(..., 6) detached: mean + temperature * std * eps"""
@@ -877,13 +884,37 @@ class WorldModel(nn.Module):
         free = self.step_states(cur, steps + self.contact_impulse(cur, bodies, mask))
         return tether_step(cur, free, tether, 1.0 / self.cfg.fps)
 
-    def step_distribution(self, raw: torch.Tensor, features: torch.Tensor, hold: torch.Tensor | None = None) -> StepDistribution:
+    def step_distribution(self, raw: torch.Tensor, features: torch.Tensor, hold: torch.Tensor | None = None, reach: torch.Tensor | None = None) -> StepDistribution:
         """The dynamics head's output raw (..., tt, N, DYNAMICS_OUT) for bodies whose features are
         (..., N, `dynamics_features_dim`) -> their steps' `StepDistribution` (..., tt, N); hold
-        (..., tt, N) bool the steps held on the prior's (None: none)."""
+        (..., tt, N) bool the steps held on the prior's (None: none); reach (..., N) bool the bodies
+        within reach of a contact (`within_reach`; None: all)."""
         logstd = STEP_LOGSTD_MIN + (STEP_LOGSTD_MAX - STEP_LOGSTD_MIN) * torch.sigmoid(raw[..., 6:18])  # moving, resting
         rest = (features @ self.dynamics_head.prior[:6].T).unsqueeze(-3).expand_as(raw[..., :6])  # the prior's step alone
-        return StepDistribution(raw[..., :6], logstd[..., :6], rest, logstd[..., 6:], raw[..., 18], self.cfg.gate_override, None if hold is None else hold[..., None])
+        reach = None if reach is None else reach.unsqueeze(-2).expand(raw.shape[:-1])[..., None]
+        return StepDistribution(raw[..., :6], logstd[..., :6], rest, logstd[..., 6:], raw[..., 18], self.cfg.gate_override, None if hold is None else hold[..., None], reach)
+
+    def within_reach(self, cur: torch.Tensor, radius: torch.Tensor, mask: torch.Tensor, seconds: float) -> torch.Tensor:
+        """(..., N) bool: which bodies come within `override_reach` of a contact in the next
+        `seconds` at their current velocities: cur (..., N, 6) SI states, radius (..., N) m, mask
+        (..., N) the tracked bodies. A contact is another tracked body's surface (the gap between
+        their spheres less what their closing speed covers: touching counts, a stack at rest
+        included) or the floor while the body falls towards it (faster than FALL_SPEED: a body
+        rolling or resting on the floor is not about to hit it)."""
+        reach = self.cfg.override_reach
+        if math.isinf(reach):
+            return mask.expand(cur.shape[:-1])
+        p, v = cur[..., :3], cur[..., 3:]
+        d = p.unsqueeze(-3) - p.unsqueeze(-2)  # (..., N, N, 3): [i, j] = p_j - p_i
+        dist = d.norm(dim=-1).clamp(min=1e-6)
+        closing = (-((v.unsqueeze(-3) - v.unsqueeze(-2)) * d).sum(-1) / dist).clamp(min=0)  # (..., N, N) m/s
+        gap = dist - radius.unsqueeze(-1) - radius.unsqueeze(-2) - closing * seconds  # (..., N, N) m
+        N = p.shape[-2]
+        other = mask.unsqueeze(-2) & ~torch.eye(N, dtype=torch.bool, device=p.device)
+        near = (other & (gap < reach)).any(-1)
+        falling = v[..., 2] < -FALL_SPEED
+        floor = falling & (p[..., 2] - radius + v[..., 2] * seconds < reach)
+        return mask & (near | floor)
 
     def block_dynamics(
         self,
@@ -913,8 +944,11 @@ class WorldModel(nn.Module):
         body_mask = None if mask is None else mask[:, None]
         history = (before2 >= 0)[None, :, None]  # (1, n, 1): block has a frame before prev
         body_tether = None if tether is None else tether.unsqueeze(1)
-        features = self.dynamics_features(src[:, last], src[:, before], src[:, before2.clamp(min=0)], actions, bodies, body_mask, history, body_tether)  # (B, n, N, F)
-        return self.step_distribution(self.dynamics_head.decode(slots, features), features, held(steady, bodies))
+        cur = src[:, last]  # (B, n, N, 6)
+        features = self.dynamics_features(cur, src[:, before], src[:, before2.clamp(min=0)], actions, bodies, body_mask, history, body_tether)  # (B, n, N, F)
+        tracked = torch.ones(cur.shape[:-1], dtype=torch.bool, device=cur.device) if mask is None else mask[:, None].expand(cur.shape[:-1])
+        reach = self.within_reach(cur, bodies[..., 0], tracked, tt / self.cfg.fps)
+        return self.step_distribution(self.dynamics_head.decode(slots, features), features, held(steady, bodies), reach)
 
     def chain_states(
         self,
@@ -1159,10 +1193,10 @@ class WorldModel(nn.Module):
         return cls(preset(name, **overrides))
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu", gate_override: float | None = None) -> WorldModel:
+def load(path: str | os.PathLike, device: str | torch.device = "cpu", gate_override: float | None = None, override_reach: float | None = None) -> WorldModel:
     """A `WorldModel` from `WorldModel.save`'s file (or a directory holding model.safetensors);
-    gate_override, if given, replaces the checkpoint's `ModelConfig.gate_override` (an
-    inference-time knob of the dynamics gate, step units >= 0)."""
+    gate_override and override_reach, if given, replace the checkpoint's `ModelConfig` fields
+    (inference-time knobs of the dynamics gate: step units >= 0, m >= 0 or inf)."""
     import json
 
     from safetensors import safe_open
@@ -1182,6 +1216,10 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", gate_overr
         if not gate_override >= 0:
             raise ValueError(f"worldmodel.load: gate_override={gate_override!r}; allowed: >= 0 (step units) or None (the checkpoint's)")
         cfg = replace(cfg, gate_override=float(gate_override))
+    if override_reach is not None:
+        if not override_reach >= 0:
+            raise ValueError(f"worldmodel.load: override_reach={override_reach!r}; allowed: >= 0 (m; inf: everywhere) or None (the checkpoint's)")
+        cfg = replace(cfg, override_reach=float(override_reach))
     model = WorldModel(cfg)
     model.load_state_dict(load_file(str(path)))
     return model.to(device).eval()
