@@ -204,9 +204,8 @@ class StepDistribution:
     move - rest is within `override` in every component or the body is out of reach of any
     contact (`reach` False: the override is for impacts the gate misses, and none can come);
     elsewhere `move`, the prior plus the correction, with the log-std `move_logstd`. The gate is
-    its mode at every temperature, so a
-    sampled step's log-density is the chosen Gaussian's: exact and differentiable through its mean
-    and log-std. Where `hold` is set (a driven body whose command has not changed: its servo holds
+    its mode at every temperature, so a sampled step's log-density is the chosen Gaussian's: exact
+    and differentiable through its mean and log-std. Where `hold` is set (a driven body whose command has not changed: its servo holds
     it on the prior's course, `WorldModel.block_dynamics`), the prior's step is kept whatever the
     gate says.
 
