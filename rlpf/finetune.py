@@ -53,7 +53,7 @@ from worldmodel.train import CRASH_ENV, check_run, checkpoint_dirs, learning_rat
 
 RUN_KEYS = (
     "baseline", "seed", "families", "train_queries", "context", "horizon", "group_size", "queries_per_step",
-    "temperature", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "beta", "clip",
+    "temperature", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "beta", "step_kl_resolution", "clip",
     "ppo_epochs", "state_weight", "pixel_weight", "rollout_state_weight", "min_reward_std", "reward_weights", "answer_tolerance",
     "buffer_alpha", "buffer_floor",
 )
@@ -161,7 +161,7 @@ def update(model, reference_model, optimizer, groups: list[Group], sim_episodes,
             if group.advantages is not None:
                 with torch.no_grad():
                     ref_out = reference_model(group.batch)
-                policy_loss, logp, s = grpo.group_loss(out, ref_out, group.batch.frames, opts["context"], group.advantages, old[k], opts["clip"], opts["beta"], group.body_mask)
+                policy_loss, logp, s = grpo.group_loss(out, ref_out, group.batch.frames, opts["context"], group.advantages, old[k], opts["clip"], opts["beta"], group.body_mask, opts["step_kl_resolution"])
                 loss = loss + policy_loss
                 old[k] = logp if old[k] is None else old[k]
                 stats.append(s)

@@ -23,7 +23,9 @@ The KL is in closed form given the same sampled past: exact, without sampling no
 start. For pixels it is that of the two per-value Gaussians before discretisation, an upper bound of
 the KL of the discretised values (discretising is a deterministic map). For steps it is
 `StepDistribution.component_kl`: each of the dynamics head's two Gaussians (moving, resting) against
-the reference's, plus the gate's keep probability as a Bernoulli. The KL of the chosen Gaussians
+the reference's, plus the gate's keep probability as a Bernoulli, seen at a resolution of
+`step_kl_resolution` step units (both widened by that noise: a lower bound of the exact KL that
+stays finite where a near-deterministic resting step's mean moves). The KL of the chosen Gaussians
 would jump by orders of magnitude wherever the policy's gate and the reference's choose differently.
 For a tethered body it is the KL of all six components, an upper bound of its drawn one's.
 """
@@ -91,10 +93,11 @@ class GroupStats:
     step_kl: float  # nats per predicted step value
 
 
-def group_loss(out: dict, ref_out: dict, frames: torch.Tensor, context: int, advantages: torch.Tensor, logp_old: tuple | None, clip: float, beta: float, body_mask: torch.Tensor):
+def group_loss(out: dict, ref_out: dict, frames: torch.Tensor, context: int, advantages: torch.Tensor, logp_old: tuple | None, clip: float, beta: float, body_mask: torch.Tensor, step_kl_resolution: float = 0.0):
     """The GRPO loss of one group of G sampled episodes, from the current model's output `out` on
     them (with gradient) and the frozen starting model's `ref_out`; frames (G, T, H, W, 3) uint8,
-    body_mask (G, n_max) the tracked bodies (the same for every rollout of the query).
+    body_mask (G, n_max) the tracked bodies (the same for every rollout of the query);
+    step_kl_resolution (step units) the steps' KL's resolution (`StepDistribution.component_kl`).
 
     logp_old: the (pixel, step) per-value log-probabilities under the policy that sampled them (None:
     the current model is that policy, its own values detached are used). Returns (loss, (pixel, step)
@@ -109,7 +112,7 @@ def group_loss(out: dict, ref_out: dict, frames: torch.Tensor, context: int, adv
     step_surrogate, _ = clipped_surrogate(step_logp, step_old, advantages, clip)
     n = step_logp.shape[2]
     ref_steps = step_distribution(ref_out, context, n).map(torch.Tensor.detach)
-    step_kl = step_distribution(out, context, n).component_kl(ref_steps).mean()
+    step_kl = step_distribution(out, context, n).component_kl(ref_steps, step_kl_resolution).mean()
 
     loss = -(surrogate + step_surrogate) + beta * (kl + step_kl)
     stats = GroupStats((surrogate + step_surrogate).item(), (kl + step_kl).item(), clipped.item(), step_surrogate.item(), step_kl.item())

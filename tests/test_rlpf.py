@@ -148,6 +148,24 @@ def test_step_kl_is_componentwise_and_stays_small_where_the_gates_disagree():
     torch.testing.assert_close(shifted.component_kl(policy), gaussian_kl(move + 0.1, move_ls - 0.5, move, move_ls))
 
 
+def test_step_kl_at_a_resolution_stays_finite_below_the_exact_one():
+    """Widening both Gaussians by the same noise: 0 gives the exact KL; a resting mean moved by
+    0.05 step units against a spread of e^-8 costs ~1e4 nats exactly, but no more than
+    0.05^2 / (2 r^2) at resolution r, and never more than the exact KL."""
+    n = 16
+    move, rest = torch.zeros(n, 6), torch.zeros(n, 6)
+    ls = torch.full((n, 6), -8.0)
+    ref = StepDistribution(move, ls, rest, ls, torch.zeros(n), 0.1)
+    policy = StepDistribution(move + 0.01 * torch.randn(n, 6), ls + 0.3, rest + 0.05, ls, torch.zeros(n), 0.1)
+    exact = policy.component_kl(ref)
+    torch.testing.assert_close(policy.component_kl(ref, 0.0), exact)
+    assert exact.max() > 5e3
+    seen = policy.component_kl(ref, 0.02)
+    assert (seen <= exact + 1e-6).all() and (seen > 0).all()
+    assert seen.max() < (0.05**2 + 0.01**2 * 16) / (2 * 0.02**2) + 1.0  # bounded by the mean shifts at the resolution (+ the log-std term)
+    torch.testing.assert_close(ref.component_kl(ref, 0.02), torch.zeros(n, 6))
+
+
 def test_per_value_logprobs_are_the_rollouts_exact_logprob(tiny_model, env):
     q = env.queries[0]
     rollouts, actions = rlpf.model_actions(tiny_model, q, samples=3, temperature=1.0, seed=0)

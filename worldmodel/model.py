@@ -270,14 +270,24 @@ class StepDistribution:
         projected = F.pad(gaussian_logprob(along, mean, logstd)[..., None], (3, 2))  # (..., 6): component 3
         return torch.where(tangent.any(-1, keepdim=True), projected, free)
 
-    def component_kl(self, ref: StepDistribution) -> torch.Tensor:
+    def component_kl(self, ref: StepDistribution, resolution: float = 0.0) -> torch.Tensor:
         """(..., 6) nats per step value: each component's Gaussian against ref's same component
         (moving to moving, resting to resting), plus the Bernoulli KL of the gate's keep probability
         shared out over the 6 values. Zero when the two are equal; unlike the KL of the chosen
         Gaussians, it stays smooth and small where the two gates choose differently (there, that
-        KL divides the whole correction by the other's small resting spread)."""
-        moving = gaussian_kl(self.move, self.move_logstd, ref.move, ref.move_logstd)
-        resting = gaussian_kl(self.rest, self.rest_logstd, ref.rest, ref.rest_logstd)
+        KL divides the whole correction by the other's small resting spread).
+
+        resolution (step units): both Gaussians are first widened by the same independent noise of
+        that spread (variances + resolution^2), the KL of the steps as seen at that resolution. It
+        is never above the exact KL (adding the same noise to both cannot separate them more) and
+        stays finite where a near-deterministic step's mean moves: a resting step's mean is the
+        prior's, which moves with the learnt body properties through the contact impulses its
+        steady change leaves out, against a spread of e^-6 step units. 0: the exact KL."""
+        def widened(logstd: torch.Tensor) -> torch.Tensor:
+            return logstd if resolution == 0 else 0.5 * torch.log(torch.exp(2 * logstd) + resolution**2)
+
+        moving = gaussian_kl(self.move, widened(self.move_logstd), ref.move, widened(ref.move_logstd))
+        resting = gaussian_kl(self.rest, widened(self.rest_logstd), ref.rest, widened(ref.rest_logstd))
         p_keep, p_move = F.logsigmoid(self.keep_logit), F.logsigmoid(-self.keep_logit)
         q_keep, q_move = F.logsigmoid(ref.keep_logit), F.logsigmoid(-ref.keep_logit)
         gate = p_keep.exp() * (p_keep - q_keep) + p_move.exp() * (p_move - q_move)  # (...)
