@@ -23,9 +23,9 @@ The KL is in closed form given the same sampled past: exact, without sampling no
 start. For pixels it is that of the two per-value Gaussians before discretisation, an upper bound of
 the KL of the discretised values (discretising is a deterministic map). For steps it is
 `StepDistribution.component_kl`: each of the dynamics head's two Gaussians (moving, resting) against
-the reference's, plus the gate's keep probability as a Bernoulli, seen at a resolution of
-`step_kl_resolution` step units (both widened by that noise: a lower bound of the exact KL that
-stays finite where a near-deterministic resting step's mean moves). The KL of the chosen Gaussians
+the reference's, plus the gate's keep probability as a Bernoulli; with `step_kl_resolution` > 0
+seen at that resolution (both widened by that noise: a lower bound of the exact KL that stays
+finite where a near-deterministic resting step's mean moves). The KL of the chosen Gaussians
 would jump by orders of magnitude wherever the policy's gate and the reference's choose differently.
 For a tethered body it is the KL of all six components, an upper bound of its drawn one's.
 """
