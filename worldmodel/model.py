@@ -205,9 +205,9 @@ class StepDistribution:
     contact (`reach` False: the override is for impacts the gate misses, and none can come);
     elsewhere `move`, the prior plus the correction, with the log-std `move_logstd`. The gate is
     its mode at every temperature, so a sampled step's log-density is the chosen Gaussian's: exact
-    and differentiable through its mean and log-std. Where `hold` is set (a driven body whose command has not changed: its servo holds
-    it on the prior's course, `WorldModel.block_dynamics`), the prior's step is kept whatever the
-    gate says.
+    and differentiable through its mean and log-std. Where `hold` is set (a driven body whose
+    command has not changed: its servo holds it on the prior's course, `WorldModel.block_dynamics`),
+    the prior's step is kept whatever the gate says.
 
     move, move_logstd, rest, rest_logstd (..., 6); keep_logit (...); override a number; hold (..., 1)
     bool or None (nothing held); reach (..., 1) bool or None (every body within reach)
@@ -515,6 +515,24 @@ def constant_acceleration_prior(cfg: ModelConfig) -> torch.Tensor:
     return prior
 
 
+def sphere_pairs(cur: torch.Tensor, radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every pair of bodies as spheres: cur (..., N, 6) SI states, radius (..., N) m -> the gap
+    between their surfaces (..., N, N) m, the unit normal from i towards j (..., N, N, 3) and their
+    closing speed along it (..., N, N) m/s, > 0 approaching; [i, j] is body i's view of body j."""
+    p, v = cur[..., :3], cur[..., 3:]
+    dp = p.unsqueeze(-3) - p.unsqueeze(-2)  # (..., N, N, 3): [i, j] = p_j - p_i
+    dist = dp.norm(dim=-1).clamp(min=1e-6)  # (..., N, N) m
+    normal = dp / dist[..., None]
+    closing = -((v.unsqueeze(-3) - v.unsqueeze(-2)) * normal).sum(-1)
+    return dist - (radius.unsqueeze(-1) + radius.unsqueeze(-2)), normal, closing
+
+
+def other_tracked(mask: torch.Tensor) -> torch.Tensor:
+    """(..., N, N) bool: [i, j] is true where j is tracked (mask (..., N)) and j != i."""
+    N = mask.shape[-1]
+    return mask.unsqueeze(-2) & ~torch.eye(N, dtype=torch.bool, device=mask.device)
+
+
 def held(steady: torch.Tensor | None, bodies: torch.Tensor) -> torch.Tensor | None:
     """The steps held on the prior's: steady (..., tt) bool the steps whose actions are the step
     before's (None: unknown, nothing held), bodies (..., N, BODY_COLUMNS) -> (..., tt, N) bool:
@@ -716,13 +734,9 @@ class WorldModel(nn.Module):
         cfg = self.cfg
         dt = 1.0 / cfg.fps
         p, v = cur[..., :3], cur[..., 3:]
-        dp = p.unsqueeze(-3) - p.unsqueeze(-2)  # (..., N, N, 3): [i, j] = p_j - p_i
-        dist = dp.norm(dim=-1).clamp(min=1e-6)  # (..., N, N) m
-        normal = dp / dist[..., None]
-        closing = -((v.unsqueeze(-3) - v.unsqueeze(-2)) * normal).sum(-1)  # (..., N, N) m/s, > 0 approaching
-        gap = dist - closing * dt - (radius.unsqueeze(-1) + radius.unsqueeze(-2))  # (..., N, N) m
-        N = p.shape[-2]
-        other = mask.unsqueeze(-2) & ~torch.eye(N, dtype=torch.bool, device=p.device)  # [i, j]: j tracked, j != i
+        surface, normal, closing = sphere_pairs(cur, radius)
+        gap = surface - closing * dt  # (..., N, N) m
+        other = other_tracked(mask)
         nearest = gap.masked_fill(~other, float("inf")).argmin(-1, keepdim=True)  # (..., N, 1)
         has = other.any(-1).expand(gap.shape[:-1])  # (..., N)
         near_gap = torch.where(has, torch.gather(gap, -1, nearest).squeeze(-1), torch.full_like(gap[..., 0], FAR_GAP))
@@ -807,7 +821,6 @@ class WorldModel(nn.Module):
         p, v = cur[..., :3], cur[..., 3:]
         radius, log_mass, restitution, driven = bodies.unbind(-1)  # (..., N) each
         driven = driven > 0
-        N = p.shape[-2]
         d = p.unsqueeze(-3) - p.unsqueeze(-2)  # (..., N, N, 3): [i, j] = p_j - p_i
         u = v.unsqueeze(-3) - v.unsqueeze(-2)  # (..., N, N, 3): [i, j] = v_j - v_i
         reach = radius.unsqueeze(-1) + radius.unsqueeze(-2)  # (..., N, N) m
@@ -817,7 +830,7 @@ class WorldModel(nn.Module):
         inside = reach.square() - miss2  # > 0: they come within reach
         chord = (inside.clamp(min=0) + CONTACT_EPS**2).sqrt()  # m: half the path within reach (bounded gradients at a graze)
         t_hit = (-du - chord * uu.sqrt()) / uu  # s: the first touch (< 0: touching already)
-        pair = mask.unsqueeze(-2) & mask.unsqueeze(-1) & ~torch.eye(N, dtype=torch.bool, device=p.device)
+        pair = other_tracked(mask) & mask.unsqueeze(-1)
         hits = pair & (inside > 0) & (t_hit < dt) & (du < 0)  # (..., N, N): they meet within this frame
         t_hit = t_hit.clamp(0, dt)
         at = d + u * t_hit[..., None]  # (..., N, N, 3) the line of centres at the touch
@@ -906,23 +919,18 @@ class WorldModel(nn.Module):
     def within_reach(self, cur: torch.Tensor, radius: torch.Tensor, mask: torch.Tensor, seconds: float) -> torch.Tensor:
         """(..., N) bool: which bodies come within `override_reach` of a contact in the next
         `seconds` at their current velocities: cur (..., N, 6) SI states, radius (..., N) m, mask
-        (..., N) the tracked bodies. A contact is another tracked body's surface (the gap between
+        the tracked bodies (broadcast to (..., N); None: all). A contact is another tracked body's surface (the gap between
         their spheres less what their closing speed covers: touching counts, a stack at rest
         included) or the floor while the body falls towards it (faster than FALL_SPEED: a body
         rolling or resting on the floor is not about to hit it)."""
         reach = self.cfg.override_reach
+        mask = torch.ones(cur.shape[:-1], dtype=torch.bool, device=cur.device) if mask is None else mask.expand(cur.shape[:-1])
         if math.isinf(reach):
-            return mask.expand(cur.shape[:-1])
+            return mask
+        surface, _, closing = sphere_pairs(cur, radius)
+        near = (other_tracked(mask) & (surface - closing.clamp(min=0) * seconds < reach)).any(-1)
         p, v = cur[..., :3], cur[..., 3:]
-        d = p.unsqueeze(-3) - p.unsqueeze(-2)  # (..., N, N, 3): [i, j] = p_j - p_i
-        dist = d.norm(dim=-1).clamp(min=1e-6)
-        closing = (-((v.unsqueeze(-3) - v.unsqueeze(-2)) * d).sum(-1) / dist).clamp(min=0)  # (..., N, N) m/s
-        gap = dist - radius.unsqueeze(-1) - radius.unsqueeze(-2) - closing * seconds  # (..., N, N) m
-        N = p.shape[-2]
-        other = mask.unsqueeze(-2) & ~torch.eye(N, dtype=torch.bool, device=p.device)
-        near = (other & (gap < reach)).any(-1)
-        falling = v[..., 2] < -FALL_SPEED
-        floor = falling & (p[..., 2] - radius + v[..., 2] * seconds < reach)
+        floor = (v[..., 2] < -FALL_SPEED) & (p[..., 2] - radius + v[..., 2] * seconds < reach)
         return mask & (near | floor)
 
     def block_dynamics(
@@ -955,8 +963,7 @@ class WorldModel(nn.Module):
         body_tether = None if tether is None else tether.unsqueeze(1)
         cur = src[:, last]  # (B, n, N, 6)
         features = self.dynamics_features(cur, src[:, before], src[:, before2.clamp(min=0)], actions, bodies, body_mask, history, body_tether)  # (B, n, N, F)
-        tracked = torch.ones(cur.shape[:-1], dtype=torch.bool, device=cur.device) if mask is None else mask[:, None].expand(cur.shape[:-1])
-        reach = self.within_reach(cur, bodies[..., 0], tracked, tt / self.cfg.fps)
+        reach = self.within_reach(cur, bodies[..., 0], body_mask, tt / self.cfg.fps)
         return self.step_distribution(self.dynamics_head.decode(slots, features), features, held(steady, bodies), reach)
 
     def chain_states(
