@@ -32,10 +32,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import sim  # noqa: E402
-from rest_drift import add_gate_options, load_model  # noqa: E402
+from rest_drift import CONTEXT, FPS, HORIZON, add_gate_options, load_model  # noqa: E402  (4 context frames, 1.5 s predicted at 20 fps)
 from worldmodel.baselines import constant_velocity  # noqa: E402
-
-FPS, CONTEXT, HORIZON = 20, 4, 30  # frames/s, frames, frames: 1.5 s predicted
 VARIANTS = {"model": (False, False), "prior": (True, False), "sim props": (False, True), "prior+sim": (True, True)}  # (prior only, simulator's properties)
 
 
