@@ -33,15 +33,16 @@ REST = 0.01  # m: a body the simulator moves less than this over the horizon is 
 
 
 def add_gate_options(ap: argparse.ArgumentParser) -> None:
-    """The dynamics gate's inference-time knobs as options (`worldmodel.load`), for every benchmark that rolls a checkpoint out."""
-    ap.add_argument("--gate-override", type=float, default=None, help="the dynamics gate's override, step units (default: the checkpoint's)")
-    ap.add_argument("--override-reach", type=float, default=None, help="how near a contact the override acts, m (inf: everywhere; default: the checkpoint's)")
+    """The dynamics gate's knobs (`worldmodel.GATE_KNOBS`) as options (--gate-override, --override-reach,
+    --free-flight-tolerance), for every benchmark that rolls a checkpoint out; default: the checkpoint's."""
+    for knob, unit in worldmodel.GATE_KNOBS.items():
+        ap.add_argument("--" + knob.replace("_", "-"), type=float, default=None, help=f"the model's {knob} ({unit}; default: the checkpoint's)")
 
 
 def load_model(args) -> tuple[torch.nn.Module, dict]:
     """The checkpoint with `add_gate_options`' knobs applied, and those knobs' values for a summary."""
-    model = worldmodel.load(args.checkpoint, gate_override=args.gate_override, override_reach=args.override_reach)
-    return model, {"gate_override": model.cfg.gate_override, "override_reach": model.cfg.override_reach}
+    model = worldmodel.load(args.checkpoint, **{knob: getattr(args, knob) for knob in worldmodel.GATE_KNOBS})
+    return model, {knob: getattr(model.cfg, knob) for knob in worldmodel.GATE_KNOBS}
 
 
 def body_errors(model, episode) -> list[tuple[bool, float, float, float, int]]:

@@ -24,7 +24,11 @@ import sys
 import time
 from pathlib import Path
 
+import worldmodel
+from rest_drift import add_gate_options
+
 BASELINES = ("copy_last", "constant_velocity", "constant_acceleration")
+KNOB_SUFFIX = {"gate_override": "g", "override_reach": "r", "free_flight_tolerance": "f"}  # the evaluation folder's name for each knob set
 
 
 def command(name: str, *args: str) -> dict:
@@ -44,8 +48,7 @@ def main() -> None:
     ap.add_argument("--model", default="nano")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--name", default=None, help="run and evaluation folder name under --root (default: the model)")
-    ap.add_argument("--gate-override", type=float, default=None, help="evaluate with this dynamics-gate override (physfusion-evaluate gate_override=; default: the checkpoint's)")
-    ap.add_argument("--override-reach", type=float, default=None, help="evaluate with the override acting this near a contact, m (physfusion-evaluate override_reach=; inf: everywhere; default: the checkpoint's)")
+    add_gate_options(ap)  # evaluate with the dynamics gate's knobs set (physfusion-evaluate gate_override= ...)
     ap.add_argument("train_overrides", nargs="*", help="extra physfusion-train overrides, e.g. +model.chain_weight=0.0")
     args = ap.parse_args()
     root = Path(args.root)
@@ -60,8 +63,9 @@ def main() -> None:
     name = args.name or args.model
     train = command("physfusion-train", f"data={root}/mix", f"model={args.model}", f"steps={args.steps}", f"out_dir={root}/{name}", "progress=false", *args.train_overrides)
     train_minutes = (time.perf_counter() - t) / 60
-    eval_dir = f"{root}/eval" + ("" if args.name is None else f"-{name}") + ("" if args.gate_override is None else f"-g{args.gate_override:g}") + ("" if args.override_reach is None else f"-r{args.override_reach:g}")
-    gate = ([] if args.gate_override is None else [f"gate_override={args.gate_override}"]) + ([] if args.override_reach is None else [f"override_reach={args.override_reach}"])
+    knobs = {knob: getattr(args, knob) for knob in worldmodel.GATE_KNOBS if getattr(args, knob) is not None}
+    eval_dir = f"{root}/eval" + ("" if args.name is None else f"-{name}") + "".join(f"-{KNOB_SUFFIX[k]}{v:g}" for k, v in knobs.items())
+    gate = [f"{k}={v}" for k, v in knobs.items()]
     evaluate = command("physfusion-evaluate", f"checkpoint={train['checkpoint']}", f"data={root}/val", f"ood_data={root}/ood", f"out_dir={eval_dir}", "progress=false", *gate)
     report = json.loads(Path(evaluate["report"]).read_text())
 

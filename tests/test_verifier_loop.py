@@ -79,8 +79,9 @@ def test_when_nothing_passes_the_answer_is_the_least_violating_half(tiny_checkpo
     """When no rollout passes the checks, the loop still answers, from the plausible rollouts with
     the lowest violation scores, and says it is unverified. (An untrained model's prior falls
     exactly, so its dynamics head is given a constant extra step of one step unit in every
-    component: every rollout then falls wrongly.)"""
-    model = worldmodel.load(tiny_checkpoint)
+    component, and free flight is off so that the head steps the falling ball: every rollout then
+    falls wrongly.)"""
+    model = worldmodel.load(tiny_checkpoint, free_flight_tolerance=0)
     with torch.no_grad():
         model.dynamics_head.mlp[2].bias[:6] += 1.0  # the moving step's mean, step units
     query = parse_query(SHORT)

@@ -413,6 +413,29 @@ def test_which_bodies_are_driven_is_learnt_from_the_simulator_and_kept_from_the_
     torch.testing.assert_close(driven, driven[:, :1].expand_as(driven))
 
 
+def test_nothing_drives_a_body_in_a_passive_episode(cfg):
+    """A clip whose episode has no actions drives none of its bodies, whatever the driven logits
+    its video gives (here all +5): teacher forcing and a rollout alike, so a rollout's
+    log-probability still matches teacher forcing; the same clip given (constant) actions keeps them."""
+    model = perturbed_model(cfg)
+    with torch.no_grad():
+        model.body_head.bias[-1] = 5.0  # every body looks driven
+    passive = sim.simulate("drop", {"num_objects": 2}, seed=0, seconds=0.6, width=32, height=32)
+    active = dataclasses.replace(passive, actions=np.zeros((len(passive), 3), np.float32))
+    batch = wm.collate([passive, active], cfg)
+    assert batch.active.tolist() == [False, True]
+    with torch.no_grad():
+        driven = model(batch)["bodies"][..., 3]  # (2, nb - 1, n_max)
+    assert (driven[0] == wm.model.DRIVEN_INIT).all() and (driven[1] > 0).all()
+    rolled = {}
+    for name, ep in (("passive", passive), ("active", active)):
+        r = model.rollout(ep, context=4, horizon=4, samples=1, temperature=1.0, seed=3)[0]
+        recomputed = model.log_prob(wm.collate([r.episode], cfg), start_frame=4)[0]
+        torch.testing.assert_close(r.logprob, recomputed, rtol=1e-5, atol=1e-2)
+        rolled[name] = r.episode.positions[4:]
+    assert not np.allclose(rolled["passive"], rolled["active"], atol=1e-4)  # held on the prior only where driven
+
+
 @pytest.mark.parametrize("scene", ["push", "gears", "pour"])
 def test_the_prior_carries_a_driven_body_while_its_actions_hold(scene):
     """What holding rests on: on the simulator's own states, the prior's step (steady change, no
@@ -702,6 +725,39 @@ def test_the_override_acts_only_within_reach_of_a_contact(cfg):
     move, rest = torch.ones(2, 6), torch.zeros(2, 6)  # a correction of 1 step unit, beyond the 0.1 override
     dist = wm.model.StepDistribution(move, move.log(), rest, rest, torch.ones(2), 0.1, None, torch.tensor([[True], [False]]))
     assert dist.mean.tolist() == [[1.0] * 6, [0.0] * 6]  # within reach: overridden; out of it: kept
+
+
+def test_a_body_in_free_flight_flies_on_the_parabola_whatever_the_head_says(cfg):
+    """A free body whose steady velocity change is at least gravity's downwards, out of reach of
+    every contact, is held on gravity's step alone (no horizontal change), however large the
+    head's corrections; a body held up by anything, near the floor, or driven is the gate's."""
+    model = perturbed_model(cfg, scale=0.5)  # large random corrections and gate logits
+    N, dt, g = cfg.n_max_objects, 1.0 / cfg.fps, 9.81
+    src = torch.zeros(1, 3, N, 6)  # three frames of states (prev2, prev, cur), SI
+    src[0, :, :, 0] = torch.arange(N, dtype=torch.float) * 2.0  # 2 m apart: no body near another
+    src[0, :, :, 2] = 1.5  # 1.5 m up
+    src[0, :, 0:5, 3] = 4.0  # launched along x at 4 m/s
+    src[0, :, 1, 3] = torch.tensor([4.2, 4.1, 4.0])  # body 1 also slowing along x (as a learnt correction might have it)
+    for body, dv in ((0, -g * dt), (1, -g * dt), (2, 0.0), (3, -g * dt), (4, -g * dt), (5, -0.3 * g * dt), (6, -1.2 * g * dt)):
+        src[0, :, body, 5] = torch.tensor([-1.0, -1.0 + dv, -1.0 + 2 * dv])  # its vertical velocity changes by dv a frame
+    src[0, :, 3, 2] = 0.05 + 0.04  # body 3 falls 4 cm above the floor: within reach of it
+    # bodies: 0, 1 fly; 2 slides on a table; 3 is about to land; 4 is driven; 5 slides down a ramp; 6 is pulled down harder than gravity
+    bodies = torch.tensor([0.05, 0.0, 0.5, -4.0]).repeat(1, 1, N, 1)  # (B, n, N, 4): radius m, log mass, restitution, driven logit
+    bodies[..., 4, 3] = 4.0
+    slots = torch.randn(1, 1, cfg.tubelet_t, N, cfg.d_model)
+    with torch.no_grad():
+        dist = model.block_dynamics(slots, bodies, src)
+        features = model.dynamics_features(src[:, 2], src[:, 1], src[:, 0], bodies=bodies[:, 0])
+    free = [True, True, False, True, False, False, True, False]  # body 7 hangs still 1.5 m up: something holds it
+    assert model.in_free_flight(features, bodies[:, 0])[0].tolist() == free
+    held = [True, True, False, False, False, False, True, False]  # free and out of reach (3 is within reach of the floor)
+    assert dist.hold[0, 0, 0, :, 0].tolist() == held
+    nxt = model.step_states(src[0, 2], dist.mean[0, 0, 0])  # (N, 6) the next frame at temperature 0
+    for body in (0, 1, 6):
+        torch.testing.assert_close(nxt[body, 3:], src[0, 2, body, 3:] + torch.tensor([0.0, 0.0, -g * dt]), atol=1e-5, rtol=0)
+    assert (dist.move[0, 0, 0, [0, 1, 6]] - dist.rest[0, 0, 0, [0, 1, 6]]).abs().max() > 0.1  # the head did say otherwise
+    never = dataclasses.replace(cfg, free_flight_tolerance=0.0)  # off
+    assert not wm.WorldModel(never).in_free_flight(features, bodies[:, 0]).any()
 
 
 def test_dynamics_corrections_stay_bounded_far_out_of_range(cfg):

@@ -14,13 +14,14 @@ Commands: `physfusion-train` (worldmodel.train) and `physfusion-evaluate` (world
 worldmodel.metrics and worldmodel.baselines).
 """
 
-from worldmodel.config import MODALITIES, PRESETS, ModelConfig, preset
+from worldmodel.config import GATE_KNOBS, MODALITIES, PRESETS, ModelConfig, preset
 from worldmodel.model import KVCache, WorldModel, baseline_encoder, discretized_gaussian_logprob, load
 from worldmodel.moe import expert_usage, load_balancing_loss
 from worldmodel.rollout import Rollout
 from worldmodel.tokens import Batch, collate, decode_text, encode_text, frames_to_tubelets, tubelets_to_frames
 
 __all__ = [
+    "GATE_KNOBS",
     "MODALITIES",
     "PRESETS",
     "Batch",

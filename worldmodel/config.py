@@ -17,6 +17,9 @@ from dataclasses import asdict, dataclass, fields, replace
 # token modality types (the index of `type_emb`; MoE routing can be biased by these)
 TEXT, VIDEO, AUDIO, ACTION, SEP, STATE = 0, 1, 2, 3, 4, 5
 MODALITIES = ("text", "video", "audio", "action", "sep", "state")
+GATE_KNOBS = {"gate_override": "step units", "override_reach": "m; inf: everywhere", "free_flight_tolerance": "a fraction of one frame's g dt; 0: never"}
+"""the dynamics gate's knobs (`ModelConfig` fields, each >= 0, with its unit): they change no weight,
+so `worldmodel.load` and `physfusion-evaluate` may set them on a trained checkpoint"""
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,13 @@ class ModelConfig:
     elsewhere nothing the model tracks can hit it, and the gate's keep is final (coasting, rolling
     or sliding at a steady pace, in free flight). inf: the override acts everywhere. 0.05 (the
     contact_scale) keeps stacked cubes, whose learnt spheres need not touch, within reach"""
+    free_flight_tolerance: float = 0.05
+    """fraction of gravity's velocity change over one frame: a free body (neither driven nor
+    tethered) whose steady velocity change is at least gravity's downwards, less this, and which is
+    out of `override_reach` of every contact, is in free flight (nothing below it holds it up, so
+    nothing presses on it and no friction acts): it is held on gravity's step alone whatever the
+    gate says (`WorldModel.in_free_flight`), where out of the training ranges the learnt
+    corrections bend it back towards them (a faster launch, a higher drop). 0: never held"""
     gate_weight: float = 0.1
     """weight of the gate's binary cross-entropy (keep the prior's step or move) within the state loss"""
     body_weight: float = 0.1
@@ -210,10 +220,9 @@ class ModelConfig:
             bad("sim_timestep", f"[0, 1 / fps = {1.0 / self.fps:g}) s")
         if self.rest_tolerance < 0:
             bad("rest_tolerance", ">= 0 (step units)")
-        if self.gate_override < 0:
-            bad("gate_override", ">= 0 (step units)")
-        if not self.override_reach >= 0:
-            bad("override_reach", ">= 0 (m; inf: everywhere)")
+        for name, unit in GATE_KNOBS.items():
+            if not getattr(self, name) >= 0:
+                bad(name, f">= 0 ({unit})")
         if self.gate_weight < 0:
             bad("gate_weight", ">= 0")
         if self.body_weight < 0:

@@ -86,8 +86,7 @@ def check_options(cfg: DictConfig) -> dict:
         "videos": _integer(cfg, "videos", 0),
         "seed": _integer(cfg, "seed", 0),
         "temperature": cfg.temperature,
-        "gate_override": cfg.gate_override,
-        "override_reach": cfg.override_reach,
+        **{knob: cfg[knob] for knob in worldmodel.GATE_KNOBS},
         "caption_ablation": cfg.caption_ablation,
         "device": str(cfg.device),
         "out_dir": Path(to_absolute_path(str(cfg.out_dir))),
@@ -95,7 +94,7 @@ def check_options(cfg: DictConfig) -> dict:
     }
     if isinstance(opts["temperature"], bool) or not isinstance(opts["temperature"], (int, float)) or not opts["temperature"] >= 0:
         raise ConfigError(f"parameter 'temperature': got {opts['temperature']!r}; allowed: a number >= 0")
-    for key, unit in (("gate_override", "step units"), ("override_reach", "m; .inf: everywhere")):  # the dynamics gate's inference-time knobs
+    for key, unit in worldmodel.GATE_KNOBS.items():
         v = opts[key]
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0):
             raise ConfigError(f"parameter {key!r}: got {v!r}; allowed: null (the checkpoint's) or a number >= 0 ({unit})")
@@ -141,7 +140,7 @@ def load_model(opts: dict) -> worldmodel.WorldModel:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"parameter 'device': got {device!r}; allowed: cpu (no CUDA device is available)")
     try:
-        model = worldmodel.load(opts["checkpoint"], device=device, gate_override=opts["gate_override"], override_reach=opts["override_reach"])
+        model = worldmodel.load(opts["checkpoint"], device=device, **{knob: opts[knob] for knob in worldmodel.GATE_KNOBS})
     except (ValueError, OSError, RuntimeError, SafetensorError) as err:  # not a checkpoint, or another model's
         first_line = str(err).strip().splitlines()[0]
         raise ConfigError(f"parameter 'checkpoint': {str(opts['checkpoint'])!r} cannot be loaded ({first_line}); allowed: a file written by WorldModel.save") from None

@@ -43,9 +43,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from worldmodel.config import ModelConfig, preset
+from worldmodel.config import GATE_KNOBS, ModelConfig, preset
 from worldmodel.moe import MoEFeedForward
-from worldmodel.tether import TETHER_FEATURES, TETHER_FRAMES, Tether, fit_tethers, tangential_draw, tether_features, tether_step
+from worldmodel.tether import GRAVITY, TETHER_FEATURES, TETHER_FRAMES, Tether, fit_tethers, tangential_draw, tether_features, tether_step
 from worldmodel.tokens import (
     PAD,
     Batch,
@@ -80,6 +80,7 @@ POINTER_TOLERANCE = 0.1  # log units: a caption number within 10% of a stated pr
 CONTACT_EPS = 0.001  # m: added in quadrature to a contact's half-chord, so a graze's contact time has a bounded gradient (`WorldModel.contact_impulse`)
 FAR_GAP = 100.0  # m: the contact gap of a body with no other tracked body
 FALL_SPEED = 0.05  # m/s: a body falls towards the floor (and may hit it) faster than this (`WorldModel.within_reach`)
+STEADY = slice(9, 12)  # the dynamics features' steady velocity change, step_vel_scale units (`WorldModel.dynamics_features`)
 DYNAMICS_OUT = 19  # per body and frame: the moving step's mean (6) and log-std (6), the resting step's log-std (6), the gate's keep logit (`StepDistribution`)
 
 
@@ -206,8 +207,9 @@ class StepDistribution:
     elsewhere `move`, the prior plus the correction, with the log-std `move_logstd`. The gate is
     its mode at every temperature, so a sampled step's log-density is the chosen Gaussian's: exact
     and differentiable through its mean and log-std. Where `hold` is set (a driven body whose
-    command has not changed: its servo holds it on the prior's course, `WorldModel.block_dynamics`),
-    the prior's step is kept whatever the gate says.
+    command has not changed: its servo holds it on the prior's course; a body in free flight out of
+    reach of contacts: gravity alone; `WorldModel.block_dynamics`), the prior's step is kept
+    whatever the gate says.
 
     move, move_logstd, rest, rest_logstd (..., 6); keep_logit (...); override a number; hold (..., 1)
     bool or None (nothing held); reach (..., 1) bool or None (every body within reach)
@@ -510,8 +512,8 @@ def constant_acceleration_prior(cfg: ModelConfig) -> torch.Tensor:
     its log-std and gate outputs have no prior (rows 6.. are 0), nor do contacts and actions (columns 12..)."""
     prior, eye = torch.zeros(DYNAMICS_OUT, dynamics_features_dim(cfg)), torch.eye(3)
     dt = 1.0 / cfg.fps
-    prior[3:6, 9:12] = eye
-    prior[0:3, 9:12] = eye * cfg.step_vel_scale * dt * (1 + cfg.sim_timestep / dt) / (2 * cfg.step_pos_scale)
+    prior[3:6, STEADY] = eye
+    prior[0:3, STEADY] = eye * cfg.step_vel_scale * dt * (1 + cfg.sim_timestep / dt) / (2 * cfg.step_pos_scale)
     return prior
 
 
@@ -531,6 +533,16 @@ def other_tracked(mask: torch.Tensor) -> torch.Tensor:
     """(..., N, N) bool: [i, j] is true where j is tracked (mask (..., N)) and j != i."""
     N = mask.shape[-1]
     return mask.unsqueeze(-2) & ~torch.eye(N, dtype=torch.bool, device=mask.device)
+
+
+def undriven_if_passive(bodies: torch.Tensor, active: torch.Tensor | None) -> torch.Tensor:
+    """bodies (B, ..., N, BODY_COLUMNS) (`body_properties`) with the driven logit at DRIVEN_INIT
+    (free) in every clip whose episode has no actions, active (B,) bool (None: all active): nothing
+    drives a body in a passive scene, whatever its video looks like out of the training ranges."""
+    if active is None:
+        return bodies
+    passive = ~active.view(-1, *[1] * (bodies.dim() - 2))  # (B, 1.., 1)
+    return torch.cat([bodies[..., :3], bodies[..., 3:].masked_fill(passive[..., None], DRIVEN_INIT)], dim=-1)
 
 
 def held(steady: torch.Tensor | None, bodies: torch.Tensor) -> torch.Tensor | None:
@@ -933,6 +945,27 @@ class WorldModel(nn.Module):
         floor = (v[..., 2] < -FALL_SPEED) & (p[..., 2] - radius + v[..., 2] * seconds < reach)
         return mask & (near | floor)
 
+    def in_free_flight(self, features: torch.Tensor, bodies: torch.Tensor) -> torch.Tensor:
+        """(..., N) bool: the bodies whose steady velocity change is at least gravity's downwards
+        (to within `free_flight_tolerance` of one frame's g dt; 0: none) and which are neither
+        driven nor tethered. Whatever stands below a body (the floor, a table, a ramp) can only slow its fall,
+        so such a body has nothing holding it up, nothing pressing on it and no friction: gravity
+        alone acts on it until it meets something. features (..., N, `dynamics_features_dim`)
+        (`dynamics_features`), bodies (..., N, BODY_COLUMNS) (`body_properties`)."""
+        cfg = self.cfg
+        g_dt = GRAVITY[2] / cfg.fps  # m/s per frame, < 0
+        steady_z = features[..., STEADY][..., 2] * cfg.step_vel_scale
+        falling = steady_z < (1 - cfg.free_flight_tolerance) * g_dt
+        return falling & (bodies[..., 3] <= 0) & (features[..., -1] <= 0) & (cfg.free_flight_tolerance > 0)
+
+    def ballistic(self, features: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+        """features (..., N, F) with the steady velocity change of the bodies in free flight, free
+        (..., N) bool, set to gravity's exactly (no horizontal part): the prior then steps them on
+        the parabola."""
+        g = features.new_tensor(GRAVITY) / (self.cfg.fps * self.cfg.step_vel_scale)  # step units
+        steady = torch.where(free[..., None], g, features[..., STEADY])
+        return torch.cat([features[..., : STEADY.start], steady, features[..., STEADY.stop :]], dim=-1)
+
     def block_dynamics(
         self,
         slots: torch.Tensor,
@@ -954,7 +987,8 @@ class WorldModel(nn.Module):
         what the head adds to each frame's `contact_impulse`. A driven body (`body_properties`)
         whose actions are steady is held on the prior's step: its servo keeps it on its course (a
         paddle at its commanded velocity, a gear at its speed, a tipped cup where it is), which the
-        prior carries on."""
+        prior carries on; so is a body in free flight out of reach of every contact
+        (`in_free_flight`, `within_reach`), on gravity's step alone (`ballistic`)."""
         tt, n, F = self.cfg.tubelet_t, slots.shape[1], src.shape[1]
         last = F - n * tt + torch.arange(n, device=slots.device) * tt + tt - 1  # base frame of each block
         before, before2 = (last - 1).clamp(min=0), last - 2
@@ -964,7 +998,10 @@ class WorldModel(nn.Module):
         cur = src[:, last]  # (B, n, N, 6)
         features = self.dynamics_features(cur, src[:, before], src[:, before2.clamp(min=0)], actions, bodies, body_mask, history, body_tether)  # (B, n, N, F)
         reach = self.within_reach(cur, bodies[..., 0], body_mask, tt / self.cfg.fps)
-        return self.step_distribution(self.dynamics_head.decode(slots, features), features, held(steady, bodies), reach)
+        free = self.in_free_flight(features, bodies) & ~reach  # (B, n, N): held on gravity's parabola
+        hold = held(steady, bodies)
+        hold = free.unsqueeze(-2).expand(*free.shape[:-1], tt, free.shape[-1]) if hold is None else hold | free.unsqueeze(-2)
+        return self.step_distribution(self.dynamics_head.decode(slots, features), self.ballistic(features, free), hold, reach)
 
     def chain_states(
         self,
@@ -1099,6 +1136,7 @@ class WorldModel(nn.Module):
         slots = self.dynamics_head.slots(hv[:, :-1])  # (B, nb-1, tt, n_max, D): shared by the one-step and chained dynamics
         read, pointer = self.read_bodies(slots, self.caption_numbers(batch.text, text_values))  # (B, nb-1, n_max, BODY_COLUMNS)
         bodies = torch.cat([read[..., :3], read[:, :1, :, 3:].expand_as(read[..., 3:])], dim=-1)  # driven as the first block reads it, kept (a rollout keeps its context's)
+        bodies = undriven_if_passive(bodies, batch.active)
         tether = None if known is None else fit_tethers(known[:, :TETHER_FRAMES], body_mask & present[:, None])  # (B, n_max) from the clip's first frames, as a rollout's context
         steady = None if inp["steady"] is None else inp["steady"][:, :-1]  # (B, nb-1, tt) of the steps into blocks 1..
         dist = self.block_dynamics(slots, bodies, src[:, : (nb - 1) * tt], actions, body_mask, tether, steady)  # (B, nb-1, tt, n_max)
@@ -1209,10 +1247,11 @@ class WorldModel(nn.Module):
         return cls(preset(name, **overrides))
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu", gate_override: float | None = None, override_reach: float | None = None) -> WorldModel:
+def load(path: str | os.PathLike, device: str | torch.device = "cpu", **knobs: float | None) -> WorldModel:
     """A `WorldModel` from `WorldModel.save`'s file (or a directory holding model.safetensors);
-    gate_override and override_reach, if given, replace the checkpoint's `ModelConfig` fields
-    (inference-time knobs of the dynamics gate: step units >= 0, m >= 0 or inf)."""
+    knobs, the dynamics gate's (`GATE_KNOBS`: gate_override=, override_reach=,
+    free_flight_tolerance=), replace the checkpoint's `ModelConfig` fields where given (None:
+    the checkpoint's)."""
     import json
 
     from safetensors import safe_open
@@ -1228,14 +1267,13 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", gate_overr
     if meta.get("format") != FORMAT:
         raise ValueError(f"worldmodel.load: {str(path)!r} has format {meta.get('format')!r}; allowed: {FORMAT!r}")
     cfg = ModelConfig.from_dict(json.loads(meta["config"]))
-    if gate_override is not None:
-        if not gate_override >= 0:
-            raise ValueError(f"worldmodel.load: gate_override={gate_override!r}; allowed: >= 0 (step units) or None (the checkpoint's)")
-        cfg = replace(cfg, gate_override=float(gate_override))
-    if override_reach is not None:
-        if not override_reach >= 0:
-            raise ValueError(f"worldmodel.load: override_reach={override_reach!r}; allowed: >= 0 (m; inf: everywhere) or None (the checkpoint's)")
-        cfg = replace(cfg, override_reach=float(override_reach))
+    for name, value in knobs.items():
+        if name not in GATE_KNOBS:
+            raise TypeError(f"worldmodel.load: unknown knob {name!r}; allowed: {', '.join(GATE_KNOBS)}")
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"worldmodel.load: {name}={value!r}; allowed: >= 0 ({GATE_KNOBS[name]}) or None (the checkpoint's)")
+            cfg = replace(cfg, **{name: float(value)})
     model = WorldModel(cfg)
     model.load_state_dict(load_file(str(path)))
     return model.to(device).eval()

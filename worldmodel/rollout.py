@@ -95,7 +95,7 @@ def rollout(
     arr = episode_arrays(ctx, cfg, n_frames=nb * tt)
     levels = torch.zeros(S, nb * tt, cfg.image_size, cfg.image_size, 3, device=dev)  # uint8 levels as float
     levels[:, :context] = torch.from_numpy(episode.frames[:context]).to(dev).float()
-    audio_feat = audio_present = actions = steady = None
+    audio_feat = audio_present = actions = steady = active = None
     n = min(episode.states.shape[1], cfg.n_max_objects)  # tracked bodies
     # (S, nb*tt, n_max, 6) SI: the context's states, zeros until predicted
     known = torch.from_numpy(arr["states"]).to(dev).float()[None].repeat(S, 1, 1, 1)
@@ -108,6 +108,7 @@ def rollout(
     if cfg.action_dim:
         actions = block_actions(torch.from_numpy(arr["actions"]).to(dev)[None], nb, tt).expand(S, -1, -1, -1)
         steady = steady_actions(torch.from_numpy(arr["actions"]).to(dev)[None], nb, tt).expand(S, -1, -1)  # (S, nb, tt)
+        active = torch.full((S,), bool(arr["active"]), device=dev)
 
     def blocks(first: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """embeddings (S, count * block_len, D) and tubelets (S, count, Np, Dt) of known blocks"""
@@ -128,7 +129,7 @@ def rollout(
         return x, tub
 
     # prefill: caption + whole context blocks
-    from worldmodel.model import KVCache, discretized_gaussian_logprob, sample_levels
+    from worldmodel.model import KVCache, discretized_gaussian_logprob, sample_levels, undriven_if_passive
 
     cache = KVCache()
     tokens = np.asarray(encode_text(episode.caption, cfg.max_text_len))
@@ -170,8 +171,8 @@ def rollout(
         drive = None if actions is None else actions[:, b - 1 : b]  # (S, 1, tt, A) the actions of block b's frames
         slots = model.dynamics_head.slots(hv)  # (S, 1, tt, n_max, D)
         bodies = model.body_properties(slots, caption)  # (S, 1, n_max, BODY_COLUMNS)
-        if b == nb_known:  # which bodies the actions drive: read from the context's video, kept
-            driven = bodies[..., 3:]
+        if b == nb_known:  # which bodies the actions drive: read from the context's video, kept (none in a passive episode)
+            driven = undriven_if_passive(bodies, active)[..., 3:]
         bodies = torch.cat([bodies[..., :3], driven], dim=-1)
         held = None if actions is None else steady[:, b - 1 : b]  # (S, 1, tt) whether they are the frame before's
         dist = model.block_dynamics(slots, bodies, src, drive, mask.bool(), tether, held).map(lambda t: t[:, 0])  # (S, tt, n_max)

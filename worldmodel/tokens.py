@@ -159,6 +159,9 @@ class Batch:
     audio:         (B, T, samples_per_frame) float32 waveform cut per frame, or None (no audio)
     audio_present: (B, T) bool, False where a frame's audio is unknown, or None (all known)
     actions:       (B, T, action_dim) float32, a_t applied during frame t (zero-padded), or None
+    active:        (B,) bool, True where the clip's episode has actions at all (an actuated
+                   scene: push, gears, pour), False for a passive one, whose bodies nothing
+                   drives; or None (every clip active where `actions` is given)
     states:        (B, T, n_max_objects, 6) float32 positions (m) and velocities (m/s), or None
     state_mask:    (B, n_max_objects) bool, True for the bodies an episode has, or None
     state_present: (B,) bool, False for clips whose states are hidden from the state tokens (they
@@ -174,6 +177,7 @@ class Batch:
     audio: torch.Tensor | None = None
     audio_present: torch.Tensor | None = None
     actions: torch.Tensor | None = None
+    active: torch.Tensor | None = None
     states: torch.Tensor | None = None
     state_mask: torch.Tensor | None = None
     state_present: torch.Tensor | None = None
@@ -229,6 +233,7 @@ def episode_arrays(ep, cfg: ModelConfig, n_frames: int | None = None) -> dict[st
             a = np.asarray(ep.actions, np.float32)[:T]
             actions[: len(a), : a.shape[1]] = a
         out["actions"] = actions
+        out["active"] = np.bool_(ep.actions is not None)
     n = min(ep.states.shape[1], cfg.n_max_objects)  # tracked bodies
     states = np.zeros((T, cfg.n_max_objects, 6), np.float32)
     s = np.asarray(ep.states[:T, :n])
@@ -260,6 +265,7 @@ def collate(episodes: Sequence, cfg: ModelConfig) -> Batch:
         audio=stack("audio"),
         audio_present=stack("audio_present"),
         actions=stack("actions"),
+        active=stack("active"),
         states=stack("states"),
         state_mask=stack("state_mask"),
         bodies=stack("bodies"),
