@@ -728,9 +728,9 @@ def test_the_override_acts_only_within_reach_of_a_contact(cfg):
 
 
 def test_a_body_in_free_flight_flies_on_the_parabola_whatever_the_head_says(cfg):
-    """A free body whose steady velocity change is at least gravity's downwards, out of reach of
-    every contact, is held on gravity's step alone (no horizontal change), however large the
-    head's corrections; a body held up by anything, near the floor, or driven is the gate's."""
+    """A free body whose steady velocity change is at least gravity's downwards, or which rises,
+    out of reach of every contact, is held on gravity's step alone (no horizontal change), however
+    large the head's corrections; a body held up by anything, near the floor, or driven is the gate's."""
     model = perturbed_model(cfg, scale=0.5)  # large random corrections and gate logits
     N, dt, g = cfg.n_max_objects, 1.0 / cfg.fps, 9.81
     src = torch.zeros(1, 3, N, 6)  # three frames of states (prev2, prev, cur), SI
@@ -741,21 +741,27 @@ def test_a_body_in_free_flight_flies_on_the_parabola_whatever_the_head_says(cfg)
     for body, dv in ((0, -g * dt), (1, -g * dt), (2, 0.0), (3, -g * dt), (4, -g * dt), (5, -0.3 * g * dt), (6, -1.2 * g * dt)):
         src[0, :, body, 5] = torch.tensor([-1.0, -1.0 + dv, -1.0 + 2 * dv])  # its vertical velocity changes by dv a frame
     src[0, :, 3, 2] = 0.05 + 0.04  # body 3 falls 4 cm above the floor: within reach of it
-    # bodies: 0, 1 fly; 2 slides on a table; 3 is about to land; 4 is driven; 5 slides down a ramp; 6 is pulled down harder than gravity
+    src[0, :, 7, 5] = 1.0  # body 7 rises at a steady 1 m/s (off a bounce, its steady change not yet gravity's)
+    # bodies: 0, 1 fly; 2 slides down a slope at a steady pace; 3 is about to land; 4 is driven; 5 slides down a ramp;
+    # 6 is pulled down harder than gravity; 7 rises
     bodies = torch.tensor([0.05, 0.0, 0.5, -4.0]).repeat(1, 1, N, 1)  # (B, n, N, 4): radius m, log mass, restitution, driven logit
     bodies[..., 4, 3] = 4.0
     slots = torch.randn(1, 1, cfg.tubelet_t, N, cfg.d_model)
     with torch.no_grad():
         dist = model.block_dynamics(slots, bodies, src)
         features = model.dynamics_features(src[:, 2], src[:, 1], src[:, 0], bodies=bodies[:, 0])
-    free = [True, True, False, True, False, False, True, False]  # body 7 hangs still 1.5 m up: something holds it
+    free = [True, True, False, True, False, False, True, True]
     assert model.in_free_flight(features, bodies[:, 0])[0].tolist() == free
-    held = [True, True, False, False, False, False, True, False]  # free and out of reach (3 is within reach of the floor)
+    still = features.clone()
+    still[..., wm.model.VELOCITY] = 0.0  # at rest 1.5 m up with no steady change: something holds it
+    still[..., 2, wm.model.VELOCITY.start + 2] = 0.01 / cfg.vel_scale  # lifted at 1 cm/s: no faster than FALL_SPEED
+    assert not model.in_free_flight(still, bodies[:, 0])[0, [2, 7]].any()
+    held = [True, True, False, False, False, False, True, True]  # free and out of reach (3 is within reach of the floor)
     assert dist.hold[0, 0, 0, :, 0].tolist() == held
     nxt = model.step_states(src[0, 2], dist.mean[0, 0, 0])  # (N, 6) the next frame at temperature 0
-    for body in (0, 1, 6):
+    for body in (0, 1, 6, 7):
         torch.testing.assert_close(nxt[body, 3:], src[0, 2, body, 3:] + torch.tensor([0.0, 0.0, -g * dt]), atol=1e-5, rtol=0)
-    assert (dist.move[0, 0, 0, [0, 1, 6]] - dist.rest[0, 0, 0, [0, 1, 6]]).abs().max() > 0.1  # the head did say otherwise
+    assert (dist.move[0, 0, 0, [0, 1, 6, 7]] - dist.rest[0, 0, 0, [0, 1, 6, 7]]).abs().max() > 0.1  # the head did say otherwise
     with torch.no_grad():  # the chained states that train the head follow it too, as a rollout does
         chained = model.chain_states(slots, bodies, src[:, 1:], mask=torch.ones(1, N, dtype=torch.bool))  # (1, tt, N, 6)
     expected = src[0, 2, 0, 5] + g * dt * -torch.arange(1, cfg.tubelet_t + 1)

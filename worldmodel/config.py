@@ -112,11 +112,13 @@ class ModelConfig:
     contact_scale) keeps stacked cubes, whose learnt spheres need not touch, within reach"""
     free_flight_tolerance: float = 0.05
     """fraction of gravity's velocity change over one frame: a free body (neither driven nor
-    tethered) whose steady velocity change is at least gravity's downwards, less this, and which is
-    out of `override_reach` of every contact, is in free flight (nothing below it holds it up, so
-    nothing presses on it and no friction acts): it is held on gravity's step alone whatever the
-    gate says (`WorldModel.in_free_flight`), where out of the training ranges the learnt
-    corrections bend it back towards them (a faster launch, a higher drop). 0: never held"""
+    tethered) whose steady velocity change is at least gravity's downwards, less this, or which
+    rises (faster than 5 cm/s), and which is out of `override_reach` of every contact, is in free
+    flight (nothing below it holds it up, nothing but a contact lifts it, so nothing presses on it
+    and no friction acts): it is held on gravity's step alone whatever the gate says
+    (`WorldModel.in_free_flight`), where out of the training ranges the learnt corrections bend it
+    back towards them (a faster launch, a higher drop) and off a bounce the prior would carry it up
+    at a steady pace. 0: never held"""
     gate_weight: float = 0.1
     """weight of the gate's binary cross-entropy (keep the prior's step or move) within the state loss"""
     body_weight: float = 0.1

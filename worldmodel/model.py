@@ -80,7 +80,7 @@ POINTER_TOLERANCE = 0.1  # log units: a caption number within 10% of a stated pr
 CONTACT_EPS = 0.001  # m: added in quadrature to a contact's half-chord, so a graze's contact time has a bounded gradient (`WorldModel.contact_impulse`)
 FAR_GAP = 100.0  # m: the contact gap of a body with no other tracked body
 FALL_SPEED = 0.05  # m/s: a body falls towards the floor (and may hit it) faster than this (`WorldModel.within_reach`)
-STEADY = slice(9, 12)  # the dynamics features' steady velocity change, step_vel_scale units (`WorldModel.dynamics_features`)
+VELOCITY, STEADY = slice(3, 6), slice(9, 12)  # the dynamics features' velocity (vel_scale units) and steady velocity change (step_vel_scale units) (`WorldModel.dynamics_features`)
 DYNAMICS_OUT = 19  # per body and frame: the moving step's mean (6) and log-std (6), the resting step's log-std (6), the gate's keep logit (`StepDistribution`)
 
 
@@ -946,17 +946,20 @@ class WorldModel(nn.Module):
         return mask & (near | floor)
 
     def in_free_flight(self, features: torch.Tensor, bodies: torch.Tensor) -> torch.Tensor:
-        """(..., N) bool: the bodies whose steady velocity change is at least gravity's downwards
-        (to within `free_flight_tolerance` of one frame's g dt; 0: none) and which are neither
-        driven nor tethered. Whatever stands below a body (the floor, a table, a ramp) can only slow its fall,
-        so such a body has nothing holding it up, nothing pressing on it and no friction: gravity
-        alone acts on it until it meets something. features (..., N, `dynamics_features_dim`)
-        (`dynamics_features`), bodies (..., N, BODY_COLUMNS) (`body_properties`)."""
+        """(..., N) bool: the free bodies (neither driven nor tethered) that nothing holds up:
+        those whose steady velocity change is at least gravity's downwards (to within
+        `free_flight_tolerance` of one frame's g dt; 0: none), since whatever stands below a body
+        can only slow its fall, and those rising faster than FALL_SPEED, since nothing but a
+        contact lifts a free body (off a bounce, its steady change is not yet gravity's). Such a
+        body has nothing pressing on it and no friction: gravity alone acts on it until it meets
+        something. features (..., N, `dynamics_features_dim`) (`dynamics_features`), bodies (...,
+        N, BODY_COLUMNS) (`body_properties`)."""
         cfg = self.cfg
         g_dt = GRAVITY[2] / cfg.fps  # m/s per frame, < 0
         steady_z = features[..., STEADY][..., 2] * cfg.step_vel_scale
+        rising = features[..., VELOCITY][..., 2] * cfg.vel_scale > FALL_SPEED
         falling = steady_z < (1 - cfg.free_flight_tolerance) * g_dt
-        return falling & (bodies[..., 3] <= 0) & (features[..., -1] <= 0) & (cfg.free_flight_tolerance > 0)
+        return (falling | rising) & (bodies[..., 3] <= 0) & (features[..., -1] <= 0) & (cfg.free_flight_tolerance > 0)
 
     def ballistic(self, features: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
         """features (..., N, F) with the steady velocity change of the bodies in free flight, free
