@@ -1000,17 +1000,8 @@ class WorldModel(nn.Module):
         body_tether = None if tether is None else tether.unsqueeze(1)
         cur = src[:, last]  # (B, n, N, 6)
         features = self.dynamics_features(cur, src[:, before], src[:, before2.clamp(min=0)], actions, bodies, body_mask, history, body_tether)  # (B, n, N, F)
-        return self.steps_from(slots, cur, features, bodies, body_mask, steady)
-
-    def steps_from(self, slots: torch.Tensor, cur: torch.Tensor, features: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor | None, steady: torch.Tensor | None) -> StepDistribution:
-        """The head's steps on slots (..., tt, N, D) for bodies at states cur (..., N, 6) SI with
-        their `dynamics_features` (..., N, F), properties bodies (..., N, BODY_COLUMNS), mask (..., N)
-        the tracked ones (None: all) and steady (..., tt) as in `held` -> their `StepDistribution`
-        (..., tt, N), where a driven body under steady actions and a body in free flight out of
-        reach of every contact are held on the prior's step (gravity's alone for the latter)."""
-        tt = self.cfg.tubelet_t
-        reach = self.within_reach(cur, bodies[..., 0], mask, tt / self.cfg.fps)
-        free = self.in_free_flight(features, bodies) & ~reach  # (..., N): on gravity's parabola
+        reach = self.within_reach(cur, bodies[..., 0], body_mask, tt / self.cfg.fps)
+        free = self.in_free_flight(features, bodies) & ~reach  # (B, n, N): on gravity's parabola
         hold = held(steady, bodies)
         hold = free.unsqueeze(-2).expand(*free.shape[:-1], tt, free.shape[-1]) if hold is None else hold | free.unsqueeze(-2)
         return self.step_distribution(self.dynamics_head.decode(slots, features), self.ballistic(features, free), hold, reach)
@@ -1028,8 +1019,9 @@ class WorldModel(nn.Module):
         """States of blocks 1..n stepped from block 0's known (or read-out) states and then from the
         chain's own predictions only, as a rollout does, while the video stays teacher-forced, with
         the moving means alone (no gate: they learn what compounds wherever the gate might let them
-        act; the prior's step where a body is held, a driven one or one in free flight, as in
-        `block_dynamics`),
+        act, free flight included: held there, a chain that drifts onto a table or a pedestal the
+        model does not track falls through it, and its loss diverged in training; the prior's step
+        where a driven body is held, as in `block_dynamics`),
         with each frame's contact impulses and tethers: slots (B, n, tt, N, D) and bodies (B, n, N,
         BODY_COLUMNS) of blocks 0..n-1 (as `block_dynamics`); src (B, tt, N, 6) SI block 0's
         states; actions (B, n, tt, action_dim) driving the steps, or None; mask (B, N) the tracked
@@ -1040,7 +1032,8 @@ class WorldModel(nn.Module):
         out = []
         for b in range(slots.shape[1]):
             features = self.dynamics_features(cur, prev, prev2, None if actions is None else actions[:, b], bodies[:, b], mask, tether=tether)
-            steps = self.steps_from(slots[:, b], cur, features, bodies[:, b], mask, None if steady is None else steady[:, b]).ungated  # (B, tt, N, 6)
+            hold = held(None if steady is None else steady[:, b], bodies[:, b])
+            steps = self.step_distribution(self.dynamics_head.decode(slots[:, b], features), features, hold).ungated  # (B, tt, N, 6)
             for j in range(tt):
                 prev2, prev, cur = prev, cur, self.advance(cur, steps[:, j], bodies[:, b], mask, tether)
                 out.append(cur)
