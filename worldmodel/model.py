@@ -81,6 +81,7 @@ CONTACT_EPS = 0.001  # m: added in quadrature to a contact's half-chord, so a gr
 FAR_GAP = 100.0  # m: the contact gap of a body with no other tracked body
 FALL_SPEED = 0.05  # m/s: a body falls towards the floor (and may hit it) faster than this (`WorldModel.within_reach`)
 VELOCITY, STEADY = slice(3, 6), slice(9, 12)  # the dynamics features' velocity (vel_scale units) and steady velocity change (step_vel_scale units) (`WorldModel.dynamics_features`)
+TETHERED = -1  # the dynamics features' last column: 1 where the body is tethered (`tether_features`)
 DYNAMICS_OUT = 19  # per body and frame: the moving step's mean (6) and log-std (6), the resting step's log-std (6), the gate's keep logit (`StepDistribution`)
 
 
@@ -959,7 +960,7 @@ class WorldModel(nn.Module):
         steady_z = features[..., STEADY][..., 2] * cfg.step_vel_scale
         rising = features[..., VELOCITY][..., 2] * cfg.vel_scale > FALL_SPEED
         falling = steady_z < (1 - cfg.free_flight_tolerance) * g_dt
-        return (falling | rising) & (bodies[..., 3] <= 0) & (features[..., -1] <= 0) & (cfg.free_flight_tolerance > 0)
+        return (falling | rising) & (bodies[..., 3] <= 0) & (features[..., TETHERED] <= 0) & (cfg.free_flight_tolerance > 0)
 
     def ballistic(self, features: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
         """features (..., N, F) with the steady velocity change of the bodies in free flight, free
@@ -1019,9 +1020,8 @@ class WorldModel(nn.Module):
         """States of blocks 1..n stepped from block 0's known (or read-out) states and then from the
         chain's own predictions only, as a rollout does, while the video stays teacher-forced, with
         the moving means alone (no gate: they learn what compounds wherever the gate might let them
-        act, free flight included: held there, a chain that drifts onto a table or a pedestal the
-        model does not track falls through it, and its loss diverged in training; the prior's step
-        where a driven body is held, as in `block_dynamics`),
+        act, free flight included: held there too, a 1500-step training run's chain loss diverged,
+        cause not isolated; the prior's step where a driven body is held, as in `block_dynamics`),
         with each frame's contact impulses and tethers: slots (B, n, tt, N, D) and bodies (B, n, N,
         BODY_COLUMNS) of blocks 0..n-1 (as `block_dynamics`); src (B, tt, N, 6) SI block 0's
         states; actions (B, n, tt, action_dim) driving the steps, or None; mask (B, N) the tracked
