@@ -727,6 +727,59 @@ def test_the_override_acts_only_within_reach_of_a_contact(cfg):
     assert dist.mean.tolist() == [[1.0] * 6, [0.0] * 6]  # within reach: overridden; out of it: kept
 
 
+def test_a_body_accelerating_near_a_contact_takes_the_heads_step(cfg):
+    """The gate keeps the prior's step only for a body whose steady velocity change is within
+    accel_tolerance (at rest, coasting) wherever it is near a contact (within override_reach of one,
+    or within release_reach of another tracked body): a block tipping off the one below, or falling
+    away from it, takes the head's correction however small. Away from tracked bodies, an
+    accelerating body (sliding down an untracked ramp) stays the gate's."""
+    model = wm.WorldModel(cfg).eval()
+    out = model.dynamics_head.mlp[-1]
+    with torch.no_grad():
+        model.dynamics_head.skip.weight.zero_()
+        model.dynamics_head.skip.bias.zero_()
+        out.weight.zero_()
+        out.bias.zero_()
+        out.bias[3] = 0.05  # step units: a correction along vx under the 0.1 override
+        out.bias[18] = 10.0  # the gate says keep, for every body
+    N, r = cfg.n_max_objects, 0.05  # bodies, m radius
+    assert N == 8 and cfg.override_reach == 0.05 and cfg.release_reach == 0.1
+    src = torch.zeros(1, 3, N, 6)  # (prev2, prev, cur), SI
+    src[0, :, :, 0] = 10.0 + 2.0 * torch.arange(N, dtype=torch.float)  # at rest on the floor, far apart
+    src[0, :, :, 2] = r
+    src[0, :, 0, 0] = 0.0
+    src[0, :, 1, [0, 2]] = torch.tensor([0.01, 3 * r])  # 1 sits on 0 (touching), tipping: sideways and down a little more each frame
+    src[0, :, 1, 3] = torch.tensor([0.02, 0.04, 0.06])
+    src[0, :, 1, 5] = torch.tensor([-0.01, -0.02, -0.03])
+    src[0, :, 2, [0, 2]] = torch.tensor([3.0, 1.0])  # 2 slides down a ramp nothing tracked is near, speeding up
+    src[0, :, 2, 3] = torch.tensor([0.5, 0.55, 0.6])
+    src[0, :, 3:5, 0] = torch.tensor([6.0, 6.0 + 2 * r + 0.02])  # 3 and 4 roll side by side 2 cm apart at a steady 1 m/s
+    src[0, :, 3:5, 3] = 1.0
+    src[0, :, [5, 7], 2] = 0.3  # 5 falls away from 6 (7 cm between their spheres, out of override_reach), speeding up;
+    src[0, :, [5, 7], 3] = torch.tensor([-0.1, -0.15, -0.2])[:, None]  # 7 moves the same way with nothing near
+    src[0, :, [5, 7], 5] = torch.tensor([-0.05, -0.1, -0.15])[:, None]
+    src[0, :, 6, [0, 2]] = torch.tensor([src[0, 0, 5, 0] + 2 * r + 0.07, 0.3])  # 6 at rest (held up by something untracked)
+    bodies = torch.tensor([r, 0.0, 0.5, -4.0]).repeat(1, 1, N, 1)  # (B, n, N, 4): radius m, log mass, restitution, driven logit
+    slots = torch.randn(1, 1, cfg.tubelet_t, N, cfg.d_model)
+
+    def dynamics(**knobs):
+        variant = wm.WorldModel(dataclasses.replace(cfg, **knobs)).eval()
+        variant.load_state_dict(model.state_dict())
+        with torch.no_grad():
+            return variant.block_dynamics(slots, bodies, src)
+
+    dist = dynamics()
+    released = [False, True, False, False, False, True, False, False]
+    assert dist.reach[0, 0, 0, :, 0].tolist() == [True, True, False, True, True, False, False, False]
+    assert dist.release[0, 0, 0, :, 0].tolist() == released
+    assert dist.keep[0, 0, 0, :, 0].tolist() == [not x for x in released]
+    correction = dist.mean - dist.rest  # (1, 1, tt, N, 6): the head's correction where it is taken
+    assert correction[0, 0, :, [1, 5], 3].flatten().tolist() == pytest.approx([0.05] * 2 * cfg.tubelet_t)
+    assert correction[0, 0, :, [0, 2, 3, 4, 6, 7]].abs().max() == 0
+    assert dynamics(release_reach=0.05).release[0, 0, 0, :, 0].tolist() == [False, True] + [False] * 6  # 5 now too far from 6
+    assert dynamics(accel_tolerance=float("inf")).keep.all()  # off: the gate keeps the tipping block too
+
+
 def test_a_body_in_free_flight_flies_on_the_parabola_whatever_the_head_says(cfg):
     """A free body whose steady velocity change is at least gravity's downwards, or which rises,
     out of reach of every contact, is held on gravity's step alone (no horizontal change), however

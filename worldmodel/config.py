@@ -17,7 +17,13 @@ from dataclasses import asdict, dataclass, fields, replace
 # token modality types (the index of `type_emb`; MoE routing can be biased by these)
 TEXT, VIDEO, AUDIO, ACTION, SEP, STATE = 0, 1, 2, 3, 4, 5
 MODALITIES = ("text", "video", "audio", "action", "sep", "state")
-GATE_KNOBS = {"gate_override": "step units", "override_reach": "m; inf: everywhere", "free_flight_tolerance": "a fraction of one frame's g dt; 0: never"}
+GATE_KNOBS = {
+    "gate_override": "step units",
+    "override_reach": "m; inf: everywhere",
+    "free_flight_tolerance": "a fraction of one frame's g dt; 0: never",
+    "accel_tolerance": "m/s per frame; inf: none released",
+    "release_reach": "m; inf: anywhere",
+}
 """the dynamics gate's knobs (`ModelConfig` fields, each >= 0, with its unit): they change no weight,
 so `worldmodel.load` and `physfusion-evaluate` may set them on a trained checkpoint"""
 
@@ -119,6 +125,21 @@ class ModelConfig:
     (`WorldModel.in_free_flight`), where out of the training ranges the learnt corrections bend it
     back towards them (a faster launch, a higher drop) and off a bounce the prior would carry it up
     at a steady pace. 0: never held"""
+    accel_tolerance: float = 0.002
+    """m/s per frame: the gate never keeps the prior's step for a body whose steady velocity change
+    exceeds this (it accelerates) while it is within `override_reach` of a contact or within
+    `release_reach` of another tracked body: the head's step (prior plus correction) is taken. The
+    prior carries an acceleration on unchanged, right for a constant force but not for one that
+    contacts exert while their geometry changes: a block tipping off the one below accelerates
+    sideways and down more every frame, and the gate turned back each of the head's corrections,
+    small at first, so the prior kept it tipping slowly and sliding ever faster (README,
+    Benchmarks). At rest or coasting (steady change 0) the gate still keeps it. inf: none released"""
+    release_reach: float = 0.1
+    """m: how near another tracked body's sphere (the gap less what their closing speed covers in
+    a block) an accelerating body is released from the gate's keep (`accel_tolerance`); a block
+    that tips off a tower leaves its neighbours' learnt spheres by more than `override_reach` while
+    it still falls away from them. Other bodies only: a slope or a table the model does not track
+    holds a sliding body at a steady acceleration the prior has right. inf: anywhere"""
     gate_weight: float = 0.1
     """weight of the gate's binary cross-entropy (keep the prior's step or move) within the state loss"""
     body_weight: float = 0.1

@@ -207,13 +207,15 @@ class StepDistribution:
     contact (`reach` False: the override is for impacts the gate misses, and none can come);
     elsewhere `move`, the prior plus the correction, with the log-std `move_logstd`. The gate is
     its mode at every temperature, so a sampled step's log-density is the chosen Gaussian's: exact
-    and differentiable through its mean and log-std. Where `hold` is set (a driven body whose
+    and differentiable through its mean and log-std. Where `release` is set (a body accelerating
+    near a contact, `WorldModel.block_dynamics`), the gate never keeps the prior's step. Where `hold` is set (a driven body whose
     command has not changed: its servo holds it on the prior's course; a body in free flight out of
     reach of contacts: gravity alone; `WorldModel.block_dynamics`), the prior's step is kept
     whatever the gate says.
 
     move, move_logstd, rest, rest_logstd (..., 6); keep_logit (...); override a number; hold (..., 1)
-    bool or None (nothing held); reach (..., 1) bool or None (every body within reach)
+    bool or None (nothing held); reach (..., 1) bool or None (every body within reach); release (...,
+    1) bool or None (none released)
     """
 
     move: torch.Tensor
@@ -224,6 +226,7 @@ class StepDistribution:
     override: float
     hold: torch.Tensor | None = None
     reach: torch.Tensor | None = None
+    release: torch.Tensor | None = None
 
     @cached_property
     def keep(self) -> torch.Tensor:
@@ -232,6 +235,8 @@ class StepDistribution:
         if self.reach is not None:
             small = small | ~self.reach
         keep = (self.keep_logit[..., None] > 0) & small
+        if self.release is not None:
+            keep = keep & ~self.release
         return keep if self.hold is None else keep | self.hold
 
     @property
@@ -253,7 +258,7 @@ class StepDistribution:
         """The same distribution with fn applied to every tensor (indexing, flattening): fn must act
         on the leading dimensions only."""
         maybe = lambda t: None if t is None else fn(t)  # noqa: E731
-        return StepDistribution(fn(self.move), fn(self.move_logstd), fn(self.rest), fn(self.rest_logstd), fn(self.keep_logit), self.override, maybe(self.hold), maybe(self.reach))
+        return StepDistribution(fn(self.move), fn(self.move_logstd), fn(self.rest), fn(self.rest_logstd), fn(self.keep_logit), self.override, maybe(self.hold), maybe(self.reach), maybe(self.release))
 
     def sample(self, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
         """(..., 6) detached: mean + temperature * std * eps"""
@@ -919,32 +924,41 @@ class WorldModel(nn.Module):
         free = self.step_states(cur, steps + self.contact_impulse(cur, bodies, mask))
         return tether_step(cur, free, tether, 1.0 / self.cfg.fps)
 
-    def step_distribution(self, raw: torch.Tensor, features: torch.Tensor, hold: torch.Tensor | None = None, reach: torch.Tensor | None = None) -> StepDistribution:
+    def step_distribution(
+        self, raw: torch.Tensor, features: torch.Tensor, hold: torch.Tensor | None = None, reach: torch.Tensor | None = None, release: torch.Tensor | None = None
+    ) -> StepDistribution:
         """The dynamics head's output raw (..., tt, N, DYNAMICS_OUT) for bodies whose features are
         (..., N, `dynamics_features_dim`) -> their steps' `StepDistribution` (..., tt, N); hold
         (..., tt, N) bool the steps held on the prior's (None: none); reach (..., N) bool the bodies
-        within reach of a contact (`within_reach`; None: all)."""
+        within reach of a contact (`within_reach`; None: all); release (..., N) bool the bodies the
+        gate may not keep (None: none)."""
         logstd = STEP_LOGSTD_MIN + (STEP_LOGSTD_MAX - STEP_LOGSTD_MIN) * torch.sigmoid(raw[..., 6:18])  # moving, resting
         rest = (features @ self.dynamics_head.prior[:6].T).unsqueeze(-3).expand_as(raw[..., :6])  # the prior's step alone
-        reach = None if reach is None else reach.unsqueeze(-2).expand(raw.shape[:-1])[..., None]
-        return StepDistribution(raw[..., :6], logstd[..., :6], rest, logstd[..., 6:], raw[..., 18], self.cfg.gate_override, None if hold is None else hold[..., None], reach)
+        per_step = lambda x: None if x is None else x.unsqueeze(-2).expand(raw.shape[:-1])[..., None]  # noqa: E731  (..., N) -> (..., tt, N, 1)
+        return StepDistribution(raw[..., :6], logstd[..., :6], rest, logstd[..., 6:], raw[..., 18], self.cfg.gate_override, None if hold is None else hold[..., None], per_step(reach), per_step(release))
 
-    def within_reach(self, cur: torch.Tensor, radius: torch.Tensor, mask: torch.Tensor, seconds: float) -> torch.Tensor:
+    def within_reach(self, cur: torch.Tensor, radius: torch.Tensor, mask: torch.Tensor | None, seconds: float) -> torch.Tensor:
         """(..., N) bool: which bodies come within `override_reach` of a contact in the next
         `seconds` at their current velocities: cur (..., N, 6) SI states, radius (..., N) m, mask
-        the tracked bodies (broadcast to (..., N); None: all). A contact is another tracked body's surface (the gap between
-        their spheres less what their closing speed covers: touching counts, a stack at rest
-        included) or the floor while the body falls towards it (faster than FALL_SPEED: a body
-        rolling or resting on the floor is not about to hit it)."""
+        the tracked bodies (broadcast to (..., N); None: all). A contact is another tracked body
+        (`near_bodies`: touching counts, a stack at rest included) or the floor while the body falls
+        towards it (faster than FALL_SPEED: a body rolling or resting on the floor is not about to
+        hit it)."""
         reach = self.cfg.override_reach
         mask = torch.ones(cur.shape[:-1], dtype=torch.bool, device=cur.device) if mask is None else mask.expand(cur.shape[:-1])
         if math.isinf(reach):
             return mask
-        surface, _, closing = sphere_pairs(cur, radius)
-        near = (other_tracked(mask) & (surface - closing.clamp(min=0) * seconds < reach)).any(-1)
         p, v = cur[..., :3], cur[..., 3:]
         floor = (v[..., 2] < -FALL_SPEED) & (p[..., 2] - radius + v[..., 2] * seconds < reach)
-        return mask & (near | floor)
+        return mask & (self.near_bodies(cur, radius, mask, seconds, reach) | floor)
+
+    @staticmethod
+    def near_bodies(cur: torch.Tensor, radius: torch.Tensor, mask: torch.Tensor, seconds: float, distance: float) -> torch.Tensor:
+        """(..., N) bool: which bodies come within distance (m) of another tracked body in the next
+        `seconds`: the gap between their spheres less what their closing speed covers. cur (..., N,
+        6) SI states, radius (..., N) m, mask (..., N) bool the tracked bodies."""
+        surface, _, closing = sphere_pairs(cur, radius)
+        return mask & (other_tracked(mask) & (surface - closing.clamp(min=0) * seconds < distance)).any(-1)
 
     def in_free_flight(self, features: torch.Tensor, bodies: torch.Tensor) -> torch.Tensor:
         """(..., N) bool: the free bodies (neither driven nor tethered) that nothing holds up:
@@ -992,7 +1006,10 @@ class WorldModel(nn.Module):
         whose actions are steady is held on the prior's step: its servo keeps it on its course (a
         paddle at its commanded velocity, a gear at its speed, a tipped cup where it is), which the
         prior carries on; so is a body in free flight out of reach of every contact
-        (`in_free_flight`, `within_reach`), on gravity's step alone (`ballistic`)."""
+        (`in_free_flight`, `within_reach`), on gravity's step alone (`ballistic`). A body within
+        reach, or within `release_reach` of another tracked body, whose steady velocity change
+        exceeds `accel_tolerance` is released from the gate's keep (`StepDistribution`): the
+        force a contact exerts on it changes as it moves."""
         tt, n, F = self.cfg.tubelet_t, slots.shape[1], src.shape[1]
         last = F - n * tt + torch.arange(n, device=slots.device) * tt + tt - 1  # base frame of each block
         before, before2 = (last - 1).clamp(min=0), last - 2
@@ -1005,7 +1022,10 @@ class WorldModel(nn.Module):
         free = self.in_free_flight(features, bodies) & ~reach  # (B, n, N): on gravity's parabola
         hold = held(steady, bodies)
         hold = free.unsqueeze(-2).expand(*free.shape[:-1], tt, free.shape[-1]) if hold is None else hold | free.unsqueeze(-2)
-        return self.step_distribution(self.dynamics_head.decode(slots, features), self.ballistic(features, free), hold, reach)
+        accelerating = (features[..., STEADY] * self.cfg.step_vel_scale).norm(dim=-1) > self.cfg.accel_tolerance  # (B, n, N)
+        tracked = torch.ones_like(reach) if mask is None else body_mask.expand_as(reach)
+        release = accelerating & (reach | self.near_bodies(cur, bodies[..., 0], tracked, tt / self.cfg.fps, self.cfg.release_reach))
+        return self.step_distribution(self.dynamics_head.decode(slots, features), self.ballistic(features, free), hold, reach, release)
 
     def chain_states(
         self,
@@ -1255,7 +1275,7 @@ class WorldModel(nn.Module):
 def load(path: str | os.PathLike, device: str | torch.device = "cpu", **knobs: float | None) -> WorldModel:
     """A `WorldModel` from `WorldModel.save`'s file (or a directory holding model.safetensors);
     knobs, the dynamics gate's (`GATE_KNOBS`: gate_override=, override_reach=,
-    free_flight_tolerance=), replace the checkpoint's `ModelConfig` fields where given (None:
+    free_flight_tolerance=, accel_tolerance=, release_reach=), replace the checkpoint's `ModelConfig` fields where given (None:
     the checkpoint's)."""
     import json
 
