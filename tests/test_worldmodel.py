@@ -780,6 +780,23 @@ def test_a_body_accelerating_near_a_contact_takes_the_heads_step(cfg):
     assert dynamics(accel_tolerance=float("inf")).keep.all()  # off: the gate keeps the tipping block too
 
 
+def test_releasing_accelerating_bodies_changes_no_training_loss(cfg):
+    """The release acts on the gate's choice alone, which no loss trains through: a toppling
+    tower's teacher-forced losses are the same with it on and off, while the log-probability of its
+    steps (the gate's chosen Gaussian, what RLPF uses) does change."""
+    ep = sim.simulate("stack", {"num_blocks": 3, "offsets": [0.0, 0.05, 0.05]}, seed=0, seconds=0.6, width=cfg.image_size, height=cfg.image_size)
+    batch = wm.collate([ep], cfg)
+    model = perturbed_model(cfg)
+    off = wm.WorldModel(dataclasses.replace(cfg, accel_tolerance=float("inf"))).eval()
+    off.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        on_out, off_out = model(batch), off(batch)
+    for key in ("loss", "frame_nll", "state_loss", "step_loss", "step_nll", "chain_loss", "gate_loss", "body_loss"):
+        assert on_out[key] == off_out[key], key
+    assert on_out["steps"].release.any() and not off_out["steps"].release.any()
+    assert not torch.equal(on_out["state_logprob"], off_out["state_logprob"])
+
+
 def test_a_body_in_free_flight_flies_on_the_parabola_whatever_the_head_says(cfg):
     """A free body whose steady velocity change is at least gravity's downwards, or which rises,
     out of reach of every contact, is held on gravity's step alone (no horizontal change), however
