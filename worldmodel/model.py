@@ -208,10 +208,10 @@ class StepDistribution:
     elsewhere `move`, the prior plus the correction, with the log-std `move_logstd`. The gate is
     its mode at every temperature, so a sampled step's log-density is the chosen Gaussian's: exact
     and differentiable through its mean and log-std. Where `release` is set (a body accelerating
-    near a contact, `WorldModel.block_dynamics`), the gate never keeps the prior's step. Where `hold` is set (a driven body whose
-    command has not changed: its servo holds it on the prior's course; a body in free flight out of
-    reach of contacts: gravity alone; `WorldModel.block_dynamics`), the prior's step is kept
-    whatever the gate says.
+    near a contact, `WorldModel.block_dynamics`), the gate never keeps the prior's step. Where
+    `hold` is set (a driven body whose command has not changed: its servo holds it on the prior's
+    course; a body in free flight out of reach of contacts: gravity alone;
+    `WorldModel.block_dynamics`), the prior's step is kept whatever the gate says.
 
     move, move_logstd, rest, rest_logstd (..., 6); keep_logit (...); override a number; hold (..., 1)
     bool or None (nothing held); reach (..., 1) bool or None (every body within reach); release (...,
