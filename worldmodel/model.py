@@ -937,28 +937,32 @@ class WorldModel(nn.Module):
         per_step = lambda x: None if x is None else x.unsqueeze(-2).expand(raw.shape[:-1])[..., None]  # noqa: E731  (..., N) -> (..., tt, N, 1)
         return StepDistribution(raw[..., :6], logstd[..., :6], rest, logstd[..., 6:], raw[..., 18], self.cfg.gate_override, None if hold is None else hold[..., None], per_step(reach), per_step(release))
 
-    def within_reach(self, cur: torch.Tensor, radius: torch.Tensor, mask: torch.Tensor | None, seconds: float) -> torch.Tensor:
+    def within_reach(self, cur: torch.Tensor, radius: torch.Tensor, mask: torch.Tensor | None, seconds: float, gap: torch.Tensor | None = None) -> torch.Tensor:
         """(..., N) bool: which bodies come within `override_reach` of a contact in the next
         `seconds` at their current velocities: cur (..., N, 6) SI states, radius (..., N) m, mask
         the tracked bodies (broadcast to (..., N); None: all). A contact is another tracked body
-        (`near_bodies`: touching counts, a stack at rest included) or the floor while the body falls
-        towards it (faster than FALL_SPEED: a body rolling or resting on the floor is not about to
-        hit it)."""
+        (`body_gap`, or gap where already computed: touching counts, a stack at rest included) or
+        the floor while the body falls towards it (faster than FALL_SPEED: a body rolling or resting
+        on the floor is not about to hit it)."""
         reach = self.cfg.override_reach
         mask = torch.ones(cur.shape[:-1], dtype=torch.bool, device=cur.device) if mask is None else mask.expand(cur.shape[:-1])
         if math.isinf(reach):
             return mask
+        gap = self.body_gap(cur, radius, mask, seconds) if gap is None else gap
         p, v = cur[..., :3], cur[..., 3:]
         floor = (v[..., 2] < -FALL_SPEED) & (p[..., 2] - radius + v[..., 2] * seconds < reach)
-        return mask & (self.near_bodies(cur, radius, mask, seconds, reach) | floor)
+        return mask & ((gap < reach) | floor)
 
     @staticmethod
-    def near_bodies(cur: torch.Tensor, radius: torch.Tensor, mask: torch.Tensor, seconds: float, distance: float) -> torch.Tensor:
-        """(..., N) bool: which bodies come within distance (m) of another tracked body in the next
-        `seconds`: the gap between their spheres less what their closing speed covers. cur (..., N,
-        6) SI states, radius (..., N) m, mask (..., N) bool the tracked bodies."""
+    def body_gap(cur: torch.Tensor, radius: torch.Tensor, mask: torch.Tensor | None, seconds: float) -> torch.Tensor:
+        """(..., N) m: each body's smallest gap to another tracked body over the next `seconds`, the
+        gap between their spheres less what their closing speed covers (inf for an untracked body or
+        one with no other tracked body). cur (..., N, 6) SI states, radius (..., N) m, mask the
+        tracked bodies (broadcast to (..., N); None: all)."""
+        mask = torch.ones(cur.shape[:-1], dtype=torch.bool, device=cur.device) if mask is None else mask.expand(cur.shape[:-1])
         surface, _, closing = sphere_pairs(cur, radius)
-        return mask & (other_tracked(mask) & (surface - closing.clamp(min=0) * seconds < distance)).any(-1)
+        gap = (surface - closing.clamp(min=0) * seconds).masked_fill(~other_tracked(mask), float("inf")).amin(-1)
+        return gap.masked_fill(~mask, float("inf"))
 
     def in_free_flight(self, features: torch.Tensor, bodies: torch.Tensor) -> torch.Tensor:
         """(..., N) bool: the free bodies (neither driven nor tethered) that nothing holds up:
@@ -1018,13 +1022,13 @@ class WorldModel(nn.Module):
         body_tether = None if tether is None else tether.unsqueeze(1)
         cur = src[:, last]  # (B, n, N, 6)
         features = self.dynamics_features(cur, src[:, before], src[:, before2.clamp(min=0)], actions, bodies, body_mask, history, body_tether)  # (B, n, N, F)
-        reach = self.within_reach(cur, bodies[..., 0], body_mask, tt / self.cfg.fps)
+        gap = self.body_gap(cur, bodies[..., 0], body_mask, tt / self.cfg.fps)  # (B, n, N) m to the nearest tracked body
+        reach = self.within_reach(cur, bodies[..., 0], body_mask, tt / self.cfg.fps, gap)
         free = self.in_free_flight(features, bodies) & ~reach  # (B, n, N): on gravity's parabola
         hold = held(steady, bodies)
         hold = free.unsqueeze(-2).expand(*free.shape[:-1], tt, free.shape[-1]) if hold is None else hold | free.unsqueeze(-2)
         accelerating = (features[..., STEADY] * self.cfg.step_vel_scale).norm(dim=-1) > self.cfg.accel_tolerance  # (B, n, N)
-        tracked = torch.ones_like(reach) if mask is None else body_mask.expand_as(reach)
-        release = accelerating & (reach | self.near_bodies(cur, bodies[..., 0], tracked, tt / self.cfg.fps, self.cfg.release_reach))
+        release = accelerating & (reach | (gap < self.cfg.release_reach))
         return self.step_distribution(self.dynamics_head.decode(slots, features), self.ballistic(features, free), hold, reach, release)
 
     def chain_states(
