@@ -17,7 +17,11 @@ One step:
               + pixel_weight * frame NLL + state_weight * state loss + moe_aux_weight * MoE balance,
               the last three teacher-forced on the drawn queries' simulator episodes: the frame NLL
               is the pixel-fidelity anchor that, with the KL, bounds drift (reward hacking), and
-              the state loss keeps the state readout and the dynamics steps' means honest;
+              the state loss keeps the state readout and the dynamics steps' means honest.
+              The gradient of the on-policy terms (the first two) and that of the teacher-forced
+              terms are each clipped to a global norm of grad_clip before they are summed, so a
+              spike of the policy gradient (the steps' KL where a resting step's near-deterministic
+              Gaussian moves) cannot shrink the supervised part of the update below SFT's;
         sft:  the model's own supervised loss on the same simulator episodes (the same frame NLL,
               state loss and balance terms with the model's weights), so RLPF with pixel_weight = 1
               and state_weight = the model's state_weight is exactly SFT plus the two on-policy
@@ -143,11 +147,24 @@ def own_state_loss(model, out: dict, group: Group, context: int) -> torch.Tensor
     return (err * w).sum() / (w.sum() * err.shape[1]).clamp(min=1)
 
 
+def clipped_grads(params: list[torch.Tensor], max_norm: float) -> tuple[list[torch.Tensor | None], float]:
+    """The parameters' gradients (None where a parameter has none), scaled together to a global norm
+    of at most max_norm (0: not scaled), and their norm before scaling."""
+    grads = [p.grad for p in params]
+    present = [g for g in grads if g is not None]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in present])) if present else torch.zeros(())
+    if max_norm > 0:
+        scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+        grads = [None if g is None else g * scale for g in grads]
+    return grads, float(norm)
+
+
 def update(model, reference_model, optimizer, groups: list[Group], sim_episodes, opts: dict, device) -> dict:
     """`ppo_epochs` optimiser updates on one step's samples. Returns figures to log: the KL to the
     start and the losses before the first update, the clipped fraction of the last."""
     old = [None] * len(groups)  # per-value log-probabilities under the sampling policy
     log = {}
+    params = [p for p in model.parameters() if p.requires_grad]
     for epoch in range(opts["ppo_epochs"]):
         optimizer.zero_grad(set_to_none=True)
         stats, own = [], []
@@ -166,12 +183,18 @@ def update(model, reference_model, optimizer, groups: list[Group], sim_episodes,
                 old[k] = logp if old[k] is None else old[k]
                 stats.append(s)
             (loss / len(groups)).backward()
+        policy_grads, policy_norm = clipped_grads(params, opts["grad_clip"]) if own else (None, None)  # own: a group was backpropagated
+        optimizer.zero_grad(set_to_none=True)
         sup, parts = supervised_loss(model, sim_episodes, opts, device)
         sup.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), opts["grad_clip"]) if opts["grad_clip"] > 0 else torch.zeros(())
+        grads, grad_norm = clipped_grads(params, opts["grad_clip"])
+        for p, g, pg in zip(params, grads, policy_grads or [None] * len(params)):
+            p.grad = g if pg is None else pg if g is None else g + pg
         optimizer.step()
         if epoch == 0:
-            log = {"loss/frame_nll": parts["frame_nll"], "loss/state_loss": parts["state_loss"], "train/grad_norm": float(grad_norm)}
+            log = {"loss/frame_nll": parts["frame_nll"], "loss/state_loss": parts["state_loss"], "train/grad_norm": grad_norm}
+            if policy_norm is not None:
+                log["train/policy_grad_norm"] = policy_norm
             if own:
                 log["loss/rollout_state_loss"] = float(np.mean(own))
             if stats:
