@@ -241,3 +241,33 @@ def test_the_rollout_state_term_trains_the_dynamics_head_towards_the_simulator(t
             if p.grad is not None:
                 p -= 1e-2 * p.grad / (p.grad.norm() + 1e-12)
         assert own_state_loss(model, model(group.batch), group, q.context) < loss
+
+
+def test_a_policy_gradient_spike_leaves_the_supervised_update_as_sfts(tiny_model, env):
+    """The on-policy and the teacher-forced gradients are clipped apart: however large the policy
+    gradient, the update is the supervised one plus a policy step of norm grad_clip."""
+    from rlpf.finetune import Group, update
+    from worldmodel.tokens import episode_arrays
+
+    q = env.queries[1]
+    rollouts, _ = rlpf.model_actions(tiny_model, q, samples=2, temperature=1.0, seed=1)
+    truth = episode_arrays(q.episode, tiny_model.cfg)
+    opts = {"ppo_epochs": 1, "context": q.context, "clip": 0.2, "beta": 0.05, "step_kl_resolution": 0.0, "grad_clip": 1.0,
+            "rollout_state_weight": 1.0, "baseline": "rlpf", "pixel_weight": 1.0, "state_weight": 1.0}
+    lr = 1e-3
+
+    def step(advantage: float | None) -> torch.Tensor:
+        """The parameters' change (flat) by one SGD update; advantage None: no group, the supervised loss alone."""
+        model = wm.WorldModel(tiny_model.cfg).train()
+        model.load_state_dict(tiny_model.state_dict())
+        before = torch.cat([p.detach().flatten() for p in model.parameters()])
+        groups = [] if advantage is None else [Group(wm.collate([r.episode for r in rollouts], model.cfg), torch.from_numpy(truth["states"])[None].expand(2, -1, -1, -1),
+                                                     torch.from_numpy(truth["state_mask"])[None].expand(2, -1), torch.tensor([advantage, -advantage]))]
+        update(model, tiny_model, torch.optim.SGD(model.parameters(), lr=lr), groups, [q.episode], opts, torch.device("cpu"))
+        return torch.cat([p.detach().flatten() for p in model.parameters()]) - before
+
+    supervised = step(None)
+    spike, larger = step(1e6), step(1e9)
+    assert torch.linalg.vector_norm(spike - supervised).item() == pytest.approx(lr * opts["grad_clip"], rel=1e-3)
+    assert torch.allclose(spike, larger, atol=1e-9)  # both policy gradients clipped to the same step
+    assert torch.linalg.vector_norm(supervised).item() > 0.1 * lr  # the supervised part is there to be kept
