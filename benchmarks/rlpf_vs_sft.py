@@ -81,6 +81,11 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'':8}" + "".join(f"{f:>12}" for f in families))
     for name, figures in rows.items():
         print(f"{name:8}" + "".join(f"{cell(figures.get('disagreement_by_family', {}).get(f), '{:.3f}'):>12}" for f in families))
+    numeric = list(rows["start"].get("answer_miss_by_family", {}))
+    print("\nanswer miss by family (median distance of the position_at answers from the simulator's, in tolerances; <= 1 agrees)")
+    print(f"{'':8}" + "".join(f"{f:>12}" for f in numeric))
+    for name, figures in rows.items():
+        print(f"{name:8}" + "".join(f"{cell(figures.get('answer_miss_by_family', {}).get(f), '{:.1f}'):>12}" for f in numeric))
     start, after, base = rows["start"], rows["rlpf"], rows["sft"]
     reduction = 1 - after["disagreement_rate"] / start["disagreement_rate"] if start["disagreement_rate"] else None
     long_ratio = after["position_error_long"] / base["position_error_long"] if base["position_error_long"] else None

@@ -17,8 +17,8 @@ Output folder (the layout of `physfusion-train`):
 Rerunning the same command resumes from the last checkpoint and ends with the weights an
 uninterrupted run gives. A progress bar goes to stderr; the last stdout line is a JSON summary:
 checkpoint, baseline, steps, simulator_episodes, groups, skipped_groups, and `before` / `after`
-(`rlpf.evaluate`: disagreement_rate, violation_rate, position_error, position_error_long, psnr,
-reward). Bad input exits with status 2 and a one-line message naming the parameter, the value and
+(`rlpf.evaluate`: disagreement_rate, disagreement_by_family, answer_miss_by_family, violation_rate,
+position_error, position_error_long, psnr, reward). Bad input exits with status 2 and a one-line message naming the parameter, the value and
 what is allowed, before anything is written.
 """
 

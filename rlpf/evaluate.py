@@ -6,6 +6,10 @@ Every query is rolled out `samples` times with seeds that depend only on (seed, 
 models are compared on the same random draws. Figures (means over queries and samples):
     disagreement_rate        fraction of rollouts whose answer disagrees with the simulator's (`rlpf.rewards`)
     disagreement_by_family   {scene family: the same rate over that family's queries}
+    answer_miss_by_family    {family asking a number (position_at): the median distance of the
+                             rollouts' answers from the simulator's, in tolerances (<= 1 agrees)}:
+                             how far a family is from agreeing, which the rate does not show
+                             (None where most rollouts imply no answer)
     violation_rate           fraction failing an intrinsic check the simulator's trajectory passes
     failed_checks            mean number of such checks failed per rollout (finer than the rate,
                              which saturates at 1 for a weak model)
@@ -62,6 +66,7 @@ def evaluate(
                 {
                     "family": q.question.scene,
                     "disagrees": s.disagrees,
+                    "answer_miss": s.answer_miss if q.question.question == "position_at" else None,
                     "violates": s.violates,
                     "failed_checks": len(s.failed_checks),
                     "position_error": float(curve.mean()),
@@ -78,6 +83,9 @@ def evaluate(
     return {
         "disagreement_rate": float(np.mean([r["disagrees"] for r in rows])),
         "disagreement_by_family": {f: float(np.mean([r["disagrees"] for r in rows if r["family"] == f])) for f in families},
+        "answer_miss_by_family": {
+            f: finite_or_none(np.median([r["answer_miss"] for r in rows if r["family"] == f])) for f in families if any(r["family"] == f and r["answer_miss"] is not None for r in rows)
+        },
         "violation_rate": float(np.mean([r["violates"] for r in rows])),
         "failed_checks": float(np.mean([r["failed_checks"] for r in rows])),
         "position_error": float(np.mean([r["position_error"] for r in rows])),
@@ -86,3 +94,8 @@ def evaluate(
         "reward": float(np.mean([r["reward"] for r in rows])),
         "rollouts": len(rows),
     }
+
+
+def finite_or_none(x: float) -> float | None:
+    """x as a float, None where it is not finite (the report is strict JSON)."""
+    return float(x) if np.isfinite(x) else None

@@ -43,7 +43,7 @@ import numpy as np
 
 import sim
 from rlpf.queries import Query
-from verifier.answer import Answer, AnswerError, agree, read_answer
+from verifier.answer import Answer, AnswerError, read_answer, tolerance_miss
 from verifier.checks import check_trajectory
 from verifier.loop import ABS_TOLERANCE
 from worldmodel import metrics
@@ -166,6 +166,7 @@ class Score:
     violates: bool
     position_error: float  # m, mean over predicted frames and tracked bodies
     answer: Answer | None
+    answer_miss: float  # the answer's distance from the simulator's in tolerances (<= 1: agrees; inf: none, or a wrong yes/no)
     failed_checks: list[str] = field(default_factory=list)
 
 
@@ -193,9 +194,10 @@ def score(query: Query, action: dict, ref: Reference, weights: dict[str, float],
 
     answer = decode_answer(query, action["answer"])
     if ref.answer is None:  # the simulator's trajectory shows no answer: nothing to agree with
-        agrees = answer is None
+        miss = 0.0 if answer is None else math.inf
     else:
-        agrees = answer is not None and agree(answer, ref.answer, tolerance, ABS_TOLERANCE.get(ref.answer.unit, 0.0))
+        miss = math.inf if answer is None else tolerance_miss(answer, ref.answer, tolerance, ABS_TOLERANCE.get(ref.answer.unit, 0.0))
+    agrees = miss <= 1.0
     terms = {"trajectory": float(trajectory), "events": event_term, "violations": violation_term, "answer": 0.0 if agrees else -1.0}
     reward = float(sum(weights[k] * terms[k] for k in TERMS))
-    return Score(reward, terms, not agrees, bool(failed), float(error), answer, failed)
+    return Score(reward, terms, not agrees, bool(failed), float(error), answer, miss, failed)

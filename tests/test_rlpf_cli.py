@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 import worldmodel as wm
 from conftest import last_json, run_command
 from rlpf.cli import ConfigError, check_options
-from rlpf.queries import FAMILIES
+from rlpf.queries import FAMILIES, QUESTION_KINDS
 from worldmodel.train import CRASH_ENV
 
 TINY = ["train_queries=4", "eval_queries=2", "eval_samples=1", "horizon=4", "group_size=3", "queries_per_step=2", "min_reward_std=1e-9", "progress=false"]
@@ -50,6 +50,8 @@ def test_rlpf_run_reports_before_and_after_logs_and_checkpoints(workdir):
         assert 0 <= s[side]["disagreement_rate"] <= 1 and s[side]["rollouts"] == 2
         by_family = s[side]["disagreement_by_family"]
         assert set(by_family) <= set(FAMILIES) and all(0 <= v <= 1 for v in by_family.values()), by_family
+        misses = s[side]["answer_miss_by_family"]  # the families asking a number, and how far off they are
+        assert set(misses) == {f for f in by_family if f not in QUESTION_KINDS} and all(v >= 0 for v in misses.values()), misses
     assert s["baseline"] == "rlpf" and s["steps"] == 2 and s["groups"] == 4 and s["simulator_episodes"] == 4
     assert s["skipped_groups"] == 0 and s["rollouts"] == 12
     out = workdir / "runs/rl"
@@ -59,7 +61,7 @@ def test_rlpf_run_reports_before_and_after_logs_and_checkpoints(workdir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tags = EventAccumulator(str(out / "tb")).Reload().Tags()["scalars"]
-    for tag in ("reward/mean", "policy/kl", "loss/frame_nll", "loss/rollout_state_loss", "rollouts/psnr", "rollouts/disagreement_rate", "groups/skipped_total", "eval/disagreement_rate"):
+    for tag in ("reward/mean", "policy/kl", "loss/frame_nll", "loss/rollout_state_loss", "rollouts/psnr", "rollouts/disagreement_rate", "train/policy_grad_norm", "groups/skipped_total", "eval/disagreement_rate"):
         assert tag in tags, tag
 
 

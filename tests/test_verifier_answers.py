@@ -93,3 +93,17 @@ def test_gear_speed_is_read_from_the_rim_marker_alone(seed):
         answer = read_answer(query, episode)
         assert answer.unit == "rad/s"
         assert answer.value == pytest.approx(float(np.mean(episode.states[last, body, 11])), rel=1e-3)
+
+
+def test_tolerance_miss_measures_distance_in_tolerances_and_agrees_within_one():
+    from verifier.answer import Answer, agree, tolerance_miss
+
+    truth = Answer([1.0, -0.1], "m")  # tolerances: 5% of 1 m = 0.05 m; 0.02 m (the floor) for 0.1 m
+    for guess, miss in (([1.0, -0.1], 0.0), ([1.04, -0.11], 0.8), ([1.0, -0.125], 1.25), ([1.0, -0.14], 2.0), ([0.9, -0.13], 2.0), ([1.2, -0.1], 4.0)):
+        assert tolerance_miss(Answer(guess, "m"), truth, 0.05, 0.02) == pytest.approx(miss)
+        assert agree(Answer(guess, "m"), truth, 0.05, 0.02) == (miss <= 1.0)
+    assert tolerance_miss(Answer([float("nan"), 0.0], "m"), truth, 0.05, 0.02) == float("inf")
+    assert tolerance_miss(Answer(0.0, "m"), Answer(0.0, "m"), 0.05, 0.0) == 0.0  # no tolerance: exact only
+    assert tolerance_miss(Answer(1e-9, "m"), Answer(0.0, "m"), 0.05, 0.0) == float("inf")
+    assert tolerance_miss(Answer(True, ""), Answer(True, ""), 0.05, 0.0) == 0.0
+    assert tolerance_miss(Answer(False, ""), Answer(True, ""), 0.05, 0.0) == float("inf")

@@ -141,12 +141,22 @@ def read_answer(query: PhysicalQuery, episode: sim.Episode) -> Answer:
 
 def agree(a: Answer, b: Answer, rel: float, abs_tol: float) -> bool:
     """Whether two answers agree: booleans equal, numbers within max(rel * |b|, abs_tol)."""
+    return tolerance_miss(a, b, rel, abs_tol) <= 1.0
+
+
+def tolerance_miss(a: Answer, b: Answer, rel: float, abs_tol: float) -> float:
+    """How far answer a is from b in units of the tolerance max(rel * |b|, abs_tol): the largest
+    |a - b| / tolerance over a list's elements (<= 1: they agree); booleans 0 when equal, else inf,
+    as are mismatched shapes."""
     if isinstance(b.value, bool) or isinstance(a.value, bool):
-        return a.value == b.value
+        return 0.0 if a.value == b.value else math.inf
     x, y = np.atleast_1d(np.asarray(a.value, float)), np.atleast_1d(np.asarray(b.value, float))
     if x.shape != y.shape:
-        return False
-    return bool(np.all(np.abs(x - y) <= np.maximum(rel * np.abs(y), abs_tol)))
+        return math.inf
+    diff, tol = np.abs(x - y), np.maximum(rel * np.abs(y), abs_tol)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        miss = np.where(tol > 0, diff / tol, np.where(diff == 0, 0.0, math.inf))
+    return float(np.nan_to_num(miss, nan=math.inf, posinf=math.inf).max())  # a non-finite answer misses by inf
 
 
 def relative_error(a: Answer, b: Answer) -> float:
