@@ -18,8 +18,8 @@ Rerunning the same command resumes from the last checkpoint and ends with the we
 uninterrupted run gives. A progress bar goes to stderr; the last stdout line is a JSON summary:
 checkpoint, baseline, steps, simulator_episodes, groups, skipped_groups, and `before` / `after`
 (`rlpf.evaluate`: disagreement_rate, disagreement_by_family, answer_miss_by_family, violation_rate,
-position_error, position_error_long, psnr, reward). Bad input exits with status 2 and a one-line message naming the parameter, the value and
-what is allowed, before anything is written.
+position_error, position_error_long, psnr, reward). Bad input exits with status 2 and a one-line
+message naming the parameter, the value and what is allowed, before anything is written.
 """
 
 from __future__ import annotations
