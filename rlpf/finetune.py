@@ -147,16 +147,12 @@ def own_state_loss(model, out: dict, group: Group, context: int) -> torch.Tensor
     return (err * w).sum() / (w.sum() * err.shape[1]).clamp(min=1)
 
 
-def clipped_grads(params: list[torch.Tensor], max_norm: float) -> tuple[list[torch.Tensor | None], float]:
-    """The parameters' gradients (None where a parameter has none), scaled together to a global norm
-    of at most max_norm (0: not scaled), and their norm before scaling."""
-    grads = [p.grad for p in params]
-    present = [g for g in grads if g is not None]
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in present])) if present else torch.zeros(())
+def clip_grads(params: list[torch.Tensor], max_norm: float) -> float:
+    """Scale the parameters' gradients in place to a global norm of at most max_norm (0: leave
+    them); returns their norm before."""
     if max_norm > 0:
-        scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
-        grads = [None if g is None else g * scale for g in grads]
-    return grads, float(norm)
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    return float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
 
 
 def update(model, reference_model, optimizer, groups: list[Group], sim_episodes, opts: dict, device) -> dict:
@@ -183,13 +179,15 @@ def update(model, reference_model, optimizer, groups: list[Group], sim_episodes,
                 old[k] = logp if old[k] is None else old[k]
                 stats.append(s)
             (loss / len(groups)).backward()
-        policy_grads, policy_norm = clipped_grads(params, opts["grad_clip"]) if own else (None, None)  # own: a group was backpropagated
+        policy_norm = clip_grads(params, opts["grad_clip"]) if own else None  # own: a group was backpropagated
+        policy_grads = [p.grad for p in params]
         optimizer.zero_grad(set_to_none=True)
         sup, parts = supervised_loss(model, sim_episodes, opts, device)
         sup.backward()
-        grads, grad_norm = clipped_grads(params, opts["grad_clip"])
-        for p, g, pg in zip(params, grads, policy_grads or [None] * len(params)):
-            p.grad = g if pg is None else pg if g is None else g + pg
+        grad_norm = clip_grads(params, opts["grad_clip"])
+        for p, g in zip(params, policy_grads):
+            if g is not None:
+                p.grad = g if p.grad is None else p.grad + g
         optimizer.step()
         if epoch == 0:
             log = {"loss/frame_nll": parts["frame_nll"], "loss/state_loss": parts["state_loss"], "train/grad_norm": grad_norm}
