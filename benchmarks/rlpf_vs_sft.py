@@ -56,6 +56,15 @@ def cell(value, fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
 
 
+def print_by_family(rows: dict[str, dict], key: str, fmt: str, title: str) -> None:
+    """One table: a row per model, a column per family of the start's figures[key]."""
+    families = list(rows["start"].get(key, {}))
+    print(f"\n{title}")
+    print(f"{'':8}" + "".join(f"{f:>12}" for f in families))
+    for name, figures in rows.items():
+        print(f"{name:8}" + "".join(f"{cell(figures.get(key, {}).get(f), fmt):>12}" for f in families))
+
+
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     ours, extra = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
@@ -76,16 +85,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'':8}" + "".join(f"{h:>16}" for _, h, _ in COLUMNS))
     for name, figures in rows.items():
         print(f"{name:8}" + "".join(f"{cell(figures[k], f):>16}" for k, _, f in COLUMNS))
-    print("\ndisagreement by family (queries ask: stack topples, collision collides, the others where body 0 is at the last frame)")
-    families = list(rows["start"].get("disagreement_by_family", {}))
-    print(f"{'':8}" + "".join(f"{f:>12}" for f in families))
-    for name, figures in rows.items():
-        print(f"{name:8}" + "".join(f"{cell(figures.get('disagreement_by_family', {}).get(f), '{:.3f}'):>12}" for f in families))
-    numeric = list(rows["start"].get("answer_miss_by_family", {}))
-    print("\nanswer miss by family (median distance of the position_at answers from the simulator's, in tolerances; <= 1 agrees)")
-    print(f"{'':8}" + "".join(f"{f:>12}" for f in numeric))
-    for name, figures in rows.items():
-        print(f"{name:8}" + "".join(f"{cell(figures.get('answer_miss_by_family', {}).get(f), '{:.1f}'):>12}" for f in numeric))
+    print_by_family(rows, "disagreement_by_family", "{:.3f}", "disagreement by family (queries ask: stack topples, collision collides, the others where body 0 is at the last frame)")
+    print_by_family(rows, "answer_miss_by_family", "{:.1f}", "answer miss by family (median distance of the position_at answers from the simulator's, in tolerances; <= 1 agrees)")
     start, after, base = rows["start"], rows["rlpf"], rows["sft"]
     reduction = 1 - after["disagreement_rate"] / start["disagreement_rate"] if start["disagreement_rate"] else None
     long_ratio = after["position_error_long"] / base["position_error_long"] if base["position_error_long"] else None

@@ -80,12 +80,15 @@ def evaluate(
     model.train(was_training)
     longs = [r["position_error_long"] for r in rows if r["position_error_long"] is not None]
     families = dict.fromkeys(r["family"] for r in rows)
+    misses: dict[str, list[float]] = {}  # position_at family -> its rollouts' answer misses
+    for r in rows:
+        if r["answer_miss"] is not None:
+            misses.setdefault(r["family"], []).append(r["answer_miss"])
+    median_miss = {f: float(np.median(v)) for f, v in misses.items()}
     return {
         "disagreement_rate": float(np.mean([r["disagrees"] for r in rows])),
         "disagreement_by_family": {f: float(np.mean([r["disagrees"] for r in rows if r["family"] == f])) for f in families},
-        "answer_miss_by_family": {
-            f: finite_or_none(np.median([r["answer_miss"] for r in rows if r["family"] == f])) for f in families if any(r["family"] == f and r["answer_miss"] is not None for r in rows)
-        },
+        "answer_miss_by_family": {f: m if np.isfinite(m) else None for f, m in median_miss.items()},  # None: strict JSON
         "violation_rate": float(np.mean([r["violates"] for r in rows])),
         "failed_checks": float(np.mean([r["failed_checks"] for r in rows])),
         "position_error": float(np.mean([r["position_error"] for r in rows])),
@@ -94,8 +97,3 @@ def evaluate(
         "reward": float(np.mean([r["reward"] for r in rows])),
         "rollouts": len(rows),
     }
-
-
-def finite_or_none(x: float) -> float | None:
-    """x as a float, None where it is not finite (the report is strict JSON)."""
-    return float(x) if np.isfinite(x) else None
