@@ -1059,7 +1059,10 @@ class WorldModel(nn.Module):
             hold = held(None if steady is None else steady[:, b], bodies[:, b])
             steps = self.step_distribution(self.dynamics_head.decode(slots[:, b], features), features, hold).ungated  # (B, tt, N, 6)
             for j in range(tt):
-                prev2, prev, cur = prev, cur, self.advance(cur, steps[:, j], bodies[:, b], mask, tether)
+                nxt = self.advance(cur, steps[:, j], bodies[:, b], mask, tether)
+                if tether is not None:  # a tethered body's chained state is a leaf for the next frame: the tether step's Jacobian compounds past float range over a clip
+                    nxt = torch.where(tether.on[..., None], nxt.detach(), nxt)
+                prev2, prev, cur = prev, cur, nxt
                 out.append(cur)
         return torch.stack(out, dim=1)
 
@@ -1198,7 +1201,7 @@ class WorldModel(nn.Module):
             # each component's spread around its own mean (held fixed): moving on every frame, resting where kept
             true_steps = target.flatten(1, 2)[:, : T - tt].detach()
             nll = -gaussian_logprob(true_steps, frame_dist.move.detach(), frame_dist.move_logstd).mean(-1)  # (B, T-tt, n_max)
-            nll = nll - keep * gaussian_logprob(true_steps, frame_dist.rest, frame_dist.rest_logstd).mean(-1)
+            nll = nll - keep * gaussian_logprob(true_steps, frame_dist.rest.detach(), frame_dist.rest_logstd).mean(-1)
             step_nll = cfg.step_nll_weight * (nll * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
             # the steps a rollout drew: as the targets, but a block's first frame steps from `src`
             prev = known[:, tt - 1 : -1].clone()
