@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from safetensors.torch import load_file
 
 import worldmodel as wm
 from conftest import last_json, run_command
-from worldmodel.train import CRASH_ENV, batch_indices, learning_rate
+from worldmodel.train import CRASH_ENV, MAX_NONFINITE_STEPS, batch_indices, learning_rate
 
 TINY = ["model.d_model=32", "model.n_layer=1", "model.n_head=2", "clip_len=6", "batch_size=2", "video_every=0", "progress=false", "num_workers=0"]
 
@@ -106,6 +107,18 @@ def test_bad_input_exits_2_with_a_message_and_writes_nothing(dataset, override, 
     proc = run(["data=data", "steps=1", "out_dir=runs/bad", *TINY, override], dataset, check=False)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
     assert not (dataset / "runs/bad").exists()
+
+
+def test_a_diverging_run_skips_non_finite_steps_then_stops_with_finite_weights(dataset):
+    proc = run(["data=data", "steps=40", "ckpt_every=1", "out_dir=runs/diverge", *TINY, "lr=1e30", "min_lr=1e30", "warmup_steps=0"], dataset, check=False)
+    assert proc.returncode == 2 and "lr: training diverged at lr 1e+30" in proc.stderr and "Traceback" not in proc.stderr
+    first, last = map(int, re.search(r"steps (\d+)\.\.(\d+) all had a non-finite loss", proc.stderr).groups())
+    assert last - first + 1 == MAX_NONFINITE_STEPS and last < 40
+    ckpts = sorted((dataset / "runs/diverge/checkpoints").iterdir())
+    assert ckpts and int(ckpts[-1].name.split("-")[1]) < last  # it stopped at the divergence
+    for ckpt in ckpts:  # the skipped updates wrote nothing: every checkpoint's weights are finite
+        assert all(torch.isfinite(t).all() for t in load_file(str(ckpt / "model.safetensors")).values())
+    assert json.loads((ckpts[-1] / "state.json").read_text())["skipped_steps"] >= 1
 
 
 def test_rerun_with_another_definition_is_refused(dataset):

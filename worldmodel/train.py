@@ -54,11 +54,13 @@ from worldmodel.tokens import collate
 # keys of configs/train.yaml that define what is trained (the rest may change between resumes)
 RUN_KEYS = ("data", "sim_split", "clip_len", "batch_size", "lr", "dynamics_lr_scale", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "state_dropout", "seed", "model")
 CRASH_ENV = "PHYSFUSION_TEST_CRASH_AFTER_STEP"
+MAX_NONFINITE_STEPS = 8  # consecutive steps with a non-finite loss or gradient (each skipped) before training stops
 LOSS_KEYS = ("loss", "frame_nll", "state_loss", "readout_loss", "step_loss", "chain_loss", "step_nll", "gate_loss", "body_loss", "moe_aux")  # logged and summarised
 
 
 class TrainError(ValueError):
-    """Bad training options: the message names the option, the value and what is allowed."""
+    """Bad training options, or a run they make diverge: the message names the option, the value and
+    what is allowed."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -348,6 +350,8 @@ def train(options: dict) -> dict:
     preview = dataset[0]
     context = min(4, options["clip_len"] - 1)
     n_tokens, clips_seen, t_start, last = None, 0, time.perf_counter(), {}
+    skipped = json.loads((ckpts[-1] / "state.json").read_text()).get("skipped_steps", 0) if start else 0
+    nonfinite = 0  # consecutive skipped steps
     model.train()
     for step, batch in zip(range(start, steps), loader):
         lr = learning_rate(step, lr=options["lr"], min_lr=options["min_lr"], warmup_steps=options["warmup_steps"], steps=steps)
@@ -358,8 +362,17 @@ def train(options: dict) -> dict:
             out_step = net(batch)
         optimizer.zero_grad(set_to_none=True)
         out_step["loss"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), options["grad_clip"]) if options["grad_clip"] > 0 else torch.zeros(())
-        optimizer.step()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), options["grad_clip"] if options["grad_clip"] > 0 else math.inf)
+        if torch.isfinite(grad_norm):  # the same on every process (after DDP's all-reduce)
+            optimizer.step()
+            nonfinite = 0
+        else:  # a NaN or inf in the loss or its gradient: skip the update (clipping by a non-finite norm would write NaN into every weight)
+            skipped, nonfinite = skipped + 1, nonfinite + 1
+            if nonfinite == MAX_NONFINITE_STEPS:
+                raise TrainError(
+                    f"lr: training diverged at lr {lr:g}: steps {step + 2 - nonfinite}..{step + 1} all had a non-finite loss or gradient and were "
+                    f"skipped ({skipped} in all); the checkpoints hold finite weights; allowed: a smaller lr or a longer warmup_steps"
+                )
         clips_seen += options["batch_size"]
         n_tokens = out_step["token_types"].numel()  # sequence length of a clip
         done = step + 1
@@ -373,12 +386,14 @@ def train(options: dict) -> dict:
                     writer.add_scalar(f"loss/{k}", v, done)
                 writer.add_scalar("train/lr", lr, done)
                 writer.add_scalar("train/grad_norm", float(grad_norm), done)
+                writer.add_scalar("train/skipped_steps", skipped, done)
                 writer.add_scalar("train/clips_per_s", clips_seen / elapsed, done)
                 usage = expert_usage(out_step["routing"], out_step["token_types"], cfg.n_expert, out_step["token_valid"])
                 for m_i, name in enumerate(MODALITIES):
                     if usage[:, m_i].sum() > 0:
                         writer.add_histogram(f"experts/{name}", usage[:, m_i].mean(0), done)
             if done % options["ckpt_every"] == 0 or done == steps:
+                state["skipped_steps"] = skipped
                 save_checkpoint(out, model, optimizer, done, state, options["keep_checkpoints"])
             if options["video_every"] and done % options["video_every"] == 0 or done == steps:
                 log_rollout(model, preview, context, writer, done, out)
@@ -398,6 +413,7 @@ def train(options: dict) -> dict:
         "out_dir": str(out),
         "steps": steps,
         "resumed_from": start,
+        "skipped_steps": skipped,
         "parameters": model.num_parameters(),
         "active_parameters": model.num_active_parameters(),
         "clips_per_s": round(clips_seen / elapsed, 3) if clips_seen else None,
