@@ -1047,9 +1047,9 @@ class WorldModel(nn.Module):
         act, free flight included: held there too, a 1500-step training run's chain loss diverged,
         cause not isolated; the prior's step where a driven body is held, as in `block_dynamics`),
         with each frame's contact impulses and tethers (a tethered body's chained state passes no
-        gradient on to the next frame: the tether step's Jacobian, up to 2-7 per frame on a double
-        pendulum, compounded it to 1e19 over a clip and training to NaN; each frame's error still
-        trains the step that made it): slots (B, n, tt, N, D) and bodies (B, n, N,
+        gradient on to the next frame: the tether step's Jacobian stretches some directions several
+        times per frame on a double pendulum, which compounded over a clip took training to NaN;
+        each frame's error still trains the step that made it): slots (B, n, tt, N, D) and bodies (B, n, N,
         BODY_COLUMNS) of blocks 0..n-1 (as `block_dynamics`); src (B, tt, N, 6) SI block 0's
         states; actions (B, n, tt, action_dim) driving the steps, or None; mask (B, N) the tracked
         bodies; tether (B, N) or None; steady (B, n, tt) or None as in `block_dynamics` -> (B, n*tt, N, 6)."""
