@@ -436,6 +436,28 @@ def test_nothing_drives_a_body_in_a_passive_episode(cfg):
     assert not np.allclose(rolled["passive"], rolled["active"], atol=1e-4)  # held on the prior only where driven
 
 
+def test_a_tethered_bodys_chained_states_carry_no_gradient():
+    """On a simulated pendulum (bob tethered) beside a free drop's ball in one batch: the ball's
+    chained states depend on block 0's states and on the dynamics head, the bob's on neither (the
+    chain loss trains free bodies only: through the tether step the chain's gradient compounds)."""
+    from worldmodel.tether import TETHER_FRAMES, fit_tethers
+
+    cfg = tiny_config()
+    model = wm.WorldModel(cfg)
+    b = wm.collate([sim.simulate("pendulum", seed=0, seconds=1.0, width=32, height=32), sim.simulate("drop", seed=0, seconds=1.0, width=32, height=32)], cfg)
+    tether = fit_tethers(b.states[:, :TETHER_FRAMES], b.state_mask)
+    assert tether.on[0, 0] and not tether.on[1].any()  # the bob is tethered, the ball is not
+    slots = model.dynamics_head.slots(torch.randn(2, 3, cfg.n_patches, cfg.d_model))
+    bodies = model.body_properties(slots).detach()
+    src = b.states[:, : cfg.tubelet_t].clone().requires_grad_(True)
+    chained = model.chain_states(slots, bodies, src, mask=b.state_mask, tether=tether)  # (2, 3 tt, N, 6)
+    head = list(model.dynamics_head.parameters())
+    ball = torch.autograd.grad(chained[1, :, 0].sum(), [src, *head], retain_graph=True, allow_unused=True)
+    assert ball[0].abs().max() > 0 and any(g is not None and g.abs().max() > 0 for g in ball[1:])
+    bob = torch.autograd.grad(chained[0, :, 0].sum(), [src, *head], allow_unused=True)
+    assert all(g is None or g.abs().max() == 0 for g in bob)
+
+
 @pytest.mark.parametrize("scene", ["push", "gears", "pour"])
 def test_the_prior_carries_a_driven_body_while_its_actions_hold(scene):
     """What holding rests on: on the simulator's own states, the prior's step (steady change, no
