@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
         "rlpf_beats_sft_long_horizon": long_ratio is not None and long_ratio < 1.0,
     }
     print(
-        f"\ndisagreement {cell(reduction and 100 * reduction, '{:.0f}')}% lower than the start (bar >= 30%); "
+        f"\ndisagreement {cell(None if reduction is None else 0.0 - 100 * reduction, '{:+.0f}')}% against the start (bar <= -30%); "
         f"violations {'not risen' if bars['violations_not_risen'] else 'ROSE'}; PSNR change {after['psnr'] - start['psnr']:+.2f} dB (bar >= -1); "
         f"long-horizon error RLPF / SFT {cell(long_ratio, '{:.3f}')} (bar < 1); "
         f"simulator episodes drawn: SFT {sft['simulator_episodes']}, RLPF {rl['simulator_episodes']}",
