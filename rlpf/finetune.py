@@ -34,7 +34,6 @@ The SFT baseline draws its queries from the same buffer, whose priorities then n
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 import time
@@ -231,8 +230,8 @@ def finetune(opts: dict) -> dict:
     ckpts = checkpoint_dirs(out)
     start = 0
     if ckpts:
-        start = load_checkpoint(ckpts[-1], model, optimizer)
-        state = json.loads((ckpts[-1] / "state.json").read_text())
+        state = load_checkpoint(ckpts[-1], model, optimizer)
+        start = state["step"]
         buffer.load_state_dict(state["buffer"])
         totals = state["totals"]
         print(f"resuming from {ckpts[-1]} (step {start})", file=sys.stderr, flush=True)

@@ -186,8 +186,9 @@ def save_checkpoint(out: Path, model: WorldModel, optimizer, step: int, state: d
     return final
 
 
-def load_checkpoint(path: Path, model: WorldModel, optimizer) -> int:
-    """Restore weights, optimiser and RNG states from a checkpoint folder; return its step."""
+def load_checkpoint(path: Path, model: WorldModel, optimizer) -> dict:
+    """Restore weights, optimiser and RNG states from a checkpoint folder; return its state.json
+    (the caller's state at saving, with "step")."""
     from safetensors.torch import load_file
 
     model.load_state_dict(load_file(str(path / "model.safetensors")))
@@ -196,7 +197,7 @@ def load_checkpoint(path: Path, model: WorldModel, optimizer) -> int:
     torch.set_rng_state(extra["rng"]["torch"])
     if extra["rng"]["cuda"]:
         torch.cuda.set_rng_state_all(extra["rng"]["cuda"])
-    return json.loads((path / "state.json").read_text())["step"]
+    return json.loads((path / "state.json").read_text())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -316,7 +317,8 @@ def train(options: dict) -> dict:
     model = WorldModel(cfg).to(device)
     optimizer = make_optimizer(model, options["lr"], options["weight_decay"], options["betas"], options["dynamics_lr_scale"])
     ckpts = checkpoint_dirs(out)
-    start = load_checkpoint(ckpts[-1], model, optimizer) if ckpts else 0
+    saved = load_checkpoint(ckpts[-1], model, optimizer) if ckpts else {"step": 0}
+    start = saved["step"]
     if rank == 0:
         print(model.describe(), flush=True)
         if start:
@@ -350,7 +352,7 @@ def train(options: dict) -> dict:
     preview = dataset[0]
     context = min(4, options["clip_len"] - 1)
     n_tokens, clips_seen, t_start, last = None, 0, time.perf_counter(), {}
-    skipped = json.loads((ckpts[-1] / "state.json").read_text()).get("skipped_steps", 0) if start else 0
+    skipped = saved.get("skipped_steps", 0)
     nonfinite = 0  # consecutive skipped steps
     model.train()
     for step, batch in zip(range(start, steps), loader):
