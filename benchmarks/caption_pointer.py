@@ -1,4 +1,4 @@
-"""Does each body read its own radius, mass and restitution from the caption?
+"""Does each body read its own radius, mass, restitution and friction from the caption?
 
     python benchmarks/caption_pointer.py --checkpoint runs/quality/nano/model.safetensors --episodes 10
 
@@ -25,8 +25,8 @@ import worldmodel  # noqa: E402
 from worldmodel.model import pointer_targets  # noqa: E402
 
 FPS, SECONDS = 20, 0.8  # frames/s, s: enough frames for two blocks
-FAMILIES = ("collision", "drop", "projectile", "ramp", "push", "stack", "pendulum")  # those stating a property per body
-PROPERTIES = ("radius", "mass", "restitution")
+FAMILIES = ("collision", "drop", "projectile", "ramp", "push", "stack", "pendulum", "table_fall")  # those stating a property per body
+PROPERTIES = ("radius", "mass", "restitution", "friction")
 
 
 def pointer_scores(model, episode) -> list[tuple[int, float, float, float]]:
@@ -49,12 +49,13 @@ def pointer_scores(model, episode) -> list[tuple[int, float, float, float]]:
         del model.read_bodies
     bodies, pointer = read["out"]
     N = pointer.gate_logit.shape[-2]
-    stated = torch.full((1, N, 3), float("nan"))
+    P = len(PROPERTIES)
+    stated = torch.full((1, N, P), float("nan"))
     stated[0, : min(N, len(truth))] = truth[:N]
-    match, found = pointer_targets(pointer.token_value, stated)  # (1, 1, N, 3, Lt), (1, 1, N, 3)
-    on = (pointer.attention[:, :1].exp() * match).sum(-1)[0, 0]  # (N, 3)
-    gate = torch.sigmoid(pointer.gate_logit[0, 0])  # (N, 3)
-    value = torch.stack([bodies[0, 0, :, 0], bodies[0, 0, :, 1].exp(), bodies[0, 0, :, 2]], dim=-1)  # (N, 3) radius m, kg, e
+    match, found = pointer_targets(pointer.token_value, stated)  # (1, 1, N, P, Lt), (1, 1, N, P)
+    on = (pointer.attention[:, :1].exp() * match).sum(-1)[0, 0]  # (N, P)
+    gate = torch.sigmoid(pointer.gate_logit[0, 0])  # (N, P)
+    value = torch.stack([bodies[0, 0, :, 0], bodies[0, 0, :, 1].exp(), bodies[0, 0, :, 2], bodies[0, 0, :, 3]], dim=-1)  # (N, P) radius m, kg, e, mu
     found = found[0, 0]
     return [(k, float(on[i, k]), float(gate[i, k]), float(value[i, k] / stated[0, i, k])) for i, k in found.nonzero().tolist()]
 

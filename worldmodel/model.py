@@ -70,11 +70,13 @@ FEATURE_BOUND = 2.0  # soft clip of the dynamics head's features for its learnt 
 BODY_FEATURES = 12  # per body: position, velocity, last and steady velocity change (`WorldModel.dynamics_features`)
 CONTACT_FEATURES = 5  # per body: gap to the nearest body after one step, approach velocity along it, floor gap (`WorldModel.contact_features`)
 RADIUS_INIT = 0.1  # m: a body's learnt radius before training (`WorldModel.body_properties`)
-BODY_PROPERTIES = 3  # per body, read from its dynamics slots and the caption: radius m, log mass, restitution (`WorldModel.body_properties`)
-BODY_COLUMNS = BODY_PROPERTIES + 1  # and the logit of its being driven by the actions (`WorldModel.body_properties`)
+BODY_PROPERTIES = 4  # per body, read from its dynamics slots and the caption: radius m, log mass, restitution, friction (`WorldModel.body_properties`)
+DRIVEN = BODY_PROPERTIES  # the column after them: the logit of its being driven by the actions
+BODY_COLUMNS = BODY_PROPERTIES + 1  # (`WorldModel.body_properties`)
+FRICTION_INIT = 0.5  # a body's learnt Coulomb friction before training
 DRIVEN_INIT = -4.0  # the driven logit before training: every body free
 POINTER_DIM = 32  # width of the attention from a body's slots to the caption's numbers (`WorldModel.body_properties`)
-CAPTION_UNITS = (math.log(0.005), 0.0, 0.0)  # log factors from a caption's literal to a property, sim's conventions: a diameter in cm to a radius in m, kg, restitution as stated
+CAPTION_UNITS = (math.log(0.005), 0.0, 0.0, 0.0)  # log factors from a caption's literal to a property, sim's conventions: a diameter in cm to a radius in m, kg, restitution and friction as stated
 NUMBER_BLANK = ord("#")  # the byte every numeric literal's bytes become in the caption pass the pointer's keys come from (`WorldModel.caption_numbers`)
 POINTER_TOLERANCE = 0.1  # log units: a caption number within 10% of a stated property is the one to point at (a diameter in whole cm rounds by up to 5%)
 CONTACT_EPS = 0.001  # m: added in quadrature to a contact's half-chord, so a graze's contact time has a bounded gradient (`WorldModel.contact_impulse`)
@@ -307,7 +309,7 @@ class CaptionPointer(NamedTuple):
 
     attention   (B, n, N, BODY_PROPERTIES, Lt) log-probability of each caption token being pointed at
     token_value (B, 1, 1, BODY_PROPERTIES, Lt) each token's value in each property's unit: log of
-                radius m, mass kg, restitution (the literal's value times CAPTION_UNITS); inf off numbers
+                radius m, mass kg, restitution, friction (the literal's value times CAPTION_UNITS); inf off numbers
     gate_logit  (B, n, N, BODY_PROPERTIES) the pointed value's share against the slots' guess
     """
 
@@ -318,11 +320,12 @@ class CaptionPointer(NamedTuple):
 
 def pointer_targets(token_value: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Which caption tokens state each body's properties: token_value (B, 1, 1, BODY_PROPERTIES, Lt)
-    (`CaptionPointer.token_value`), truth (B, N, 3) radius m, mass kg, restitution (NaN: not stated)
-    -> (match (B, 1, N, 3, Lt): the tokens nearest the stated value in its unit, found (B, 1, N, 3):
+    (`CaptionPointer.token_value`), truth (B, N, BODY_PROPERTIES) radius m, mass kg, restitution,
+    friction (NaN: not stated) -> (match (B, 1, N, BODY_PROPERTIES, Lt): the tokens nearest the
+    stated value in its unit, found (B, 1, N, BODY_PROPERTIES):
     the nearest is within POINTER_TOLERANCE, so the caption states it)."""
-    target = truth.to(token_value.dtype).log()[:, None, :, :, None]  # (B, 1, N, 3, 1)
-    off = (token_value.detach() - target).abs()  # (B, 1, N, 3, Lt) log units; NaN where not stated
+    target = truth.to(token_value.dtype).log()[:, None, :, :, None]  # (B, 1, N, P, 1); -inf for a friction of 0, which no number states
+    off = (token_value.detach() - target).abs()  # (B, 1, N, P, Lt) log units; NaN where not stated
     nearest = off.min(-1, keepdim=True).values
     return off <= nearest + 1e-3, nearest[..., 0] < POINTER_TOLERANCE
 
@@ -548,7 +551,7 @@ def undriven_if_passive(bodies: torch.Tensor, active: torch.Tensor | None) -> to
     if active is None:
         return bodies
     passive = ~active.view(-1, *[1] * (bodies.dim() - 2))  # (B, 1.., 1)
-    return torch.cat([bodies[..., :3], bodies[..., 3:].masked_fill(passive[..., None], DRIVEN_INIT)], dim=-1)
+    return torch.cat([bodies[..., :DRIVEN], bodies[..., DRIVEN:].masked_fill(passive[..., None], DRIVEN_INIT)], dim=-1)
 
 
 def held(steady: torch.Tensor | None, bodies: torch.Tensor) -> torch.Tensor | None:
@@ -557,7 +560,7 @@ def held(steady: torch.Tensor | None, bodies: torch.Tensor) -> torch.Tensor | No
     a driven body (driven logit > 0) under steady actions."""
     if steady is None:
         return None
-    return steady[..., :, None] & (bodies[..., 3] > 0)[..., None, :]
+    return steady[..., :, None] & (bodies[..., DRIVEN] > 0)[..., None, :]
 
 
 class WorldModel(nn.Module):
@@ -571,7 +574,7 @@ class WorldModel(nn.Module):
         self.frame_head = FrameHead(cfg)
         self.state_head = StateHead(cfg)
         self.dynamics_head = StateHead(cfg, n_features=dynamics_features_dim(cfg), n_out=DYNAMICS_OUT, prior=constant_acceleration_prior(cfg))  # step mean, log-std, gate
-        self.body_head = nn.Linear(cfg.d_model, BODY_COLUMNS + BODY_PROPERTIES)  # each body's size, mass and restitution guessed from its dynamics slots, how far to take the caption's instead, and whether the actions drive it
+        self.body_head = nn.Linear(cfg.d_model, BODY_COLUMNS + BODY_PROPERTIES)  # each body's size, mass, restitution and friction guessed from its dynamics slots, how far to take the caption's instead, and whether the actions drive it
         self.caption_query = nn.Linear(cfg.d_model, BODY_PROPERTIES * POINTER_DIM)  # per body and property: which caption number states it
         self.caption_key = nn.Linear(cfg.d_model, POINTER_DIM)
         self.register_buffer("caption_unit", torch.tensor(CAPTION_UNITS), persistent=False)  # fixed: a learnt unit drifts to make up for a pointer that averages numbers
@@ -589,8 +592,9 @@ class WorldModel(nn.Module):
                 nn.init.normal_(m.weight, std=0.02)
         nn.init.zeros_(self.dynamics_head.mlp[-1].weight)  # the dynamics head starts as its prior exactly
         nn.init.zeros_(self.dynamics_head.skip.weight)
-        with torch.no_grad():  # radius RADIUS_INIT, equal masses, restitution 0.5; the caption's values a quarter in; none driven
-            self.body_head.bias.copy_(torch.tensor([math.log(math.expm1(RADIUS_INIT)), 0.0, 0.0] + [math.log(1 / 3)] * BODY_PROPERTIES + [DRIVEN_INIT]))
+        with torch.no_grad():  # radius RADIUS_INIT, equal masses, restitution 0.5, friction FRICTION_INIT; the caption's values a quarter in; none driven
+            guess = [math.log(math.expm1(RADIUS_INIT)), 0.0, 0.0, math.log(math.expm1(FRICTION_INIT))]
+            self.body_head.bias.copy_(torch.tensor(guess + [math.log(1 / 3)] * BODY_PROPERTIES + [DRIVEN_INIT]))
 
     # --- bookkeeping ---------------------------------------------------------------------------
     def num_parameters(self) -> int:
@@ -775,39 +779,39 @@ class WorldModel(nn.Module):
 
     def body_properties(self, slots: torch.Tensor, caption: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """The dynamics slots (..., tt, N, D) of a block -> each body's properties (..., N,
-        BODY_COLUMNS): radius m, log mass, restitution and the logit of its being driven by the
-        actions (> 0: driven), what the contact features and impulses need (`read_bodies` with its
-        pointer)."""
+        BODY_COLUMNS): radius m, log mass, restitution, Coulomb friction and the logit of its being
+        driven by the actions (> 0: driven), what the contact features and impulses need
+        (`read_bodies` with its pointer)."""
         return self.read_bodies(slots, caption)[0]
 
     def read_bodies(self, slots: torch.Tensor, caption: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, CaptionPointer | None]:
         """`body_properties`, and how they were read from the caption. Without a caption, the
-        slots' guess (averaged over the block's frames): softplus, as is, sigmoid. With one,
+        slots' guess (averaged over the block's frames): softplus, as is, sigmoid, softplus. With one,
         caption = (its tokens' hidden states (B, Lt, D) from `caption_numbers`, their `text_values`
         (B, Lt), NaN off numbers) for slots (B, n, tt, N, D): each body and property also points at
         the caption's numbers (attention from its slots to them) and takes the pointed value, times
         its unit (CAPTION_UNITS), in the proportion a learnt gate gives ("Balls (3) of 20 cm ... red
-        1.15 kg ... Restitution 0.80"). The value passes through as stated, so a mass or a size
+        1.15 kg ... Restitution 0.80, friction 0.40"). The value passes through as stated, so a mass or a size
         beyond the training range is read as it is, not squashed into it. Whether the actions drive
         a body is the slots' alone (the caption does not say). Returns (bodies (..., N,
         BODY_COLUMNS), the `CaptionPointer`, None without a caption)."""
         pooled = slots.mean(-3)  # (..., N, D)
-        raw = self.body_head(pooled)  # (..., N, 7): the guess, the gate logits, the driven logit
-        guess = torch.stack([F.softplus(raw[..., 0]), raw[..., 1], torch.sigmoid(raw[..., 2])], dim=-1)
+        raw = self.body_head(pooled)  # (..., N, BODY_COLUMNS + BODY_PROPERTIES): the guess, the gate logits, the driven logit
+        guess = torch.stack([F.softplus(raw[..., 0]), raw[..., 1], torch.sigmoid(raw[..., 2]), F.softplus(raw[..., 3])], dim=-1)
         driven = raw[..., -1:]
         if caption is None:
             return torch.cat([guess, driven], dim=-1), None
         hidden, values = caption
         number = values.isfinite()  # (B, Lt)
-        q = self.caption_query(pooled).unflatten(-1, (BODY_PROPERTIES, POINTER_DIM))  # (B, n, N, 3, P)
+        q = self.caption_query(pooled).unflatten(-1, (BODY_PROPERTIES, POINTER_DIM))  # (B, n, N, BODY_PROPERTIES, P)
         k = self.caption_key(hidden)  # (B, Lt, P)
         score = torch.einsum("bnkpd,bld->bnkpl", q, k) / math.sqrt(POINTER_DIM)
         score = score.masked_fill(~number[:, None, None, None], float("-inf"))
         score = torch.where(number.any(-1)[:, None, None, None, None], score, torch.zeros_like(score))  # no numbers: unused (gate 0)
-        attention = score.log_softmax(-1)  # (B, n, N, 3, Lt)
-        token_value = values.abs().clamp(min=1e-3).log().nan_to_num()[:, None, None, None] + self.caption_unit[:, None]  # (B, 1, 1, 3, Lt) log, in each property's unit
-        pointed = (attention.exp() * token_value).sum(-1)  # (B, n, N, 3) log
-        read = torch.stack([pointed[..., 0].exp(), pointed[..., 1], pointed[..., 2].exp().clamp(max=1.0)], dim=-1)
+        attention = score.log_softmax(-1)  # (B, n, N, BODY_PROPERTIES, Lt)
+        token_value = values.abs().clamp(min=1e-3).log().nan_to_num()[:, None, None, None] + self.caption_unit[:, None]  # (B, 1, 1, BODY_PROPERTIES, Lt) log, in each property's unit
+        pointed = (attention.exp() * token_value).sum(-1)  # (B, n, N, BODY_PROPERTIES) log
+        read = torch.stack([pointed[..., 0].exp(), pointed[..., 1], pointed[..., 2].exp().clamp(max=1.0), pointed[..., 3].exp()], dim=-1)
         gate_logit = raw[..., BODY_PROPERTIES : 2 * BODY_PROPERTIES]
         gate = torch.sigmoid(gate_logit.masked_fill(~number.any(-1)[:, None, None, None], -torch.inf))  # no numbers: shut
         pointer = CaptionPointer(attention, token_value.masked_fill(~number[:, None, None, None], torch.inf), gate_logit)
@@ -825,7 +829,10 @@ class WorldModel(nn.Module):
         unit normal n at that moment (from i to j), i's velocity changes by
         -(1 + e) m_j / (m_i + m_j) c n, e the mean of their restitutions: momentum is conserved and
         the closing speed becomes e c apart. A body falling onto the floor (z = 0) bounces: its
-        vertical velocity v_z becomes -e v_z. Each impulse acts for the part of the frame after its
+        vertical velocity v_z becomes -e v_z, and Coulomb friction (its friction mu: the scene sets
+        one for body and floor alike) takes up to mu (1 + e) |v_z| off its horizontal velocity,
+        never reversing it (a body that stops slipping keeps what is left as rolling or stops; the
+        head learns which). Each impulse acts for the part of the frame after its
         contact, and all of it lands in the one frame that holds the contact (a hit at a frame's
         end is not split over two frames, which would lose part of its restitution). The size of
         the impulse is continuous in the radii: a grazing touch has c -> 0, and the contact time
@@ -837,7 +844,7 @@ class WorldModel(nn.Module):
         cfg = self.cfg
         dt = 1.0 / cfg.fps
         p, v = cur[..., :3], cur[..., 3:]
-        radius, log_mass, restitution, driven = bodies.unbind(-1)  # (..., N) each
+        radius, log_mass, restitution, friction, driven = bodies.unbind(-1)  # (..., N) each
         driven = driven > 0
         d = p.unsqueeze(-3) - p.unsqueeze(-2)  # (..., N, N, 3): [i, j] = p_j - p_i
         u = v.unsqueeze(-3) - v.unsqueeze(-2)  # (..., N, N, 3): [i, j] = v_j - v_i
@@ -865,39 +872,42 @@ class WorldModel(nn.Module):
         t_floor = (p[..., 2] - radius) / fall.clamp(min=1e-6)  # s: when the body's bottom reaches z = 0
         lands = mask & ~driven & (fall > 0) & (t_floor < dt)
         bounce = (1 + restitution) * fall * lands  # (..., N) m/s upwards
-        up = torch.zeros_like(dv)
-        up[..., 2] = 1.0
-        dv = dv + bounce[..., None] * up
-        dx = dx + (bounce * (dt - t_floor.clamp(0, dt)))[..., None] * up
+        slide = v[..., :2]  # (..., N, 2) m/s horizontal
+        speed = slide.norm(dim=-1).clamp(min=1e-6)
+        brake = torch.minimum(friction * bounce, speed)  # (..., N) m/s: Coulomb's bound on the tangential impulse, at most a stop
+        floor_dv = torch.cat([-(brake / speed)[..., None] * slide, bounce[..., None]], dim=-1)  # (..., N, 3)
+        dv = dv + floor_dv
+        dx = dx + (dt - t_floor.clamp(0, dt))[..., None] * floor_dv
         return torch.cat([dx / cfg.step_pos_scale, dv / cfg.step_vel_scale], dim=-1)
 
     def body_loss(self, bodies: torch.Tensor, truth: torch.Tensor | None) -> torch.Tensor:
         """Mean squared error of the learnt bodies (B, n, N, BODY_COLUMNS) (`body_properties`)
-        against the simulator's, truth (B, N, 4) radius m, mass kg, restitution, driven (`Batch.bodies`,
-        NaN where not stated; None: 0): radius in contact_scale units, log mass, restitution."""
+        against the simulator's, truth (B, N, BODY_COLUMNS) radius m, mass kg, restitution, friction,
+        driven (`Batch.bodies`, NaN where not stated; None: 0): radius in contact_scale units, log
+        mass, restitution, friction."""
         if truth is None:
             return bodies.new_zeros(())
-        truth = truth[:, None].to(bodies.dtype)  # (B, 1, N, 4)
-        pred = torch.stack([bodies[..., 0] / self.cfg.contact_scale, bodies[..., 1], bodies[..., 2]], dim=-1)
-        target = torch.stack([truth[..., 0] / self.cfg.contact_scale, truth[..., 1].log(), truth[..., 2]], dim=-1)
+        truth = truth[:, None].to(bodies.dtype)  # (B, 1, N, BODY_COLUMNS)
+        pred = torch.stack([bodies[..., 0] / self.cfg.contact_scale, bodies[..., 1], bodies[..., 2], bodies[..., 3]], dim=-1)
+        target = torch.stack([truth[..., 0] / self.cfg.contact_scale, truth[..., 1].log(), truth[..., 2], truth[..., 3]], dim=-1)
         known = target.isfinite().expand_as(pred)
         err = (pred - target.nan_to_num()).pow(2)
         return (err * known).sum() / known.sum().clamp(min=1)
 
     def driven_loss(self, bodies: torch.Tensor, truth: torch.Tensor | None) -> torch.Tensor:
-        """Binary cross-entropy of each body's driven logit (`body_properties`' column 3, bodies (B,
-        n, N, BODY_COLUMNS)) against whether the actions drive it, truth (B, N, 4) (`Batch.bodies`'
-        column 3, NaN past the episode's bodies; None: 0)."""
+        """Binary cross-entropy of each body's driven logit (`body_properties`' column DRIVEN, bodies
+        (B, n, N, BODY_COLUMNS)) against whether the actions drive it, truth (B, N, BODY_COLUMNS)
+        (`Batch.bodies`' column DRIVEN, NaN past the episode's bodies; None: 0)."""
         if truth is None:
             return bodies.new_zeros(())
-        label = truth[:, None, :, 3].to(bodies.dtype).expand_as(bodies[..., 3])  # (B, n, N)
+        label = truth[:, None, :, DRIVEN].to(bodies.dtype).expand_as(bodies[..., DRIVEN])  # (B, n, N)
         known = label.isfinite()
-        bce = F.binary_cross_entropy_with_logits(bodies[..., 3], label.nan_to_num(), reduction="none")
+        bce = F.binary_cross_entropy_with_logits(bodies[..., DRIVEN], label.nan_to_num(), reduction="none")
         return (bce * known).sum() / known.sum().clamp(min=1)
 
     def pointer_loss(self, pointer: CaptionPointer | None, truth: torch.Tensor | None) -> torch.Tensor:
         """How well each body points at its own numbers in the caption, against the simulator's
-        properties truth (B, N, 4) radius m, mass kg, restitution (NaN where not stated) and driven
+        properties truth (B, N, BODY_COLUMNS) radius m, mass kg, restitution, friction (NaN where not stated) and driven
         (not the caption's to say): for every stated property, the caption numbers nearest it in
         the property's unit (within
         POINTER_TOLERANCE) are the target, and the loss is the cross-entropy of the pointer's
@@ -911,8 +921,8 @@ class WorldModel(nn.Module):
         if pointer is None or truth is None:
             return torch.zeros((), device=self.caption_unit.device)
         match, found = pointer_targets(pointer.token_value, truth[..., :BODY_PROPERTIES])
-        found = found.expand_as(pointer.gate_logit)  # (B, n, N, 3)
-        ce = -pointer.attention.masked_fill(~match.expand_as(pointer.attention), -torch.inf).logsumexp(-1)  # (B, n, N, 3)
+        found = found.expand_as(pointer.gate_logit)  # (B, n, N, BODY_PROPERTIES)
+        ce = -pointer.attention.masked_fill(~match.expand_as(pointer.attention), -torch.inf).logsumexp(-1)  # (B, n, N, BODY_PROPERTIES)
         ce = torch.where(found, ce, torch.zeros_like(ce)).sum() / found.sum().clamp(min=1)
         gate = F.binary_cross_entropy_with_logits(pointer.gate_logit, found.to(pointer.gate_logit.dtype))
         return ce + gate
@@ -978,7 +988,7 @@ class WorldModel(nn.Module):
         steady_z = features[..., STEADY][..., 2] * cfg.step_vel_scale
         rising = features[..., VELOCITY][..., 2] * cfg.vel_scale > FALL_SPEED
         falling = steady_z < (1 - cfg.free_flight_tolerance) * g_dt
-        return (falling | rising) & (bodies[..., 3] <= 0) & (features[..., TETHERED] <= 0) & (cfg.free_flight_tolerance > 0)
+        return (falling | rising) & (bodies[..., DRIVEN] <= 0) & (features[..., TETHERED] <= 0) & (cfg.free_flight_tolerance > 0)
 
     def ballistic(self, features: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
         """features (..., N, F) with the steady velocity change of the bodies in free flight, free
@@ -1125,7 +1135,7 @@ class WorldModel(nn.Module):
           step_impulse   (B, T - tt, n_max, 6) those frames' contact impulses (step units, detached;
                          None without states): step_drawn + step_impulse is the whole step
           bodies         (B, nb - 1, n_max, BODY_COLUMNS) each body's learnt radius m, log mass,
-                         restitution and driven logit (the first block's, for every block) in
+                         restitution, friction and driven logit (the first block's, for every block) in
                          the blocks that step the next ones (`body_properties`)
           frame_mean     (B, T, H, W, 3) predicted mean in [0, 1] (first block: the input frames)
           frame_logstd   (B, T, H, W, 3) predicted log-std (first block: 0)
@@ -1170,7 +1180,7 @@ class WorldModel(nn.Module):
         body_mask = self._state_mask(batch, B, tub.device)  # (B, n_max) tracked bodies
         slots = self.dynamics_head.slots(hv[:, :-1])  # (B, nb-1, tt, n_max, D): shared by the one-step and chained dynamics
         read, pointer = self.read_bodies(slots, self.caption_numbers(batch.text, text_values))  # (B, nb-1, n_max, BODY_COLUMNS)
-        bodies = torch.cat([read[..., :3], read[:, :1, :, 3:].expand_as(read[..., 3:])], dim=-1)  # driven as the first block reads it, kept (a rollout keeps its context's)
+        bodies = torch.cat([read[..., :DRIVEN], read[:, :1, :, DRIVEN:].expand_as(read[..., DRIVEN:])], dim=-1)  # driven as the first block reads it, kept (a rollout keeps its context's)
         bodies = undriven_if_passive(bodies, batch.active)
         tether = None if known is None else fit_tethers(known[:, :TETHER_FRAMES], body_mask & present[:, None])  # (B, n_max) from the clip's first frames, as a rollout's context
         steady = None if inp["steady"] is None else inp["steady"][:, :-1]  # (B, nb-1, tt) of the steps into blocks 1..

@@ -129,7 +129,7 @@ def rollout(
         return x, tub
 
     # prefill: caption + whole context blocks
-    from worldmodel.model import KVCache, discretized_gaussian_logprob, sample_levels, undriven_if_passive
+    from worldmodel.model import DRIVEN, KVCache, discretized_gaussian_logprob, sample_levels, undriven_if_passive
 
     cache = KVCache()
     tokens = np.asarray(encode_text(episode.caption, cfg.max_text_len))
@@ -172,8 +172,8 @@ def rollout(
         slots = model.dynamics_head.slots(hv)  # (S, 1, tt, n_max, D)
         bodies = model.body_properties(slots, caption)  # (S, 1, n_max, BODY_COLUMNS)
         if b == nb_known:  # which bodies the actions drive: read from the context's video, kept (none in a passive episode)
-            driven = undriven_if_passive(bodies, active)[..., 3:]
-        bodies = torch.cat([bodies[..., :3], driven], dim=-1)
+            driven = undriven_if_passive(bodies, active)[..., DRIVEN:]
+        bodies = torch.cat([bodies[..., :DRIVEN], driven], dim=-1)
         held = None if actions is None else steady[:, b - 1 : b]  # (S, 1, tt) whether they are the frame before's
         dist = model.block_dynamics(slots, bodies, src, drive, mask.bool(), tether, held).map(lambda t: t[:, 0])  # (S, tt, n_max)
         steps = dist.sample(temperature, generator)  # (S, tt, n_max, 6)
