@@ -10,10 +10,10 @@ run for reference:
 - `model`: as trained;
 - `prior`: the dynamics gate keeps the prior's step everywhere: constant acceleration at the
   context's steady change plus the closed-form contact impulses, from the learnt body properties;
-- `sim props`: as trained, but with each body's radius, mass and restitution from the simulator
+- `sim props`: as trained, but with each body's radius, mass, restitution and friction from the simulator
   where the episode states them (`sim.body_properties`);
 - `prior+sim`: both: the closed-form physics with the simulator's properties, a ceiling for what
-  the contact model alone does (it knows no friction, spin or resting contact).
+  the contact model alone does (it knows no rolling or sliding friction, spin or resting contact).
 Where `prior` beats `model`, the learnt corrections hurt; where `sim props` beats `model`, the learnt
 properties do. Prints a table per split and one JSON line.
 """
@@ -34,23 +34,24 @@ import torch  # noqa: E402
 import sim  # noqa: E402
 from rest_drift import CONTEXT, FPS, HORIZON, add_gate_options, load_model  # noqa: E402  (4 context frames, 1.5 s predicted at 20 fps)
 from worldmodel.baselines import constant_velocity  # noqa: E402
+from worldmodel.model import DRIVEN  # noqa: E402
 VARIANTS = {"model": (False, False), "prior": (True, False), "sim props": (False, True), "prior+sim": (True, True)}  # (prior only, simulator's properties)
 
 
 @contextmanager
 def variant(model, prior_only: bool, stated: np.ndarray | None):
     """The model with its dynamics gate held at the prior's step (prior_only) and its body
-    properties replaced by the simulator's where stated (stated (n, 3) radius m, mass kg,
-    restitution, NaN: keep the learnt one), for the duration of the block."""
+    properties replaced by the simulator's where stated (stated (n, BODY_PROPERTIES) radius m, mass
+    kg, restitution, friction, NaN: keep the learnt one), for the duration of the block."""
     if stated is not None:
         learnt = model.body_properties
 
         def body_properties(slots, caption=None):
-            b = learnt(slots, caption)  # (..., n_max, 4) radius, log mass, restitution, driven logit
+            b = learnt(slots, caption)  # (..., n_max, BODY_COLUMNS) radius, log mass, restitution, friction, driven logit
             n = min(len(stated), b.shape[-2])
             t = torch.as_tensor(stated[:n], dtype=b.dtype)
-            known = torch.stack([t[:, 0], t[:, 1].log(), t[:, 2]], dim=-1)
-            head = torch.cat([torch.where(known.isfinite(), known, b[..., :n, :3]), b[..., :n, 3:]], dim=-1)
+            known = torch.stack([t[:, 0], t[:, 1].log(), t[:, 2], t[:, 3]], dim=-1)
+            head = torch.cat([torch.where(known.isfinite(), known, b[..., :n, :DRIVEN]), b[..., :n, DRIVEN:]], dim=-1)
             return torch.cat([head, b[..., n:, :]], dim=-2)
 
         model.body_properties = body_properties

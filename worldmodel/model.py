@@ -1056,10 +1056,11 @@ class WorldModel(nn.Module):
         the moving means alone (no gate: they learn what compounds wherever the gate might let them
         act, free flight included: held there too, a 1500-step training run's chain loss diverged,
         cause not isolated; the prior's step where a driven body is held, as in `block_dynamics`),
-        with each frame's contact impulses and tethers (a tethered body's chained states carry no
-        gradient, so the chain loss trains free bodies only: the tether step's Jacobian stretches
-        some directions several times per frame on a double pendulum, which compounded over a clip
-        took training to NaN): slots (B, n, tt, N, D) and bodies (B, n, N,
+        with each frame's contact impulses and tethers (a tethered body's chained state is returned
+        with its gradient, so each frame's error trains the step that made it, but the next frame
+        steps from it detached: the tether step's Jacobian stretches some directions several times
+        per frame on a double pendulum, and compounded over a clip that took training to NaN):
+        slots (B, n, tt, N, D) and bodies (B, n, N,
         BODY_COLUMNS) of blocks 0..n-1 (as `block_dynamics`); src (B, tt, N, 6) SI block 0's
         states; actions (B, n, tt, action_dim) driving the steps, or None; mask (B, N) the tracked
         bodies; tether (B, N) or None; steady (B, n, tt) or None as in `block_dynamics` -> (B, n*tt, N, 6)."""
@@ -1073,10 +1074,10 @@ class WorldModel(nn.Module):
             steps = self.step_distribution(self.dynamics_head.decode(slots[:, b], features), features, hold).ungated  # (B, tt, N, 6)
             for j in range(tt):
                 nxt = self.advance(cur, steps[:, j], bodies[:, b], mask, tether)
-                if tether is not None:  # a tethered body's chained states carry no gradient (docstring)
+                out.append(nxt)
+                if tether is not None:  # the next frame steps from a tethered body's state without its gradient (docstring)
                     nxt = torch.where(tether.on[..., None], nxt.detach(), nxt)
                 prev2, prev, cur = prev, cur, nxt
-                out.append(cur)
         return torch.stack(out, dim=1)
 
     def predict_states(self, steps: torch.Tensor, bodies: torch.Tensor, src: torch.Tensor, present: torch.Tensor, mask: torch.Tensor, tether: Tether | None = None) -> torch.Tensor:
