@@ -5,6 +5,7 @@ measured -0.8 to -2.3%); table_fall 3% (the cup tips over the edge; measured +0 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -107,3 +108,25 @@ def test_tolerance_miss_measures_distance_in_tolerances_and_agrees_within_one():
     assert tolerance_miss(Answer(1e-9, "m"), Answer(0.0, "m"), 0.05, 0.0) == float("inf")
     assert tolerance_miss(Answer(True, ""), Answer(True, ""), 0.05, 0.0) == 0.0
     assert tolerance_miss(Answer(False, ""), Answer(True, ""), 0.05, 0.0) == float("inf")
+
+
+def test_a_collision_between_frames_is_read_as_one():
+    """At 8 fps the balls' hit (t = 0.4 s) falls between frames 3 and 4, and no frame shows them
+    touching: the reader still finds it, by moving the balls on at a frame's velocities to the
+    next. Balls on straight lines passing 1.2 sizes apart never touch; 0.8 sizes apart they do,
+    though no frame catches them within reach."""
+    coarse = sim.simulate("collision", {"num_balls": 2}, seed=1, fps=8, seconds=1.0, render=False)
+    size = coarse.params["size"]
+    frame_gaps = np.linalg.norm(coarse.positions[:, 0] - coarse.positions[:, 1], axis=-1) - size
+    assert frame_gaps.min() > 0.01  # m: no frame within a centimetre of the hit
+    query = PhysicalQuery(scene="collision", params=coarse.params, question="collides", text="")
+    assert read_answer(query, coarse).value is True
+    t = coarse.times - coarse.times[0]
+    for offset, touches in ((1.2, False), (0.8, True)):
+        states = np.zeros_like(coarse.states)
+        states[:, :, 3] = 1.0
+        states[:, 0, 0], states[:, 0, 7] = -1.0 + 2.0 * t, 2.0  # ball 0 along +x at 2 m/s
+        states[:, 1, 0], states[:, 1, 7] = 1.0 - 2.0 * t, -2.0  # ball 1 along -x, offset sideways
+        states[:, 1, 1] = offset * size
+        passing = dataclasses.replace(coarse, states=states)
+        assert read_answer(query, passing).value is touches

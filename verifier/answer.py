@@ -73,6 +73,17 @@ def first_landing(episode: sim.Episode, clearance: np.ndarray) -> tuple[int, flo
     raise AnswerError("the object never reaches the floor in this episode")
 
 
+def closest_gaps(episode: sim.Episode, size: float) -> np.ndarray:
+    """(T,) m: the surface gap of balls 0 and 1 (their radii summing to `size`) at its smallest
+    between each frame and the next, the two moving on at that frame's velocities (the last frame:
+    its own gap). A hit between frames is found whether or not a frame falls on it."""
+    d = episode.positions[:, 0] - episode.positions[:, 1]  # (T, 3) m
+    u = episode.velocities[:, 0] - episode.velocities[:, 1]  # (T, 3) m/s
+    dt = np.append(np.diff(episode.times), 0.0)  # (T,) s to the next frame
+    s = np.clip(-(d * u).sum(-1) / np.maximum((u * u).sum(-1), 1e-12), 0.0, dt)  # (T,) s: closest within the interval
+    return np.linalg.norm(d + u * s[:, None], axis=-1) - size
+
+
 def read_answer(query: PhysicalQuery, episode: sim.Episode) -> Answer:
     """The answer to `query` read from `episode` (simulated or predicted). Raises AnswerError when
     the episode does not show it."""
@@ -117,11 +128,11 @@ def read_answer(query: PhysicalQuery, episode: sim.Episode) -> Answer:
         if len(crossings) < 3:
             raise AnswerError(f"the pendulum crosses the vertical {len(crossings)} times; at least 3 are needed")
         return Answer(float(np.mean(crossings[2:] - crossings[:-2])), unit)
-    if kind in ("velocities_after", "collides"):
+    if kind == "collides":
+        return Answer(bool((closest_gaps(episode, p["size"]) < CONTACT_SLACK).any()), unit)
+    if kind == "velocities_after":
         gap = np.linalg.norm(pos[:, 0] - pos[:, 1], axis=-1) - p["size"] - CONTACT_SLACK  # (T,) m
         touching = np.nonzero(gap < 0)[0]
-        if kind == "collides":
-            return Answer(bool(len(touching)), unit)
         if not len(touching) or touching[-1] >= len(gap) - 2:
             raise AnswerError("the balls do not collide and separate in this episode")
         after = slice(touching[-1] + 1, len(gap))
