@@ -26,6 +26,9 @@ One step:
               state loss and balance terms with the model's weights), so RLPF with pixel_weight = 1
               and state_weight = the model's state_weight is exactly SFT plus the two on-policy
               terms (GRPO and the rollout state error).
+An update whose loss or gradient is not finite is skipped (clipping by a NaN norm would write NaN
+into every weight) and counted (`skipped_updates`); MAX_NONFINITE_STEPS in a row, or rollouts that
+are no longer finite, stop the run with an error naming lr (exit 2 from the command).
 The SFT baseline draws its queries from the same buffer, whose priorities then never change
 (uniform draws). Checkpoints, exact resume and the optimiser schedule are those of
 `worldmodel.train` (its helpers are used as they are).
@@ -52,7 +55,18 @@ from rlpf.queries import make_queries
 from sim.dataset import write_json_atomic
 from worldmodel import metrics
 from worldmodel.tokens import Batch, episode_arrays
-from worldmodel.train import CRASH_ENV, check_run, checkpoint_dirs, learning_rate, load_checkpoint, make_optimizer, save_checkpoint, set_lr
+from worldmodel.train import (
+    CRASH_ENV,
+    MAX_NONFINITE_STEPS,
+    TrainError,
+    check_run,
+    checkpoint_dirs,
+    learning_rate,
+    load_checkpoint,
+    make_optimizer,
+    save_checkpoint,
+    set_lr,
+)
 
 RUN_KEYS = (
     "baseline", "seed", "families", "train_queries", "context", "horizon", "group_size", "queries_per_step",
@@ -156,7 +170,9 @@ def clip_grads(params: list[torch.Tensor], max_norm: float) -> float:
 
 def update(model, reference_model, optimizer, groups: list[Group], sim_episodes, opts: dict, device) -> dict:
     """`ppo_epochs` optimiser updates on one step's samples. Returns figures to log: the KL to the
-    start and the losses before the first update, the clipped fraction of the last."""
+    start and the losses before the first update, the clipped fraction of the last, and
+    `train/skipped_update` (1: an update's loss or gradient was not finite, so it and the epochs
+    after it were skipped)."""
     old = [None] * len(groups)  # per-value log-probabilities under the sampling policy
     log = {}
     params = [p for p in model.parameters() if p.requires_grad]
@@ -187,6 +203,9 @@ def update(model, reference_model, optimizer, groups: list[Group], sim_episodes,
         for p, g in zip(params, policy_grads):
             if g is not None:
                 p.grad = g if p.grad is None else p.grad + g
+        if not (np.isfinite(grad_norm) and (policy_norm is None or np.isfinite(policy_norm))):
+            optimizer.zero_grad(set_to_none=True)
+            return {**log, "train/skipped_update": 1}
         optimizer.step()
         if epoch == 0:
             log = {"loss/frame_nll": parts["frame_nll"], "loss/state_loss": parts["state_loss"], "train/grad_norm": grad_norm}
@@ -194,6 +213,7 @@ def update(model, reference_model, optimizer, groups: list[Group], sim_episodes,
                 log["train/policy_grad_norm"] = policy_norm
             if own:
                 log["loss/rollout_state_loss"] = float(np.mean(own))
+            log["train/skipped_update"] = 0
             if stats:
                 log["policy/kl"] = float(np.mean([s.kl for s in stats]))
                 log["policy/surrogate"] = float(np.mean([s.surrogate for s in stats]))
@@ -202,6 +222,11 @@ def update(model, reference_model, optimizer, groups: list[Group], sim_episodes,
         if stats:
             log["policy/clip_fraction"] = float(np.mean([s.clipped for s in stats]))
     return log
+
+
+def divergence(lr: float, why: str, skipped: int) -> TrainError:
+    """The error that stops a run whose weights diverged, naming the learning rate."""
+    return TrainError(f"lr: fine-tuning diverged at lr {lr:g}: {why}; skipped updates in all: {skipped}; allowed: a smaller lr or a longer warmup_steps")
 
 
 def finetune(opts: dict) -> dict:
@@ -226,14 +251,14 @@ def finetune(opts: dict) -> dict:
     model = worldmodel.load(opts["checkpoint"], device=device).train()
     optimizer = make_optimizer(model, opts["lr"], opts["weight_decay"], opts["betas"])
     buffer = QueryBuffer(len(train_queries), opts["buffer_alpha"], opts["buffer_floor"])
-    totals = {"groups": 0, "skipped_groups": 0, "simulator_episodes": 0, "rollouts": 0}
+    totals = {"groups": 0, "skipped_groups": 0, "skipped_updates": 0, "simulator_episodes": 0, "rollouts": 0}
     ckpts = checkpoint_dirs(out)
     start = 0
     if ckpts:
         state = load_checkpoint(ckpts[-1], model, optimizer)
         start = state["step"]
         buffer.load_state_dict(state["buffer"])
-        totals = state["totals"]
+        totals = {"skipped_updates": 0, **state["totals"]}
         print(f"resuming from {ckpts[-1]} (step {start})", file=sys.stderr, flush=True)
 
     from torch.utils.tensorboard import SummaryWriter
@@ -250,17 +275,25 @@ def finetune(opts: dict) -> dict:
     steps, crash_after = opts["steps"], int(os.environ.get(CRASH_ENV, "-1"))
     bar = tqdm(total=steps, initial=start, desc=opts["baseline"], unit="step", file=sys.stderr, disable=quiet, dynamic_ncols=True)
     t_start, log = time.perf_counter(), {}
+    nonfinite = 0  # consecutive skipped updates
     for step in range(start, steps):
         lr = learning_rate(step, lr=opts["lr"], min_lr=opts["min_lr"], warmup_steps=opts["warmup_steps"], steps=steps)
         set_lr(optimizer, lr)
         drawn = buffer.draw(np.random.default_rng([opts["seed"], step]), opts["queries_per_step"])
         groups, log = [], {}
         if opts["baseline"] == "rlpf":
-            groups, log = rl_step(model, train_queries, drawn, references, buffer, opts, step, device)
+            try:
+                groups, log = rl_step(model, train_queries, drawn, references, buffer, opts, step, device)
+            except FloatingPointError as err:
+                raise divergence(lr, f"step {step + 1}'s {err}", totals["skipped_updates"]) from None
             totals["groups"] += len(drawn)
             totals["skipped_groups"] += log["groups/skipped"]
             totals["rollouts"] += len(drawn) * opts["group_size"]
         log.update(update(model, reference_model, optimizer, groups, [train_queries[i].episode for i in drawn], opts, device))
+        nonfinite = nonfinite + 1 if log["train/skipped_update"] else 0
+        totals["skipped_updates"] += log["train/skipped_update"]
+        if nonfinite == MAX_NONFINITE_STEPS:
+            raise divergence(lr, f"steps {step + 2 - nonfinite}..{step + 1} all had a non-finite loss or gradient and were skipped", totals["skipped_updates"])
         totals["simulator_episodes"] += len(drawn)
         done = step + 1
         log["train/lr"] = lr

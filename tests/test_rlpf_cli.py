@@ -86,6 +86,22 @@ def test_interrupted_run_resumes_exactly(workdir):
     assert refused.returncode == 2 and "different beta" in refused.stderr
 
 
+@pytest.mark.parametrize("baseline", ["rlpf", "sft"])
+def test_a_diverging_run_stops_with_an_error_naming_lr_and_finite_checkpoints(workdir, baseline):
+    """lr 1e30: the weights blow up within a few steps, and the run stops with exit 2 and a message
+    naming lr (non-finite rollouts, or MAX_NONFINITE_STEPS skipped updates), not a traceback; the
+    skipped updates wrote nothing, so every checkpoint's weights are finite."""
+    out = f"runs/diverge-{baseline}"
+    args = ["checkpoint=start.safetensors", "steps=30", "ckpt_every=1", f"out_dir={out}", f"baseline={baseline}", *TINY, "lr=1e30", "min_lr=1e30", "warmup_steps=0"]
+    proc = run(args, workdir, check=False)
+    assert proc.returncode == 2 and "lr: fine-tuning diverged at lr 1e+30" in proc.stderr and "Traceback" not in proc.stderr
+    ckpts = sorted((workdir / out / "checkpoints").iterdir())
+    assert ckpts and int(ckpts[-1].name.split("-")[1]) < 30  # it stopped early
+    for ckpt in ckpts:
+        assert all(torch.isfinite(t).all() for t in load_file(str(ckpt / "model.safetensors")).values())
+    assert not (workdir / out / "report.json").exists()
+
+
 def test_sft_baseline_uses_the_same_episodes_and_steps(workdir):
     s = last_json(run(["checkpoint=start.safetensors", "steps=2", "out_dir=runs/sft", "baseline=sft", *TINY], workdir))
     assert s["baseline"] == "sft" and s["simulator_episodes"] == 4 and s["groups"] == 0 and s["rollouts"] == 0

@@ -23,7 +23,8 @@ density is that one component's.
 `Rollout.logprob` is log p(predicted frames, state steps | context, caption) under the model itself
 (temperature 1), whatever temperature drew them: the frames' probability times the steps' density.
 It equals `model.log_prob(collate([r.episode]), context)` recomputed by teacher forcing (for
-rollouts with `use_states=True`, the default).
+rollouts with `use_states=True`, the default). A model whose frame head gives non-finite values
+(diverged weights) raises FloatingPointError.
 """
 
 from __future__ import annotations
@@ -151,6 +152,8 @@ def rollout(
     means = []
     for b in range(nb_known, nb):
         mean, logstd = model.frame_head(hv, tub)  # (S, 1, Np, Dt)
+        if not (torch.isfinite(mean).all() and torch.isfinite(logstd).all()):
+            raise FloatingPointError(f"rollout: the frame head gave non-finite values for frames {b * tt}..{b * tt + tt - 1}: the model's weights have diverged")
         to_frames = lambda t: tubelets_to_frames(t, tt, tt, cfg.patch, cfg.grid)  # noqa: E731  (S, tt, H, W, 3)
         drawn = to_frames(sample_levels(mean, logstd, temperature, generator))
         f = frame[b * tt : (b + 1) * tt]
