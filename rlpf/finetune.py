@@ -58,9 +58,9 @@ from worldmodel.tokens import Batch, episode_arrays
 from worldmodel.train import (
     CRASH_ENV,
     MAX_NONFINITE_STEPS,
-    TrainError,
     check_run,
     checkpoint_dirs,
+    divergence,
     learning_rate,
     load_checkpoint,
     make_optimizer,
@@ -224,11 +224,6 @@ def update(model, reference_model, optimizer, groups: list[Group], sim_episodes,
     return log
 
 
-def divergence(lr: float, why: str, skipped: int) -> TrainError:
-    """The error that stops a run whose weights diverged, naming the learning rate."""
-    return TrainError(f"lr: fine-tuning diverged at lr {lr:g}: {why}; skipped updates in all: {skipped}; allowed: a smaller lr or a longer warmup_steps")
-
-
 def finetune(opts: dict) -> dict:
     """Run (or resume) a fine-tuning run; returns the JSON summary. `opts` are checked options
     (`rlpf.cli.check_options`)."""
@@ -285,7 +280,7 @@ def finetune(opts: dict) -> dict:
             try:
                 groups, log = rl_step(model, train_queries, drawn, references, buffer, opts, step, device)
             except FloatingPointError as err:
-                raise divergence(lr, f"step {step + 1}'s {err}", totals["skipped_updates"]) from None
+                raise divergence("fine-tuning", lr, f"step {step + 1}'s {err}", totals["skipped_updates"]) from None
             totals["groups"] += len(drawn)
             totals["skipped_groups"] += log["groups/skipped"]
             totals["rollouts"] += len(drawn) * opts["group_size"]
@@ -293,7 +288,7 @@ def finetune(opts: dict) -> dict:
         nonfinite = nonfinite + 1 if log["train/skipped_update"] else 0
         totals["skipped_updates"] += log["train/skipped_update"]
         if nonfinite == MAX_NONFINITE_STEPS:
-            raise divergence(lr, f"steps {step + 2 - nonfinite}..{step + 1} all had a non-finite loss or gradient and were skipped", totals["skipped_updates"])
+            raise divergence("fine-tuning", lr, f"steps {step + 2 - nonfinite}..{step + 1} all had a non-finite loss or gradient and were skipped", totals["skipped_updates"])
         totals["simulator_episodes"] += len(drawn)
         done = step + 1
         log["train/lr"] = lr

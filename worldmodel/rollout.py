@@ -150,12 +150,12 @@ def rollout(
     frame = torch.arange(nb * tt, device=dev)
     logprob = torch.zeros(S, device=dev)
     means = []
+    diverged = torch.zeros((), dtype=torch.bool, device=dev)  # a non-finite frame head: checked once, after the loop (no sync per block)
     for b in range(nb_known, nb):
         mean, logstd = model.frame_head(hv, tub)  # (S, 1, Np, Dt)
-        if not (torch.isfinite(mean).all() and torch.isfinite(logstd).all()):
-            raise FloatingPointError(f"rollout: the frame head gave non-finite values for frames {b * tt}..{b * tt + tt - 1}: the model's weights have diverged")
+        diverged = diverged | ~torch.isfinite(mean).all() | ~torch.isfinite(logstd).all()
         to_frames = lambda t: tubelets_to_frames(t, tt, tt, cfg.patch, cfg.grid)  # noqa: E731  (S, tt, H, W, 3)
-        drawn = to_frames(sample_levels(mean, logstd, temperature, generator))
+        drawn = to_frames(sample_levels(mean, logstd, temperature, generator).nan_to_num(0.0))  # NaN levels would index out of the bins below
         f = frame[b * tt : (b + 1) * tt]
         new = (f >= context) & (f < T)  # (tt,) frames sampled here
         block = levels[:, b * tt : (b + 1) * tt]
@@ -195,6 +195,9 @@ def rollout(
         layout = block_layout(cfg, b, 1)
         h, _, _ = model.run(x, layout, torch.ones(S, len(layout), dtype=torch.bool, device=dev), cache)
         hv = model.video_hidden(h, 1)
+
+    if diverged:
+        raise FloatingPointError("rollout: the frame head gave non-finite values: the model's weights have diverged")
 
     # assemble episodes
     pred_states = known[:, context:T, :n].double().cpu().numpy()  # (S, horizon, n, 6)

@@ -63,6 +63,12 @@ class TrainError(ValueError):
     what is allowed."""
 
 
+def divergence(run: str, lr: float, why: str, skipped: int) -> TrainError:
+    """The error that stops a `run` ("training", "fine-tuning") whose weights diverged: names lr,
+    says why, and how many non-finite updates were skipped (none of them wrote a weight)."""
+    return TrainError(f"lr: {run} diverged at lr {lr:g}: {why} ({skipped} skipped in all); the checkpoints hold finite weights; allowed: a smaller lr or a longer warmup_steps")
+
+
 # ----------------------------------------------------------------------------------------------
 # data: clips indexed by an integer, batches a pure function of (seed, step)
 # ----------------------------------------------------------------------------------------------
@@ -371,10 +377,7 @@ def train(options: dict) -> dict:
         else:  # a NaN or inf in the loss or its gradient: skip the update (clipping by a non-finite norm would write NaN into every weight)
             skipped, nonfinite = skipped + 1, nonfinite + 1
             if nonfinite == MAX_NONFINITE_STEPS:
-                raise TrainError(
-                    f"lr: training diverged at lr {lr:g}: steps {step + 2 - nonfinite}..{step + 1} all had a non-finite loss or gradient and were "
-                    f"skipped ({skipped} in all); the checkpoints hold finite weights; allowed: a smaller lr or a longer warmup_steps"
-                )
+                raise divergence("training", lr, f"steps {step + 2 - nonfinite}..{step + 1} all had a non-finite loss or gradient and were skipped", skipped)
         clips_seen += options["batch_size"]
         n_tokens = out_step["token_types"].numel()  # sequence length of a clip
         done = step + 1
