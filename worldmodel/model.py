@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from worldmodel.config import GATE_KNOBS, ModelConfig, preset
 from worldmodel.moe import MoEFeedForward
-from worldmodel.tether import GRAVITY, TETHER_FEATURES, TETHER_FRAMES, Tether, fit_tethers, tangential_draw, tether_features, tether_step
+from worldmodel.tether import GRAVITY, TETHER_FEATURES, TETHER_FRAMES, Tether, fit_tethers, gravity_swing, tangential_draw, tether_features, tether_step
 from worldmodel.tokens import (
     PAD,
     Batch,
@@ -64,7 +64,7 @@ from worldmodel.tokens import (
     tubelets_to_frames,
 )
 
-FORMAT = "physfusion.worldmodel/11"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses, body properties pointing at the caption's numbers; 8: the pointer's keys from the caption with its numbers blanked; 9: tethered bodies kept on their circles (about a fixed centre or another body), gravity along the tether a dynamics feature; 10: driven bodies (the actions' servos) neither pushed back by contacts nor bounced, and held on the prior's course while their actions hold; 11: friction a fourth body property (read from the caption, Coulomb friction in the landing impulse)
+FORMAT = "physfusion.worldmodel/12"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses, body properties pointing at the caption's numbers; 8: the pointer's keys from the caption with its numbers blanked; 9: tethered bodies kept on their circles (about a fixed centre or another body), gravity along the tether a dynamics feature; 10: driven bodies (the actions' servos) neither pushed back by contacts nor bounced, and held on the prior's course while their actions hold; 11: friction a fourth body property (read from the caption, Coulomb friction in the landing impulse); 12: gravity's swing of tethered bodies in the closed-form step (a simple or double pendulum of point masses)
 STEP_LOGSTD_MIN, STEP_LOGSTD_MAX = -8.0, 1.0  # log-std of a dynamics step, in step units (see ModelConfig.step_pos_scale)
 FEATURE_BOUND = 2.0  # soft clip of the dynamics head's features for its learnt maps (`StateHead.decode`)
 BODY_FEATURES = 12  # per body: position, velocity, last and steady velocity change (`WorldModel.dynamics_features`)
@@ -721,14 +721,15 @@ class WorldModel(nn.Module):
         `dynamics_features_dim`). bodies (..., N, BODY_COLUMNS) (`body_properties`; None: points
         without contacts) and mask (..., N) bool the tracked bodies (None: all).
 
-        The velocity changes are what the frame's `contact_impulse` does not explain: a hit or a
-        bounce is the impulses' job, so it does not enter the forces the prior carries on. The
+        The velocity changes are what the frame's `closed_form_step` does not explain: a hit, a
+        bounce or a pendulum's swing is the closed form's job, so it does not enter the forces the
+        prior carries on. The
         steady change is the median of dv1, the change before it (dv1 without history) and 0: a
         constant force keeps it, while what is left of an impulse (one frame of a bounce or a hit
         the closed form got slightly wrong) does not carry over into the next step."""
         cfg = self.cfg
         mask = torch.ones(cur.shape[:-1], dtype=torch.bool, device=cur.device) if mask is None else mask.expand(cur.shape[:-1])
-        kick = lambda s: 0.0 if bodies is None else self.contact_impulse(s, bodies, mask)[..., 3:] * cfg.step_vel_scale  # noqa: E731  m/s
+        kick = lambda s: 0.0 if bodies is None else self.closed_form_step(s, bodies, mask, tether)[..., 3:] * cfg.step_vel_scale  # noqa: E731  m/s
         dv1 = cur[..., 3:] - prev[..., 3:] - kick(prev)
         dv2 = dv1 if prev2 is None else prev[..., 3:] - prev2[..., 3:] - kick(prev2)
         if history is not None:
@@ -929,10 +930,26 @@ class WorldModel(nn.Module):
 
     def advance(self, cur: torch.Tensor, steps: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor, tether: Tether | None = None) -> torch.Tensor:
         """The next frame's states: cur (..., N, 6) SI taken by the dynamics head's steps (..., N, 6)
-        plus the frame's `contact_impulse` (bodies, mask as there), tethered bodies kept on their
-        circles (`tether_step`; tether (..., N) broadcast against cur, None: all free)."""
-        free = self.step_states(cur, steps + self.contact_impulse(cur, bodies, mask))
+        plus the frame's `closed_form_step` (bodies, mask, tether as there), tethered bodies kept on
+        their circles (`tether_step`)."""
+        free = self.step_states(cur, steps + self.closed_form_step(cur, bodies, mask, tether))
         return tether_step(cur, free, tether, 1.0 / self.cfg.fps)
+
+    def closed_form_step(self, cur: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor, tether: Tether | None = None) -> torch.Tensor:
+        """The part of a frame's step (..., N, 6) in step units that physics gives in closed form,
+        from the frame's starting states cur (..., N, 6) SI: the `contact_impulse` (bodies (..., N,
+        BODY_COLUMNS), mask (..., N) bool as there), plus gravity's swing of the tethered bodies that
+        nothing drives (`worldmodel.tether.gravity_swing`, a pendulum as point masses of the bodies'
+        masses; tether (..., N) broadcast against cur, None: all free). The swing's velocity change
+        moves the body by half of it times the frame in the position part (what `tether_step` then
+        replaces by the turn on the circle)."""
+        step = self.contact_impulse(cur, bodies, mask)
+        if tether is None:
+            return step
+        cfg = self.cfg
+        dt = 1.0 / cfg.fps
+        swing = gravity_swing(cur, tether, bodies[..., 1], dt) * (bodies[..., DRIVEN] <= 0)[..., None]  # (..., N, 3) m/s
+        return step + torch.cat([swing * dt / (2 * cfg.step_pos_scale), swing / cfg.step_vel_scale], dim=-1)
 
     def step_distribution(
         self, raw: torch.Tensor, features: torch.Tensor, hold: torch.Tensor | None = None, reach: torch.Tensor | None = None, release: torch.Tensor | None = None
@@ -1016,7 +1033,7 @@ class WorldModel(nn.Module):
         (`block_actions`), or None; mask (B, N) bool the tracked bodies (None: all); tether (B, N)
         the bodies' `Tether` (None: all free); steady (B, n, tt) bool whether each step's actions are
         the step before's (`steady_actions`; None: unknown) -> the steps' distribution (B, n, tt, N):
-        what the head adds to each frame's `contact_impulse`. A driven body (`body_properties`)
+        what the head adds to each frame's `closed_form_step`. A driven body (`body_properties`)
         whose actions are steady is held on the prior's step: its servo keeps it on its course (a
         paddle at its commanded velocity, a gear at its speed, a tipped cup where it is), which the
         prior carries on; so is a body in free flight out of reach of every contact
@@ -1056,7 +1073,7 @@ class WorldModel(nn.Module):
         the moving means alone (no gate: they learn what compounds wherever the gate might let them
         act, free flight included: held there too, a 1500-step training run's chain loss diverged,
         cause not isolated; the prior's step where a driven body is held, as in `block_dynamics`),
-        with each frame's contact impulses and tethers (a tethered body's chained state is returned
+        with each frame's closed-form step and tethers (a tethered body's chained state is returned
         with its gradient, so each frame's error trains the step that made it, but the next frame
         steps from it detached: the tether step's Jacobian stretches some directions several times
         per frame on a double pendulum, and compounded over a clip that took training to NaN):
@@ -1128,12 +1145,12 @@ class WorldModel(nn.Module):
           steps          `StepDistribution` (B, T - tt, n_max) of the dynamics steps of frames tt..
                          (step units; `.mean` and `.logstd` the gate's choice)
           step_drawn     (B, T - tt, n_max, 6) the steps of the head that `batch.states` took, their
-                         contact impulses taken out (None without states); a tethered body's
+                         closed-form steps taken out (None without states); a tethered body's
                          were drawn along its tangent only (`tangential_draw`)
           step_logprob   (B, T - tt, n_max, 6) their log-density per value (`StepDistribution.log_prob`;
                          a tethered body's in component 3): summed over the tracked bodies, the
                          state_logprob of frames tt.. (None without states)
-          step_impulse   (B, T - tt, n_max, 6) those frames' contact impulses (step units, detached;
+          step_impulse   (B, T - tt, n_max, 6) those frames' `closed_form_step`s (step units, detached;
                          None without states): step_drawn + step_impulse is the whole step
           bodies         (B, nb - 1, n_max, BODY_COLUMNS) each body's learnt radius m, log mass,
                          restitution, friction and driven logit (the first block's, for every block) in
@@ -1188,14 +1205,14 @@ class WorldModel(nn.Module):
         dist = self.block_dynamics(slots, bodies, src[:, : (nb - 1) * tt], actions, body_mask, tether, steady)  # (B, nb-1, tt, n_max)
         predicted = self.predict_states(dist.mean, bodies, src, present, body_mask, tether)
         frame_bodies = bodies.repeat_interleave(tt, dim=1)  # (B, (nb-1)*tt, n_max, BODY_COLUMNS) of frames tt..
-        impulse = lambda start: self.contact_impulse(start, frame_bodies, body_mask[:, None])  # noqa: E731  (B, (nb-1)*tt, n_max, 6)
+        impulse = lambda start: self.closed_form_step(start, frame_bodies, body_mask[:, None], None if tether is None else tether.unsqueeze(1))  # noqa: E731  (B, (nb-1)*tt, n_max, 6)
         states = torch.cat([readout[:, :tt], predicted], dim=1)[:, :T]  # (B, T, n_max, 6) SI
         frame_dist = dist.map(lambda t: t.flatten(1, 2)[:, : T - tt])  # (B, T-tt, n_max) frames tt..
         if known is not None:
             w = body_mask[:, None, :].float()  # (B, 1, n_max)
             err = ((readout[:, :T] - known[:, :T]) / self.state_scale).pow(2).mean(-1)  # (B, T, n_max)
             readout_loss = (err * w).sum() / (w.sum() * T).clamp(min=1)
-            # what the head must add to each frame's contact impulses (which learn through it)
+            # what the head must add to each frame's closed-form step (which learns through it)
             target = (self.step_targets(known[:, tt - 1 : -1], known[:, tt:]) - impulse(known[:, tt - 1 : -1])).unflatten(1, (nb - 1, tt))  # (B, nb-1, tt, n_max, 6)
             # the moving mean, on every frame; nearly L1 (quadratic only within 0.01): rollouts
             # integrate these steps, so small errors matter

@@ -16,8 +16,8 @@ when it has them for the horizon, else zero.
 
 The states are sampled too: each frame's dynamics step is drawn from the head's Gaussian at the
 same temperature (temperature 0: its mean), so samples differ in where the bodies go; the frame's
-contact impulses (`WorldModel.contact_impulse`, closed form from the state it starts from) are
-added to it. A tethered body's step is read along its tangent alone (`worldmodel.tether`), so its
+closed-form step (`WorldModel.closed_form_step`: contact impulses and a pendulum's swing, from the
+state it starts from) is added to it. A tethered body's step is read along its tangent alone (`worldmodel.tether`), so its
 density is that one component's.
 
 `Rollout.logprob` is log p(predicted frames, state steps | context, caption) under the model itself
@@ -186,7 +186,7 @@ def rollout(
             tangent = tether_tangent(prev, tether, 1.0 / cfg.fps)  # a tethered body draws its velocity change along it alone
             lp = dist.map(lambda t: t[:, j]).log_prob(step, tangent, (step[..., 3:] * tangent).sum(-1))  # (S, n_max, 6)
             logprob = logprob + (lp.sum(-1) * mask).sum(-1) * new[j]
-            cur = model.advance(prev, step, bodies[:, 0].detach(), mask.bool(), tether)  # the head's step plus the frame's contact impulses, on the tethers (states carry no gradient)
+            cur = model.advance(prev, step, bodies[:, 0].detach(), mask.bool(), tether)  # the head's step plus the frame's closed-form step, on the tethers (states carry no gradient)
             if b * tt + j >= context:
                 known[:, b * tt + j] = cur
             prev = known[:, b * tt + j]

@@ -11,7 +11,10 @@ in its parent's frame. `tether_step` then turns a frame's free step into motion 
 tangential part of its velocity change is kept, the radial part (what the rod or the axle does) is
 replaced by the exact rotation. Without it, a pendulum's rollout integrates a held acceleration in
 a straight line and its bob flies off the rod (`benchmarks/world_model_quality.py`: pendulum was the
-family furthest out of distribution).
+family furthest out of distribution). `gravity_swing` gives what gravity alone does to a simple or
+double pendulum of point masses over a frame, which the world model adds to every undriven
+tethered body's step (`WorldModel.closed_form_step`): its dynamics head learns only what that leaves
+out (hinge damping, the bobs' inertia).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ TETHER_FRAMES = 4  # the known frames a tether is fit from: a rollout's default 
 TETHER_FEATURES = 4  # per body: gravity's tangential velocity change over a frame (3), tethered (1) (`tether_features`)
 MIN_SPEED = 1e-3  # m/s: a frame at least this fast says which way the radius points
 MIN_LENGTH, MAX_LENGTH = 0.005, 3.0  # m: the radii a tether may have (longer: a straight path)
+MAX_TURN = 1.0  # rad: `gravity_swing` takes the rods' angular speeds, and what gravity adds to them in a frame, as at most this per frame (a pendulum turns far less; bounds a rollout gone wild)
+MAX_LOG_MASS_RATIO = 7.0  # a double pendulum's outer bob at most e^7 ~ 1100 times the inner's (`gravity_swing`: bounded for any learnt mass)
 RADIUS_TOLERANCE = 1e-5  # relative spread of the distance from the centre over the frames
 ANGLE_TOLERANCE = 1e-5  # |cos| of the angle between velocity and radius, at most, on every moving frame
 PLANE_TOLERANCE = 1e-5  # distance of the positions from the plane of motion, relative to the radius
@@ -173,7 +178,7 @@ def _circle_step(cur: torch.Tensor, nxt: torch.Tensor, centre: torch.Tensor, axi
 
 def tether_step(cur: torch.Tensor, nxt: torch.Tensor, tether: Tether | None, dt: float) -> torch.Tensor:
     """A frame's step of tethered bodies: cur (..., N, 6) SI the frame's start and nxt (..., N, 6) its
-    free end (the dynamics head's step and the contact impulses) -> (..., N, 6), nxt where free.
+    free end (the dynamics head's step and the closed-form step) -> (..., N, 6), nxt where free.
 
     The tangential speed s = v . t (t = axis x radius) changes by the free step's velocity change
     along the tangent halfway through the frame's turn, s' = s + (v_nxt - v) . t_mid; the body
@@ -193,6 +198,90 @@ def tether_step(cur: torch.Tensor, nxt: torch.Tensor, tether: Tether | None, dt:
     p_cur, p_nxt = cur.gather(-2, index), out.gather(-2, index)  # each body's parent, before and after its step
     relative = _circle_step(cur - p_cur, nxt - p_nxt, torch.zeros_like(tether.centre), tether.axis, tether.length, dt)
     return torch.where((on & (parent >= 0))[..., None], p_nxt + relative, out)
+
+
+def _chain_accelerations(th1, th2, w1, w2, q, l1, l2, g):
+    """Angular accelerations (rad/s^2) of a double pendulum of point masses m1, m2 = q m1 on
+    massless rods l1, l2 (m) at angles th1, th2 (rad, absolute, from the way gravity g (m/s^2)
+    pulls) turning at w1, w2 (rad/s), from its Lagrangian; q = 0 is the simple pendulum,
+    -g sin(th1) / l1."""
+    d = th1 - th2
+    den = 2 + q - q * torch.cos(2 * d)  # >= 2
+    a1 = (-g * (2 + q) * torch.sin(th1) - q * g * torch.sin(th1 - 2 * th2) - 2 * torch.sin(d) * q * (w2 * w2 * l2 + w1 * w1 * l1 * torch.cos(d))) / (l1 * den)
+    a2 = 2 * torch.sin(d) * ((1 + q) * (w1 * w1 * l1 + g * torch.cos(th1)) + w2 * w2 * l2 * q * torch.cos(d)) / (l2 * den)
+    return a1, a2
+
+
+def _angle(r: torch.Tensor, down: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
+    """The angle (rad) about axis from the unit vector down to r (..., 3) (both in the plane normal to axis)."""
+    return torch.atan2((torch.linalg.cross(down, r) * axis).sum(-1), (down * r).sum(-1))
+
+
+def gravity_swing(cur: torch.Tensor, tether: Tether | None, log_mass: torch.Tensor, dt: float) -> torch.Tensor:
+    """What gravity alone does to each tethered body over one frame, as the velocity change
+    (..., N, 3) m/s of its free step that `tether_step` turns into that motion; zeros where free.
+    cur (..., N, 6) SI the frame's starting states; tether (..., N) broadcast against it; log_mass
+    (..., N) log kg.
+
+    The bodies are point masses on massless rods: a body about a fixed centre with no child is a
+    simple pendulum; one with a child (the first body tethered to it) and that child are a double
+    pendulum, coupled through the rods (`_chain_accelerations`, with the masses given). The rods'
+    angles from the way gravity pulls in their plane and their angular speeds are integrated over
+    the frame by one RK4 step; each rod's change of angular speed times its length is the
+    tangential speed change `tether_step` reads along its `tether_tangent`, and a child's free step
+    adds its parent's own velocity change over the frame. What this leaves out (hinge damping, the
+    bobs' own inertia, a block tipping about an edge rather than a point mass) is the dynamics
+    head's to learn."""
+    if tether is None:
+        return cur.new_zeros(cur.shape[:-1] + (3,))
+    shape = cur.shape[:-1]
+    N = shape[-1]
+    on, parent = tether.on.expand(shape), tether.parent.expand(shape)
+    axis, length = tether.axis.expand(*shape, 3), tether.length.expand(shape)
+    fixed = on & (parent < 0)
+    owns = (parent.unsqueeze(-2) == torch.arange(N, device=cur.device)[:, None]) & on.unsqueeze(-2)  # (..., N, N): [j, k] k is tethered to j
+    has_child = owns.any(-1) & fixed
+    kid = owns.to(torch.int8).argmax(-1)  # (..., N): each body's first child (meaningless without one)
+    child = on & (parent >= 0) & (_rows(kid, parent.clamp(min=0)) == torch.arange(N, device=cur.device))  # a parent's first child; any other swings free of gravity here
+
+    g = cur.new_tensor(GRAVITY)
+    g_plane = g - (g * axis).sum(-1, keepdim=True) * axis  # gravity in each body's plane of motion
+    g_size = g_plane.norm(dim=-1)
+    down = g_plane / g_size.clamp(min=1e-9)[..., None]
+    p, v = cur[..., :3], cur[..., 3:]
+    r1, r2 = p - _centres(cur, tether), _rows(p, kid) - p  # (..., N, 3): the rod, and its child's rod (in the parent's plane and sense)
+    l1, l2 = length, _rows(length, kid)
+    th1, th2 = _angle(r1, down, axis), _angle(r2, down, axis)
+    spin = MAX_TURN / dt
+    w1 = ((v * torch.linalg.cross(axis, r1)).sum(-1) / l1.square()).clamp(-spin, spin)
+    w2 = (((_rows(v, kid) - v) * torch.linalg.cross(axis, r2)).sum(-1) / l2.square()).clamp(-spin, spin)
+    q = torch.where(has_child, (_rows(log_mass, kid) - log_mass).clamp(max=MAX_LOG_MASS_RATIO).exp(), torch.zeros_like(log_mass))  # m2 / m1
+
+    def rate(y):  # y (4, ...): th1, th2, w1, w2
+        a1, a2 = _chain_accelerations(y[0], y[1], y[2], y[3], q, l1, l2, g_size)
+        return torch.stack([y[2], y[3], a1, a2])
+
+    y = torch.stack([th1, th2, w1, w2])
+    k1 = rate(y)
+    k2 = rate(y + dt / 2 * k1)
+    k3 = rate(y + dt / 2 * k2)
+    k4 = rate(y + dt * k3)
+    change = (dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)).clamp(-spin, spin)  # (4, ...): the rods' angle and angular-speed changes over the frame
+    tangent = tether_tangent(cur, tether, dt)  # (..., N, 3): along it `tether_step` reads a free step
+    own = tangent * torch.where(fixed, l1 * change[2], torch.zeros_like(l1))[..., None]  # the fixed bodies' free steps
+    alone = Tether(tether.centre, tether.axis, tether.length, torch.full_like(parent, -1), fixed)  # the fixed bodies, children let go
+    parent_change = tether_step(cur, torch.cat([p + (v + own) * dt, v + own], dim=-1), alone, dt)[..., 3:] - v  # (..., N, 3)
+    sense = torch.where((axis * _rows(axis, kid)).sum(-1) < 0, -1.0, 1.0)  # a child's axis may point the other way
+    relative = _rows(l2 * change[3] * sense, parent.clamp(min=0))  # a child's tangential speed change about its parent, in its own axis's sense
+    kid_step = tangent * relative[..., None] + _rows(parent_change, parent.clamp(min=0))
+    return torch.where(fixed[..., None], own, torch.where(child[..., None], kid_step, torch.zeros_like(own)))
+
+
+def _rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x (..., N) or (..., N, C) at each body's index (..., N) along the bodies' axis."""
+    if x.dim() == index.dim():
+        return x.gather(-1, index)
+    return x.gather(-2, index[..., None].expand(*index.shape, x.shape[-1]))
 
 
 def tether_features(cur: torch.Tensor, tether: Tether | None, dt: float, vel_unit: float) -> torch.Tensor:
