@@ -24,7 +24,7 @@ def tethers(episode: sim.Episode, start: int = 0) -> Tether:
 
 
 def first(t: Tether) -> Tether:
-    return Tether(*(x[0] for x in t))
+    return Tether(*(None if x is None else x[0] for x in t))
 
 
 def test_pendulum_and_gears_are_tethered_and_their_circles_measured():
@@ -134,6 +134,7 @@ def swing_rollout(episode: sim.Episode, frames: int, swing: bool = True) -> torc
     gravity alone: `gravity_swing` (at the scene's bob mass), or free fall (swing False), each
     frame's free step kept on the tethers."""
     t = first(tethers(episode))
+    t = t.swinging(torch.zeros_like(t.on))
     cur = states(episode)[0, TETHER_FRAMES - 1]
     log_mass = torch.full(cur.shape[:1], float(np.log(episode.params["mass"])))
     out = []
@@ -172,7 +173,7 @@ def test_gravity_swing_conserves_a_double_pendulums_energy_whatever_its_masses()
     start = torch.zeros(3, 6, dtype=torch.float64)
     start[0, :3], start[1, :3], start[2, :3] = p1, p2, torch.tensor([1.0, 0.0, 1.0])
     t = Tether(centre=torch.stack([pivot, torch.zeros(3), torch.zeros(3)]).double(), axis=torch.tensor([[0.0, 1.0, 0.0]] * 3, dtype=torch.float64),
-               length=torch.tensor([L, L, 1.0], dtype=torch.float64), parent=torch.tensor([-1, 0, -1]), on=torch.tensor([True, True, False]))
+               length=torch.tensor([L, L, 1.0], dtype=torch.float64), parent=torch.tensor([-1, 0, -1]), on=torch.tensor([True, True, False]), swings=torch.tensor([True, True, True]))
     dt = 1e-3
     for ratio in (3.0, 1 / 3):
         mass = torch.tensor([1.0, ratio, 1.0], dtype=torch.float64)

@@ -657,7 +657,7 @@ def test_a_pendulums_swing_is_in_the_closed_form_step_and_out_of_its_velocity_ch
     """On an undamped double pendulum's simulated states, the closed-form step alone (the head's
     step 0) takes each frame to within 1 cm and 5 cm/s of the next, and the dynamics features'
     last velocity change along the tangent, what it leaves of the swing, is under a tenth of one
-    frame's gravity; a driven body on
+    frame's gravity; a driven body (`Tether.swinging`) on
     the same tethers (a gear's rim marker) gets no swing, and misses by far more."""
     from worldmodel.tether import TETHER_FRAMES, fit_tethers, tether_tangent
 
@@ -665,8 +665,10 @@ def test_a_pendulums_swing_is_in_the_closed_form_step_and_out_of_its_velocity_ch
     pend = sim.simulate("pendulum", {"links": 2, "length": 0.5, "angle_deg": 40.0, "angle2_deg": -20.0, "damping": 0.0, "size": 0.08, "mass": 1.0}, seconds=1.0, render=False)
     st = torch.from_numpy(np.concatenate([pend.positions, pend.velocities], axis=-1).astype(np.float32))  # (T, 2, 6)
     mask = torch.tensor([True, True])
-    tether = fit_tethers(st[None, :TETHER_FRAMES], mask[None])
-    tether = type(tether)(*(t[0] for t in tether))
+    fitted = fit_tethers(st[None, :TETHER_FRAMES], mask[None])
+    tether, held_tether = fitted.swinging(torch.tensor([[False, False]])), fitted.swinging(torch.tensor([[True, True]]))
+    assert held_tether.swings is None  # nothing swings: gravity_swing is not computed at all
+    tether, held_tether = (type(t)(*(None if x is None else x[0] for x in t)) for t in (tether, held_tether))
     swinging, driven = ball_bodies((0.04, 0.04), (1.0, 1.0), (0.5, 0.5)), ball_bodies((0.04, 0.04), (1.0, 1.0), (0.5, 0.5), driven=[True, True])
     for k in range(2, len(st) - 1):
         nxt = model.advance(st[k], torch.zeros(2, 6), swinging, mask, tether)
@@ -675,7 +677,7 @@ def test_a_pendulums_swing_is_in_the_closed_form_step_and_out_of_its_velocity_ch
         f = model.dynamics_features(st[k], st[k - 1], st[k - 2], bodies=swinging, mask=mask, tether=tether)
         along = (f[:, 6:9] * s * tether_tangent(st[k - 1], tether, dt)).sum(-1)  # m/s: the part `tether_step` reads (the rest is the rods')
         assert along.abs().max() < 0.1 * 9.81 * dt
-    held = torch.stack([model.advance(st[k], torch.zeros(2, 6), driven, mask, tether) for k in range(2, len(st) - 1)])
+    held = torch.stack([model.advance(st[k], torch.zeros(2, 6), driven, mask, held_tether) for k in range(2, len(st) - 1)])
     assert (held[..., 3:] - st[3:, :, 3:]).norm(dim=-1).max() > 0.2
 
 

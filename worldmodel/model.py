@@ -940,15 +940,16 @@ class WorldModel(nn.Module):
         from the frame's starting states cur (..., N, 6) SI: the `contact_impulse` (bodies (..., N,
         BODY_COLUMNS), mask (..., N) bool as there), plus gravity's swing of the tethered bodies that
         nothing drives (`worldmodel.tether.gravity_swing`, a pendulum as point masses of the bodies'
-        masses; tether (..., N) broadcast against cur, None: all free). The swing's velocity change
+        masses; tether (..., N) broadcast against cur, None: all free; which swing is its `swings`,
+        set once per batch or rollout by `Tether.swinging`). The swing's velocity change
         moves the body by half of it times the frame in the position part (what `tether_step` then
         replaces by the turn on the circle)."""
         step = self.contact_impulse(cur, bodies, mask)
-        if tether is None:
+        if tether is None or tether.swings is None:
             return step
         cfg = self.cfg
         dt = 1.0 / cfg.fps
-        swing = gravity_swing(cur, tether, bodies[..., 1], dt) * (bodies[..., DRIVEN] <= 0)[..., None]  # (..., N, 3) m/s
+        swing = gravity_swing(cur, tether, bodies[..., 1], dt)  # (..., N, 3) m/s
         return step + torch.cat([swing * dt / (2 * cfg.step_pos_scale), swing / cfg.step_vel_scale], dim=-1)
 
     def step_distribution(
@@ -1200,7 +1201,7 @@ class WorldModel(nn.Module):
         read, pointer = self.read_bodies(slots, self.caption_numbers(batch.text, text_values))  # (B, nb-1, n_max, BODY_COLUMNS)
         bodies = torch.cat([read[..., :DRIVEN], read[:, :1, :, DRIVEN:].expand_as(read[..., DRIVEN:])], dim=-1)  # driven as the first block reads it, kept (a rollout keeps its context's)
         bodies = undriven_if_passive(bodies, batch.active)
-        tether = None if known is None else fit_tethers(known[:, :TETHER_FRAMES], body_mask & present[:, None])  # (B, n_max) from the clip's first frames, as a rollout's context
+        tether = None if known is None else fit_tethers(known[:, :TETHER_FRAMES], body_mask & present[:, None]).swinging(bodies[:, 0, :, DRIVEN] > 0)  # (B, n_max) from the clip's first frames, as a rollout's context
         steady = None if inp["steady"] is None else inp["steady"][:, :-1]  # (B, nb-1, tt) of the steps into blocks 1..
         dist = self.block_dynamics(slots, bodies, src[:, : (nb - 1) * tt], actions, body_mask, tether, steady)  # (B, nb-1, tt, n_max)
         predicted = self.predict_states(dist.mean, bodies, src, present, body_mask, tether)

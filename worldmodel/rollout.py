@@ -176,6 +176,7 @@ def rollout(
         bodies = model.body_properties(slots, caption)  # (S, 1, n_max, BODY_COLUMNS)
         if b == nb_known:  # which bodies the actions drive: read from the context's video, kept (none in a passive episode)
             driven = undriven_if_passive(bodies, active)[..., DRIVEN:]
+            tether = None if tether is None else tether.swinging(driven[:, 0, :, 0] > 0)  # gravity swings the tethered bodies nothing drives
         bodies = torch.cat([bodies[..., :DRIVEN], driven], dim=-1)
         held = None if actions is None else steady[:, b - 1 : b]  # (S, 1, tt) whether they are the frame before's
         dist = model.block_dynamics(slots, bodies, src, drive, mask.bool(), tether, held).map(lambda t: t[:, 0])  # (S, tt, n_max)

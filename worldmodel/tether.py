@@ -39,18 +39,29 @@ class Tether(NamedTuple):
     """Each body's circle, (..., N, ·): centre (3) m, axis (3) the unit normal of its plane, length m
     (float32); parent (long): -1 where the centre is fixed, else the index of the tracked body whose
     position is the centre (a double pendulum's outer bob turns about the inner one; centre then
-    unused); on bool (False: a free body; the rest is then meaningless)."""
+    unused); on bool (False: a free body; the rest is then meaningless); swings bool, the tethered
+    bodies that gravity swings (`gravity_swing`), or None: none (as `fit_tethers` gives them;
+    `swinging` says which)."""
 
     centre: torch.Tensor
     axis: torch.Tensor
     length: torch.Tensor
     parent: torch.Tensor
     on: torch.Tensor
+    swings: torch.Tensor | None = None
 
     def unsqueeze(self, dim: int) -> Tether:
         """The same tethers with a new axis at dim (>= 0, before the bodies' axis): to broadcast
         over blocks or frames."""
-        return Tether(*(t.unsqueeze(dim) for t in self))
+        return Tether(*(None if t is None else t.unsqueeze(dim) for t in self))
+
+    def swinging(self, driven: torch.Tensor) -> Tether:
+        """The same tethers with gravity swinging every tethered body that driven (..., N) bool does
+        not hold on its course (a gear's rim marker turns as its motor says; a pendulum's bob
+        swings). swings is None where none is left: decided here, once per clip batch or rollout
+        (a device sync), so that `gravity_swing` costs nothing in a batch without a pendulum."""
+        swings = self.on & ~driven
+        return self._replace(swings=swings if bool(swings.any()) else None)
 
 
 def _circle_holds(p: torch.Tensor, v: torch.Tensor, centre: torch.Tensor, axis: torch.Tensor, moving: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,7 +232,9 @@ def gravity_swing(cur: torch.Tensor, tether: Tether | None, log_mass: torch.Tens
     """What gravity alone does to each tethered body over one frame, as the velocity change
     (..., N, 3) m/s of its free step that `tether_step` turns into that motion; zeros where free.
     cur (..., N, 6) SI the frame's starting states; tether (..., N) broadcast against it; log_mass
-    (..., N) log kg.
+    (..., N) log kg. Only the bodies that tether.swings holds swing (`Tether.swinging`; None: none).
+    It is physics of the states alone and carries no gradient: the masses, its only learnt input
+    (their ratio, in a double pendulum), learn from the caption and the contact impulses.
 
     The bodies are point masses on massless rods: a body about a fixed centre with no child is a
     simple pendulum; one with a child (the first body tethered to it) and that child are a double
@@ -232,8 +245,14 @@ def gravity_swing(cur: torch.Tensor, tether: Tether | None, log_mass: torch.Tens
     adds its parent's own velocity change over the frame. What this leaves out (hinge damping, the
     bobs' own inertia, a block tipping about an edge rather than a point mass) is the dynamics
     head's to learn."""
-    if tether is None:
+    if tether is None or tether.swings is None:
         return cur.new_zeros(cur.shape[:-1] + (3,))
+    with torch.no_grad():
+        return _swing(cur.detach(), tether, log_mass.detach(), dt)
+
+
+def _swing(cur: torch.Tensor, tether: Tether, log_mass: torch.Tensor, dt: float) -> torch.Tensor:
+    """`gravity_swing` of the bodies that swing, tether.swings (not None)."""
     shape = cur.shape[:-1]
     N = shape[-1]
     on, parent = tether.on.expand(shape), tether.parent.expand(shape)
@@ -269,12 +288,13 @@ def gravity_swing(cur: torch.Tensor, tether: Tether | None, log_mass: torch.Tens
     change = (dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)).clamp(-spin, spin)  # (4, ...): the rods' angle and angular-speed changes over the frame
     tangent = tether_tangent(cur, tether, dt)  # (..., N, 3): along it `tether_step` reads a free step
     own = tangent * torch.where(fixed, l1 * change[2], torch.zeros_like(l1))[..., None]  # the fixed bodies' free steps
-    alone = Tether(tether.centre, tether.axis, tether.length, torch.full_like(parent, -1), fixed)  # the fixed bodies, children let go
+    alone = Tether(tether.centre, tether.axis, tether.length, torch.full_like(parent, -1), fixed)  # the fixed bodies, children let go (swings is unused by tether_step)
     parent_change = tether_step(cur, torch.cat([p + (v + own) * dt, v + own], dim=-1), alone, dt)[..., 3:] - v  # (..., N, 3)
     sense = torch.where((axis * _rows(axis, kid)).sum(-1) < 0, -1.0, 1.0)  # a child's axis may point the other way
     relative = _rows(l2 * change[3] * sense, parent.clamp(min=0))  # a child's tangential speed change about its parent, in its own axis's sense
     kid_step = tangent * relative[..., None] + _rows(parent_change, parent.clamp(min=0))
-    return torch.where(fixed[..., None], own, torch.where(child[..., None], kid_step, torch.zeros_like(own)))
+    swing = torch.where(fixed[..., None], own, torch.where(child[..., None], kid_step, torch.zeros_like(own)))
+    return swing * tether.swings.expand(shape)[..., None]
 
 
 def _rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
