@@ -223,11 +223,6 @@ def _chain_accelerations(th1, th2, w1, w2, q, l1, l2, g):
     return a1, a2
 
 
-def _angle(r: torch.Tensor, down: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
-    """The angle (rad) about axis from the unit vector down to r (..., 3) (both in the plane normal to axis)."""
-    return torch.atan2((torch.linalg.cross(down, r) * axis).sum(-1), (down * r).sum(-1))
-
-
 def gravity_swing(cur: torch.Tensor, tether: Tether | None, log_mass: torch.Tensor, dt: float) -> torch.Tensor:
     """What gravity alone does to each tethered body over one frame, as the velocity change
     (..., N, 3) m/s of its free step that `tether_step` turns into that motion; zeros where free.
@@ -252,48 +247,53 @@ def gravity_swing(cur: torch.Tensor, tether: Tether | None, log_mass: torch.Tens
 
 
 def _swing(cur: torch.Tensor, tether: Tether, log_mass: torch.Tensor, dt: float) -> torch.Tensor:
-    """`gravity_swing` of the bodies that swing, tether.swings (not None)."""
+    """`gravity_swing` of the bodies that swing, tether.swings (not None). Each double pendulum is
+    worked out on its inner bob's row (the rods' unit vectors u, tangents t = axis x u, all in the
+    inner bob's axis's sense), and its outer bob takes its step from there."""
     shape = cur.shape[:-1]
-    N = shape[-1]
+    index = torch.arange(shape[-1], device=cur.device)
     on, parent = tether.on.expand(shape), tether.parent.expand(shape)
     axis, length = tether.axis.expand(*shape, 3), tether.length.expand(shape)
     fixed = on & (parent < 0)
-    owns = (parent.unsqueeze(-2) == torch.arange(N, device=cur.device)[:, None]) & on.unsqueeze(-2)  # (..., N, N): [j, k] k is tethered to j
+    owns = (parent.unsqueeze(-2) == index[:, None]) & on.unsqueeze(-2)  # (..., N, N): [j, k] k is tethered to j
     has_child = owns.any(-1) & fixed
     kid = owns.to(torch.int8).argmax(-1)  # (..., N): each body's first child (meaningless without one)
-    child = on & (parent >= 0) & (_rows(kid, parent.clamp(min=0)) == torch.arange(N, device=cur.device))  # a parent's first child; any other swings free of gravity here
+    up = parent.clamp(min=0)
+    child = on & (parent >= 0) & (_rows(kid, up) == index)  # a parent's first child; any other swings free of gravity here
 
     g = cur.new_tensor(GRAVITY)
     g_plane = g - (g * axis).sum(-1, keepdim=True) * axis  # gravity in each body's plane of motion
     g_size = g_plane.norm(dim=-1)
     down = g_plane / g_size.clamp(min=1e-9)[..., None]
+    side = torch.linalg.cross(axis, down)  # where a rod turned a quarter turn from down points
     p, v = cur[..., :3], cur[..., 3:]
-    r1, r2 = p - _centres(cur, tether), _rows(p, kid) - p  # (..., N, 3): the rod, and its child's rod (in the parent's plane and sense)
+    r1, r2 = p - tether.centre.expand(*shape, 3), _rows(p, kid) - p  # (..., N, 3): the rod, and its child's rod
+    u1, u2 = r1 / r1.norm(dim=-1, keepdim=True).clamp(min=1e-9), r2 / r2.norm(dim=-1, keepdim=True).clamp(min=1e-9)
+    t1, t2 = torch.linalg.cross(axis, u1), torch.linalg.cross(axis, u2)
     l1, l2 = length, _rows(length, kid)
-    th1, th2 = _angle(r1, down, axis), _angle(r2, down, axis)
+    th1, th2 = torch.atan2((u1 * side).sum(-1), (u1 * down).sum(-1)), torch.atan2((u2 * side).sum(-1), (u2 * down).sum(-1))
+    w1, w2 = (v * t1).sum(-1) / l1, ((_rows(v, kid) - v) * t2).sum(-1) / l2  # rad/s
     spin = MAX_TURN / dt
-    w1 = ((v * torch.linalg.cross(axis, r1)).sum(-1) / l1.square()).clamp(-spin, spin)
-    w2 = (((_rows(v, kid) - v) * torch.linalg.cross(axis, r2)).sum(-1) / l2.square()).clamp(-spin, spin)
     q = torch.where(has_child, (_rows(log_mass, kid) - log_mass).clamp(max=MAX_LOG_MASS_RATIO).exp(), torch.zeros_like(log_mass))  # m2 / m1
 
     def rate(y):  # y (4, ...): th1, th2, w1, w2
         a1, a2 = _chain_accelerations(y[0], y[1], y[2], y[3], q, l1, l2, g_size)
         return torch.stack([y[2], y[3], a1, a2])
 
-    y = torch.stack([th1, th2, w1, w2])
+    y = torch.stack([th1, th2, w1.clamp(-spin, spin), w2.clamp(-spin, spin)])
     k1 = rate(y)
     k2 = rate(y + dt / 2 * k1)
     k3 = rate(y + dt / 2 * k2)
     k4 = rate(y + dt * k3)
     change = (dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)).clamp(-spin, spin)  # (4, ...): the rods' angle and angular-speed changes over the frame
-    tangent = tether_tangent(cur, tether, dt)  # (..., N, 3): along it `tether_step` reads a free step
-    own = tangent * torch.where(fixed, l1 * change[2], torch.zeros_like(l1))[..., None]  # the fixed bodies' free steps
-    alone = Tether(tether.centre, tether.axis, tether.length, torch.full_like(parent, -1), fixed)  # the fixed bodies, children let go (swings is unused by tether_step)
-    parent_change = tether_step(cur, torch.cat([p + (v + own) * dt, v + own], dim=-1), alone, dt)[..., 3:] - v  # (..., N, 3)
-    sense = torch.where((axis * _rows(axis, kid)).sum(-1) < 0, -1.0, 1.0)  # a child's axis may point the other way
-    relative = _rows(l2 * change[3] * sense, parent.clamp(min=0))  # a child's tangential speed change about its parent, in its own axis's sense
-    kid_step = tangent * relative[..., None] + _rows(parent_change, parent.clamp(min=0))
-    swing = torch.where(fixed[..., None], own, torch.where(child[..., None], kid_step, torch.zeros_like(own)))
+    # `tether_step` reads a free step along the tangent halfway through the frame's turn
+    # (`tether_tangent`), and a child's relative to its parent's own change over the frame
+    mid = lambda t, u, w: torch.cos(w * dt / 2)[..., None] * t - torch.sin(w * dt / 2)[..., None] * u  # noqa: E731
+    own = mid(t1, u1, w1) * (l1 * change[2])[..., None]
+    turn = (2 * w1 + change[2]) * dt / 2  # rad: the inner rod's turn over the frame
+    parent_change = (w1 + change[2])[..., None] * l1[..., None] * (torch.cos(turn)[..., None] * t1 - torch.sin(turn)[..., None] * u1) - v
+    kid_step = mid(t2, u2, w2) * (l2 * change[3])[..., None] + parent_change  # (..., N, 3) on the parent's row
+    swing = torch.where(fixed[..., None], own, torch.where(child[..., None], _rows(kid_step, up), torch.zeros_like(own)))
     return swing * tether.swings.expand(shape)[..., None]
 
 
