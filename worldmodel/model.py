@@ -710,6 +710,7 @@ class WorldModel(nn.Module):
         mask: torch.Tensor | None = None,
         history: torch.Tensor | None = None,
         tether: Tether | None = None,
+        closed: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
         """Each body's explicit inputs to the dynamics head from the base frame's state cur (..., N, 6)
         and the two frames before, prev and prev2 (..., N, 6; prev2 None, or False in history
@@ -719,7 +720,9 @@ class WorldModel(nn.Module):
         drive the step, actions (..., tt, action_dim) (None: zeros, no action); then its
         `tether_features` (tether (..., N) broadcast against cur; None: none tethered) -> (..., N,
         `dynamics_features_dim`). bodies (..., N, BODY_COLUMNS) (`body_properties`; None: points
-        without contacts) and mask (..., N) bool the tracked bodies (None: all).
+        without contacts) and mask (..., N) bool the tracked bodies (None: all); closed the
+        `closed_form_step`s (..., N, 6) from prev and prev2 where the caller has them (a chain that
+        made those steps; None: computed here from bodies).
 
         The velocity changes are what the frame's `closed_form_step` does not explain: a hit, a
         bounce or a pendulum's swing is the closed form's job, so it does not enter the forces the
@@ -729,9 +732,9 @@ class WorldModel(nn.Module):
         the closed form got slightly wrong) does not carry over into the next step."""
         cfg = self.cfg
         mask = torch.ones(cur.shape[:-1], dtype=torch.bool, device=cur.device) if mask is None else mask.expand(cur.shape[:-1])
-        kick = lambda s: 0.0 if bodies is None else self.closed_form_step(s, bodies, mask, tether)[..., 3:] * cfg.step_vel_scale  # noqa: E731  m/s
-        dv1 = cur[..., 3:] - prev[..., 3:] - kick(prev)
-        dv2 = dv1 if prev2 is None else prev[..., 3:] - prev2[..., 3:] - kick(prev2)
+        kick = lambda s, known: 0.0 if bodies is None else (self.closed_form_step(s, bodies, mask, tether) if known is None else known)[..., 3:] * cfg.step_vel_scale  # noqa: E731  m/s
+        dv1 = cur[..., 3:] - prev[..., 3:] - kick(prev, None if closed is None else closed[0])
+        dv2 = dv1 if prev2 is None else prev[..., 3:] - prev2[..., 3:] - kick(prev2, None if closed is None else closed[1])
         if history is not None:
             dv2 = torch.where(history.expand(cur.shape[:-1])[..., None], dv2, dv1)
         steady = torch.stack([dv1, dv2, torch.zeros_like(dv1)]).median(dim=0).values
@@ -928,12 +931,12 @@ class WorldModel(nn.Module):
         gate = F.binary_cross_entropy_with_logits(pointer.gate_logit, found.to(pointer.gate_logit.dtype))
         return ce + gate
 
-    def advance(self, cur: torch.Tensor, steps: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor, tether: Tether | None = None) -> torch.Tensor:
+    def advance(self, cur: torch.Tensor, steps: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor, tether: Tether | None = None, closed: torch.Tensor | None = None) -> torch.Tensor:
         """The next frame's states: cur (..., N, 6) SI taken by the dynamics head's steps (..., N, 6)
-        plus the frame's `closed_form_step` (bodies, mask, tether as there), tethered bodies kept on
-        their circles (`tether_step`)."""
-        free = self.step_states(cur, steps + self.closed_form_step(cur, bodies, mask, tether))
-        return tether_step(cur, free, tether, 1.0 / self.cfg.fps)
+        plus the frame's `closed_form_step` (bodies, mask, tether as there; closed: that step, where
+        the caller has it), tethered bodies kept on their circles (`tether_step`)."""
+        closed = self.closed_form_step(cur, bodies, mask, tether) if closed is None else closed
+        return tether_step(cur, self.step_states(cur, steps + closed), tether, 1.0 / self.cfg.fps)
 
     def closed_form_step(self, cur: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor, tether: Tether | None = None) -> torch.Tensor:
         """The part of a frame's step (..., N, 6) in step units that physics gives in closed form,
@@ -1077,21 +1080,24 @@ class WorldModel(nn.Module):
         with each frame's closed-form step and tethers (a tethered body's chained state is returned
         with its gradient, so each frame's error trains the step that made it, but the next frame
         steps from it detached: the tether step's Jacobian stretches some directions several times
-        per frame on a double pendulum, and compounded over a clip that took training to NaN):
-        slots (B, n, tt, N, D) and bodies (B, n, N,
+        per frame on a double pendulum, and compounded over a clip that took training to NaN;
+        the velocity-change features leave out the closed-form steps the chain took, each computed
+        once): slots (B, n, tt, N, D) and bodies (B, n, N,
         BODY_COLUMNS) of blocks 0..n-1 (as `block_dynamics`); src (B, tt, N, 6) SI block 0's
         states; actions (B, n, tt, action_dim) driving the steps, or None; mask (B, N) the tracked
         bodies; tether (B, N) or None; steady (B, n, tt) or None as in `block_dynamics` -> (B, n*tt, N, 6)."""
         tt = self.cfg.tubelet_t
         cur, prev = src[:, -1], src[:, -2] if tt > 1 else src[:, -1]
         prev2 = src[:, -3] if tt > 2 else None
-        out = []
+        out, closed = [], []  # closed: the closed-form steps the chain took, from the frames it stepped from
         for b in range(slots.shape[1]):
-            features = self.dynamics_features(cur, prev, prev2, None if actions is None else actions[:, b], bodies[:, b], mask, tether=tether)
+            made = (closed[-1], closed[-2]) if len(closed) >= 2 else None  # the ones from prev and prev2 (not block 0's, which src gives)
+            features = self.dynamics_features(cur, prev, prev2, None if actions is None else actions[:, b], bodies[:, b], mask, tether=tether, closed=made)
             hold = held(None if steady is None else steady[:, b], bodies[:, b])
             steps = self.step_distribution(self.dynamics_head.decode(slots[:, b], features), features, hold).ungated  # (B, tt, N, 6)
             for j in range(tt):
-                nxt = self.advance(cur, steps[:, j], bodies[:, b], mask, tether)
+                closed.append(self.closed_form_step(cur, bodies[:, b], mask, tether))
+                nxt = self.advance(cur, steps[:, j], bodies[:, b], mask, tether, closed[-1])
                 out.append(nxt)
                 if tether is not None:  # the next frame steps from a tethered body's state without its gradient (docstring)
                     nxt = torch.where(tether.on[..., None], nxt.detach(), nxt)
