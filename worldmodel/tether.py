@@ -243,13 +243,13 @@ def gravity_swing(cur: torch.Tensor, tether: Tether | None, log_mass: torch.Tens
     if tether is None or tether.swings is None:
         return cur.new_zeros(cur.shape[:-1] + (3,))
     with torch.no_grad():
-        return _swing(cur.detach(), tether, log_mass.detach(), dt)
+        return _swing(cur, tether, log_mass, dt)
 
 
 def _swing(cur: torch.Tensor, tether: Tether, log_mass: torch.Tensor, dt: float) -> torch.Tensor:
     """`gravity_swing` of the bodies that swing, tether.swings (not None). Each double pendulum is
     worked out on its inner bob's row (the rods' unit vectors u, tangents t = axis x u, all in the
-    inner bob's axis's sense), and its outer bob takes its step from there."""
+    inner bob's axis's sense, from `_turn`), and its outer bob takes its step from there."""
     shape = cur.shape[:-1]
     index = torch.arange(shape[-1], device=cur.device)
     on, parent = tether.on.expand(shape), tether.parent.expand(shape)
@@ -266,33 +266,29 @@ def _swing(cur: torch.Tensor, tether: Tether, log_mass: torch.Tensor, dt: float)
     g_size = g_plane.norm(dim=-1)
     down = g_plane / g_size.clamp(min=1e-9)[..., None]
     side = torch.linalg.cross(axis, down)  # where a rod turned a quarter turn from down points
-    p, v = cur[..., :3], cur[..., 3:]
-    r1, r2 = p - tether.centre.expand(*shape, 3), _rows(p, kid) - p  # (..., N, 3): the rod, and its child's rod
-    u1, u2 = r1 / r1.norm(dim=-1, keepdim=True).clamp(min=1e-9), r2 / r2.norm(dim=-1, keepdim=True).clamp(min=1e-9)
-    t1, t2 = torch.linalg.cross(axis, u1), torch.linalg.cross(axis, u2)
-    l1, l2 = length, _rows(length, kid)
-    th1, th2 = torch.atan2((u1 * side).sum(-1), (u1 * down).sum(-1)), torch.atan2((u2 * side).sum(-1), (u2 * down).sum(-1))
-    w1, w2 = (v * t1).sum(-1) / l1, ((_rows(v, kid) - v) * t2).sum(-1) / l2  # rad/s
+    centre, l1, l2 = tether.centre.expand(*shape, 3), length[..., None], _rows(length, kid)[..., None]
+    # each rod as `tether_step` sees it: unit radius u, tangent t, tangential speed s, t_mid;
+    # the child's rod relative to its parent, in the parent's axis's sense
+    u1, _, s1, mid1 = _turn(cur, centre, axis, l1, dt)
+    u2, _, s2, mid2 = _turn(_rows(cur, kid) - cur, torch.zeros_like(centre), axis, l2, dt)
+    angle = lambda u: torch.atan2((u * side).sum(-1), (u * down).sum(-1))  # noqa: E731  rad, from down
     spin = MAX_TURN / dt
     q = torch.where(has_child, (_rows(log_mass, kid) - log_mass).clamp(max=MAX_LOG_MASS_RATIO).exp(), torch.zeros_like(log_mass))  # m2 / m1
 
     def rate(y):  # y (4, ...): th1, th2, w1, w2
-        a1, a2 = _chain_accelerations(y[0], y[1], y[2], y[3], q, l1, l2, g_size)
+        a1, a2 = _chain_accelerations(y[0], y[1], y[2], y[3], q, l1[..., 0], l2[..., 0], g_size)
         return torch.stack([y[2], y[3], a1, a2])
 
-    y = torch.stack([th1, th2, w1.clamp(-spin, spin), w2.clamp(-spin, spin)])
+    y = torch.stack([angle(u1), angle(u2), (s1 / l1)[..., 0].clamp(-spin, spin), (s2 / l2)[..., 0].clamp(-spin, spin)])
     k1 = rate(y)
     k2 = rate(y + dt / 2 * k1)
     k3 = rate(y + dt / 2 * k2)
     k4 = rate(y + dt * k3)
     change = (dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)).clamp(-spin, spin)  # (4, ...): the rods' angle and angular-speed changes over the frame
-    # `tether_step` reads a free step along the tangent halfway through the frame's turn
-    # (`tether_tangent`), and a child's relative to its parent's own change over the frame
-    mid = lambda t, u, w: torch.cos(w * dt / 2)[..., None] * t - torch.sin(w * dt / 2)[..., None] * u  # noqa: E731
-    own = mid(t1, u1, w1) * (l1 * change[2])[..., None]
-    turn = (2 * w1 + change[2]) * dt / 2  # rad: the inner rod's turn over the frame
-    parent_change = (w1 + change[2])[..., None] * l1[..., None] * (torch.cos(turn)[..., None] * t1 - torch.sin(turn)[..., None] * u1) - v
-    kid_step = mid(t2, u2, w2) * (l2 * change[3])[..., None] + parent_change  # (..., N, 3) on the parent's row
+    # `tether_step` reads a free step along t_mid, and a child's relative to its parent's own change
+    own = mid1 * (l1[..., 0] * change[2])[..., None]  # the fixed bodies' free steps
+    parent_change = _circle_step(cur, torch.cat([cur[..., :3], cur[..., 3:] + own], dim=-1), centre, axis, length, dt)[..., 3:] - cur[..., 3:]
+    kid_step = mid2 * (l2[..., 0] * change[3])[..., None] + parent_change  # (..., N, 3) on the parent's row
     swing = torch.where(fixed[..., None], own, torch.where(child[..., None], _rows(kid_step, up), torch.zeros_like(own)))
     return swing * tether.swings.expand(shape)[..., None]
 
