@@ -66,6 +66,7 @@ from worldmodel.train import (
     make_optimizer,
     save_checkpoint,
     set_lr,
+    skipped_in_a_row,
 )
 
 RUN_KEYS = (
@@ -288,7 +289,7 @@ def finetune(opts: dict) -> dict:
         nonfinite = nonfinite + 1 if log["train/skipped_update"] else 0
         totals["skipped_updates"] += log["train/skipped_update"]
         if nonfinite == MAX_NONFINITE_STEPS:
-            raise divergence("fine-tuning", lr, f"steps {step + 2 - nonfinite}..{step + 1} all had a non-finite loss or gradient and were skipped", totals["skipped_updates"])
+            raise divergence("fine-tuning", lr, skipped_in_a_row(step, nonfinite), totals["skipped_updates"])
         totals["simulator_episodes"] += len(drawn)
         done = step + 1
         log["train/lr"] = lr

@@ -69,6 +69,11 @@ def divergence(run: str, lr: float, why: str, skipped: int) -> TrainError:
     return TrainError(f"lr: {run} diverged at lr {lr:g}: {why} ({skipped} skipped in all); the checkpoints hold finite weights; allowed: a smaller lr or a longer warmup_steps")
 
 
+def skipped_in_a_row(step: int, nonfinite: int) -> str:
+    """`divergence`'s why for the last `nonfinite` steps up to `step` (0-based) all skipped."""
+    return f"steps {step + 2 - nonfinite}..{step + 1} all had a non-finite loss or gradient and were skipped"
+
+
 # ----------------------------------------------------------------------------------------------
 # data: clips indexed by an integer, batches a pure function of (seed, step)
 # ----------------------------------------------------------------------------------------------
@@ -377,7 +382,7 @@ def train(options: dict) -> dict:
         else:  # a NaN or inf in the loss or its gradient: skip the update (clipping by a non-finite norm would write NaN into every weight)
             skipped, nonfinite = skipped + 1, nonfinite + 1
             if nonfinite == MAX_NONFINITE_STEPS:
-                raise divergence("training", lr, f"steps {step + 2 - nonfinite}..{step + 1} all had a non-finite loss or gradient and were skipped", skipped)
+                raise divergence("training", lr, skipped_in_a_row(step, nonfinite), skipped)
         clips_seen += options["batch_size"]
         n_tokens = out_step["token_types"].numel()  # sequence length of a clip
         done = step + 1
