@@ -1,4 +1,4 @@
-"""Does each body read its own radius, mass, restitution and friction from the caption?
+"""Does each body read its own radius, mass, restitution, friction and damping from the caption?
 
     python benchmarks/caption_pointer.py --checkpoint runs/quality/nano/model.safetensors --episodes 10
 
@@ -6,7 +6,8 @@ For held-out episodes per family (simulated here, split val and ood), the model'
 (`WorldModel.read_bodies`) is scored on every property the episode states
 (`sim.body_properties`) and a caption number states (`worldmodel.model.pointer_targets`): the attention it
 puts on that number (1: all of it), its gate (1: the caption's value is taken whole), and the ratio
-of the value it reads to the simulator's (median). Prints a table per split and one JSON line.
+of the value it reads to the simulator's (median, over values other than 0). Prints a table per
+split and one JSON line.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from worldmodel.model import pointer_targets  # noqa: E402
 
 FPS, SECONDS = 20, 0.8  # frames/s, s: enough frames for two blocks
 FAMILIES = ("collision", "drop", "projectile", "ramp", "push", "stack", "pendulum", "table_fall")  # those stating a property per body
-PROPERTIES = ("radius", "mass", "restitution", "friction")
+PROPERTIES = ("radius", "mass", "restitution", "friction", "damping")
 
 
 def pointer_scores(model, episode) -> list[tuple[int, float, float, float]]:
@@ -55,9 +56,10 @@ def pointer_scores(model, episode) -> list[tuple[int, float, float, float]]:
     match, found = pointer_targets(pointer.token_value, stated)  # (1, 1, N, P, Lt), (1, 1, N, P)
     on = (pointer.attention[:, :1].exp() * match).sum(-1)[0, 0]  # (N, P)
     gate = torch.sigmoid(pointer.gate_logit[0, 0])  # (N, P)
-    value = torch.stack([bodies[0, 0, :, 0], bodies[0, 0, :, 1].exp(), bodies[0, 0, :, 2], bodies[0, 0, :, 3]], dim=-1)  # (N, P) radius m, kg, e, mu
+    value = torch.cat([bodies[0, 0, :, :1], bodies[0, 0, :, 1:2].exp(), bodies[0, 0, :, 2:P]], dim=-1)  # (N, P) radius m, kg, e, mu, damping 1/s
     found = found[0, 0]
-    return [(k, float(on[i, k]), float(gate[i, k]), float(value[i, k] / stated[0, i, k])) for i, k in found.nonzero().tolist()]
+    ratio = value / stated[0].where(stated[0] != 0, torch.tensor(float("nan")))  # NaN for a stated 0 (a hinge without damping)
+    return [(k, float(on[i, k]), float(gate[i, k]), float(ratio[i, k])) for i, k in found.nonzero().tolist()]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -81,9 +83,9 @@ def main(argv: list[str] | None = None) -> dict:
                 mine = [s[1:] for s in scores if s[0] == k]
                 if mine:
                     on, gate, ratio = np.array(mine).T
-                    row[name] = {"attention": float(on.mean()), "gate": float(gate.mean()), "read_over_stated": float(np.median(ratio)), "n": len(mine)}
+                    row[name] = {"attention": float(on.mean()), "gate": float(gate.mean()), "read_over_stated": float(np.nanmedian(ratio)) if np.isfinite(ratio).any() else None, "n": len(mine)}
             rows[family] = row
-            cells = "".join(f"{row[p]['attention']:8.2f}{row[p]['gate']:7.2f}{row[p]['read_over_stated']:7.2f}" if p in row else f"{'-':>22s}" for p in PROPERTIES)
+            cells = "".join(f"{row[p]['attention']:8.2f}{row[p]['gate']:7.2f}{row[p]['read_over_stated'] or float('nan'):7.2f}" if p in row else f"{'-':>22s}" for p in PROPERTIES)
             print(f"{family:12s}{cells}", flush=True)
         result[split] = rows
     summary = {"checkpoint": args.checkpoint, "episodes_per_family": args.episodes, "splits": result}

@@ -42,15 +42,15 @@ VARIANTS = {"model": (False, False), "prior": (True, False), "sim props": (False
 def variant(model, prior_only: bool, stated: np.ndarray | None):
     """The model with its dynamics gate held at the prior's step (prior_only) and its body
     properties replaced by the simulator's where stated (stated (n, BODY_PROPERTIES) radius m, mass
-    kg, restitution, friction, NaN: keep the learnt one), for the duration of the block."""
+    kg, restitution, friction, damping 1/s, NaN: keep the learnt one), for the duration of the block."""
     if stated is not None:
         learnt = model.body_properties
 
         def body_properties(slots, caption=None):
-            b = learnt(slots, caption)  # (..., n_max, BODY_COLUMNS) radius, log mass, restitution, friction, driven logit
+            b = learnt(slots, caption)  # (..., n_max, BODY_COLUMNS) radius, log mass, restitution, friction, damping, driven logit
             n = min(len(stated), b.shape[-2])
             t = torch.as_tensor(stated[:n], dtype=b.dtype)
-            known = torch.stack([t[:, 0], t[:, 1].log(), t[:, 2], t[:, 3]], dim=-1)
+            known = torch.cat([t[:, :1], t[:, 1:2].log(), t[:, 2:DRIVEN]], dim=-1)
             head = torch.cat([torch.where(known.isfinite(), known, b[..., :n, :DRIVEN]), b[..., :n, DRIVEN:]], dim=-1)
             return torch.cat([head, b[..., n:, :]], dim=-2)
 

@@ -1,7 +1,7 @@
-"""What each tracked body is, from an episode's realised parameters: size, mass, restitution and
-friction, and whether the episode's actions drive it.
+"""What each tracked body is, from an episode's realised parameters: size, mass, restitution,
+friction and hinge damping, and whether the episode's actions drive it.
 
-    props = sim.body_properties(episode)    # (n_bodies, 4): radius m, mass kg, restitution, friction; NaN: not stated
+    props = sim.body_properties(episode)    # (n_bodies, 5): radius m, mass kg, restitution, friction, damping 1/s; NaN: not stated
     driven = sim.driven_bodies(episode)     # (n_bodies,) bool: its motion is the actuators', not the contacts'
 
 The radius is a sphere's: where a body is a box or a cylinder, the distance at which it touches
@@ -9,7 +9,9 @@ another body or the floor depends on how it is turned (half its edge flat, half 
 corner), so it is NaN, as is every value the family does not set per body (the push paddle, the
 gears, a cup), and a loss on these can skip it. Restitution and friction are the coefficients of
 the body's contacts where the family sets one for them all (the floor's included: `sim.scenes.base`
-gives every geom the scene's); collision's floor is frictionless (0).
+gives every geom the scene's); collision's floor is frictionless (0). Damping is a pendulum bob's
+hinge damping as the amplitude decay rate (1/s) the scene and its caption state: its hinge's
+damping torque is 2 * damping * m L^2 times the hinge's angular speed (`sim.scenes.pendulum`).
 """
 
 from __future__ import annotations
@@ -26,36 +28,37 @@ def _objects(p: dict, first_shape: str | None = None) -> list[tuple[float, float
     return [(o["size"] if o["shape"] == "sphere" else float("nan"), o["mass"]) for o in objects]
 
 
-def _rows(p: dict, scene: str, n: int) -> list[tuple[float, float, float, float]]:
-    """(full extent m, mass kg, restitution, friction) of the family's first n bodies, NaN where not set"""
+def _rows(p: dict, scene: str, n: int) -> list[tuple[float, float, float, float, float]]:
+    """(full extent m, mass kg, restitution, friction, damping 1/s) of the family's first n bodies,
+    NaN where not set"""
     nan = float("nan")
     e, mu = p.get("restitution", nan), p.get("friction", nan)
     if scene in ("drop", "projectile", "ramp"):
-        return [(size, mass, e, mu) for size, mass in _objects(p)]
+        return [(size, mass, e, mu, nan) for size, mass in _objects(p)]
     if scene == "collision":
-        return [(p["size"], m, e, 0.0) for m in p["masses"]]
+        return [(p["size"], m, e, 0.0, nan) for m in p["masses"]]
     if scene == "pendulum":
-        return [(p["size"], p["mass"], nan, nan)] * n
+        return [(p["size"], p["mass"], nan, nan, p["damping"])] * n
     if scene == "stack":  # cubes
-        return [(nan, p["mass"], nan, mu)] * n
+        return [(nan, p["mass"], nan, mu, nan)] * n
     if scene == "push":  # the paddle first: a slab, not a ball; then the cube and the others
-        return [(nan, nan, nan, nan)] + [(size, mass, nan, mu) for size, mass in _objects(p, first_shape="box")]
+        return [(nan,) * 5] + [(size, mass, nan, mu, nan) for size, mass in _objects(p, first_shape="box")]
     if scene == "pour":  # the cup, then the beads
-        return [(nan, nan, nan, nan)] + [(p["particle_size"], p["particle_mass"], nan, mu)] * (n - 1)
+        return [(nan,) * 5] + [(p["particle_size"], p["particle_mass"], nan, mu, nan)] * (n - 1)
     if scene == "table_fall":  # the cup: the table's and the floor's friction
-        return [(nan, nan, nan, mu)] * n
-    return [(nan, nan, nan, nan)] * n  # gears
+        return [(nan, nan, nan, mu, nan)] * n
+    return [(nan,) * 5] * n  # gears
 
 
 def body_properties(episode: Episode) -> np.ndarray:
-    """(n_bodies, 4) float64: each body's radius m (spheres only), mass kg, restitution and Coulomb
-    friction, in `body_names` order; NaN where the episode's family does not state the value for
-    that body."""
+    """(n_bodies, 5) float64: each body's radius m (spheres only), mass kg, restitution, Coulomb
+    friction and hinge damping (amplitude decay rate 1/s), in `body_names` order; NaN where the
+    episode's family does not state the value for that body."""
     n = len(episode.body_names)
     rows = _rows(episode.params, episode.scene, n)[:n]
-    out = np.full((n, 4), np.nan)
-    for i, (size, mass, e, mu) in enumerate(rows):
-        out[i] = (size / 2, mass, e, mu)
+    out = np.full((n, 5), np.nan)
+    for i, (size, mass, e, mu, zeta) in enumerate(rows):
+        out[i] = (size / 2, mass, e, mu, zeta)
     return out
 
 

@@ -180,19 +180,23 @@ def test_episode_slice_keeps_absolute_time():
 
 def test_body_properties_follow_the_realised_parameters():
     """Per body, in body order: a sphere's radius (half its size), the mass, the restitution, the
-    friction; NaN where the family sets none for that body (the push paddle, a box's radius, a
-    stack's restitution); collision's floor is frictionless."""
+    friction, the hinge damping; NaN where the family sets none for that body (the push paddle, a
+    box's radius, a stack's restitution, every damping but a pendulum's); collision's floor is
+    frictionless."""
+    nan = np.nan
     hit = sim.simulate("collision", {"num_balls": 2, "size": 0.2, "masses": [0.5, 1.5], "restitution": 0.7}, seed=0, seconds=0.2, width=32, height=32)
-    np.testing.assert_allclose(sim.body_properties(hit), [[0.1, 0.5, 0.7, 0.0], [0.1, 1.5, 0.7, 0.0]])
+    np.testing.assert_allclose(sim.body_properties(hit), [[0.1, 0.5, 0.7, 0.0, nan], [0.1, 1.5, 0.7, 0.0, nan]])
     drop = sim.simulate("drop", {"num_objects": 2, "shape": "sphere", "size": 0.1, "mass": 0.4, "restitution": 0.6, "friction": 0.7}, seed=0, seconds=0.2, width=32, height=32)
     other = drop.params["others"][0]
     other_radius = other["size"] / 2 if other["shape"] == "sphere" else np.nan  # a box's touching distance depends on its turn
-    np.testing.assert_allclose(sim.body_properties(drop), [[0.05, 0.4, 0.6, 0.7], [other_radius, other["mass"], 0.6, 0.7]])
+    np.testing.assert_allclose(sim.body_properties(drop), [[0.05, 0.4, 0.6, 0.7, nan], [other_radius, other["mass"], 0.6, 0.7, nan]])
     box = sim.body_properties(sim.simulate("drop", {"num_objects": 1, "shape": "box", "mass": 0.4}, seed=0, seconds=0.2, width=32, height=32))
     assert np.isnan(box[0, 0]) and box[0, 1] == 0.4
     pushed = sim.simulate("push", {"num_objects": 1, "size": 0.08, "mass": 0.5, "friction": 0.4}, seed=0, seconds=0.2, width=32, height=32)
     push = sim.body_properties(pushed)
     assert np.isnan(push[0]).all() and np.isnan(push[1, 0]) and push[1, 1] == 0.5 and np.isnan(push[1, 2]) and push[1, 3] == 0.4
+    swing = sim.simulate("pendulum", {"links": 2, "size": 0.1, "mass": 0.7, "damping": 0.12}, seed=0, seconds=0.2, width=32, height=32)
+    np.testing.assert_allclose(sim.body_properties(swing), [[0.05, 0.7, nan, nan, 0.12]] * 2)
 
 
 def _actuated_bodies(scene: str, seed: int) -> list[bool]:

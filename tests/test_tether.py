@@ -129,36 +129,40 @@ def test_free_bodies_pass_through_and_features_are_zero():
     assert torch.equal(tether_features(st[4], first(t), DT, 1.0), torch.zeros(st.shape[1], 4))
 
 
-def swing_rollout(episode: sim.Episode, frames: int, swing: bool = True) -> torch.Tensor:
+def swing_rollout(episode: sim.Episode, frames: int, swing: bool = True, damping: float | None = None) -> torch.Tensor:
     """Positions (frames, n, 3) of the episode's bodies stepped from the end of the context by
-    gravity alone: `gravity_swing` (at the scene's bob mass), or free fall (swing False), each
-    frame's free step kept on the tethers."""
+    gravity and hinge damping alone: `gravity_swing` (at the scene's bob mass and, unless given,
+    damping), or free fall (swing False), each frame's free step kept on the tethers."""
     t = first(tethers(episode))
     t = t.swinging(torch.zeros_like(t.on))
     cur = states(episode)[0, TETHER_FRAMES - 1]
     log_mass = torch.full(cur.shape[:1], float(np.log(episode.params["mass"])))
+    zeta = torch.full(cur.shape[:1], episode.params["damping"] if damping is None else damping)
     out = []
     for _ in range(frames):
-        dv = gravity_swing(cur, t, log_mass, DT) if swing else torch.tensor(GRAVITY) * DT
+        dv = gravity_swing(cur, t, log_mass, zeta, DT) if swing else torch.tensor(GRAVITY) * DT
         cur = tether_step(cur, torch.cat([cur[:, :3] + (cur[:, 3:] + dv) * DT, cur[:, 3:] + dv], dim=-1), t, DT)
         out.append(cur[:, :3])
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("links, within", [(1, 0.005), (2, 0.02)])
-def test_gravity_swing_alone_rolls_an_undamped_pendulum_as_simulated(links, within):
+@pytest.mark.parametrize("links, damping, within", [(1, 0.0, 0.005), (2, 0.0, 0.02), (1, 0.4, 0.005), (2, 0.4, 0.02)])
+def test_gravity_swing_alone_rolls_a_pendulum_as_simulated(links, damping, within):
     """`gravity_swing` stepped frame by frame (20 fps) from the context's end tracks MuJoCo's RK4
-    pendulum of 4 cm bobs on 0.5 m rods over 1.8 s: the simple one to within 5 mm, the double one
-    (whose error grows faster: the frames' integration error, and the bobs' own inertia that the
-    point masses leave out, 0.3% of the rod's) to within 2 cm. Its rods pull on each other:
-    without that coupling (each bob in free fall, kept on its circle) the outer bob is off by more
-    than 10 cm."""
-    pend = sim.simulate("pendulum", {"links": links, "length": 0.5, "angle_deg": 40.0, "angle2_deg": -20.0, "damping": 0.0, "size": 0.08}, seconds=2.0, render=False)
+    pendulum of 4 cm bobs on 0.5 m rods over 1.8 s, undamped and with hinge damping at an
+    amplitude decay rate of 0.4 /s (the top of the OOD range): the simple one to within 5 mm, the
+    double one (whose error grows faster: the frames' integration error, and the bobs' own inertia
+    that the point masses leave out, 0.3% of the rod's) to within 2 cm. Its rods pull on each
+    other: without that coupling (each bob in free fall, kept on its circle) the outer bob is off
+    by more than 10 cm; and the damped pendulum swung as if undamped is off by more than 5 cm."""
+    pend = sim.simulate("pendulum", {"links": links, "length": 0.5, "angle_deg": 40.0, "angle2_deg": -20.0, "damping": damping, "size": 0.08}, seconds=2.0, render=False)
     truth = states(pend)[0, TETHER_FRAMES:, :, :3]
     miss = (swing_rollout(pend, len(truth)) - truth).norm(dim=-1)  # (frames, links) m
     assert miss.max().item() < within
     if links == 2:
         assert (swing_rollout(pend, len(truth), swing=False) - truth).norm(dim=-1).max().item() > 0.1
+    if damping:
+        assert (swing_rollout(pend, len(truth), damping=0.0) - truth).norm(dim=-1).max().item() > 0.05
 
 
 def test_gravity_swing_conserves_a_double_pendulums_energy_whatever_its_masses():
@@ -180,8 +184,50 @@ def test_gravity_swing_conserves_a_double_pendulums_energy_whatever_its_masses()
         energy = lambda s: (mass[:2] * (0.5 * s[:2, 3:].square().sum(-1) + g * s[:2, 2])).sum().item()  # noqa: E731  J
         cur, e0, lowest = start.clone(), energy(start), energy(start)
         for _ in range(1000):
-            dv = gravity_swing(cur, t, mass.log(), dt)
+            dv = gravity_swing(cur, t, mass.log(), torch.zeros(3, dtype=torch.float64), dt)
             assert not dv[2].any()
             cur = tether_step(cur, torch.cat([cur[:, :3] + (cur[:, 3:] + dv) * dt, cur[:, 3:] + dv], dim=-1), t, dt)
             lowest = min(lowest, (mass[:2] * g * cur[:2, 2]).sum().item())
         assert abs(energy(cur) - e0) < 1e-3 * (e0 - lowest)
+
+
+def test_gravity_swing_loses_to_the_hinges_damping_what_they_dissipate():
+    """With hinge damping (amplitude decay rates 0.3 /s at the pivot and 0.8 /s at the joint,
+    outer bob 3x and 1/3x the inner one), a double pendulum stepped in 1 ms frames for 1 s loses
+    kinetic plus potential energy at the hinges' rate b1 w1^2 + b2 (w2 - w1)^2, b_k = 2 z_k m_k L^2:
+    energy plus what the hinges dissipated stays within 0.1% of the loss, which is more than half
+    the swing's energy. Each hinge damping its own rod alone (-2 z_k w_k, uncoupled) misses by
+    more than half the loss; the damping torques taken through the wrong inverse mass matrix, or the
+    joint's damping on the absolute rather than the relative speed, break this."""
+    L, g = 0.5, -GRAVITY[2]
+    pivot = torch.tensor([0.0, 0.0, 2.0], dtype=torch.float64)
+    axis = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+    a1, a2 = np.radians(60.0), np.radians(-30.0)
+    p1 = pivot + L * torch.tensor([np.sin(a1), 0.0, -np.cos(a1)], dtype=torch.float64)
+    p2 = p1 + L * torch.tensor([np.sin(a2), 0.0, -np.cos(a2)], dtype=torch.float64)
+    start = torch.zeros(2, 6, dtype=torch.float64)
+    start[0, :3], start[1, :3] = p1, p2
+    t = Tether(centre=torch.stack([pivot, torch.zeros(3, dtype=torch.float64)]), axis=axis.expand(2, 3), length=torch.tensor([L, L], dtype=torch.float64),
+               parent=torch.tensor([-1, 0]), on=torch.tensor([True, True]), swings=torch.tensor([True, True]))
+    zeta = torch.tensor([0.3, 0.8], dtype=torch.float64)
+    dt = 1e-3
+
+    def rates(s):  # the rods' angular speeds (rad/s): the inner about the pivot, the outer absolute
+        w1 = (torch.linalg.cross(s[0, :3] - pivot, s[0, 3:]) * axis).sum() / L**2
+        w2 = (torch.linalg.cross(s[1, :3] - s[0, :3], s[1, 3:] - s[0, 3:]) * axis).sum() / L**2
+        return w1, w2
+
+    for ratio in (3.0, 1 / 3):
+        mass = torch.tensor([1.0, ratio], dtype=torch.float64)
+        b = 2 * zeta * mass * L**2  # N m s: the hinges' damping
+        energy = lambda s: (mass * (0.5 * s[:, 3:].square().sum(-1) + g * s[:, 2])).sum().item()  # noqa: E731  J
+        power = lambda s: (b[0] * rates(s)[0] ** 2 + b[1] * (rates(s)[1] - rates(s)[0]) ** 2).item()  # noqa: E731  W dissipated
+        cur, e0, dissipated = start.clone(), energy(start), 0.0
+        for _ in range(1000):
+            dv = gravity_swing(cur, t, mass.log(), zeta, dt)
+            nxt = tether_step(cur, torch.cat([cur[:, :3] + (cur[:, 3:] + dv) * dt, cur[:, 3:] + dv], dim=-1), t, dt)
+            dissipated += 0.5 * (power(cur) + power(nxt)) * dt
+            cur = nxt
+        swing = e0 - (mass * g * (pivot[2] - torch.tensor([L, 2 * L]))).sum().item()  # J above the pendulum hanging at rest
+        assert dissipated > 0.5 * swing
+        assert abs(energy(cur) + dissipated - e0) < 1e-3 * dissipated

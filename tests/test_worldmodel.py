@@ -518,10 +518,10 @@ def test_contact_features_give_the_gap_after_one_frame_to_the_nearest_tracked_bo
 
 def ball_bodies(radius, mass, restitution, driven=None, friction=None) -> torch.Tensor:
     """(N, BODY_COLUMNS) as `WorldModel.body_properties` gives them; driven: per body (default
-    none); friction: per body (default 0, frictionless)"""
+    none); friction: per body (default 0, frictionless); no hinge damping"""
     driven = driven or [False] * len(radius)
     friction = friction or [0.0] * len(radius)
-    return torch.tensor([[r, math.log(m), e, mu, 1.0 if d else -1.0] for r, m, e, mu, d in zip(radius, mass, restitution, friction, driven)])
+    return torch.tensor([[r, math.log(m), e, mu, 0.0, 1.0 if d else -1.0] for r, m, e, mu, d in zip(radius, mass, restitution, friction, driven)])
 
 
 def test_contact_impulse_of_a_head_on_hit_conserves_momentum_and_restitutes_the_closing_speed(cfg):
@@ -683,11 +683,11 @@ def test_a_pendulums_swing_is_in_the_closed_form_step_and_out_of_its_velocity_ch
 
 def test_body_properties_start_as_equal_balls_of_the_initial_radius(cfg):
     """Before training every body reads as radius RADIUS_INIT, equal mass, restitution 0.5, friction
-    FRICTION_INIT, not driven."""
+    FRICTION_INIT, damping DAMPING_INIT, not driven."""
     model = wm.WorldModel(cfg)
     with torch.no_grad():
         bodies = model.body_properties(torch.zeros(1, cfg.tubelet_t, cfg.n_max_objects, cfg.d_model))
-    expected = torch.tensor([wm.model.RADIUS_INIT, 0.0, 0.5, wm.model.FRICTION_INIT, wm.model.DRIVEN_INIT]).expand(1, cfg.n_max_objects, wm.model.BODY_COLUMNS)
+    expected = torch.tensor([wm.model.RADIUS_INIT, 0.0, 0.5, wm.model.FRICTION_INIT, wm.model.DAMPING_INIT, wm.model.DRIVEN_INIT]).expand(1, cfg.n_max_objects, wm.model.BODY_COLUMNS)
     torch.testing.assert_close(bodies, expected)
 
 
@@ -836,7 +836,7 @@ def test_a_body_accelerating_near_a_contact_takes_the_heads_step(cfg):
     src[0, :, [5, 7], 3] = torch.tensor([-0.1, -0.15, -0.2])[:, None]  # 7 moves the same way with nothing near
     src[0, :, [5, 7], 5] = torch.tensor([-0.05, -0.1, -0.15])[:, None]
     src[0, :, 6, [0, 2]] = torch.tensor([src[0, 0, 5, 0] + 2 * r + 0.07, 0.3])  # 6 at rest (held up by something untracked)
-    bodies = torch.tensor([r, 0.0, 0.5, 0.5, -4.0]).repeat(1, 1, N, 1)  # (B, n, N, BODY_COLUMNS): radius m, log mass, restitution, friction, driven logit
+    bodies = torch.tensor([r, 0.0, 0.5, 0.5, 0.0, -4.0]).repeat(1, 1, N, 1)  # (B, n, N, BODY_COLUMNS): radius m, log mass, restitution, friction, damping 1/s, driven logit
     slots = torch.randn(1, 1, cfg.tubelet_t, N, cfg.d_model)
 
     def dynamics(**knobs):
@@ -860,10 +860,17 @@ def test_a_body_accelerating_near_a_contact_takes_the_heads_step(cfg):
 def test_releasing_accelerating_bodies_changes_no_training_loss(cfg):
     """The release acts on the gate's choice alone, which no loss trains through: a toppling
     tower's teacher-forced losses are the same with it on and off, while the log-probability of its
-    steps (the gate's chosen Gaussian, what RLPF uses) does change."""
+    steps (the gate's chosen Gaussian, what RLPF uses) does change. The head corrects nothing and
+    its keep logit is high, so the gate would keep every body at rest but for the release (a
+    perturbed head that already moves the toppling blocks leaves the release nothing to change)."""
     ep = sim.simulate("stack", {"num_blocks": 3, "offsets": [0.0, 0.05, 0.05]}, seed=0, seconds=0.6, width=cfg.image_size, height=cfg.image_size)
     batch = wm.collate([ep], cfg)
     model = perturbed_model(cfg)
+    with torch.no_grad():
+        head = model.dynamics_head
+        for layer in (head.mlp[-1], head.skip):
+            layer.weight[:6], layer.bias[:6] = 0.0, 0.0  # the moving step's mean: the prior's
+        head.mlp[-1].bias[-1] = 20.0  # the keep logit
     off = wm.WorldModel(dataclasses.replace(cfg, accel_tolerance=float("inf"))).eval()
     off.load_state_dict(model.state_dict())
     with torch.no_grad():
@@ -891,7 +898,7 @@ def test_a_body_in_free_flight_flies_on_the_parabola_whatever_the_head_says(cfg)
     src[0, :, 7, 5] = 1.0  # body 7 rises at a steady 1 m/s (off a bounce, its steady change not yet gravity's)
     # bodies: 0, 1 fly; 2 slides down a slope at a steady pace; 3 is about to land; 4 is driven; 5 slides down a ramp;
     # 6 is pulled down harder than gravity; 7 rises
-    bodies = torch.tensor([0.05, 0.0, 0.5, 0.5, -4.0]).repeat(1, 1, N, 1)  # (B, n, N, BODY_COLUMNS): radius m, log mass, restitution, friction, driven logit
+    bodies = torch.tensor([0.05, 0.0, 0.5, 0.5, 0.0, -4.0]).repeat(1, 1, N, 1)  # (B, n, N, BODY_COLUMNS): radius m, log mass, restitution, friction, damping 1/s, driven logit
     bodies[..., 4, wm.model.DRIVEN] = 4.0
     slots = torch.randn(1, 1, cfg.tubelet_t, N, cfg.d_model)
     with torch.no_grad():
@@ -1168,17 +1175,45 @@ def test_pointer_keys_do_not_depend_on_how_large_the_numbers_are(cfg):
     assert (keys("a cube of 15 cm and 1.15 kg") - light).abs().max() > 1e-3
 
 
+def test_pointer_keys_do_not_depend_on_clauses_beyond_their_reach(cfg):
+    """Each caption byte's key sees only the bytes within n_layer * CAPTION_KEY_WINDOW of it: a
+    caption with more balls than training had ("yellow ..., purple ...") keeps the keys of the
+    first clauses exactly, while a byte within reach of the new clauses changes. Full attention
+    over the caption (what the model had before) changes every key."""
+    cfg = dataclasses.replace(cfg, max_text_len=256)
+    model = wm.WorldModel(cfg).eval()
+    three = "Balls (3) of 20 cm collide: red 1.66 kg at +0.77 m/s, blue 1.93 kg at -1.36 m/s, green 1.70 kg at +0.97 m/s"
+    five = three + ", yellow 3.29 kg at -2.17 m/s, purple 3.70 kg at +1.78 m/s"
+    kept = len(three) - cfg.n_layer * wm.model.CAPTION_KEY_WINDOW  # tokens (BOS first) before this see nothing past the three balls' clauses
+    assert kept > 40
+
+    def hidden(caption, window=None):  # (Lt, D): the caption pass, full (window None) or banded as the pointer's
+        tokens = torch.from_numpy(np.asarray(wm.tokens.encode_text(caption, cfg.max_text_len)))[None]
+        values = torch.from_numpy(wm.tokens.text_values(tokens.numpy()))
+        with torch.no_grad():
+            if window == "pointer":
+                return model.caption_numbers(tokens, values)[0][0]
+            x = model.embed.embed_text(tokens.masked_fill(values.isfinite(), wm.model.NUMBER_BLANK), torch.full_like(values, float("nan")))
+            return model.run(x, wm.tokens.text_layout(tokens.shape[1]), tokens != PAD)[0][0]
+
+    short, long = hidden(three, "pointer"), hidden(five, "pointer")
+    torch.testing.assert_close(long[:kept], short[:kept], rtol=0, atol=1e-5)
+    assert (long[len(three) - 2] - short[len(three) - 2]).abs().max() > 1e-3
+    assert (hidden(five)[:kept] - hidden(three)[:kept]).abs().max() > 1e-3
+
+
 def test_pointer_loss_targets_the_caption_number_that_states_each_property(cfg):
     """The pointer's target is the caption number nearest each stated property in its unit: all
-    the bytes of "1.15" for a 1.15 kg ball, of "15" for a 7.5 cm radius (15 cm diameter). Attention
+    the bytes of "1.15" for a 1.15 kg ball, of "15" for a 7.5 cm radius (15 cm diameter), of
+    "0.01" for a damping of 0.014 /s (40% off, but within the two decimals' rounding). Attention
     there scores a lower loss than attention on another number, the gate is taught open where
     such a number exists and shut where the caption does not state the value."""
     model = wm.WorldModel(cfg)
-    tokens = torch.from_numpy(np.asarray(wm.tokens.encode_text("a ball of 15 cm and 1.15 kg, friction 0.40", cfg.max_text_len)))[None]
+    tokens = torch.from_numpy(np.asarray(wm.tokens.encode_text("a ball of 15 cm and 1.15 kg, friction 0.40, decay rate 0.01", cfg.max_text_len)))[None]
     values = torch.from_numpy(wm.tokens.text_values(tokens.numpy()))
     number = values[0].isfinite().nonzero()[:, 0]
-    diameter, mass, friction = number[:2], number[2:6], number[6:]
-    truth = torch.tensor([[[0.075, 1.15, float("nan"), 0.4]]])  # (B=1, N=1, 4): restitution not stated
+    diameter, mass, friction, damping = number[:2], number[2:6], number[6:10], number[10:]
+    truth = torch.tensor([[[0.075, 1.15, float("nan"), 0.4, 0.014]]])  # (B=1, N=1, BODY_PROPERTIES): restitution not stated
     hidden = torch.zeros(1, tokens.shape[1], cfg.d_model)
     slots = torch.zeros(1, 1, cfg.tubelet_t, 1, cfg.d_model)
 
@@ -1189,15 +1224,16 @@ def test_pointer_loss_targets_the_caption_number_that_states_each_property(cfg):
         att[..., 0, radius_at] = 0.0
         att[..., 1, mass_at] = 0.0
         att[..., 3, friction] = 0.0
+        att[..., 4, damping] = 0.0
         att = att.log_softmax(-1)
         return model.pointer_loss(pointer._replace(attention=att, gate_logit=torch.full_like(pointer.gate_logit, gate)), truth).item()
 
     right, wrong = loss_pointing(diameter, mass, 0.0), loss_pointing(mass, diameter, 0.0)
     assert right == pytest.approx(math.log(2), abs=1e-4)  # all attention on the targets (ce 0); a half-open gate's log 2
     assert wrong > right + 10
-    # gate: open is right for radius, mass and friction, shut for the restitution the caption does not state
+    # gate: open is right for radius, mass, friction and damping, shut for the restitution the caption does not state
     open_all, shut_all = loss_pointing(diameter, mass, 10.0), loss_pointing(diameter, mass, -10.0)
-    assert open_all == pytest.approx(10 / 4, abs=1e-3) and shut_all == pytest.approx(30 / 4, abs=1e-3)
+    assert open_all == pytest.approx(10 / 5, abs=1e-3) and shut_all == pytest.approx(40 / 5, abs=1e-3)
     assert model.pointer_loss(None, truth).item() == 0.0
 
 
@@ -1207,7 +1243,8 @@ def test_forward_trains_the_body_properties_from_the_simulator(cfg):
     and in the pointer at the caption's numbers."""
     eps = [sim.simulate("collision", {"num_balls": 2}, seed=s, seconds=0.4, width=32, height=32) for s in range(2)]
     batch = wm.collate(eps, cfg)
-    assert torch.isfinite(batch.bodies[:, :2]).all() and torch.isnan(batch.bodies[:, 2:]).all()
+    stated = torch.tensor([True, True, True, True, False, True])  # radius, mass, restitution, friction, (no hinge), driven
+    assert torch.isfinite(batch.bodies[:, :2, stated]).all() and torch.isnan(batch.bodies[:, :2, ~stated]).all() and torch.isnan(batch.bodies[:, 2:]).all()
     model = wm.WorldModel(dataclasses.replace(cfg, body_weight=0.1))  # the default
     out = model(batch)
     assert out["body_loss"] > 0

@@ -64,21 +64,24 @@ from worldmodel.tokens import (
     tubelets_to_frames,
 )
 
-FORMAT = "physfusion.worldmodel/12"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses, body properties pointing at the caption's numbers; 8: the pointer's keys from the caption with its numbers blanked; 9: tethered bodies kept on their circles (about a fixed centre or another body), gravity along the tether a dynamics feature; 10: driven bodies (the actions' servos) neither pushed back by contacts nor bounced, and held on the prior's course while their actions hold; 11: friction a fourth body property (read from the caption, Coulomb friction in the landing impulse); 12: gravity's swing of tethered bodies in the closed-form step (a simple or double pendulum of point masses)
+FORMAT = "physfusion.worldmodel/13"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses, body properties pointing at the caption's numbers; 8: the pointer's keys from the caption with its numbers blanked; 9: tethered bodies kept on their circles (about a fixed centre or another body), gravity along the tether a dynamics feature; 10: driven bodies (the actions' servos) neither pushed back by contacts nor bounced, and held on the prior's course while their actions hold; 11: friction a fourth body property (read from the caption, Coulomb friction in the landing impulse); 12: gravity's swing of tethered bodies in the closed-form step (a simple or double pendulum of point masses); 13: hinge damping a fifth body property (read from the caption, in the swing's closed form), the pointer's keys from a banded caption pass
 STEP_LOGSTD_MIN, STEP_LOGSTD_MAX = -8.0, 1.0  # log-std of a dynamics step, in step units (see ModelConfig.step_pos_scale)
 FEATURE_BOUND = 2.0  # soft clip of the dynamics head's features for its learnt maps (`StateHead.decode`)
 BODY_FEATURES = 12  # per body: position, velocity, last and steady velocity change (`WorldModel.dynamics_features`)
 CONTACT_FEATURES = 5  # per body: gap to the nearest body after one step, approach velocity along it, floor gap (`WorldModel.contact_features`)
 RADIUS_INIT = 0.1  # m: a body's learnt radius before training (`WorldModel.body_properties`)
-BODY_PROPERTIES = 4  # per body, read from its dynamics slots and the caption: radius m, log mass, restitution, friction (`WorldModel.body_properties`)
+BODY_PROPERTIES = 5  # per body, read from its dynamics slots and the caption: radius m, log mass, restitution, friction, hinge damping 1/s (`WorldModel.body_properties`)
 DRIVEN = BODY_PROPERTIES  # the column after them: the logit of its being driven by the actions
 BODY_COLUMNS = BODY_PROPERTIES + 1  # (`WorldModel.body_properties`)
 FRICTION_INIT = 0.5  # a body's learnt Coulomb friction before training
+DAMPING_INIT = 0.05  # 1/s: a body's learnt hinge damping (amplitude decay rate) before training
 DRIVEN_INIT = -4.0  # the driven logit before training: every body free
 POINTER_DIM = 32  # width of the attention from a body's slots to the caption's numbers (`WorldModel.body_properties`)
-CAPTION_UNITS = (math.log(0.005), 0.0, 0.0, 0.0)  # log factors from a caption's literal to a property, sim's conventions: a diameter in cm to a radius in m, kg, restitution and friction as stated
+CAPTION_UNITS = (math.log(0.005), 0.0, 0.0, 0.0, 0.0)  # log factors from a caption's literal to a property, sim's conventions: a diameter in cm to a radius in m, kg, restitution, friction and damping (1/s) as stated
+CAPTION_KEY_WINDOW = 12  # bytes: how far apart two caption bytes may attend in that pass, per layer (`WorldModel.caption_numbers`)
 NUMBER_BLANK = ord("#")  # the byte every numeric literal's bytes become in the caption pass the pointer's keys come from (`WorldModel.caption_numbers`)
 POINTER_TOLERANCE = 0.1  # log units: a caption number within 10% of a stated property is the one to point at (a diameter in whole cm rounds by up to 5%)
+POINTER_ROUNDING = 0.006  # property units: ... or within this of it (a damping of 0.014 /s is stated as 0.01: two decimals round small values by more than 10%)
 CONTACT_EPS = 0.001  # m: added in quadrature to a contact's half-chord, so a graze's contact time has a bounded gradient (`WorldModel.contact_impulse`)
 FAR_GAP = 100.0  # m: the contact gap of a body with no other tracked body
 FALL_SPEED = 0.05  # m/s: a body falls towards the floor (and may hit it) faster than this (`WorldModel.within_reach`)
@@ -309,7 +312,7 @@ class CaptionPointer(NamedTuple):
 
     attention   (B, n, N, BODY_PROPERTIES, Lt) log-probability of each caption token being pointed at
     token_value (B, 1, 1, BODY_PROPERTIES, Lt) each token's value in each property's unit: log of
-                radius m, mass kg, restitution, friction (the literal's value times CAPTION_UNITS); inf off numbers
+                radius m, mass kg, restitution, friction, damping 1/s (the literal's value times CAPTION_UNITS); inf off numbers
     gate_logit  (B, n, N, BODY_PROPERTIES) the pointed value's share against the slots' guess
     """
 
@@ -321,11 +324,15 @@ class CaptionPointer(NamedTuple):
 def pointer_targets(token_value: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Which caption tokens state each body's properties: token_value (B, 1, 1, BODY_PROPERTIES, Lt)
     (`CaptionPointer.token_value`), truth (B, N, BODY_PROPERTIES) radius m, mass kg, restitution,
-    friction (NaN: not stated) -> (match (B, 1, N, BODY_PROPERTIES, Lt): the tokens nearest the
-    stated value in its unit, found (B, 1, N, BODY_PROPERTIES):
-    the nearest is within POINTER_TOLERANCE, so the caption states it)."""
-    target = truth.to(token_value.dtype).log()[:, None, :, :, None]  # (B, 1, N, P, 1); -inf for a friction of 0, which no number states
-    off = (token_value.detach() - target).abs()  # (B, 1, N, P, Lt) log units; NaN where not stated
+    friction, damping 1/s (NaN: not stated) -> (match (B, 1, N, BODY_PROPERTIES, Lt): the tokens
+    nearest the stated value in its unit, found (B, 1, N, BODY_PROPERTIES): the nearest is within
+    POINTER_TOLERANCE, so the caption states it). A token's distance from the value is its log
+    ratio, or its difference in POINTER_ROUNDINGs of POINTER_TOLERANCE where that is less (a
+    value stated to two decimals near 0: a damping of 0 is stated as 0.00)."""
+    truth = truth.to(token_value.dtype)[:, None, :, :, None]  # (B, 1, N, P, 1)
+    value = token_value.detach()
+    ratio = (value - truth.log()).abs()  # (B, 1, N, P, Lt) log units; NaN where not stated
+    off = torch.minimum(ratio, (value.exp() - truth).abs() * (POINTER_TOLERANCE / POINTER_ROUNDING))
     nearest = off.min(-1, keepdim=True).values
     return off <= nearest + 1e-3, nearest[..., 0] < POINTER_TOLERANCE
 
@@ -592,8 +599,8 @@ class WorldModel(nn.Module):
                 nn.init.normal_(m.weight, std=0.02)
         nn.init.zeros_(self.dynamics_head.mlp[-1].weight)  # the dynamics head starts as its prior exactly
         nn.init.zeros_(self.dynamics_head.skip.weight)
-        with torch.no_grad():  # radius RADIUS_INIT, equal masses, restitution 0.5, friction FRICTION_INIT; the caption's values a quarter in; none driven
-            guess = [math.log(math.expm1(RADIUS_INIT)), 0.0, 0.0, math.log(math.expm1(FRICTION_INIT))]
+        with torch.no_grad():  # radius RADIUS_INIT, equal masses, restitution 0.5, friction FRICTION_INIT, damping DAMPING_INIT; the caption's values a quarter in; none driven
+            guess = [math.log(math.expm1(RADIUS_INIT)), 0.0, 0.0, math.log(math.expm1(FRICTION_INIT)), math.log(math.expm1(DAMPING_INIT))]
             self.body_head.bias.copy_(torch.tensor(guess + [math.log(1 / 3)] * BODY_PROPERTIES + [DRIVEN_INIT]))
 
     # --- bookkeeping ---------------------------------------------------------------------------
@@ -620,9 +627,10 @@ class WorldModel(nn.Module):
         return next(self.parameters()).device
 
     # --- backbone ------------------------------------------------------------------------------
-    def run(self, x: torch.Tensor, layout: Layout, valid: torch.Tensor, cache: KVCache | None = None):
+    def run(self, x: torch.Tensor, layout: Layout, valid: torch.Tensor, cache: KVCache | None = None, window: int | None = None):
         """x (B, L, D) new tokens with their layout and validity (B, L); with a cache the tokens
-        attend to everything cached before them, and are appended to it.
+        attend to everything cached before them, and are appended to it. window (no cache): each
+        token attends only to those at most this many positions (time) away, in every layer.
 
         Returns h (B, L, D) after the final norm, moe_aux (scalar, mean over layers), routing (n_layer, B, L, k).
         """
@@ -634,6 +642,9 @@ class WorldModel(nn.Module):
             k_valid = valid if cache.valid is None else torch.cat([cache.valid, valid], dim=1)
             cache.block, cache.valid = k_block, k_valid
         allowed = block_causal_mask(layout.block, k_block, k_valid)  # (B, 1, L, Lk) bool
+        if window is not None:
+            t = layout.pos[:, 0]
+            allowed = allowed & ((t[:, None] - t[None, :]).abs() <= window)
         mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill_(~allowed, float("-inf"))  # additive, made once for all layers
         if cache is None and self.cfg.attn_chunks > 1:
             mask = ChunkedMask.plan(layout.block, mask, self.cfg.attn_chunks) or mask
@@ -776,21 +787,26 @@ class WorldModel(nn.Module):
         their `text_values` -> (hidden states (B, Lt, D), values). The hidden states come from a pass
         of the caption alone with every numeric literal blanked (its bytes NUMBER_BLANK, no value), so
         a number's key says what it states and of which body ("the red ball's kg"), never how large
-        it is: a mass or a size outside the training range is pointed at as surely as one inside."""
+        it is: a mass or a size outside the training range is pointed at as surely as one inside.
+        Each byte attends only to those within CAPTION_KEY_WINDOW of it, so a number's key comes from
+        its own clause and its neighbours' ("red #.## kg"), the same however many clauses follow (a
+        caption of five balls, where training had three, keeps the first three's keys)."""
         blank = text.masked_fill(values.isfinite(), NUMBER_BLANK)
-        h, _, _ = self.run(self.embed.embed_text(blank, torch.full_like(values, float("nan"))), text_layout(text.shape[1]), text != PAD)
+        x = self.embed.embed_text(blank, torch.full_like(values, float("nan")))
+        h, _, _ = self.run(x, text_layout(text.shape[1]), text != PAD, window=CAPTION_KEY_WINDOW)
         return h, values
 
     def body_properties(self, slots: torch.Tensor, caption: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """The dynamics slots (..., tt, N, D) of a block -> each body's properties (..., N,
-        BODY_COLUMNS): radius m, log mass, restitution, Coulomb friction and the logit of its being
-        driven by the actions (> 0: driven), what the contact features and impulses need
+        BODY_COLUMNS): radius m, log mass, restitution, Coulomb friction, hinge damping (1/s) and the
+        logit of its being driven by the actions (> 0: driven), what the contact features, the
+        impulses and the swing need
         (`read_bodies` with its pointer)."""
         return self.read_bodies(slots, caption)[0]
 
     def read_bodies(self, slots: torch.Tensor, caption: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, CaptionPointer | None]:
         """`body_properties`, and how they were read from the caption. Without a caption, the
-        slots' guess (averaged over the block's frames): softplus, as is, sigmoid, softplus. With one,
+        slots' guess (averaged over the block's frames): softplus, as is, sigmoid, softplus, softplus. With one,
         caption = (its tokens' hidden states (B, Lt, D) from `caption_numbers`, their `text_values`
         (B, Lt), NaN off numbers) for slots (B, n, tt, N, D): each body and property also points at
         the caption's numbers (attention from its slots to them) and takes the pointed value, times
@@ -801,7 +817,7 @@ class WorldModel(nn.Module):
         BODY_COLUMNS), the `CaptionPointer`, None without a caption)."""
         pooled = slots.mean(-3)  # (..., N, D)
         raw = self.body_head(pooled)  # (..., N, BODY_COLUMNS + BODY_PROPERTIES): the guess, the gate logits, the driven logit
-        guess = torch.stack([F.softplus(raw[..., 0]), raw[..., 1], torch.sigmoid(raw[..., 2]), F.softplus(raw[..., 3])], dim=-1)
+        guess = torch.stack([F.softplus(raw[..., 0]), raw[..., 1], torch.sigmoid(raw[..., 2]), F.softplus(raw[..., 3]), F.softplus(raw[..., 4])], dim=-1)
         driven = raw[..., -1:]
         if caption is None:
             return torch.cat([guess, driven], dim=-1), None
@@ -815,7 +831,7 @@ class WorldModel(nn.Module):
         attention = score.log_softmax(-1)  # (B, n, N, BODY_PROPERTIES, Lt)
         token_value = values.abs().clamp(min=1e-3).log().nan_to_num()[:, None, None, None] + self.caption_unit[:, None]  # (B, 1, 1, BODY_PROPERTIES, Lt) log, in each property's unit
         pointed = (attention.exp() * token_value).sum(-1)  # (B, n, N, BODY_PROPERTIES) log
-        read = torch.stack([pointed[..., 0].exp(), pointed[..., 1], pointed[..., 2].exp().clamp(max=1.0), pointed[..., 3].exp()], dim=-1)
+        read = torch.stack([pointed[..., 0].exp(), pointed[..., 1], pointed[..., 2].exp().clamp(max=1.0), pointed[..., 3].exp(), pointed[..., 4].exp()], dim=-1)
         gate_logit = raw[..., BODY_PROPERTIES : 2 * BODY_PROPERTIES]
         gate = torch.sigmoid(gate_logit.masked_fill(~number.any(-1)[:, None, None, None], -torch.inf))  # no numbers: shut
         pointer = CaptionPointer(attention, token_value.masked_fill(~number[:, None, None, None], torch.inf), gate_logit)
@@ -848,7 +864,7 @@ class WorldModel(nn.Module):
         cfg = self.cfg
         dt = 1.0 / cfg.fps
         p, v = cur[..., :3], cur[..., 3:]
-        radius, log_mass, restitution, friction, driven = bodies.unbind(-1)  # (..., N) each
+        radius, log_mass, restitution, friction, _, driven = bodies.unbind(-1)  # (..., N) each
         driven = driven > 0
         d = p.unsqueeze(-3) - p.unsqueeze(-2)  # (..., N, N, 3): [i, j] = p_j - p_i
         u = v.unsqueeze(-3) - v.unsqueeze(-2)  # (..., N, N, 3): [i, j] = v_j - v_i
@@ -887,13 +903,13 @@ class WorldModel(nn.Module):
     def body_loss(self, bodies: torch.Tensor, truth: torch.Tensor | None) -> torch.Tensor:
         """Mean squared error of the learnt bodies (B, n, N, BODY_COLUMNS) (`body_properties`)
         against the simulator's, truth (B, N, BODY_COLUMNS) radius m, mass kg, restitution, friction,
-        driven (`Batch.bodies`, NaN where not stated; None: 0): radius in contact_scale units, log
-        mass, restitution, friction."""
+        damping 1/s, driven (`Batch.bodies`, NaN where not stated; None: 0): radius in contact_scale
+        units, log mass, restitution, friction, damping."""
         if truth is None:
             return bodies.new_zeros(())
         truth = truth[:, None].to(bodies.dtype)  # (B, 1, N, BODY_COLUMNS)
-        pred = torch.stack([bodies[..., 0] / self.cfg.contact_scale, bodies[..., 1], bodies[..., 2], bodies[..., 3]], dim=-1)
-        target = torch.stack([truth[..., 0] / self.cfg.contact_scale, truth[..., 1].log(), truth[..., 2], truth[..., 3]], dim=-1)
+        pred = torch.stack([bodies[..., 0] / self.cfg.contact_scale, *bodies[..., 1:BODY_PROPERTIES].unbind(-1)], dim=-1)
+        target = torch.stack([truth[..., 0] / self.cfg.contact_scale, truth[..., 1].log(), *truth[..., 2:BODY_PROPERTIES].unbind(-1)], dim=-1)
         known = target.isfinite().expand_as(pred)
         err = (pred - target.nan_to_num()).pow(2)
         return (err * known).sum() / known.sum().clamp(min=1)
@@ -911,7 +927,7 @@ class WorldModel(nn.Module):
 
     def pointer_loss(self, pointer: CaptionPointer | None, truth: torch.Tensor | None) -> torch.Tensor:
         """How well each body points at its own numbers in the caption, against the simulator's
-        properties truth (B, N, BODY_COLUMNS) radius m, mass kg, restitution, friction (NaN where not stated) and driven
+        properties truth (B, N, BODY_COLUMNS) radius m, mass kg, restitution, friction, damping 1/s (NaN where not stated) and driven
         (not the caption's to say): for every stated property, the caption numbers nearest it in
         the property's unit (within
         POINTER_TOLERANCE) are the target, and the loss is the cross-entropy of the pointer's
@@ -941,9 +957,9 @@ class WorldModel(nn.Module):
     def closed_form_step(self, cur: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor, tether: Tether | None = None) -> torch.Tensor:
         """The part of a frame's step (..., N, 6) in step units that physics gives in closed form,
         from the frame's starting states cur (..., N, 6) SI: the `contact_impulse` (bodies (..., N,
-        BODY_COLUMNS), mask (..., N) bool as there), plus gravity's swing of the tethered bodies that
-        nothing drives (`worldmodel.tether.gravity_swing`, a pendulum as point masses of the bodies'
-        masses; tether (..., N) broadcast against cur, None: all free; which swing is its `swings`,
+        BODY_COLUMNS), mask (..., N) bool as there), plus the swing of the tethered bodies that
+        nothing drives under gravity and their hinges' damping (`worldmodel.tether.gravity_swing`, a
+        pendulum as point masses of the bodies' masses and dampings; tether (..., N) broadcast against cur, None: all free; which swing is its `swings`,
         set once per batch or rollout by `Tether.swinging`). The swing's velocity change
         moves the body by half of it times the frame in the position part (what `tether_step` then
         replaces by the turn on the circle)."""
@@ -952,7 +968,7 @@ class WorldModel(nn.Module):
             return step
         cfg = self.cfg
         dt = 1.0 / cfg.fps
-        swing = gravity_swing(cur, tether, bodies[..., 1], dt)  # (..., N, 3) m/s
+        swing = gravity_swing(cur, tether, bodies[..., 1], bodies[..., 4], dt)  # (..., N, 3) m/s
         return step + torch.cat([swing * dt / (2 * cfg.step_pos_scale), swing / cfg.step_vel_scale], dim=-1)
 
     def step_distribution(
@@ -1160,7 +1176,7 @@ class WorldModel(nn.Module):
           step_impulse   (B, T - tt, n_max, 6) those frames' `closed_form_step`s (step units, detached;
                          None without states): step_drawn + step_impulse is the whole step
           bodies         (B, nb - 1, n_max, BODY_COLUMNS) each body's learnt radius m, log mass,
-                         restitution, friction and driven logit (the first block's, for every block) in
+                         restitution, friction, damping 1/s and driven logit (the first block's, for every block) in
                          the blocks that step the next ones (`body_properties`)
           frame_mean     (B, T, H, W, 3) predicted mean in [0, 1] (first block: the input frames)
           frame_logstd   (B, T, H, W, 3) predicted log-std (first block: 0)

@@ -11,10 +11,10 @@ in its parent's frame. `tether_step` then turns a frame's free step into motion 
 tangential part of its velocity change is kept, the radial part (what the rod or the axle does) is
 replaced by the exact rotation. Without it, a pendulum's rollout integrates a held acceleration in
 a straight line and its bob flies off the rod (`benchmarks/world_model_quality.py`: pendulum was the
-family furthest out of distribution). `gravity_swing` gives what gravity alone does to a simple or
-double pendulum of point masses over a frame, which the world model adds to every undriven
-tethered body's step (`WorldModel.closed_form_step`): its dynamics head learns only what that leaves
-out (hinge damping, the bobs' inertia).
+family furthest out of distribution). `gravity_swing` gives what gravity and the hinges' damping do to a
+simple or double pendulum of point masses over a frame, which the world model adds to every
+undriven tethered body's step (`WorldModel.closed_form_step`): its dynamics head learns only what
+that leaves out (the bobs' own inertia).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ TETHER_FEATURES = 4  # per body: gravity's tangential velocity change over a fra
 MIN_SPEED = 1e-3  # m/s: a frame at least this fast says which way the radius points
 MIN_LENGTH, MAX_LENGTH = 0.005, 3.0  # m: the radii a tether may have (longer: a straight path)
 MAX_TURN = 1.0  # rad: `gravity_swing` takes the rods' angular speeds, and what gravity adds to them in a frame, as at most this per frame (a pendulum turns far less; bounds a rollout gone wild)
+MAX_DAMPING = 10.0  # 1/s: the hinge damping `gravity_swing` takes at most (sim's pendulum allows up to this; bounds a learnt one)
 MAX_LOG_MASS_RATIO = 7.0  # a double pendulum's outer bob at most e^7 ~ 1100 times the inner's (`gravity_swing`: bounded for any learnt mass)
 RADIUS_TOLERANCE = 1e-5  # relative spread of the distance from the centre over the frames
 ANGLE_TOLERANCE = 1e-5  # |cos| of the angle between velocity and radius, at most, on every moving frame
@@ -211,25 +212,36 @@ def tether_step(cur: torch.Tensor, nxt: torch.Tensor, tether: Tether | None, dt:
     return torch.where((on & (parent >= 0))[..., None], p_nxt + relative, out)
 
 
-def _chain_accelerations(th1, th2, w1, w2, q, l1, l2, g):
+def _chain_accelerations(th1, th2, w1, w2, q, l1, l2, g, z1, z2):
     """Angular accelerations (rad/s^2) of a double pendulum of point masses m1, m2 = q m1 on
     massless rods l1, l2 (m) at angles th1, th2 (rad, absolute, from the way gravity g (m/s^2)
     pulls) turning at w1, w2 (rad/s), from its Lagrangian; q = 0 is the simple pendulum,
-    -g sin(th1) / l1."""
+    -g sin(th1) / l1 - 2 z1 w1.
+
+    Hinge k's damping torque is -b_k times its angular speed (w1, and w2 - w1 at the inner bob),
+    b_k = 2 z_k m_k l_k^2 as `sim.scenes.pendulum` sets it from the amplitude decay rate z_k (1/s):
+    generalised forces Q1 = -b1 w1 + b2 (w2 - w1), Q2 = -b2 (w2 - w1), taken through the inverse
+    of the mass matrix [[(m1 + m2) l1^2, m2 l1 l2 cos d], [m2 l1 l2 cos d, m2 l2^2]]."""
     d = th1 - th2
-    den = 2 + q - q * torch.cos(2 * d)  # >= 2
-    a1 = (-g * (2 + q) * torch.sin(th1) - q * g * torch.sin(th1 - 2 * th2) - 2 * torch.sin(d) * q * (w2 * w2 * l2 + w1 * w1 * l1 * torch.cos(d))) / (l1 * den)
-    a2 = 2 * torch.sin(d) * ((1 + q) * (w1 * w1 * l1 + g * torch.cos(th1)) + w2 * w2 * l2 * q * torch.cos(d)) / (l2 * den)
+    cos_d, sin_d = torch.cos(d), torch.sin(d)
+    den = 2 + 2 * q * sin_d * sin_d  # >= 2: twice (1 + q sin^2 d), the mass matrix's determinant / (m1 m2 l1^2 l2^2 / q)
+    a1 = (-g * (2 + q) * torch.sin(th1) - q * g * torch.sin(th1 - 2 * th2) - 2 * sin_d * q * (w2 * w2 * l2 + w1 * w1 * l1 * cos_d)) / (l1 * den)
+    a2 = 2 * sin_d * ((1 + q) * (w1 * w1 * l1 + g * torch.cos(th1)) + w2 * w2 * l2 * q * cos_d) / (l2 * den)
+    rel = z2 * (w2 - w1)  # the outer hinge's damping, per unit of 2 b2 / (m2 l2^2)
+    a1 = a1 + 4 * (-z1 * w1 + q * rel * (l2 * l2 / (l1 * l1) + l2 / l1 * cos_d)) / den
+    a2 = a2 + 4 * (z1 * l1 / l2 * cos_d * w1 - q * l2 / l1 * cos_d * rel - (1 + q) * rel) / den
     return a1, a2
 
 
-def gravity_swing(cur: torch.Tensor, tether: Tether | None, log_mass: torch.Tensor, dt: float) -> torch.Tensor:
-    """What gravity alone does to each tethered body over one frame, as the velocity change
-    (..., N, 3) m/s of its free step that `tether_step` turns into that motion; zeros where free.
-    cur (..., N, 6) SI the frame's starting states; tether (..., N) broadcast against it; log_mass
-    (..., N) log kg. Only the bodies that tether.swings holds swing (`Tether.swinging`; None: none).
-    It is physics of the states alone and carries no gradient: the masses, its only learnt input
-    (their ratio, in a double pendulum), learn from the caption and the contact impulses.
+def gravity_swing(cur: torch.Tensor, tether: Tether | None, log_mass: torch.Tensor, damping: torch.Tensor, dt: float) -> torch.Tensor:
+    """What gravity and the hinges' damping do to each tethered body over one frame, as the
+    velocity change (..., N, 3) m/s of its free step that `tether_step` turns into that motion;
+    zeros where free. cur (..., N, 6) SI the frame's starting states; tether (..., N) broadcast
+    against it; log_mass (..., N) log kg; damping (..., N) 1/s, the amplitude decay rate of each
+    body's own hinge (the one its rod turns on). Only the bodies that tether.swings holds swing
+    (`Tether.swinging`; None: none). It is physics of the states alone and carries no gradient:
+    the masses (their ratio, in a double pendulum) and the damping, its learnt inputs, learn from
+    the caption (and the masses from the contact impulses).
 
     The bodies are point masses on massless rods: a body about a fixed centre with no child is a
     simple pendulum; one with a child (the first body tethered to it) and that child are a double
@@ -237,16 +249,16 @@ def gravity_swing(cur: torch.Tensor, tether: Tether | None, log_mass: torch.Tens
     angles from the way gravity pulls in their plane and their angular speeds are integrated over
     the frame by one RK4 step; each rod's change of angular speed times its length is the
     tangential speed change `tether_step` reads along its `tether_tangent`, and a child's free step
-    adds its parent's own velocity change over the frame. What this leaves out (hinge damping, the
-    bobs' own inertia, a block tipping about an edge rather than a point mass) is the dynamics
-    head's to learn."""
+    adds its parent's own velocity change over the frame. What this leaves out (the bobs' own
+    inertia, a block tipping about an edge rather than a point mass) is the dynamics head's to
+    learn."""
     if tether is None or tether.swings is None:
         return cur.new_zeros(cur.shape[:-1] + (3,))
     with torch.no_grad():
-        return _swing(cur, tether, log_mass, dt)
+        return _swing(cur, tether, log_mass, damping, dt)
 
 
-def _swing(cur: torch.Tensor, tether: Tether, log_mass: torch.Tensor, dt: float) -> torch.Tensor:
+def _swing(cur: torch.Tensor, tether: Tether, log_mass: torch.Tensor, damping: torch.Tensor, dt: float) -> torch.Tensor:
     """`gravity_swing` of the bodies that swing, tether.swings (not None). Each double pendulum is
     worked out on its inner bob's row (the rods' unit vectors u, tangents t = axis x u, all in the
     inner bob's axis's sense, from `_turn`), and its outer bob takes its step from there."""
@@ -274,9 +286,10 @@ def _swing(cur: torch.Tensor, tether: Tether, log_mass: torch.Tensor, dt: float)
     angle = lambda u: torch.atan2((u * side).sum(-1), (u * down).sum(-1))  # noqa: E731  rad, from down
     spin = MAX_TURN / dt
     q = torch.where(has_child, (_rows(log_mass, kid) - log_mass).clamp(max=MAX_LOG_MASS_RATIO).exp(), torch.zeros_like(log_mass))  # m2 / m1
+    z1, z2 = damping.clamp(0, MAX_DAMPING), _rows(damping, kid).clamp(0, MAX_DAMPING)  # 1/s: the inner hinge's and the outer's
 
     def rate(y):  # y (4, ...): th1, th2, w1, w2
-        a1, a2 = _chain_accelerations(y[0], y[1], y[2], y[3], q, l1[..., 0], l2[..., 0], g_size)
+        a1, a2 = _chain_accelerations(y[0], y[1], y[2], y[3], q, l1[..., 0], l2[..., 0], g_size, z1, z2)
         return torch.stack([y[2], y[3], a1, a2])
 
     y = torch.stack([angle(u1), angle(u2), (s1 / l1)[..., 0].clamp(-spin, spin), (s2 / l2)[..., 0].clamp(-spin, spin)])

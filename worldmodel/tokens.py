@@ -166,8 +166,8 @@ class Batch:
     state_mask:    (B, n_max_objects) bool, True for the bodies an episode has, or None
     state_present: (B,) bool, False for clips whose states are hidden from the state tokens (they
                    remain loss targets), or None (present iff `states` is given)
-    bodies:        (B, n_max_objects, 5) float32 each body's radius m, mass kg, restitution and
-                   friction as the simulator set them (`sim.body_properties`; NaN where not stated), then 1
+    bodies:        (B, n_max_objects, 6) float32 each body's radius m, mass kg, restitution,
+                   friction and hinge damping 1/s as the simulator set them (`sim.body_properties`; NaN where not stated), then 1
                    where the actions drive it, else 0 (`sim.driven_bodies`; NaN past the episode's
                    bodies), or None
     """
@@ -241,7 +241,7 @@ def episode_arrays(ep, cfg: ModelConfig, n_frames: int | None = None) -> dict[st
     states[: len(s), :n, 3:] = s[..., 7:10]
     out["states"] = states
     out["state_mask"] = np.arange(cfg.n_max_objects) < n
-    properties = body_properties(ep)[:n]  # (n, 4)
+    properties = body_properties(ep)[:n]  # (n, 5)
     bodies = np.full((cfg.n_max_objects, properties.shape[1] + 1), np.nan, np.float32)
     bodies[:n, :-1] = properties
     bodies[:n, -1] = driven_bodies(ep)[:n]
