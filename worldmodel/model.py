@@ -788,9 +788,10 @@ class WorldModel(nn.Module):
         of the caption alone with every numeric literal blanked (its bytes NUMBER_BLANK, no value), so
         a number's key says what it states and of which body ("the red ball's kg"), never how large
         it is: a mass or a size outside the training range is pointed at as surely as one inside.
-        Each byte attends only to those within CAPTION_KEY_WINDOW of it, so a number's key comes from
-        its own clause and its neighbours' ("red #.## kg"), the same however many clauses follow (a
-        caption of five balls, where training had three, keeps the first three's keys)."""
+        Each byte attends only to those within CAPTION_KEY_WINDOW of it (per layer), so a number's key
+        comes from its own clause and its neighbours' ("red #.## kg"), whatever follows more than
+        n_layer * CAPTION_KEY_WINDOW bytes on (a caption of five balls, where training had three,
+        keeps the first three's keys)."""
         blank = text.masked_fill(values.isfinite(), NUMBER_BLANK)
         x = self.embed.embed_text(blank, torch.full_like(values, float("nan")))
         h, _, _ = self.run(x, text_layout(text.shape[1]), text != PAD, window=CAPTION_KEY_WINDOW)
@@ -968,7 +969,7 @@ class WorldModel(nn.Module):
             return step
         cfg = self.cfg
         dt = 1.0 / cfg.fps
-        swing = gravity_swing(cur, tether, bodies[..., 1], bodies[..., 4], dt)  # (..., N, 3) m/s
+        swing = gravity_swing(cur, tether, bodies[..., 1], bodies[..., 4], dt)  # (..., N, 3) m/s, from the log masses and dampings
         return step + torch.cat([swing * dt / (2 * cfg.step_pos_scale), swing / cfg.step_vel_scale], dim=-1)
 
     def step_distribution(
