@@ -34,7 +34,7 @@ REST = 0.01  # m: a body the simulator moves less than this over the horizon is 
 
 def add_gate_options(ap: argparse.ArgumentParser) -> None:
     """The dynamics gate's knobs (`worldmodel.GATE_KNOBS`) as options (--gate-override, --override-reach,
-    --free-flight-tolerance, --accel-tolerance, --release-reach), for every benchmark that rolls a checkpoint
+    --free-flight-tolerance, --free-swing, --accel-tolerance, --release-reach), for every benchmark that rolls a checkpoint
     out; default: the checkpoint's."""
     for knob, unit in worldmodel.GATE_KNOBS.items():
         ap.add_argument("--" + knob.replace("_", "-"), type=float, default=None, help=f"the model's {knob} ({unit}; default: the checkpoint's)")

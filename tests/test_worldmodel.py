@@ -920,6 +920,28 @@ def test_a_body_in_free_flight_flies_on_the_parabola_whatever_the_head_says(cfg)
     assert not wm.WorldModel(never).in_free_flight(features, bodies[:, 0]).any()
 
 
+@pytest.mark.parametrize("links", [1, 2])
+def test_a_swinging_pendulum_out_of_reach_takes_the_closed_form_swing_whatever_the_head_says(cfg, links):
+    """With `free_swing` on, a pendulum's bobs (tethered, swung by gravity, far from any contact)
+    step on the closed-form swing alone: changing the head's corrections and gate changes nothing in
+    the rollout. Off, the same change moves them."""
+    pend = sim.simulate("pendulum", {"links": links, "length": 0.5, "angle_deg": 100.0, "angle2_deg": 30.0, "damping": 0.1}, seconds=1.2, width=32, height=32)
+    rolled = {}
+    for free_swing in (1.0, 0.0):
+        for variant in ("as is", "other head"):
+            model = perturbed_model(dataclasses.replace(cfg, free_swing=free_swing), scale=0.2)
+            if variant == "other head":
+                with torch.no_grad():
+                    head = model.dynamics_head
+                    for layer in (head.mlp[-1], head.skip):
+                        layer.weight[:6] += 1.0  # the moving step's mean
+                    head.mlp[-1].bias[-1] = -20.0  # the gate never keeps
+            with torch.no_grad():
+                rolled[free_swing, variant] = model.rollout(pend, context=4, horizon=20, temperature=0.0)[0].episode.positions[4:]
+    assert np.abs(rolled[1.0, "as is"] - rolled[1.0, "other head"]).max() < 1e-5
+    assert np.abs(rolled[0.0, "as is"] - rolled[0.0, "other head"]).max() > 0.01
+
+
 def test_dynamics_corrections_stay_bounded_far_out_of_range(cfg):
     """The learnt part of a dynamics step saturates as its inputs leave any trained range; only the
     fixed constant-acceleration prior keeps growing with them."""

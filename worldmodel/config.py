@@ -21,6 +21,7 @@ GATE_KNOBS = {
     "gate_override": "step units",
     "override_reach": "m; inf: everywhere",
     "free_flight_tolerance": "a fraction of one frame's g dt; 0: never",
+    "free_swing": "> 0: on; 0: never",
     "accel_tolerance": "m/s per frame; inf: none released",
     "release_reach": "m; inf: anywhere",
 }
@@ -125,6 +126,13 @@ class ModelConfig:
     (`WorldModel.in_free_flight`), where out of the training ranges the learnt corrections bend it
     back towards them (a faster launch, a higher drop) and off a bounce the prior would carry it up
     at a steady pace. 0: never held"""
+    free_swing: float = 1.0
+    """> 0: a tethered body that gravity swings (nothing drives it) and that is out of
+    `override_reach` of every contact steps on the closed-form swing alone (`gravity_swing`: its
+    hinge, gravity, the bobs' masses and the hinges' damping), whatever the gate and the head's
+    correction say (`WorldModel.block_dynamics`): nothing else acts on it there, and out of the
+    training ranges (a wider swing) the learnt corrections bend it back towards them. 0: never
+    (the gate's step, as any other body's)"""
     accel_tolerance: float = 0.002
     """m/s per frame: the gate never keeps the prior's step for a body whose steady velocity change
     exceeds this (it accelerates) while it is within `override_reach` of a contact or within

@@ -215,8 +215,8 @@ class StepDistribution:
     and differentiable through its mean and log-std. Where `release` is set (a body accelerating
     near a contact, `WorldModel.block_dynamics`), the gate never keeps the prior's step. Where
     `hold` is set (a driven body whose command has not changed: its servo holds it on the prior's
-    course; a body in free flight out of reach of contacts: gravity alone;
-    `WorldModel.block_dynamics`), the prior's step is kept whatever the gate says.
+    course; a body in free flight out of reach of contacts: gravity alone; a swinging tethered
+    body out of reach: its closed-form swing alone; `WorldModel.block_dynamics`), the prior's step is kept whatever the gate says.
 
     move, move_logstd, rest, rest_logstd (..., 6); keep_logit (...); override a number; hold (..., 1)
     bool or None (nothing held); reach (..., 1) bool or None (every body within reach); release (...,
@@ -973,15 +973,24 @@ class WorldModel(nn.Module):
         return step + torch.cat([swing * dt / (2 * cfg.step_pos_scale), swing / cfg.step_vel_scale], dim=-1)
 
     def step_distribution(
-        self, raw: torch.Tensor, features: torch.Tensor, hold: torch.Tensor | None = None, reach: torch.Tensor | None = None, release: torch.Tensor | None = None
+        self,
+        raw: torch.Tensor,
+        features: torch.Tensor,
+        hold: torch.Tensor | None = None,
+        reach: torch.Tensor | None = None,
+        release: torch.Tensor | None = None,
+        swing: torch.Tensor | None = None,
     ) -> StepDistribution:
         """The dynamics head's output raw (..., tt, N, DYNAMICS_OUT) for bodies whose features are
         (..., N, `dynamics_features_dim`) -> their steps' `StepDistribution` (..., tt, N); hold
         (..., tt, N) bool the steps held on the prior's (None: none); reach (..., N) bool the bodies
         within reach of a contact (`within_reach`; None: all); release (..., N) bool the bodies the
-        gate may not keep (None: none)."""
+        gate may not keep (None: none); swing (..., N) bool the bodies whose prior's step is 0, the
+        closed-form swing's alone (`in_free_swing`; None: none)."""
         logstd = STEP_LOGSTD_MIN + (STEP_LOGSTD_MAX - STEP_LOGSTD_MIN) * torch.sigmoid(raw[..., 6:18])  # moving, resting
         rest = (features @ self.dynamics_head.prior[:6].T).unsqueeze(-3).expand_as(raw[..., :6])  # the prior's step alone
+        if swing is not None:
+            rest = torch.where(swing.unsqueeze(-2)[..., None], 0.0, rest)
         per_step = lambda x: None if x is None else x.unsqueeze(-2).expand(raw.shape[:-1])[..., None]  # noqa: E731  (..., N) -> (..., tt, N, 1)
         return StepDistribution(raw[..., :6], logstd[..., :6], rest, logstd[..., 6:], raw[..., 18], self.cfg.gate_override, None if hold is None else hold[..., None], per_step(reach), per_step(release))
 
@@ -1028,6 +1037,15 @@ class WorldModel(nn.Module):
         falling = steady_z < (1 - cfg.free_flight_tolerance) * g_dt
         return (falling | rising) & (bodies[..., DRIVEN] <= 0) & (features[..., TETHERED] <= 0) & (cfg.free_flight_tolerance > 0)
 
+    def in_free_swing(self, tether: Tether | None, reach: torch.Tensor) -> torch.Tensor:
+        """(..., N) bool: the tethered bodies that gravity swings (`Tether.swings`: nothing drives
+        them) out of reach of every contact (reach (..., N) bool, `within_reach`), where
+        `free_swing` is on. Nothing but their hinges and gravity acts on them: the frame's
+        `closed_form_step` is their whole step."""
+        if tether is None or tether.swings is None or not self.cfg.free_swing > 0:
+            return torch.zeros_like(reach)
+        return tether.swings & ~reach
+
     def ballistic(self, features: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
         """features (..., N, F) with the steady velocity change of the bodies in free flight, free
         (..., N) bool, set to gravity's exactly (no horizontal part): the prior then steps them on
@@ -1058,7 +1076,8 @@ class WorldModel(nn.Module):
         whose actions are steady is held on the prior's step: its servo keeps it on its course (a
         paddle at its commanded velocity, a gear at its speed, a tipped cup where it is), which the
         prior carries on; so is a body in free flight out of reach of every contact
-        (`in_free_flight`, `within_reach`), on gravity's step alone (`ballistic`). A body within
+        (`in_free_flight`, `within_reach`), on gravity's step alone (`ballistic`), and a swinging
+        tethered body out of reach, on the closed-form swing alone (`in_free_swing`). A body within
         reach, or within `release_reach` of another tracked body, whose steady velocity change
         exceeds `accel_tolerance` is released from the gate's keep (`StepDistribution`): the
         force a contact exerts on it changes as it moves."""
@@ -1073,11 +1092,13 @@ class WorldModel(nn.Module):
         gap = self.body_gap(cur, bodies[..., 0], body_mask, tt / self.cfg.fps)  # (B, n, N) m to the nearest tracked body
         reach = self.within_reach(cur, bodies[..., 0], body_mask, tt / self.cfg.fps, gap)
         free = self.in_free_flight(features, bodies) & ~reach  # (B, n, N): on gravity's parabola
+        swing = self.in_free_swing(body_tether, reach)  # (B, n, N): on the closed-form swing
+        alone = (free | swing).unsqueeze(-2)  # (B, n, 1, N)
         hold = held(steady, bodies)
-        hold = free.unsqueeze(-2).expand(*free.shape[:-1], tt, free.shape[-1]) if hold is None else hold | free.unsqueeze(-2)
+        hold = alone.expand(*free.shape[:-1], tt, free.shape[-1]) if hold is None else hold | alone
         accelerating = (features[..., STEADY] * self.cfg.step_vel_scale).norm(dim=-1) > self.cfg.accel_tolerance  # (B, n, N)
         release = accelerating & (reach | (gap < self.cfg.release_reach))
-        return self.step_distribution(self.dynamics_head.decode(slots, features), self.ballistic(features, free), hold, reach, release)
+        return self.step_distribution(self.dynamics_head.decode(slots, features), self.ballistic(features, free), hold, reach, release, swing)
 
     def chain_states(
         self,
@@ -1337,7 +1358,7 @@ class WorldModel(nn.Module):
 def load(path: str | os.PathLike, device: str | torch.device = "cpu", **knobs: float | None) -> WorldModel:
     """A `WorldModel` from `WorldModel.save`'s file (or a directory holding model.safetensors);
     knobs, the dynamics gate's (`GATE_KNOBS`: gate_override=, override_reach=,
-    free_flight_tolerance=, accel_tolerance=, release_reach=), replace the checkpoint's `ModelConfig` fields where given (None:
+    free_flight_tolerance=, free_swing=, accel_tolerance=, release_reach=), replace the checkpoint's `ModelConfig` fields where given (None:
     the checkpoint's)."""
     import json
 
