@@ -57,8 +57,8 @@ def variant(model, prior_only: bool, stated: np.ndarray | None):
         model.body_properties = body_properties
     if prior_only:
         chosen = model.step_distribution
-        model.step_distribution = lambda raw, features, hold=None, reach=None, release=None: dataclasses.replace(  # noqa: E731  nothing released
-            (d := chosen(raw, features, hold, reach)), keep_logit=torch.full_like(d.keep_logit, 1.0), override=float("inf")
+        model.step_distribution = lambda raw, features, hold=None, reach=None, release=None, swing=None: dataclasses.replace(  # noqa: E731  nothing released
+            (d := chosen(raw, features, hold, reach, swing=swing)), keep_logit=torch.full_like(d.keep_logit, 1.0), override=float("inf")
         )
     try:
         yield model
