@@ -857,6 +857,26 @@ def test_a_body_accelerating_near_a_contact_takes_the_heads_step(cfg):
     assert dynamics(accel_tolerance=float("inf")).keep.all()  # off: the gate keeps the tipping block too
 
 
+def test_a_standing_tower_sampled_at_temperature_one_stays_exactly_where_it_stands(cfg):
+    """Where the gate keeps the prior's step (a block at rest on a tower), a sampled rollout takes it
+    exactly: the resting spread is the density the step is scored by, not a noise drawn every frame
+    (which walked standing towers off their places until they toppled). Where the gate moves, the
+    same rollout draws around the head's step."""
+    ep = sim.simulate("stack", {"num_blocks": 3, "offsets": [0.0, 0.0, 0.0]}, seed=0, seconds=1.0, width=cfg.image_size, height=cfg.image_size)
+    last = ep.positions[3]  # (n, 3) m, the context's last frame
+    for keep_logit, moves in ((20.0, False), (-20.0, True)):
+        model = perturbed_model(cfg)
+        with torch.no_grad():
+            head = model.dynamics_head
+            for layer in (head.mlp[-1], head.skip):
+                layer.weight[:6], layer.bias[:6] = 0.0, 0.0  # the moving step's mean: the prior's
+            head.mlp[-1].bias[-1] = keep_logit
+            rolled = model.rollout(ep, context=4, horizon=16, samples=2, temperature=1.0, seed=0)
+        for r in rolled:
+            shift = np.abs(r.episode.positions[4:] - last).max()  # m
+            assert (shift > 1e-3) if moves else (shift < 1e-6), (keep_logit, shift)  # float32 round-off
+
+
 def test_releasing_accelerating_bodies_changes_no_training_loss(cfg):
     """The release acts on the gate's choice alone, which no loss trains through: a toppling
     tower's teacher-forced losses are the same with it on and off, while the log-probability of its

@@ -212,7 +212,8 @@ class StepDistribution:
     contact (`reach` False: the override is for impacts the gate misses, and none can come);
     elsewhere `move`, the prior plus the correction, with the log-std `move_logstd`. The gate is
     its mode at every temperature, so a sampled step's log-density is the chosen Gaussian's: exact
-    and differentiable through its mean and log-std. Where `release` is set (a body accelerating
+    and differentiable through its mean and log-std. A kept step is drawn as the prior's exactly
+    (`sample`). Where `release` is set (a body accelerating
     near a contact, `WorldModel.block_dynamics`), the gate never keeps the prior's step. Where
     `hold` is set (a driven body whose command has not changed: its servo holds it on the prior's
     course; a body in free flight out of reach of contacts: gravity alone; a swinging tethered
@@ -266,8 +267,12 @@ class StepDistribution:
         return StepDistribution(fn(self.move), fn(self.move_logstd), fn(self.rest), fn(self.rest_logstd), fn(self.keep_logit), self.override, maybe(self.hold), maybe(self.reach), maybe(self.release))
 
     def sample(self, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(..., 6) detached: mean + temperature * std * eps"""
-        return sample_gaussian(self.mean, self.logstd, temperature, generator)
+        """(..., 6) detached: mean + temperature * std * eps where the gate moves; where it keeps,
+        the prior's step exactly. The resting spread is how far the truth may lie from the prior
+        where the gate keeps it (up to `rest_tolerance`): the density a kept step is scored by, not
+        a noise to draw every frame, which would walk a block standing on a tower (velocity 0,
+        nothing acting) off its place until it tipped."""
+        return torch.where(self.keep, self.mean.detach().float(), sample_gaussian(self.mean, self.logstd, temperature, generator))
 
     def log_prob(self, steps: torch.Tensor, tangent: torch.Tensor | None = None, along: torch.Tensor | None = None) -> torch.Tensor:
         """(..., 6) log-density of steps (..., 6) per component. A tethered body's step is read
