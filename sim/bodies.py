@@ -4,10 +4,13 @@ friction and hinge damping, and whether the episode's actions drive it.
     props = sim.body_properties(episode)    # (n_bodies, 5): radius m, mass kg, restitution, friction, damping 1/s; NaN: not stated
     driven = sim.driven_bodies(episode)     # (n_bodies,) bool: its motion is the actuators', not the contacts'
 
-The radius is a sphere's: where a body is a box or a cylinder, the distance at which it touches
-another body or the floor depends on how it is turned (half its edge flat, half its diagonal on a
-corner), so it is NaN, as is every value the family does not set per body (the push paddle, the
-gears, a cup), and a loss on these can skip it. Restitution and friction are the coefficients of
+The radius is that of the sphere that touches what the body touches where it does: a sphere's
+own; a drop's box, cylinder or capsule's height of its centre above its lowest point
+(`sim.scenes.base.half_height`), since it falls from rest upright and lands flat, staying upright
+(the floor is all it meets). Elsewhere a box or a cylinder touches another body or the floor at a
+distance that depends on how it is turned (half its edge flat, half its diagonal on a corner), so
+it is NaN there, as is every value the family does not set per body (the push paddle, the gears, a
+cup), and a loss on these can skip it. Restitution and friction are the coefficients of
 the body's contacts where the family sets one for them all (the floor's included: `sim.scenes.base`
 gives every geom the scene's); collision's floor is frictionless (0). Damping is a pendulum bob's
 hinge damping as the amplitude decay rate (1/s) the scene and its caption state: its hinge's
@@ -19,13 +22,17 @@ from __future__ import annotations
 import numpy as np
 
 from sim.episode import Episode
+from sim.scenes.base import half_height
 
 
-def _objects(p: dict, first_shape: str | None = None) -> list[tuple[float, float]]:
-    """(diameter or NaN, mass) of the primary object, then of `others` (drop, push): a diameter for
-    spheres only; the primary's shape is `first_shape` where p has none (push: a cube)"""
+def _objects(p: dict, first_shape: str | None = None, upright: bool = False) -> list[tuple[float, float]]:
+    """(diameter or NaN, mass) of the primary object, then of `others` (drop, push): a sphere's
+    diameter; for the other shapes, where `upright` (they stay so: drop) twice their centre's
+    height above their lowest point, else NaN; the primary's shape is `first_shape` where p has
+    none (push: a cube)"""
     objects = [{**p, "shape": p.get("shape", first_shape)}, *p.get("others", [])]
-    return [(o["size"] if o["shape"] == "sphere" else float("nan"), o["mass"]) for o in objects]
+    extent = lambda o: o["size"] if o["shape"] == "sphere" else 2 * half_height(o["shape"], o["size"]) if upright else float("nan")  # noqa: E731
+    return [(extent(o), o["mass"]) for o in objects]
 
 
 def _rows(p: dict, scene: str, n: int) -> list[tuple[float, float, float, float, float]]:
@@ -34,7 +41,7 @@ def _rows(p: dict, scene: str, n: int) -> list[tuple[float, float, float, float,
     nan = float("nan")
     e, mu = p.get("restitution", nan), p.get("friction", nan)
     if scene in ("drop", "projectile", "ramp"):
-        return [(size, mass, e, mu, nan) for size, mass in _objects(p)]
+        return [(size, mass, e, mu, nan) for size, mass in _objects(p, upright=scene == "drop")]
     if scene == "collision":
         return [(p["size"], m, e, 0.0, nan) for m in p["masses"]]
     if scene == "pendulum":

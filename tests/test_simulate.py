@@ -178,20 +178,34 @@ def test_episode_slice_keeps_absolute_time():
     assert len(part.audio) == round(0.5 * ep.audio_rate)
 
 
+@pytest.mark.parametrize("shape", ["box", "cylinder", "capsule"])
+def test_a_dropped_body_comes_to_rest_at_its_stated_radius_above_the_floor(shape):
+    """A drop's box, cylinder or capsule falls upright and lands flat: once it rests, its centre is
+    at `body_properties`' radius above the floor (within 2 mm), the sphere the world model's
+    contacts stand it on; as a sphere of half its extent, a capsule would sink by half of it."""
+    ep = sim.simulate("drop", {"num_objects": 1, "shape": shape, "size": 0.16, "height": 0.5, "restitution": 0.3}, seed=0, seconds=2.0, render=False)
+    radius = sim.body_properties(ep)[0, 0]
+    assert ep.positions[-1, 0, 2] == pytest.approx(radius, abs=0.002)
+    if shape == "capsule":
+        assert ep.positions[-1, 0, 2] - 0.16 / 2 > 0.07
+
+
 def test_body_properties_follow_the_realised_parameters():
-    """Per body, in body order: a sphere's radius (half its size), the mass, the restitution, the
-    friction, the hinge damping; NaN where the family sets none for that body (the push paddle, a
-    box's radius, a stack's restitution, every damping but a pendulum's); collision's floor is
-    frictionless."""
+    """Per body, in body order: a sphere's radius (half its size), or the centre's height of a
+    dropped body resting upright, the mass, the restitution, the friction, the hinge damping; NaN
+    where the family sets none for that body (the push paddle, a thrown box's radius, a stack's
+    restitution, every damping but a pendulum's); collision's floor is frictionless."""
     nan = np.nan
     hit = sim.simulate("collision", {"num_balls": 2, "size": 0.2, "masses": [0.5, 1.5], "restitution": 0.7}, seed=0, seconds=0.2, width=32, height=32)
     np.testing.assert_allclose(sim.body_properties(hit), [[0.1, 0.5, 0.7, 0.0, nan], [0.1, 1.5, 0.7, 0.0, nan]])
     drop = sim.simulate("drop", {"num_objects": 2, "shape": "sphere", "size": 0.1, "mass": 0.4, "restitution": 0.6, "friction": 0.7}, seed=0, seconds=0.2, width=32, height=32)
     other = drop.params["others"][0]
-    other_radius = other["size"] / 2 if other["shape"] == "sphere" else np.nan  # a box's touching distance depends on its turn
+    other_radius = other["size"] if other["shape"] == "capsule" else other["size"] / 2  # its centre's height when it rests upright
     np.testing.assert_allclose(sim.body_properties(drop), [[0.05, 0.4, 0.6, 0.7, nan], [other_radius, other["mass"], 0.6, 0.7, nan]])
-    box = sim.body_properties(sim.simulate("drop", {"num_objects": 1, "shape": "box", "mass": 0.4}, seed=0, seconds=0.2, width=32, height=32))
-    assert np.isnan(box[0, 0]) and box[0, 1] == 0.4
+    box = sim.body_properties(sim.simulate("drop", {"num_objects": 1, "shape": "box", "size": 0.12, "mass": 0.4}, seed=0, seconds=0.2, width=32, height=32))
+    assert box[0, 0] == pytest.approx(0.06) and box[0, 1] == 0.4
+    thrown = sim.body_properties(sim.simulate("projectile", {"shape": "box"}, seed=0, seconds=0.2, width=32, height=32))
+    assert np.isnan(thrown[0, 0])  # launched, it may land on an edge: its touching distance depends on its turn
     pushed = sim.simulate("push", {"num_objects": 1, "size": 0.08, "mass": 0.5, "friction": 0.4}, seed=0, seconds=0.2, width=32, height=32)
     push = sim.body_properties(pushed)
     assert np.isnan(push[0]).all() and np.isnan(push[1, 0]) and push[1, 1] == 0.5 and np.isnan(push[1, 2]) and push[1, 3] == 0.4
