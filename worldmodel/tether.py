@@ -32,7 +32,8 @@ MAX_TURN = 1.0  # rad: `gravity_swing` takes the rods' angular speeds, and what 
 MAX_DAMPING = 10.0  # 1/s: the hinge damping `gravity_swing` takes at most (sim's pendulum allows up to this; bounds a learnt one)
 MAX_LOG_MASS_RATIO = 7.0  # a double pendulum's outer bob at most e^7 ~ 1100 times the inner's (`gravity_swing`: bounded for any learnt mass)
 RADIUS_TOLERANCE = 1e-5  # relative spread of the distance from the centre over the frames
-ANGLE_TOLERANCE = 1e-5  # |cos| of the angle between velocity and radius, at most, on every moving frame
+ANGLE_TOLERANCE = 1e-5  # |cos| of the angle between velocity and radius, at most, on every moving frame ...
+RADIAL_SPEED_TOLERANCE, SWING_SPEED = 1e-6, 0.01  # m/s: ... or, on a frame at least SWING_SPEED fast, the speed along the radius at most this: a slowly starting bob's centre, fit from millimetres of arc, misses the angle alone
 PLANE_TOLERANCE = 1e-5  # distance of the positions from the plane of motion, relative to the radius
 
 
@@ -73,13 +74,15 @@ def _circle_holds(p: torch.Tensor, v: torch.Tensor, centre: torch.Tensor, axis: 
     r = radius.norm(dim=-1)  # (..., K)
     length = r.mean(-1)
     rel_spread = (r - length[..., None]).abs().amax(-1) / length.clamp(min=1e-12)
-    vhat = v / v.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    cos = ((vhat * radius).sum(-1) / r.clamp(min=1e-12)).abs().masked_fill(~moving, 0).amax(-1)
+    speed = v.norm(dim=-1)  # (..., K) m/s
+    radial = ((v * radius).sum(-1) / r.clamp(min=1e-12)).abs()  # m/s along the radius
+    along = (radial / speed.clamp(min=1e-12) < ANGLE_TOLERANCE) | ((radial < RADIAL_SPEED_TOLERANCE) & (speed >= SWING_SPEED))
+    off_radius = (moving & ~along).any(-1)
     off_plane = ((p - p.mean(-2, keepdim=True)) * axis[..., None, :]).sum(-1).abs().amax(-1) / length.clamp(min=1e-12)
     holds = (
         (moving.sum(-1) >= 2)
         & (rel_spread < RADIUS_TOLERANCE)
-        & (cos < ANGLE_TOLERANCE)
+        & ~off_radius
         & (off_plane < PLANE_TOLERANCE)
         & (length >= MIN_LENGTH)
         & (length <= MAX_LENGTH)
@@ -106,7 +109,7 @@ def fit_tethers(states: torch.Tensor, mask: torch.Tensor) -> Tether:
     frame (the radius is perpendicular to the velocity) and (p_t - p_0) . c = (|p_t|^2 - |p_0|^2) / 2
     (equal distances). A body is tethered when the result holds to float precision
     (`_circle_holds`): its distances from c agree within RADIUS_TOLERANCE, each moving frame's
-    velocity is perpendicular to its radius within ANGLE_TOLERANCE, the positions lie in the plane
+    velocity is perpendicular to its radius within ANGLE_TOLERANCE (or RADIAL_SPEED_TOLERANCE), the positions lie in the plane
     within PLANE_TOLERANCE, and the radius is within [MIN_LENGTH, MAX_LENGTH]; bodies that never
     move (fewer than two frames at MIN_SPEED) are free. A body that is not is then tried against
     each body tethered to a fixed centre, in that body's frame (relative positions and velocities,
