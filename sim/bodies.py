@@ -30,8 +30,12 @@ def _objects(p: dict, first_shape: str | None = None, upright: bool = False) -> 
     diameter; for the other shapes, where `upright` (they stay so: drop) twice their centre's
     height above their lowest point, else NaN; the primary's shape is `first_shape` where p has
     none (push: a cube)"""
+    def extent(o: dict) -> float:
+        if o["shape"] == "sphere":
+            return o["size"]
+        return 2 * half_height(o["shape"], o["size"]) if upright else float("nan")
+
     objects = [{**p, "shape": p.get("shape", first_shape)}, *p.get("others", [])]
-    extent = lambda o: o["size"] if o["shape"] == "sphere" else 2 * half_height(o["shape"], o["size"]) if upright else float("nan")  # noqa: E731
     return [(extent(o), o["mass"]) for o in objects]
 
 
