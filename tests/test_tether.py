@@ -122,9 +122,9 @@ def test_tethered_pendulum_under_gravity_swings_as_simulated():
 
 def test_a_slowly_starting_inner_bob_is_tethered():
     """A double pendulum released with its inner rod near the vertical: the inner bob starts at a
-    few cm/s and its centre, fit from millimetres of arc, leaves its velocity 1e-5 off the
-    perpendicular, which the angle alone rejected (the bob then fell as a free body, 0.7 m off);
-    its speed along the radius, under a micrometre per second, is the simulator's hinge. (A training
+    few cm/s and its centre, fit from millimetres of arc, leaves its velocity just over
+    ANGLE_TOLERANCE off the perpendicular, which the angle alone rejected (the bob then fell as a
+    free body); its speed along the radius, under RADIAL_SPEED_TOLERANCE, is the simulator's hinge. (A training
     episode's parameters, to the digit: rounded, this one passes the angle alone, so near the edge it is.)"""
     pend = sim.simulate("pendulum", {"links": 2, "length": 0.6516690578900386, "angle_deg": 10.871267550883331, "angle2_deg": 39.93766964062428, "mass": 1.6027289834247354, "size": 0.10040453509814987, "damping": 0.011744194792273177}, seconds=0.3, render=False)
     t = first(tethers(pend))

@@ -109,7 +109,8 @@ def fit_tethers(states: torch.Tensor, mask: torch.Tensor) -> Tether:
     frame (the radius is perpendicular to the velocity) and (p_t - p_0) . c = (|p_t|^2 - |p_0|^2) / 2
     (equal distances). A body is tethered when the result holds to float precision
     (`_circle_holds`): its distances from c agree within RADIUS_TOLERANCE, each moving frame's
-    velocity is perpendicular to its radius within ANGLE_TOLERANCE (or RADIAL_SPEED_TOLERANCE), the positions lie in the plane
+    velocity is perpendicular to its radius within ANGLE_TOLERANCE (or, at SWING_SPEED or faster,
+    moves along it slower than RADIAL_SPEED_TOLERANCE), the positions lie in the plane
     within PLANE_TOLERANCE, and the radius is within [MIN_LENGTH, MAX_LENGTH]; bodies that never
     move (fewer than two frames at MIN_SPEED) are free. A body that is not is then tried against
     each body tethered to a fixed centre, in that body's frame (relative positions and velocities,
