@@ -28,7 +28,7 @@ import worldmodel
 from rest_drift import add_gate_options
 
 BASELINES = ("copy_last", "constant_velocity", "constant_acceleration")
-KNOB_SUFFIX = {"gate_override": "g", "override_reach": "r", "free_flight_tolerance": "f", "free_swing": "s", "accel_tolerance": "a", "release_reach": "rel"}  # the evaluation folder's name for each knob set
+KNOB_SUFFIX = {"gate_override": "g", "override_reach": "r", "free_flight_tolerance": "f", "free_swing": "s", "floor_support": "fl", "accel_tolerance": "a", "release_reach": "rel"}  # the evaluation folder's name for each knob set
 
 
 def command(name: str, *args: str) -> dict:

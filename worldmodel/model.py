@@ -85,6 +85,8 @@ POINTER_ROUNDING = 0.006  # property units: ... or within this of it (a damping 
 CONTACT_EPS = 0.001  # m: added in quadrature to a contact's half-chord, so a graze's contact time has a bounded gradient (`WorldModel.contact_impulse`)
 FAR_GAP = 100.0  # m: the contact gap of a body with no other tracked body
 FALL_SPEED = 0.05  # m/s: a body falls towards the floor (and may hit it) faster than this (`WorldModel.within_reach`)
+FLOOR_TOLERANCE = 0.005  # m: a body whose centre is within this of its radius above the floor stands or slides on it (`WorldModel.on_floor_alone`)
+FLOOR_SPEED = 0.3  # m/s: a body standing or sliding on the floor moves up or down slower than this (`WorldModel.on_floor_alone`)
 VELOCITY, STEADY = slice(3, 6), slice(9, 12)  # the dynamics features' velocity (vel_scale units) and steady velocity change (step_vel_scale units) (`WorldModel.dynamics_features`)
 TETHERED = -1  # the dynamics features' last column: 1 where the body is tethered (`tether_features`)
 DYNAMICS_OUT = 19  # per body and frame: the moving step's mean (6) and log-std (6), the resting step's log-std (6), the gate's keep logit (`StepDistribution`)
@@ -855,8 +857,8 @@ class WorldModel(nn.Module):
         unit normal n at that moment (from i to j), i's velocity changes by
         -(1 + e) m_j / (m_i + m_j) c n, e the mean of their restitutions: momentum is conserved and
         the closing speed becomes e c apart. A body falling onto the floor (z = 0) bounces: its
-        vertical velocity v_z becomes -e v_z, and Coulomb friction (its friction mu: the scene sets
-        one for body and floor alike) takes up to mu (1 + e) |v_z| off its horizontal velocity,
+        vertical velocity v_z at the floor becomes -e v_z, and Coulomb friction (its friction mu:
+        the scene sets one for body and floor alike) takes up to mu (1 + e) |v_z| off its horizontal velocity,
         never reversing it (a body that stops slipping keeps what is left as rolling or stops; the
         head learns which). Each impulse acts for the part of the frame after its
         contact, and all of it lands in the one frame that holds the contact (a hit at a frame's
@@ -866,7 +868,12 @@ class WorldModel(nn.Module):
         (a stack at rest, a box on the floor) get nothing: the dynamics head learns resting
         contact, friction and spin as corrections to this. A driven body (driven logit > 0: its
         servo holds it to the actions' command) counts as infinitely heavy: it takes no impulse
-        and does not bounce, and a free body it hits takes the whole exchange."""
+        and does not bounce, and a free body it hits takes the whole exchange. A body falling
+        faster than one frame of gravity gives (g dt) is in free fall onto the floor: gravity
+        speeds it up over the height left, so it lands sooner and faster than its starting
+        velocity says, v_z^2 = v_0^2 + 2 g h (with the prior's gravity step, the frame then ends
+        exactly where a bouncing ball does; at its starting velocity a fast fall reached the floor
+        a frame late, from below it, and bounced short)."""
         cfg = self.cfg
         dt = 1.0 / cfg.fps
         p, v = cur[..., :3], cur[..., 3:]
@@ -895,9 +902,12 @@ class WorldModel(nn.Module):
         dv = -(hit[..., None] * normal).sum(-2)  # (..., N, 3)
         dx = -((hit * (dt - t_hit))[..., None] * normal).sum(-2)  # (..., N, 3) m by the frame's end
         fall = (-v[..., 2]).clamp(min=0)  # (..., N) m/s towards the floor
-        t_floor = (p[..., 2] - radius) / fall.clamp(min=1e-6)  # s: when the body's bottom reaches z = 0
+        g = -GRAVITY[2]  # m/s^2
+        free_fall = fall > g * dt
+        impact = torch.where(free_fall, (fall.square() + 2 * g * (p[..., 2] - radius).clamp(min=0)).clamp(min=1e-12).sqrt(), fall)  # (..., N) m/s at the floor
+        t_floor = torch.where(free_fall, (impact - fall) / g, (p[..., 2] - radius) / fall.clamp(min=1e-6))  # s: when the body's bottom reaches z = 0
         lands = mask & ~driven & (fall > 0) & (t_floor < dt)
-        bounce = (1 + restitution) * fall * lands  # (..., N) m/s upwards
+        bounce = (1 + restitution) * impact * lands  # (..., N) m/s upwards
         slide = v[..., :2]  # (..., N, 2) m/s horizontal
         speed = slide.norm(dim=-1).clamp(min=1e-6)
         brake = torch.minimum(friction * bounce, speed)  # (..., N) m/s: Coulomb's bound on the tangential impulse, at most a stop
@@ -958,7 +968,55 @@ class WorldModel(nn.Module):
         plus the frame's `closed_form_step` (bodies, mask, tether as there; closed: that step, where
         the caller has it), tethered bodies kept on their circles (`tether_step`)."""
         closed = self.closed_form_step(cur, bodies, mask, tether) if closed is None else closed
-        return tether_step(cur, self.step_states(cur, steps + closed), tether, 1.0 / self.cfg.fps)
+        if not self.cfg.floor_support > 0:
+            return tether_step(cur, self.step_states(cur, steps + closed), tether, 1.0 / self.cfg.fps)
+        free = mask & (bodies[..., DRIVEN] <= 0)  # (..., N) tracked, neither driven ...
+        if tether is not None:
+            free = free & ~tether.on  # ... nor tethered
+        steps = self.floor_friction(cur, steps, bodies[..., 0], free, mask)
+        return self.floor_hold(tether_step(cur, self.step_states(cur, steps + closed), tether, 1.0 / self.cfg.fps), bodies[..., 0], free)
+
+    def floor_friction(self, cur: torch.Tensor, steps: torch.Tensor, radius: torch.Tensor, free: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The head's steps (..., N, 6) with those of the free bodies (free (..., N) bool: tracked,
+        neither driven nor tethered) that slide or stand on the floor alone (`on_floor_alone`)
+        limited to what friction can do: it slows a body's horizontal velocity, never speeds it up
+        or turns it back. Such a step keeps the head's vertical part and the direction of its
+        horizontal velocity, its speed at most the frame's start's (0 where it would turn back), and
+        moves the body by the mean of the two velocities over the frame (a constant deceleration).
+        cur (..., N, 6) SI the frame's start; radius (..., N) m (`body_properties`). The frame's
+        closed-form step (a hit, a landing) is added after, unlimited. mask (..., N) bool: the tracked bodies."""
+        dt = 1.0 / self.cfg.fps
+        learnt = self.step_states(cur, steps)  # (..., N, 6) where the head's step alone takes them
+        sliding = self.on_floor_alone(cur, learnt, radius, free, mask)
+        v0, v1 = cur[..., 3:5], learnt[..., 3:5]  # (..., N, 2) m/s horizontal
+        onward = (v0 * v1).sum(-1) > 0
+        scale = torch.where(onward, (v0.norm(dim=-1) / v1.norm(dim=-1).clamp(min=1e-9)).clamp(max=1.0), torch.zeros_like(radius))
+        v1 = v1 * scale[..., None]
+        limited = torch.cat([cur[..., :2] + (v0 + v1) * dt / 2, learnt[..., 2:3], v1, learnt[..., 5:6]], dim=-1)
+        return torch.where(sliding[..., None], self.step_targets(cur, limited), steps)
+
+    def on_floor_alone(self, cur: torch.Tensor, nxt: torch.Tensor, radius: torch.Tensor, free: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(..., N) bool: the free bodies whose bottom is on the floor (their centre within
+        FLOOR_TOLERANCE of their radius above it) at the frame's start and end, cur and nxt (...,
+        N, 6) SI, that neither fall onto it nor leave it faster than FLOOR_SPEED, and that no other
+        tracked body (mask (..., N) bool) comes within `override_reach` of during the frame:
+        nothing but the floor touches them."""
+        dt = 1.0 / self.cfg.fps
+        low = (cur[..., 2] - radius <= FLOOR_TOLERANCE) & (nxt[..., 2] - radius <= FLOOR_TOLERANCE)
+        level = (cur[..., 5].abs() < FLOOR_SPEED) & (nxt[..., 5].abs() < FLOOR_SPEED)
+        alone = self.body_gap(cur, radius, mask, dt) > self.cfg.override_reach
+        return free & low & level & alone
+
+    @staticmethod
+    def floor_hold(nxt: torch.Tensor, radius: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+        """nxt (..., N, 6) SI with every free body (free (..., N) bool) that ends the frame below its
+        radius (`body_properties`) put back on the floor, its downward velocity taken away: the
+        floor holds bodies up (a landing's bounce is the closed-form step's, in the frame that
+        reaches the floor)."""
+        below = free & (nxt[..., 2] < radius)
+        z = torch.where(below, radius, nxt[..., 2])
+        vz = torch.where(below, nxt[..., 5].clamp(min=0), nxt[..., 5])
+        return torch.cat([nxt[..., :2], z[..., None], nxt[..., 3:5], vz[..., None]], dim=-1)
 
     def closed_form_step(self, cur: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor, tether: Tether | None = None) -> torch.Tensor:
         """The part of a frame's step (..., N, 6) in step units that physics gives in closed form,
