@@ -134,15 +134,18 @@ class ModelConfig:
     correction say (`WorldModel.block_dynamics`): nothing else acts on it there, and out of the
     training ranges (a wider swing) the learnt corrections bend it back towards them. 0: never
     (the gate's step, as any other body's)"""
-    floor_support: float = 1.0
+    floor_support: float = 0.0
     """> 0: the floor holds up and only slows the free bodies (neither driven nor tethered): one
     that would end a frame below its radius is put back on the floor, its downward velocity taken
     away, and one sliding or standing on it that no other tracked body comes within
     `override_reach` of takes a step that never speeds its horizontal velocity up or turns it back
     (friction's; a hit's and a landing's closed-form steps are added unlimited), whatever the head
-    says (`WorldModel.advance`): off a landing the learnt step sank bodies into the floor and
-    sped resting ones up sideways, which the constant-acceleration prior then carried on. 0: never
-    (the head's step as it is)"""
+    says (`WorldModel.advance`); and a body falling faster than g dt lands under gravity in the
+    closed-form bounce (`WorldModel.contact_impulse`). Off a landing the learnt step sank bodies
+    into the floor and sped resting ones up sideways, which the constant-acceleration prior then
+    carried on. 0 (the default): never. Off by default because RL fine-tuning reads each drawn step
+    back from a rollout's states, and a step the floor changed is not one the head drew: its
+    log-density under a narrow resting spread made every policy update non-finite (README)"""
     accel_tolerance: float = 0.002
     """m/s per frame: the gate never keeps the prior's step for a body whose steady velocity change
     exceeds this (it accelerates) while it is within `override_reach` of a contact or within

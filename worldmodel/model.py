@@ -868,8 +868,9 @@ class WorldModel(nn.Module):
         (a stack at rest, a box on the floor) get nothing: the dynamics head learns resting
         contact, friction and spin as corrections to this. A driven body (driven logit > 0: its
         servo holds it to the actions' command) counts as infinitely heavy: it takes no impulse
-        and does not bounce, and a free body it hits takes the whole exchange. A body falling
-        faster than one frame of gravity gives (g dt) is in free fall onto the floor: gravity
+        and does not bounce, and a free body it hits takes the whole exchange. With
+        `floor_support` on, a body falling faster than one frame of gravity gives (g dt) is in
+        free fall onto the floor: gravity
         speeds it up over the height left, so it lands sooner and faster than its starting
         velocity says, v_z^2 = v_0^2 + 2 g h (with the prior's gravity step, the frame then ends
         exactly where a bouncing ball does; at its starting velocity a fast fall reached the floor
@@ -903,7 +904,7 @@ class WorldModel(nn.Module):
         dx = -((hit * (dt - t_hit))[..., None] * normal).sum(-2)  # (..., N, 3) m by the frame's end
         fall = (-v[..., 2]).clamp(min=0)  # (..., N) m/s towards the floor
         g = -GRAVITY[2]  # m/s^2
-        free_fall = fall > g * dt
+        free_fall = (fall > g * dt) & (self.cfg.floor_support > 0)
         impact = torch.where(free_fall, (fall.square() + 2 * g * (p[..., 2] - radius).clamp(min=0)).clamp(min=1e-12).sqrt(), fall)  # (..., N) m/s at the floor
         t_floor = torch.where(free_fall, (impact - fall) / g, (p[..., 2] - radius) / fall.clamp(min=1e-6))  # s: when the body's bottom reaches z = 0
         lands = mask & ~driven & (fall > 0) & (t_floor < dt)
@@ -990,7 +991,8 @@ class WorldModel(nn.Module):
         sliding = self.on_floor_alone(cur, learnt, radius, free, mask)
         v0, v1 = cur[..., 3:5], learnt[..., 3:5]  # (..., N, 2) m/s horizontal
         onward = (v0 * v1).sum(-1) > 0
-        scale = torch.where(onward, (v0.norm(dim=-1) / v1.norm(dim=-1).clamp(min=1e-9)).clamp(max=1.0), torch.zeros_like(radius))
+        speed = lambda v: v.square().sum(-1).clamp(min=1e-12).sqrt()  # noqa: E731  (..., N) m/s, with a finite gradient at rest
+        scale = torch.where(onward, (speed(v0) / speed(v1)).clamp(max=1.0), torch.zeros_like(radius))
         v1 = v1 * scale[..., None]
         limited = torch.cat([cur[..., :2] + (v0 + v1) * dt / 2, learnt[..., 2:3], v1, learnt[..., 5:6]], dim=-1)
         return torch.where(sliding[..., None], self.step_targets(cur, limited), steps)
