@@ -870,11 +870,10 @@ class WorldModel(nn.Module):
         servo holds it to the actions' command) counts as infinitely heavy: it takes no impulse
         and does not bounce, and a free body it hits takes the whole exchange. With
         `floor_support` on, a body falling faster than one frame of gravity gives (g dt) is in
-        free fall onto the floor: gravity
-        speeds it up over the height left, so it lands sooner and faster than its starting
-        velocity says, v_z^2 = v_0^2 + 2 g h (with the prior's gravity step, the frame then ends
-        exactly where a bouncing ball does; at its starting velocity a fast fall reached the floor
-        a frame late, from below it, and bounced short)."""
+        free fall onto the floor: gravity speeds it up over the height left, so it lands sooner
+        and faster than its starting velocity says, v_z^2 = v_0^2 + 2 g h (with the prior's
+        gravity step, the frame then ends exactly where a bouncing ball does; at its starting
+        velocity a fast fall reaches the floor a frame late, from below it, and bounces short)."""
         cfg = self.cfg
         dt = 1.0 / cfg.fps
         p, v = cur[..., :3], cur[..., 3:]
@@ -991,7 +990,7 @@ class WorldModel(nn.Module):
         sliding = self.on_floor_alone(cur, learnt, radius, free, mask)
         v0, v1 = cur[..., 3:5], learnt[..., 3:5]  # (..., N, 2) m/s horizontal
         onward = (v0 * v1).sum(-1) > 0
-        speed = lambda v: v.square().sum(-1).clamp(min=1e-12).sqrt()  # noqa: E731  (..., N) m/s, with a finite gradient at rest
+        speed = lambda v: v.square().sum(-1).clamp(min=1e-12).sqrt()  # noqa: E731  (..., N) m/s
         scale = torch.where(onward, (speed(v0) / speed(v1)).clamp(max=1.0), torch.zeros_like(radius))
         v1 = v1 * scale[..., None]
         limited = torch.cat([cur[..., :2] + (v0 + v1) * dt / 2, learnt[..., 2:3], v1, learnt[..., 5:6]], dim=-1)
