@@ -546,22 +546,38 @@ def test_contact_impulse_of_a_head_on_hit_conserves_momentum_and_restitutes_the_
     torch.testing.assert_close(nxt[2], model.step_states(cur[2], torch.zeros(6)))  # untracked: free
 
 
-def gravity_step(cfg, n: int = 1) -> torch.Tensor:
-    """(n, 6) the prior's step of a body in free flight (step units): gravity's alone, on the parabola"""
+def gravity_step(cfg) -> torch.Tensor:
+    """(1, 6) the prior's step of a body in free flight (step units): gravity's alone, on the parabola"""
     dt, g = 1.0 / cfg.fps, 9.81
-    return torch.tensor([[0.0, 0.0, -g * dt**2 / 2 / cfg.step_pos_scale, 0.0, 0.0, -g * dt / cfg.step_vel_scale]] * n)
+    return torch.tensor([[0.0, 0.0, -g * dt**2 / 2 / cfg.step_pos_scale, 0.0, 0.0, -g * dt / cfg.step_vel_scale]])
 
 
-def test_contact_impulse_bounces_off_the_floor_and_leaves_resting_and_parting_bodies_alone(cfg):
-    """A ball of radius 0.1 m falling at 1 m/s from 11 cm reaches the floor 0.01 s into the frame
-    and leaves it at e x 1 m/s; boxes resting on each other and on the floor, or balls moving
-    apart, get no impulse."""
-    model = wm.WorldModel(cfg)
-    dt, e = 1.0 / cfg.fps, 0.6
+def landing(cfg, support: float) -> tuple[torch.Tensor, float, float, float]:
+    """A ball of radius 0.1 m falling at 1 m/s from 11 cm, with `floor_support` off or on: (the
+    step the head adds, the speed v at the floor, the time after the bounce to the frame's end,
+    gravity within the frame). Off, the step is 0 and it lands at its starting velocity 0.01 s
+    into the frame; on, the step is gravity's (it falls freely) and it lands at sqrt(1 + 2 g
+    0.01), (v - 1) / g into the frame."""
+    dt, g = 1.0 / cfg.fps, 9.81
+    if not support:
+        return torch.zeros(1, 6), 1.0, dt - 0.01, 0.0
+    v = math.sqrt(1.0 + 2 * g * 0.01)
+    return gravity_step(cfg), v, dt - (v - 1.0) / g, g
+
+
+@pytest.mark.parametrize("support", [0.0, 1.0])
+def test_contact_impulse_bounces_off_the_floor_and_leaves_resting_and_parting_bodies_alone(cfg, support):
+    """A ball of radius 0.1 m falling at 1 m/s from 11 cm reaches the floor at v (`landing`) and
+    ends the frame where a ball bouncing at e v does: rising at e v - g (dt - t), e v (dt - t) -
+    g (dt - t)^2 / 2 above its radius (off, without gravity's step: e x 1 m/s); boxes resting on
+    each other and on the floor, or balls moving apart, get no impulse."""
+    model = wm.WorldModel(dataclasses.replace(cfg, floor_support=support))
+    e = 0.6
+    step, v, after, g = landing(cfg, support)
     ball = torch.tensor([[0.0, 0.0, 0.11, 0.0, 0.0, -1.0]])
-    nxt = model.advance(ball, torch.zeros(1, 6), ball_bodies((0.1,), (1.0,), (e,)), torch.tensor([True]))
-    assert nxt[0, 5].item() == pytest.approx(e * 1.0, abs=1e-3)
-    assert nxt[0, 2].item() == pytest.approx(0.11 - 1.0 * 0.01 + e * (dt - 0.01), abs=1e-4)
+    nxt = model.advance(ball, step, ball_bodies((0.1,), (1.0,), (e,)), torch.tensor([True]))
+    assert nxt[0, 5].item() == pytest.approx(e * v - g * after, abs=1e-4 if support else 1e-3)
+    assert nxt[0, 2].item() == pytest.approx(0.1 + e * v * after - g * after**2 / 2, abs=1e-5 if support else 1e-4)
     stack = torch.tensor([[0.0, 0.0, 0.05, 0.0, 0.0, 0.0], [0.0, 0.0, 0.15, 0.0, 0.0, 0.0]])  # touching, at rest
     parting = torch.tensor([[0.0, 0.0, 1.0, -1.0, 0.0, 0.0], [0.19, 0.0, 1.0, 1.0, 0.0, 0.0]])  # overlapping, moving apart
     bodies = ball_bodies((0.05, 0.05), (1.0, 1.0), (e, e))
@@ -569,61 +585,24 @@ def test_contact_impulse_bounces_off_the_floor_and_leaves_resting_and_parting_bo
         torch.testing.assert_close(model.contact_impulse(cur, bodies if cur is stack else ball_bodies((0.1, 0.1), (1.0, 1.0), (e, e)), torch.ones(2, dtype=torch.bool)), torch.zeros(2, 6))
 
 
-
-def test_with_floor_support_a_fast_fall_lands_under_gravity_and_ends_the_frame_where_a_bouncing_ball_does(cfg):
-    """A ball of radius 0.1 m falling freely at 1 m/s from 11 cm (gravity's step its own) reaches
-    the floor at v = sqrt(1 + 2 g 0.01) m/s, (v - 1) / g into the frame, and ends it where a ball
-    bouncing at e v does: rising at e v - g (dt - t), e v (dt - t) - g (dt - t)^2 / 2 above its
-    radius. (Off, the impact is at the starting speed: `test_contact_impulse_bounces_off_the_floor_...`.)"""
-    model = wm.WorldModel(dataclasses.replace(cfg, floor_support=1.0))
-    dt, e, g = 1.0 / cfg.fps, 0.6, 9.81
-    ball = torch.tensor([[0.0, 0.0, 0.11, 0.0, 0.0, -1.0]])
-    nxt = model.advance(ball, gravity_step(cfg), ball_bodies((0.1,), (1.0,), (e,)), torch.tensor([True]))
-    v = math.sqrt(1.0 + 2 * g * 0.01)
-    after = dt - (v - 1.0) / g  # s from the bounce to the frame's end
-    assert nxt[0, 5].item() == pytest.approx(e * v - g * after, abs=1e-4)
-    assert nxt[0, 2].item() == pytest.approx(0.1 + e * v * after - g * after**2 / 2, abs=1e-5)
-
-
-def test_a_landing_body_loses_horizontal_speed_to_coulomb_friction_and_is_never_turned_back(cfg):
-    """A ball of radius 0.1 m, 11 cm up, falling at 1 m/s and sliding at 2 m/s along (0.6, -0.8),
-    friction 0.3, restitution 0.6, lands 0.01 s into the frame: the floor's normal impulse is
-    (1 + e) x 1 m/s, so friction takes 0.3 x 1.6 = 0.48 m/s off its slide, along the slide, for
-    the rest of the frame. With friction 5 the bound (8 m/s) exceeds the slide: it stops, not
-    reversed. A body sliding on the floor without falling onto it gets nothing (that is the head's)."""
-    model = wm.WorldModel(cfg)
+@pytest.mark.parametrize("support", [0.0, 1.0])
+def test_a_landing_body_loses_horizontal_speed_to_coulomb_friction_and_is_never_turned_back(cfg, support):
+    """The ball of `landing`, also sliding at 2 m/s along (0.6, -0.8), friction 0.3, restitution
+    0.6: the floor's normal impulse is (1 + e) v, so friction takes 0.3 x 1.6 v off its slide
+    (0.48 m/s off), along the slide, for the rest of the frame. With friction 5 the bound exceeds
+    the slide: it stops, not reversed. A body sliding on the floor without falling onto it gets
+    nothing (that is the head's)."""
+    model = wm.WorldModel(dataclasses.replace(cfg, floor_support=support))
     dt, e, mask = 1.0 / cfg.fps, 0.6, torch.tensor([True])
+    step, v, after, g = landing(cfg, support)
     ball = torch.tensor([[0.0, 0.0, 0.11, 1.2, -1.6, -1.0]])
     direction = torch.tensor([0.6, -0.8])
-    nxt = model.advance(ball, torch.zeros(1, 6), ball_bodies((0.1,), (1.0,), (e,), friction=[0.3]), mask)
-    torch.testing.assert_close(nxt[0, 3:5], (2.0 - 0.48) * direction)
-    torch.testing.assert_close(nxt[0, :2], 2.0 * dt * direction - 0.48 * (dt - 0.01) * direction)
-    assert nxt[0, 5].item() == pytest.approx(e * 1.0, abs=1e-3)  # the bounce is unchanged
-    stuck = model.advance(ball, torch.zeros(1, 6), ball_bodies((0.1,), (1.0,), (e,), friction=[5.0]), mask)
-    torch.testing.assert_close(stuck[0, 3:5], torch.zeros(2), atol=1e-5, rtol=0)
-    sliding = torch.tensor([[0.0, 0.0, 0.1, 2.0, 0.0, 0.0]])  # on the floor, not falling
-    torch.testing.assert_close(model.contact_impulse(sliding, ball_bodies((0.1,), (1.0,), (e,), friction=[0.3]), mask), torch.zeros(1, 6))
-
-
-
-def test_with_floor_support_a_landing_body_falls_under_gravity_and_loses_speed_to_coulomb_friction(cfg):
-    """A ball of radius 0.1 m, 11 cm up, falling freely at 1 m/s and sliding at 2 m/s along (0.6,
-    -0.8), friction 0.3, restitution 0.6, lands at v = sqrt(1 + 2 g 0.01) m/s, t = (v - 1) / g
-    into the frame: the floor's normal impulse is (1 + e) v, so friction takes 0.3 x 1.6 v off its
-    slide, along the slide, for the rest of the frame. With friction 5 the bound exceeds the slide:
-    it stops, not reversed. A body sliding on the floor without falling onto it gets nothing (that
-    is the head's)."""
-    model = wm.WorldModel(dataclasses.replace(cfg, floor_support=1.0))
-    dt, e, g, mask = 1.0 / cfg.fps, 0.6, 9.81, torch.tensor([True])
-    ball = torch.tensor([[0.0, 0.0, 0.11, 1.2, -1.6, -1.0]])
-    direction = torch.tensor([0.6, -0.8])
-    v = math.sqrt(1.0 + 2 * g * 0.01)
-    brake, after = 0.3 * 1.6 * v, dt - (v - 1.0) / g
-    nxt = model.advance(ball, gravity_step(cfg), ball_bodies((0.1,), (1.0,), (e,), friction=[0.3]), mask)
+    brake = 0.3 * 1.6 * v
+    nxt = model.advance(ball, step, ball_bodies((0.1,), (1.0,), (e,), friction=[0.3]), mask)
     torch.testing.assert_close(nxt[0, 3:5], (2.0 - brake) * direction)
     torch.testing.assert_close(nxt[0, :2], 2.0 * dt * direction - brake * after * direction)
-    assert nxt[0, 5].item() == pytest.approx(e * v - g * after, abs=1e-4)  # the bounce is unchanged
-    stuck = model.advance(ball, gravity_step(cfg), ball_bodies((0.1,), (1.0,), (e,), friction=[5.0]), mask)
+    assert nxt[0, 5].item() == pytest.approx(e * v - g * after, abs=1e-4 if support else 1e-3)  # the bounce is unchanged
+    stuck = model.advance(ball, step, ball_bodies((0.1,), (1.0,), (e,), friction=[5.0]), mask)
     torch.testing.assert_close(stuck[0, 3:5], torch.zeros(2), atol=1e-5, rtol=0)
     sliding = torch.tensor([[0.0, 0.0, 0.1, 2.0, 0.0, 0.0]])  # on the floor, not falling
     torch.testing.assert_close(model.contact_impulse(sliding, ball_bodies((0.1,), (1.0,), (e,), friction=[0.3]), mask), torch.zeros(1, 6))

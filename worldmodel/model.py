@@ -968,13 +968,14 @@ class WorldModel(nn.Module):
         plus the frame's `closed_form_step` (bodies, mask, tether as there; closed: that step, where
         the caller has it), tethered bodies kept on their circles (`tether_step`)."""
         closed = self.closed_form_step(cur, bodies, mask, tether) if closed is None else closed
-        if not self.cfg.floor_support > 0:
-            return tether_step(cur, self.step_states(cur, steps + closed), tether, 1.0 / self.cfg.fps)
-        free = mask & (bodies[..., DRIVEN] <= 0)  # (..., N) tracked, neither driven ...
-        if tether is not None:
-            free = free & ~tether.on  # ... nor tethered
-        steps = self.floor_friction(cur, steps, bodies[..., 0], free, mask)
-        return self.floor_hold(tether_step(cur, self.step_states(cur, steps + closed), tether, 1.0 / self.cfg.fps), bodies[..., 0], free)
+        support = self.cfg.floor_support > 0
+        if support:
+            free = mask & (bodies[..., DRIVEN] <= 0)  # (..., N) tracked, neither driven ...
+            if tether is not None:
+                free = free & ~tether.on  # ... nor tethered
+            steps = self.floor_friction(cur, steps, bodies[..., 0], free, mask)
+        nxt = tether_step(cur, self.step_states(cur, steps + closed), tether, 1.0 / self.cfg.fps)
+        return self.floor_hold(nxt, bodies[..., 0], free) if support else nxt
 
     def floor_friction(self, cur: torch.Tensor, steps: torch.Tensor, radius: torch.Tensor, free: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The head's steps (..., N, 6) with those of the free bodies (free (..., N) bool: tracked,
@@ -990,8 +991,7 @@ class WorldModel(nn.Module):
         sliding = self.on_floor_alone(cur, learnt, radius, free, mask)
         v0, v1 = cur[..., 3:5], learnt[..., 3:5]  # (..., N, 2) m/s horizontal
         onward = (v0 * v1).sum(-1) > 0
-        speed = lambda v: v.square().sum(-1).clamp(min=1e-12).sqrt()  # noqa: E731  (..., N) m/s
-        scale = torch.where(onward, (speed(v0) / speed(v1)).clamp(max=1.0), torch.zeros_like(radius))
+        scale = torch.where(onward, (v0.norm(dim=-1) / v1.norm(dim=-1).clamp(min=1e-9)).clamp(max=1.0), torch.zeros_like(radius))
         v1 = v1 * scale[..., None]
         limited = torch.cat([cur[..., :2] + (v0 + v1) * dt / 2, learnt[..., 2:3], v1, learnt[..., 5:6]], dim=-1)
         return torch.where(sliding[..., None], self.step_targets(cur, limited), steps)
