@@ -902,10 +902,12 @@ class WorldModel(nn.Module):
         dv = -(hit[..., None] * normal).sum(-2)  # (..., N, 3)
         dx = -((hit * (dt - t_hit))[..., None] * normal).sum(-2)  # (..., N, 3) m by the frame's end
         fall = (-v[..., 2]).clamp(min=0)  # (..., N) m/s towards the floor
-        g = -GRAVITY[2]  # m/s^2
-        free_fall = (fall > g * dt) & (self.cfg.floor_support > 0)
-        impact = torch.where(free_fall, (fall.square() + 2 * g * (p[..., 2] - radius).clamp(min=0)).clamp(min=1e-12).sqrt(), fall)  # (..., N) m/s at the floor
-        t_floor = torch.where(free_fall, (impact - fall) / g, (p[..., 2] - radius) / fall.clamp(min=1e-6))  # s: when the body's bottom reaches z = 0
+        impact, t_floor = fall, (p[..., 2] - radius) / fall.clamp(min=1e-6)  # m/s at the floor; s: when the body's bottom reaches z = 0
+        if self.cfg.floor_support > 0:  # a free fall lands under gravity
+            g = -GRAVITY[2]  # m/s^2
+            free_fall = fall > g * dt
+            impact = torch.where(free_fall, (fall.square() + 2 * g * (p[..., 2] - radius).clamp(min=0)).clamp(min=1e-12).sqrt(), fall)
+            t_floor = torch.where(free_fall, (impact - fall) / g, t_floor)
         lands = mask & ~driven & (fall > 0) & (t_floor < dt)
         bounce = (1 + restitution) * impact * lands  # (..., N) m/s upwards
         slide = v[..., :2]  # (..., N, 2) m/s horizontal
