@@ -38,6 +38,7 @@ from safetensors import SafetensorError
 from rlpf.queries import FAMILIES
 from rlpf.rewards import TERMS
 from sim.params import ParamError
+from worldmodel.config import GATE_KNOBS, knob_error
 from worldmodel.train import TrainError
 
 
@@ -118,6 +119,9 @@ def check_options(cfg: DictConfig) -> dict:
         model_cfg = worldmodel.load(file).cfg
     except (ValueError, OSError, RuntimeError, SafetensorError) as err:
         raise ConfigError(f"parameter 'checkpoint': {str(file)!r} cannot be loaded ({str(err).strip().splitlines()[0]}); allowed: a file written by WorldModel.save") from None
+    knobs = knob_error({knob: opts[knob] for knob in GATE_KNOBS})
+    if knobs:
+        raise ConfigError(knobs)
     if opts["context"] < model_cfg.tubelet_t:
         bad("context", f"an integer >= the model's tubelet_t={model_cfg.tubelet_t} (its first time block is given, not predicted)")
     return opts

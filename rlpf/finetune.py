@@ -73,7 +73,7 @@ RUN_KEYS = (
     "baseline", "seed", "families", "train_queries", "context", "horizon", "group_size", "queries_per_step",
     "temperature", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "beta", "step_kl_resolution", "clip",
     "ppo_epochs", "state_weight", "pixel_weight", "rollout_state_weight", "min_reward_std", "reward_weights", "answer_tolerance",
-    "buffer_alpha", "buffer_floor",
+    "buffer_alpha", "buffer_floor", *worldmodel.GATE_KNOBS,
 )
 """options that define a run: resuming into out_dir with other values is refused"""
 
@@ -230,7 +230,8 @@ def finetune(opts: dict) -> dict:
     (`rlpf.cli.check_options`)."""
     device = torch.device(opts["device"])
     out: Path = opts["out_dir"]
-    reference_model = worldmodel.load(opts["checkpoint"], device=device)
+    knobs = {knob: opts[knob] for knob in worldmodel.GATE_KNOBS}
+    reference_model = worldmodel.load(opts["checkpoint"], device=device, **knobs)
     for p in reference_model.parameters():
         p.requires_grad_(False)
     cfg = reference_model.cfg
@@ -244,7 +245,7 @@ def finetune(opts: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "run.json", run)
 
-    model = worldmodel.load(opts["checkpoint"], device=device).train()
+    model = worldmodel.load(opts["checkpoint"], device=device, **knobs).train()
     optimizer = make_optimizer(model, opts["lr"], opts["weight_decay"], opts["betas"])
     buffer = QueryBuffer(len(train_queries), opts["buffer_alpha"], opts["buffer_floor"])
     totals = {"groups": 0, "skipped_groups": 0, "skipped_updates": 0, "simulator_episodes": 0, "rollouts": 0}

@@ -8,7 +8,9 @@ two kinds of values, and both are the policy's "tokens":
   pixels  every predicted pixel value, from the frame head's discretised Gaussian (exact probability)
   steps   every predicted state's dynamics step (6 per tracked body and frame; 1 for a tethered
           body, its velocity change along the tangent, the only part its step reads), from the
-          dynamics head's Gaussian (a density): where the bodies go, what most of the reward scores
+          dynamics head's Gaussian (a density): where the bodies go, what most of the reward scores;
+          with `floor_support` on, not the steps the floor may have set (`per_step_scored`):
+          the states do not show what the head drew there
 
 Their log-probabilities are recomputed with gradient by teacher forcing the sampled episodes through
 the current model (`per_value_logprob`, `per_step_logprob`). For each kind, the loss averages over
@@ -49,14 +51,21 @@ def group_advantages(rewards: torch.Tensor, min_std: float, eps: float = 1e-8) -
     return advantages, keep
 
 
-def clipped_surrogate(logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+def clipped_surrogate(logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor, clip: float, scored: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """logp, logp_old (G, ...) per predicted value, advantages (G,) -> (the surrogate to maximise:
-    mean over values of min(ratio A, clip(ratio) A), the fraction of values whose ratio is clipped)."""
+    mean over values of min(ratio A, clip(ratio) A), the fraction of values whose ratio is clipped);
+    scored (G, ...) bool broadcast against logp: the values that count (None: all)."""
+    if scored is not None:  # a value left out has ratio 1 and no gradient, and is not averaged
+        logp = torch.where(scored, logp, logp_old)
     ratio = torch.exp(logp - logp_old)
     a = advantages.view(-1, *([1] * (logp.dim() - 1)))
     surrogate = torch.minimum(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a)
-    clipped = ((ratio - 1).abs() > clip).float().mean()
-    return surrogate.mean(), clipped
+    clipped = ((ratio - 1).abs() > clip).float()
+    if scored is None:
+        return surrogate.mean(), clipped.mean()
+    weight = scored.expand_as(surrogate).float()
+    count = weight.sum().clamp(min=1)
+    return (surrogate * weight).sum() / count, (clipped * weight).sum() / count
 
 
 def per_value_logprob(out: dict, frames: torch.Tensor, context: int) -> torch.Tensor:
@@ -84,6 +93,13 @@ def per_step_logprob(out: dict, context: int, body_mask: torch.Tensor) -> torch.
     return out["step_logprob"][:, _first_predicted(out, context) :, : int(body_mask.sum(1).max())]
 
 
+def per_step_scored(out: dict, context: int, body_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T - context, n, 1) bool: which of `per_step_logprob`'s steps the head drew, so that they
+    count: not those `floor_support` may have set (`WorldModel.set_by_floor`), whose drawn value
+    the states do not show."""
+    return ~out["step_floor"][:, _first_predicted(out, context) :, : int(body_mask.sum(1).max()), None]
+
+
 @dataclass
 class GroupStats:
     surrogate: float  # pixels + steps
@@ -99,9 +115,9 @@ def group_loss(out: dict, ref_out: dict, frames: torch.Tensor, context: int, adv
     body_mask (G, n_max) the tracked bodies (the same for every rollout of the query);
     step_kl_resolution (step units) the steps' KL's resolution (`StepDistribution.component_kl`).
 
-    logp_old: the (pixel, step) per-value log-probabilities under the policy that sampled them (None:
-    the current model is that policy, its own values detached are used). Returns (loss, (pixel, step)
-    log-probabilities detached, stats)."""
+    logp_old: the (pixel, step) per-value log-probabilities under the policy that sampled them and
+    which steps count (`per_step_scored`) (None: the current model is that policy, its own values
+    detached are used). Returns (loss, that triple, stats)."""
     logp = per_value_logprob(out, frames, context)
     old = logp.detach() if logp_old is None else logp_old[0]
     surrogate, clipped = clipped_surrogate(logp, old, advantages, clip)
@@ -109,11 +125,12 @@ def group_loss(out: dict, ref_out: dict, frames: torch.Tensor, context: int, adv
 
     step_logp = per_step_logprob(out, context, body_mask)  # (G, H, n, 6)
     step_old = step_logp.detach() if logp_old is None else logp_old[1]
-    step_surrogate, _ = clipped_surrogate(step_logp, step_old, advantages, clip)
+    scored = per_step_scored(out, context, body_mask) if logp_old is None else logp_old[2]  # (G, H, n, 1) as the sampling policy's pass had it
+    step_surrogate, _ = clipped_surrogate(step_logp, step_old, advantages, clip, scored)
     n = step_logp.shape[2]
     ref_steps = step_distribution(ref_out, context, n).map(torch.Tensor.detach)
     step_kl = step_distribution(out, context, n).component_kl(ref_steps, step_kl_resolution).mean()
 
     loss = -(surrogate + step_surrogate) + beta * (kl + step_kl)
     stats = GroupStats((surrogate + step_surrogate).item(), (kl + step_kl).item(), clipped.item(), step_surrogate.item(), step_kl.item())
-    return loss, (logp.detach(), step_logp.detach()), stats
+    return loss, (logp.detach(), step_logp.detach(), scored), stats

@@ -3,6 +3,8 @@ prioritised buffer, with real simulations and a real (tiny) world model."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ import rlpf
 import worldmodel as wm
 from rlpf import grpo, rewards
 from rlpf.queries import make_queries
-from worldmodel.model import StepDistribution, gaussian_kl
+from worldmodel.model import FLOOR_TOLERANCE, StepDistribution, gaussian_kl
 
 torch.set_num_threads(1)
 HORIZON = 6
@@ -181,6 +183,48 @@ def test_per_value_logprobs_are_the_rollouts_exact_logprob(tiny_model, env):
     assert all(env.action_space.contains(a) or np.isnan(a["answer"]).any() for a in actions)
 
 
+def test_with_floor_support_the_steps_the_floor_set_are_left_out_of_the_policys_density(tiny_model, env):
+    """The floor changes a sampled step (it holds a body up, limits a slide), so the step read back
+    from the states is not the one the head drew: its log-density under the head's narrow spread is
+    huge and negative (RL's updates went non-finite on it). Here every body reads a radius of
+    about 0.68 m, so the floor holds the collision query's balls up: those steps are marked, the
+    rollout's log-probability and the teacher-forced one both leave them out, and the steps that
+    count have ordinary densities."""
+    cfg = dataclasses.replace(tiny_model.cfg, floor_support=1.0)
+    model = wm.WorldModel(cfg)
+    model.load_state_dict(tiny_model.state_dict())
+    with torch.no_grad():
+        model.body_head.bias[0] = 0.5  # softplus: a radius of about 0.68 m for every body
+    q = env.queries[rlpf.FAMILIES.index("collision")]
+    rollouts, _ = rlpf.model_actions(model.eval(), q, samples=3, temperature=1.0, seed=0)
+    batch = wm.collate([r.episode for r in rollouts], cfg)
+    with torch.no_grad():
+        out = model(batch)
+        per_value = grpo.per_value_logprob(out, batch.frames, q.context)
+        per_step = grpo.per_step_logprob(out, q.context, batch.state_mask)  # (3, H, n, 6)
+        scored = grpo.per_step_scored(out, q.context, batch.state_mask)  # (3, H, n, 1)
+    set_by_floor = ~scored[..., 0]
+    assert set_by_floor.any() and scored.any()
+    (_, h, n, _), tt = per_step.shape, cfg.tubelet_t
+    radius = out["bodies"][..., :n, 0].repeat_interleave(tt, dim=1)[:, q.context - tt :][:, :h]  # (3, H, n) m: as each predicted frame read it
+    heights = batch.states[:, q.context - 1 :, :n, 2]  # (3, H + 1, n) m: each predicted frame's start and end
+    on_floor = (heights[:, :-1] - radius <= FLOOR_TOLERANCE) | (heights[:, 1:] - radius <= FLOOR_TOLERANCE)
+    assert torch.equal(set_by_floor, on_floor)  # the balls are free: neither driven nor tethered
+    assert per_step[set_by_floor.unsqueeze(-1).expand_as(per_step)].min() < -1e3  # read back, not drawn
+    assert per_step[scored.expand_as(per_step)].min() > -20.0
+    expected = torch.stack([r.logprob for r in rollouts])
+    torch.testing.assert_close(per_value.flatten(1).sum(1) + (per_step * scored).flatten(1).sum(1), expected, rtol=1e-5, atol=1e-2)
+    advantages = torch.tensor([1.0, -1.0, 0.0])
+    loss, old, _ = grpo.group_loss(model.train()(batch), out, batch.frames, q.context, advantages, None, clip=0.2, beta=0.1, body_mask=batch.state_mask)
+    loss.backward()
+    norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    assert torch.isfinite(norm) and torch.equal(old[2], scored)
+    with_off = wm.WorldModel(tiny_model.cfg)
+    with_off.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert not with_off(batch)["step_floor"].any()  # off: every step counts
+
+
 def test_group_loss_starts_with_zero_kl_and_moves_towards_advantaged_samples(tiny_model, env):
     model = wm.WorldModel(tiny_model.cfg)
     model.load_state_dict(tiny_model.state_dict())
@@ -190,7 +234,8 @@ def test_group_loss_starts_with_zero_kl_and_moves_towards_advantaged_samples(tin
     advantages = torch.tensor([1.0, -1.0])
     with torch.no_grad():
         ref = tiny_model(batch)
-    loss, (logp, step_logp), stats = grpo.group_loss(model(batch), ref, batch.frames, q.context, advantages, None, clip=0.2, beta=0.1, body_mask=batch.state_mask)
+    loss, old, stats = grpo.group_loss(model(batch), ref, batch.frames, q.context, advantages, None, clip=0.2, beta=0.1, body_mask=batch.state_mask)
+    logp, step_logp, _ = old
     assert stats.kl == 0.0 and stats.step_kl == 0.0 and stats.clipped == 0.0
     loss.backward()
     with torch.no_grad():
@@ -204,7 +249,7 @@ def test_group_loss_starts_with_zero_kl_and_moves_towards_advantaged_samples(tin
     # the advantaged sample gained relative to the other, in its pixels and in its states' steps
     assert after[0] - before[0] > after[1] - before[1]
     assert after_steps[0] - before_steps[0] > after_steps[1] - before_steps[1]
-    _, _, moved = grpo.group_loss(model(batch), ref, batch.frames, q.context, advantages, (logp, step_logp), clip=0.2, beta=0.1, body_mask=batch.state_mask)
+    _, _, moved = grpo.group_loss(model(batch), ref, batch.frames, q.context, advantages, old, clip=0.2, beta=0.1, body_mask=batch.state_mask)
     assert moved.kl > moved.step_kl > 0
 
 

@@ -71,6 +71,13 @@ def test_flat_groups_are_skipped_and_counted(workdir):
     assert s["groups"] == 2 and s["skipped_groups"] == 2
 
 
+def test_a_gate_knob_is_set_on_the_start_and_kept_in_the_fine_tuned_checkpoint(workdir):
+    s = last_json(run(["checkpoint=start.safetensors", "steps=1", "out_dir=runs/floor", "floor_support=1", *TINY], workdir))
+    assert wm.load(workdir / "start.safetensors").cfg.floor_support == 0.0
+    assert wm.load(s["checkpoint"]).cfg.floor_support == 1.0
+    assert json.loads((workdir / "runs/floor/run.json").read_text())["floor_support"] == 1
+
+
 def test_interrupted_run_resumes_exactly(workdir):
     args = ["checkpoint=start.safetensors", "steps=4", "ckpt_every=2", *TINY]
     whole = last_json(run([*args, "out_dir=runs/whole"], workdir))
@@ -127,6 +134,7 @@ def test_bad_input_exits_2_naming_the_parameter_and_writes_nothing(workdir):
         ("queries_per_step=9", "parameter 'queries_per_step': got 9; allowed: at most train_queries=4"),
         ("context=1", "parameter 'context': got 1; allowed: an integer >= the model's tubelet_t=2"),
         ("reward_weights.answer=-2", "parameter 'reward_weights'"),
+        ("floor_support=-1", "parameter 'floor_support': got -1; allowed: null (the checkpoint's) or a number >= 0"),
     ],
 )
 def test_bad_options_are_refused_with_the_allowed_range(workdir, override, message, monkeypatch):

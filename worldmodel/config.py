@@ -27,7 +27,16 @@ GATE_KNOBS = {
     "release_reach": "m; inf: anywhere",
 }
 """the dynamics gate's knobs (`ModelConfig` fields, each >= 0, with its unit): they change no weight,
-so `worldmodel.load` and `physfusion-evaluate` may set them on a trained checkpoint"""
+so `worldmodel.load`, `physfusion-evaluate` and `physfusion-rlpf` may set them on a trained checkpoint"""
+
+
+def knob_error(knobs: dict) -> str | None:
+    """The message naming the first of knobs (a `GATE_KNOBS` name -> a value, or None: the
+    checkpoint's) whose value is not a number >= 0; None when every one is fine."""
+    for key, v in knobs.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0):
+            return f"parameter {key!r}: got {v!r}; allowed: null (the checkpoint's) or a number >= 0 ({GATE_KNOBS[key]})"
+    return None
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from sim.episode import Episode
 import worldmodel
 from worldmodel import metrics
 from worldmodel.baselines import BASELINES
+from worldmodel.config import knob_error
 
 MODEL = "model"
 SHUFFLED, REMOVED = "model_caption_shuffled", "model_caption_removed"
@@ -94,10 +95,9 @@ def check_options(cfg: DictConfig) -> dict:
     }
     if isinstance(opts["temperature"], bool) or not isinstance(opts["temperature"], (int, float)) or not opts["temperature"] >= 0:
         raise ConfigError(f"parameter 'temperature': got {opts['temperature']!r}; allowed: a number >= 0")
-    for key, unit in worldmodel.GATE_KNOBS.items():
-        v = opts[key]
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0):
-            raise ConfigError(f"parameter {key!r}: got {v!r}; allowed: null (the checkpoint's) or a number >= 0 ({unit})")
+    knobs = knob_error({knob: opts[knob] for knob in worldmodel.GATE_KNOBS})
+    if knobs:
+        raise ConfigError(knobs)
     if not isinstance(opts["caption_ablation"], bool):
         raise ConfigError(f"parameter 'caption_ablation': got {opts['caption_ablation']!r}; allowed: true, false")
     return opts

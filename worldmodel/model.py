@@ -568,6 +568,13 @@ def undriven_if_passive(bodies: torch.Tensor, active: torch.Tensor | None) -> to
     return torch.cat([bodies[..., :DRIVEN], bodies[..., DRIVEN:].masked_fill(passive[..., None], DRIVEN_INIT)], dim=-1)
 
 
+def free_bodies(bodies: torch.Tensor, mask: torch.Tensor, tether: Tether | None) -> torch.Tensor:
+    """(..., N) bool: the tracked bodies (mask) that are neither driven (bodies (..., N,
+    BODY_COLUMNS), `body_properties`) nor tethered."""
+    free = mask & (bodies[..., DRIVEN] <= 0)
+    return free if tether is None else free & ~tether.on
+
+
 def held(steady: torch.Tensor | None, bodies: torch.Tensor) -> torch.Tensor | None:
     """The steps held on the prior's: steady (..., tt) bool the steps whose actions are the step
     before's (None: unknown, nothing held), bodies (..., N, BODY_COLUMNS) -> (..., tt, N) bool:
@@ -972,12 +979,25 @@ class WorldModel(nn.Module):
         closed = self.closed_form_step(cur, bodies, mask, tether) if closed is None else closed
         support = self.cfg.floor_support > 0
         if support:
-            free = mask & (bodies[..., DRIVEN] <= 0)  # (..., N) tracked, neither driven ...
-            if tether is not None:
-                free = free & ~tether.on  # ... nor tethered
+            free = free_bodies(bodies, mask, tether)
             steps = self.floor_friction(cur, steps, bodies[..., 0], free, mask)
         nxt = tether_step(cur, self.step_states(cur, steps + closed), tether, 1.0 / self.cfg.fps)
         return self.floor_hold(nxt, bodies[..., 0], free) if support else nxt
+
+    def set_by_floor(self, cur: torch.Tensor, nxt: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor, tether: Tether | None = None) -> torch.Tensor:
+        """(..., N) bool: the frames whose step `floor_support` may have set rather than the head
+        drawn (none when it is off): those of the free bodies (tracked, neither driven nor
+        tethered) that start or end the frame, cur and nxt (..., N, 6) SI, on the floor (their
+        centre within FLOOR_TOLERANCE of their radius above it), where `floor_friction` limits a
+        sliding body's step and `floor_hold` puts a sinking one back. What the head drew there
+        cannot be read back from the states, so the steps' log-density leaves them out (a wider
+        set than the steps the floor changed, and the same whether read from a rollout or its
+        states). bodies (..., N, BODY_COLUMNS) (`body_properties`); mask (..., N) bool the tracked bodies."""
+        if not self.cfg.floor_support > 0:
+            return torch.zeros(cur.shape[:-1], dtype=torch.bool, device=cur.device)
+        radius = bodies[..., 0]
+        low = (cur[..., 2] - radius <= FLOOR_TOLERANCE) | (nxt[..., 2] - radius <= FLOOR_TOLERANCE)
+        return free_bodies(bodies, mask, tether) & low
 
     def floor_friction(self, cur: torch.Tensor, steps: torch.Tensor, radius: torch.Tensor, free: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The head's steps (..., N, 6) with those of the free bodies (free (..., N) bool: tracked,
@@ -1246,7 +1266,8 @@ class WorldModel(nn.Module):
           state_logprob  (B, T) log-density of each frame's dynamics steps (sum over the tracked
                          bodies' 6 components, step units) as a rollout samples them: from the
                          previous frame's state in `batch.states` (a block's first frame: from the
-                         state its steps are based on); 0 for the first block and without states
+                         state its steps are based on), leaving out those `step_floor` marks; 0 for
+                         the first block and without states
           body_loss      scalar: body_weight x `body_loss` of the learnt body properties plus
                          pointer_weight x `pointer_loss` of how they were read from the caption plus
                          driven_weight x `driven_loss` of which bodies the actions drive (0 where
@@ -1261,6 +1282,9 @@ class WorldModel(nn.Module):
           step_logprob   (B, T - tt, n_max, 6) their log-density per value (`StepDistribution.log_prob`;
                          a tethered body's in component 3): summed over the tracked bodies, the
                          state_logprob of frames tt.. (None without states)
+          step_floor     (B, T - tt, n_max) bool the steps `floor_support` may have set rather than
+                         the head drawn (`set_by_floor`; all False with it off): their step_drawn
+                         is not what the head drew, and state_logprob leaves them out (None without states)
           step_impulse   (B, T - tt, n_max, 6) those frames' `closed_form_step`s (step units, detached;
                          None without states): step_drawn + step_impulse is the whole step
           bodies         (B, nb - 1, n_max, BODY_COLUMNS) each body's learnt radius m, log mass,
@@ -1354,11 +1378,12 @@ class WorldModel(nn.Module):
             tangent, change = tangential_draw(prev[:, : T - tt], known[:, tt:T], tether.unsqueeze(1), 1.0 / cfg.fps)
             along = change / cfg.step_vel_scale - (step_impulse[..., 3:] * tangent).sum(-1)
             step_logprob = frame_dist.log_prob(drawn, tangent, along)  # (B, T-tt, n_max, 6)
-            lp = (step_logprob.sum(-1) * w).sum(-1)  # (B, T-tt)
+            step_floor = self.set_by_floor(prev[:, : T - tt], known[:, tt:T], frame_bodies[:, : T - tt], body_mask[:, None], None if tether is None else tether.unsqueeze(1))
+            lp = (step_logprob.sum(-1) * (w * ~step_floor)).sum(-1)  # (B, T-tt)
             state_logprob = torch.cat([lp.new_zeros(B, tt), lp], dim=1)
         else:
             readout_loss = step_loss = chain_loss = step_nll = gate_loss = body_loss = readout.new_zeros(())
-            state_logprob, drawn, step_impulse, step_logprob = readout.new_zeros(B, T), None, None, None
+            state_logprob, drawn, step_impulse, step_logprob, step_floor = readout.new_zeros(B, T), None, None, None, None
         state_loss = readout_loss + step_loss + chain_loss + step_nll + gate_loss + body_loss
 
         loss = frame_nll + cfg.state_weight * state_loss + cfg.moe_aux_weight * moe_aux
@@ -1379,6 +1404,7 @@ class WorldModel(nn.Module):
             "step_drawn": drawn,
             "step_logprob": step_logprob,
             "step_impulse": step_impulse,
+            "step_floor": step_floor,
             "bodies": bodies,
             "frame_mean": frame_mean,
             "frame_logstd": frame_logstd,

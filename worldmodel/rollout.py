@@ -21,7 +21,8 @@ state it starts from) is added to it. A tethered body's step is read along its t
 density is that one component's.
 
 `Rollout.logprob` is log p(predicted frames, state steps | context, caption) under the model itself
-(temperature 1), whatever temperature drew them: the frames' probability times the steps' density.
+(temperature 1), whatever temperature drew them: the frames' probability times the steps' density
+(leaving out the steps `floor_support` may have set, `WorldModel.set_by_floor`).
 It equals `model.log_prob(collate([r.episode]), context)` recomputed by teacher forcing (for
 rollouts with `use_states=True`, the default). A model whose frame head gives non-finite values
 (diverged weights) raises FloatingPointError.
@@ -186,8 +187,9 @@ def rollout(
             step = steps[:, j]
             tangent = tether_tangent(prev, tether, 1.0 / cfg.fps)  # a tethered body draws its velocity change along it alone
             lp = dist.map(lambda t: t[:, j]).log_prob(step, tangent, (step[..., 3:] * tangent).sum(-1))  # (S, n_max, 6)
-            logprob = logprob + (lp.sum(-1) * mask).sum(-1) * new[j]
             cur = model.advance(prev, step, bodies[:, 0].detach(), mask.bool(), tether)  # the head's step plus the frame's closed-form step, on the tethers (states carry no gradient)
+            scored = mask * ~model.set_by_floor(prev, cur, bodies[:, 0], mask.bool(), tether)  # (S, n_max) the steps the states show as drawn
+            logprob = logprob + (lp.sum(-1) * scored).sum(-1) * new[j]
             if b * tt + j >= context:
                 known[:, b * tt + j] = cur
             prev = known[:, b * tt + j]
