@@ -643,6 +643,24 @@ def test_the_floor_holds_a_body_up_and_friction_only_slows_it(cfg):
     assert driven[0, 3].item() == pytest.approx(1.5, abs=1e-5)
 
 
+def test_the_floors_hold_teaches_the_radius_nothing(cfg):
+    """A ball whose step would sink it is held on the floor at its radius; the held height passes no
+    gradient to the radius (a position error must not make a body bigger to float it), while a
+    landing's impulse, which the radius times, still does."""
+    model = wm.WorldModel(dataclasses.replace(cfg, floor_support=1.0))
+    radius = torch.tensor([0.1], requires_grad=True)
+    bodies = torch.cat([radius[:, None], ball_bodies((0.1,), (1.0,), (0.5,))[:, 1:]], dim=-1)
+    resting = torch.tensor([[0.0, 0.0, 0.1, 0.0, 0.0, 0.0]])
+    sink = torch.tensor([[0.0, 0.0, -0.005 / cfg.step_pos_scale, 0.0, 0.0, -0.2 / cfg.step_vel_scale]])  # the head's step: 5 mm down
+    held = model.advance(resting, sink, bodies, torch.tensor([True]))
+    assert held[0, 2].item() == pytest.approx(0.1, abs=1e-6)
+    grad = torch.autograd.grad(held[0, 2], radius, allow_unused=True)[0]
+    assert grad is None or grad.item() == 0.0
+    falling = torch.tensor([[0.0, 0.0, 0.12, 0.0, 0.0, -1.0]])  # reaches the floor within the frame and bounces
+    landed = model.advance(falling, torch.zeros(1, 6), bodies, torch.tensor([True]))
+    assert landed[0, 5].item() > 0 and torch.autograd.grad(landed[0, 2], radius)[0].abs().item() > 0
+
+
 def test_contact_impulse_leaves_a_driven_body_on_its_course(cfg):
     """A driven paddle (its servo holds it to its command) at 0.4 m/s hits a free 1 kg ball at rest
     head-on: whatever masses are read, the paddle keeps its velocity and the ball takes the whole

@@ -1035,7 +1035,9 @@ class WorldModel(nn.Module):
         """nxt (..., N, 6) SI with every free body (free (..., N) bool) that ends the frame below its
         radius (`body_properties`) put back on the floor, its downward velocity taken away: the
         floor holds bodies up (a landing's bounce is the closed-form step's, in the frame that
-        reaches the floor)."""
+        reaches the floor). The radius passes no gradient through the hold: a position error would
+        teach it (an RL run grew the radii of bouncing balls to float them at their mean height)."""
+        radius = radius.detach()
         below = free & (nxt[..., 2] < radius)
         z = torch.where(below, radius, nxt[..., 2])
         vz = torch.where(below, nxt[..., 5].clamp(min=0), nxt[..., 5])
