@@ -58,13 +58,13 @@ def cell(value, fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def print_by_family(rows: dict[str, dict], key: str, fmt: str, title: str) -> None:
-    """One table: a row per model, a column per family of the start's figures[key]."""
-    families = list(rows["start"].get(key, {}))
+def print_breakdown(rows: dict[str, dict], key: str, fmt: str, title: str) -> None:
+    """One table: a row per model, a column per entry (a family, a check) of the figures[key]."""
+    columns = list(dict.fromkeys(c for figures in rows.values() for c in figures.get(key, {})))
     print(f"\n{title}")
-    print(f"{'':8}" + "".join(f"{f:>12}" for f in families))
+    print(f"{'':8}" + "".join(f"{c:>12}" for c in columns))
     for name, figures in rows.items():
-        print(f"{name:8}" + "".join(f"{cell(figures.get(key, {}).get(f), fmt):>12}" for f in families))
+        print(f"{name:8}" + "".join(f"{cell(figures.get(key, {}).get(c), fmt):>12}" for c in columns))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -89,8 +89,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'':8}" + "".join(f"{h:>16}" for _, h, _ in COLUMNS))
     for name, figures in rows.items():
         print(f"{name:8}" + "".join(f"{cell(figures[k], f):>16}" for k, _, f in COLUMNS))
-    print_by_family(rows, "disagreement_by_family", "{:.3f}", "disagreement by family (queries ask: stack topples, collision collides, the others where body 0 is at the last frame)")
-    print_by_family(rows, "answer_miss_by_family", "{:.1f}", "answer miss by family (median distance of the position_at answers from the simulator's, in tolerances; <= 1 agrees)")
+    print_breakdown(rows, "disagreement_by_family", "{:.3f}", "disagreement by family (queries ask: stack topples, collision collides, the others where body 0 is at the last frame)")
+    print_breakdown(rows, "answer_miss_by_family", "{:.1f}", "answer miss by family (median distance of the position_at answers from the simulator's, in tolerances; <= 1 agrees)")
+    print_breakdown(rows, "violations_by_check", "{:.3f}", "violations by check (fraction of rollouts failing a check the simulator's trajectory passes)")
     start, after, base = rows["start"], rows["rlpf"], rows["sft"]
     reduction = 1 - after["disagreement_rate"] / start["disagreement_rate"] if start["disagreement_rate"] else None
     long_ratio = after["position_error_long"] / base["position_error_long"] if base["position_error_long"] else None

@@ -13,6 +13,8 @@ models are compared on the same random draws. Figures (means over queries and sa
     violation_rate           fraction failing an intrinsic check the simulator's trajectory passes
     failed_checks            mean number of such checks failed per rollout (finer than the rate,
                              which saturates at 1 for a weak model)
+    violations_by_check      {intrinsic check: fraction of rollouts failing it where the simulator's
+                             trajectory passes it}: which checks a change of the model breaks
     position_error           m, tracked bodies' position error over all predicted frames
     position_error_long      m, the same over predicted frames at least long_horizon_s after the
                              last context frame (None when the horizon is shorter)
@@ -69,6 +71,7 @@ def evaluate(
                     "answer_miss": s.answer_miss if q.question.question == "position_at" else None,
                     "violates": s.violates,
                     "failed_checks": len(s.failed_checks),
+                    "failed": set(s.failed_checks),
                     "position_error": float(curve.mean()),
                     "position_error_long": float(long.mean()) if len(long) else None,
                     "psnr": float(metrics.psnr(r.episode.frames[q.context :], q.episode.frames[q.context :]).mean()),
@@ -85,12 +88,14 @@ def evaluate(
         if r["answer_miss"] is not None:
             misses.setdefault(r["family"], []).append(r["answer_miss"])
     median_miss = {f: float(np.median(v)) for f, v in misses.items()}
+    checks = sorted({c for q in queries for c in references[q.index].check_scores} | {c for r in rows for c in r["failed"]})
     return {
         "disagreement_rate": float(np.mean([r["disagrees"] for r in rows])),
         "disagreement_by_family": {f: float(np.mean([r["disagrees"] for r in rows if r["family"] == f])) for f in families},
         "answer_miss_by_family": {f: m if np.isfinite(m) else None for f, m in median_miss.items()},  # None: strict JSON
         "violation_rate": float(np.mean([r["violates"] for r in rows])),
         "failed_checks": float(np.mean([r["failed_checks"] for r in rows])),
+        "violations_by_check": {c: float(np.mean([c in r["failed"] for r in rows])) for c in checks},
         "position_error": float(np.mean([r["position_error"] for r in rows])),
         "position_error_long": float(np.mean(longs)) if longs else None,
         "psnr": float(np.mean([r["psnr"] for r in rows])),

@@ -312,9 +312,10 @@ def finetune(opts: dict) -> dict:
     for k, v in after.items():
         if isinstance(v, float):
             writer.add_scalar(f"eval/{k}", v, steps)
-        elif isinstance(v, dict):  # disagreement_by_family
-            for family, rate in v.items():
-                writer.add_scalar(f"eval/{k}/{family}", rate, steps)
+        elif isinstance(v, dict):  # by family, by check
+            for part, value in v.items():
+                if value is not None:
+                    writer.add_scalar(f"eval/{k}/{part}", value, steps)
     writer.close()
     summary = {
         "checkpoint": str(out / "model.safetensors"),

@@ -52,6 +52,10 @@ def test_rlpf_run_reports_before_and_after_logs_and_checkpoints(workdir):
         assert set(by_family) <= set(FAMILIES) and all(0 <= v <= 1 for v in by_family.values()), by_family
         misses = s[side]["answer_miss_by_family"]  # the families asking a number, and how far off they are
         assert set(misses) == {f for f in by_family if f not in QUESTION_KINDS} and all(v >= 0 for v in misses.values()), misses
+        by_check = s[side]["violations_by_check"]  # a rollout violates when it fails any check: the rate lies between the largest and the sum
+        assert {"continuity", "permanence"} <= set(by_check) and all(0 <= v <= 1 for v in by_check.values()), by_check
+        assert max(by_check.values()) <= s[side]["violation_rate"] <= sum(by_check.values()) + 1e-9, by_check
+        assert s[side]["failed_checks"] == pytest.approx(sum(by_check.values())), by_check  # the mean count is the sum of the rates
     assert s["baseline"] == "rlpf" and s["steps"] == 2 and s["groups"] == 4 and s["simulator_episodes"] == 4
     assert s["skipped_groups"] < s["groups"] and s["rollouts"] == 12  # a group whose gate keeps every step rolls out the same states G times: skipped
     out = workdir / "runs/rl"

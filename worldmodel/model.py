@@ -985,8 +985,8 @@ class WorldModel(nn.Module):
         return self.floor_hold(nxt, bodies[..., 0], free) if support else nxt
 
     def set_by_floor(self, cur: torch.Tensor, nxt: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor, tether: Tether | None = None) -> torch.Tensor:
-        """(..., N) bool: the frames whose step `floor_support` may have set rather than the head
-        drawn (none when it is off): those of the free bodies (tracked, neither driven nor
+        """(..., N) bool: the bodies whose step over a frame `floor_support` may have set rather
+        than the head drawn (none when it is off): the free ones (tracked, neither driven nor
         tethered) that start or end the frame, cur and nxt (..., N, 6) SI, on the floor (their
         centre within FLOOR_TOLERANCE of their radius above it), where `floor_friction` limits a
         sliding body's step and `floor_hold` puts a sinking one back. What the head drew there
