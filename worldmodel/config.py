@@ -152,9 +152,10 @@ class ModelConfig:
     says (`WorldModel.advance`); and a body falling faster than g dt lands under gravity in the
     closed-form bounce (`WorldModel.contact_impulse`). Off a landing the learnt step sank bodies
     into the floor and sped resting ones up sideways, which the constant-acceleration prior then
-    carried on. 0 (the default): never. Off by default because RL fine-tuning reads each drawn step
-    back from a rollout's states, and a step the floor changed is not one the head drew: its
-    log-density under a narrow resting spread made every policy update non-finite (README)"""
+    carried on. The steps it may have set are left out of the steps' log-density
+    (`WorldModel.set_by_floor`), so RL fine-tuning runs with it. 0 (the default): never. Off by
+    default because it raises ramp's and projectile's evaluation errors, and RL runs with it
+    beyond about 100 steps were unstable (README)"""
     accel_tolerance: float = 0.002
     """m/s per frame: the gate never keeps the prior's step for a body whose steady velocity change
     exceeds this (it accelerates) while it is within `override_reach` of a contact or within

@@ -85,7 +85,7 @@ POINTER_ROUNDING = 0.006  # property units: ... or within this of it (a damping 
 CONTACT_EPS = 0.001  # m: added in quadrature to a contact's half-chord, so a graze's contact time has a bounded gradient (`WorldModel.contact_impulse`)
 FAR_GAP = 100.0  # m: the contact gap of a body with no other tracked body
 FALL_SPEED = 0.05  # m/s: a body falls towards the floor (and may hit it) faster than this (`WorldModel.within_reach`)
-FLOOR_TOLERANCE = 0.005  # m: a body whose centre is within this of its radius above the floor stands or slides on it (`WorldModel.on_floor_alone`)
+FLOOR_TOLERANCE = 0.005  # m: a body whose centre is within this of its radius above the floor stands or slides on it (`WorldModel.on_floor`)
 FLOOR_SPEED = 0.3  # m/s: a body standing or sliding on the floor moves up or down slower than this (`WorldModel.on_floor_alone`)
 VELOCITY, STEADY = slice(3, 6), slice(9, 12)  # the dynamics features' velocity (vel_scale units) and steady velocity change (step_vel_scale units) (`WorldModel.dynamics_features`)
 TETHERED = -1  # the dynamics features' last column: 1 where the body is tethered (`tether_features`)
@@ -996,8 +996,13 @@ class WorldModel(nn.Module):
         if not self.cfg.floor_support > 0:
             return torch.zeros(cur.shape[:-1], dtype=torch.bool, device=cur.device)
         radius = bodies[..., 0]
-        low = (cur[..., 2] - radius <= FLOOR_TOLERANCE) | (nxt[..., 2] - radius <= FLOOR_TOLERANCE)
-        return free_bodies(bodies, mask, tether) & low
+        return free_bodies(bodies, mask, tether) & (self.on_floor(cur, radius) | self.on_floor(nxt, radius))
+
+    @staticmethod
+    def on_floor(states: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+        """(..., N) bool: the bodies whose bottom is on the floor (or below it): their centre
+        within FLOOR_TOLERANCE of their radius above it; states (..., N, 6) SI, radius (..., N) m."""
+        return states[..., 2] - radius <= FLOOR_TOLERANCE
 
     def floor_friction(self, cur: torch.Tensor, steps: torch.Tensor, radius: torch.Tensor, free: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The head's steps (..., N, 6) with those of the free bodies (free (..., N) bool: tracked,
@@ -1025,7 +1030,7 @@ class WorldModel(nn.Module):
         tracked body (mask (..., N) bool) comes within `override_reach` of during the frame:
         nothing but the floor touches them."""
         dt = 1.0 / self.cfg.fps
-        low = (cur[..., 2] - radius <= FLOOR_TOLERANCE) & (nxt[..., 2] - radius <= FLOOR_TOLERANCE)
+        low = self.on_floor(cur, radius) & self.on_floor(nxt, radius)
         level = (cur[..., 5].abs() < FLOOR_SPEED) & (nxt[..., 5].abs() < FLOOR_SPEED)
         alone = self.body_gap(cur, radius, mask, dt) > self.cfg.override_reach
         return free & low & level & alone
