@@ -84,6 +84,10 @@ def check_options(cfg: DictConfig) -> dict:
         v = opts[name]
         if not _is_number(v) or v < low or (v == low and not inclusive):
             bad(name, f"a number {'>=' if inclusive else '>'} {low:g}")
+    if opts["kl_target"] is not None and (not _is_number(opts["kl_target"]) or opts["kl_target"] <= 0):
+        bad("kl_target", "null (a fixed beta) or a number > 0 (nats per predicted value)")
+    if not _is_number(opts["kl_gain"]) or not 0 < opts["kl_gain"] <= 1:
+        bad("kl_gain", "a number in (0, 1]")
     if not opts["clip"] or not _is_number(opts["clip"]) or not 0 < opts["clip"] < 1:
         bad("clip", "a number in (0, 1)")
     if opts["queries_per_step"] > opts["train_queries"]:

@@ -10,7 +10,8 @@ One step:
      skipped and counted;
   3. `ppo_epochs` optimiser updates on the loss
         rlpf: mean over the groups of the GRPO loss (clipped surrogate + beta * KL to the start,
-              over the sampled pixels and the sampled dynamics steps; 0 for skipped groups)
+              over the sampled pixels and the sampled dynamics steps; 0 for skipped groups;
+              with `kl_target` set, beta adapts step by step to hold the KL near it: `grpo.adapt_beta`)
               + rollout_state_weight * the error of the model's one-step state predictions on its
               own rollouts against the simulator's states (the compounding drift that teacher
               forcing never sees; `own_state_loss`)
@@ -71,7 +72,7 @@ from worldmodel.train import (
 
 RUN_KEYS = (
     "baseline", "seed", "families", "train_queries", "context", "horizon", "group_size", "queries_per_step",
-    "temperature", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "beta", "step_kl_resolution", "clip",
+    "temperature", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "beta", "kl_target", "kl_gain", "step_kl_resolution", "clip",
     "ppo_epochs", "state_weight", "pixel_weight", "rollout_state_weight", "min_reward_std", "reward_weights", "answer_tolerance",
     "buffer_alpha", "buffer_floor", *worldmodel.GATE_KNOBS,
 )
@@ -169,8 +170,8 @@ def clip_grads(params: list[torch.Tensor], max_norm: float) -> float:
     return float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
 
 
-def update(model, reference_model, optimizer, groups: list[Group], sim_episodes, opts: dict, device) -> dict:
-    """`ppo_epochs` optimiser updates on one step's samples. Returns figures to log: the KL to the
+def update(model, reference_model, optimizer, groups: list[Group], sim_episodes, opts: dict, beta: float, device) -> dict:
+    """`ppo_epochs` optimiser updates on one step's samples, with KL weight `beta`. Returns figures to log: the KL to the
     start and the losses before the first update, the clipped fraction of the last, and
     `train/skipped_update` (1: an update's loss or gradient was not finite, so it and the epochs
     after it were skipped)."""
@@ -190,7 +191,7 @@ def update(model, reference_model, optimizer, groups: list[Group], sim_episodes,
             if group.advantages is not None:
                 with torch.no_grad():
                     ref_out = reference_model(group.batch)
-                policy_loss, logp, s = grpo.group_loss(out, ref_out, group.batch.frames, opts["context"], group.advantages, old[k], opts["clip"], opts["beta"], group.body_mask, opts["step_kl_resolution"])
+                policy_loss, logp, s = grpo.group_loss(out, ref_out, group.batch.frames, opts["context"], group.advantages, old[k], opts["clip"], beta, group.body_mask, opts["step_kl_resolution"])
                 loss = loss + policy_loss
                 old[k] = logp if old[k] is None else old[k]
                 stats.append(s)
@@ -235,7 +236,7 @@ def finetune(opts: dict) -> dict:
     for p in reference_model.parameters():
         p.requires_grad_(False)
     cfg = reference_model.cfg
-    run = {k: opts[k] for k in RUN_KEYS}
+    run = {k: opts[k] for k in RUN_KEYS if k != "kl_gain" or opts["kl_target"] is not None}  # the gain matters only with a target
     run["checkpoint_sha256"] = file_sha256(opts["checkpoint"])
     check_run(out, run)
 
@@ -250,12 +251,13 @@ def finetune(opts: dict) -> dict:
     buffer = QueryBuffer(len(train_queries), opts["buffer_alpha"], opts["buffer_floor"])
     totals = {"groups": 0, "skipped_groups": 0, "skipped_updates": 0, "simulator_episodes": 0, "rollouts": 0}
     ckpts = checkpoint_dirs(out)
-    start = 0
+    start, beta = 0, opts["beta"]
     if ckpts:
         state = load_checkpoint(ckpts[-1], model, optimizer)
         start = state["step"]
         buffer.load_state_dict(state["buffer"])
         totals = {"skipped_updates": 0, **state["totals"]}
+        beta = state.get("beta", opts["beta"])  # checkpoints before the adaptive KL weight: the fixed one
         print(f"resuming from {ckpts[-1]} (step {start})", file=sys.stderr, flush=True)
 
     from torch.utils.tensorboard import SummaryWriter
@@ -286,7 +288,11 @@ def finetune(opts: dict) -> dict:
             totals["groups"] += len(drawn)
             totals["skipped_groups"] += log["groups/skipped"]
             totals["rollouts"] += len(drawn) * opts["group_size"]
-        log.update(update(model, reference_model, optimizer, groups, [train_queries[i].episode for i in drawn], opts, device))
+        log.update(update(model, reference_model, optimizer, groups, [train_queries[i].episode for i in drawn], opts, beta, device))
+        if opts["baseline"] == "rlpf":
+            log["policy/beta"] = beta
+            if opts["kl_target"] is not None and "policy/kl" in log:
+                beta = grpo.adapt_beta(beta, log["policy/kl"], floor=opts["beta"], target=opts["kl_target"], gain=opts["kl_gain"])
         nonfinite = nonfinite + 1 if log["train/skipped_update"] else 0
         totals["skipped_updates"] += log["train/skipped_update"]
         if nonfinite == MAX_NONFINITE_STEPS:
@@ -301,7 +307,7 @@ def finetune(opts: dict) -> dict:
             for k, v in log.items():
                 writer.add_scalar(k, v, done)
         if done % opts["ckpt_every"] == 0 or done == steps:
-            save_checkpoint(out, model, optimizer, done, {"run": run, "totals": totals, "buffer": buffer.state_dict()}, opts["keep_checkpoints"])
+            save_checkpoint(out, model, optimizer, done, {"run": run, "totals": totals, "buffer": buffer.state_dict(), "beta": beta}, opts["keep_checkpoints"])
         if done == crash_after:
             os._exit(3)
     bar.close()

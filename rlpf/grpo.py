@@ -134,3 +134,13 @@ def group_loss(out: dict, ref_out: dict, frames: torch.Tensor, context: int, adv
     loss = -(surrogate + step_surrogate) + beta * (kl + step_kl)
     stats = GroupStats((surrogate + step_surrogate).item(), (kl + step_kl).item(), clipped.item(), step_surrogate.item(), step_kl.item())
     return loss, (logp.detach(), step_logp.detach(), scored), stats
+
+
+def adapt_beta(beta: float, kl: float, *, floor: float, target: float, gain: float) -> float:
+    """The KL weight for the next step, from this step's measured KL (nats per value): a proportional
+    controller (as in Ziegler et al. 2019, "Fine-tuning language models from human preferences")
+    that multiplies beta by 1 + gain * e, e = KL / target - 1 clipped to [-0.2, 0.2], so one noisy
+    step moves it by at most that factor, and never lets it fall below `floor` (the configured beta):
+    the KL is held near the target once it runs above it, and beta returns to its floor below."""
+    error = min(max(kl / target - 1.0, -0.2), 0.2)
+    return max(beta * (1.0 + gain * error), floor)

@@ -120,6 +120,20 @@ def test_the_probability_ratio_is_clipped():
     assert g[0, 2] > 0 and g[1, 0] < 0  # not clipped where the ratio moves against the advantage
 
 
+def test_the_adaptive_kl_weight_holds_the_kl_at_its_target_and_never_drops_below_its_floor():
+    adapt = lambda beta, kl: grpo.adapt_beta(beta, kl, floor=0.05, target=2.0, gain=0.5)
+    assert adapt(0.1, 2.0) == 0.1  # on target: unchanged
+    assert adapt(0.1, 2.2) == pytest.approx(0.1 * (1 + 0.5 * 0.1))  # proportional to the relative error
+    assert adapt(0.1, 1e6) == pytest.approx(0.1 * 1.1) and adapt(0.1, 0.0) == pytest.approx(0.1 * 0.9)  # one step moves it 10% at most
+    assert adapt(0.05, 0.0) == 0.05  # below target it returns to the configured beta, no lower
+    # closed loop against a drift the weight holds back, KL = 0.5 / beta (target 2 at beta = 0.25): from the
+    # floor, beta rises until the KL is on target and stays there
+    beta = 0.05
+    for _ in range(200):
+        beta = adapt(beta, 0.5 / beta)
+    assert beta == pytest.approx(0.25, rel=0.02) and 0.5 / beta == pytest.approx(2.0, rel=0.02)
+
+
 def test_gaussian_kl_matches_torch_and_vanishes_for_equal_distributions():
     m1, s1, m2, s2 = torch.rand(50), torch.randn(50) * 0.3 - 3, torch.rand(50), torch.randn(50) * 0.3 - 3
     ours = gaussian_kl(m1, s1, m2, s2)
@@ -308,7 +322,7 @@ def test_a_policy_gradient_spike_leaves_the_supervised_update_as_sfts(tiny_model
         before = torch.cat([p.detach().flatten() for p in model.parameters()])
         groups = [] if advantage is None else [Group(wm.collate([r.episode for r in rollouts], model.cfg), torch.from_numpy(truth["states"])[None].expand(2, -1, -1, -1),
                                                      torch.from_numpy(truth["state_mask"])[None].expand(2, -1), torch.tensor([advantage, -advantage]))]
-        update(model, tiny_model, torch.optim.SGD(model.parameters(), lr=lr), groups, [q.episode], opts, torch.device("cpu"))
+        update(model, tiny_model, torch.optim.SGD(model.parameters(), lr=lr), groups, [q.episode], opts, opts["beta"], torch.device("cpu"))
         return torch.cat([p.detach().flatten() for p in model.parameters()]) - before
 
     supervised = step(None)

@@ -65,7 +65,7 @@ def test_rlpf_run_reports_before_and_after_logs_and_checkpoints(workdir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tags = EventAccumulator(str(out / "tb")).Reload().Tags()["scalars"]
-    for tag in ("reward/mean", "policy/kl", "loss/frame_nll", "loss/rollout_state_loss", "rollouts/psnr", "rollouts/disagreement_rate", "train/policy_grad_norm", "groups/skipped_total", "eval/disagreement_rate"):
+    for tag in ("reward/mean", "policy/kl", "loss/frame_nll", "loss/rollout_state_loss", "rollouts/psnr", "rollouts/disagreement_rate", "train/policy_grad_norm", "policy/beta", "groups/skipped_total", "eval/disagreement_rate"):
         assert tag in tags, tag
 
 
@@ -83,7 +83,7 @@ def test_a_gate_knob_is_set_on_the_start_and_kept_in_the_fine_tuned_checkpoint(w
 
 
 def test_interrupted_run_resumes_exactly(workdir):
-    args = ["checkpoint=start.safetensors", "steps=4", "ckpt_every=2", *TINY]
+    args = ["checkpoint=start.safetensors", "steps=4", "ckpt_every=2", "kl_target=1e-6", *TINY]  # an adaptive beta, resumed too
     whole = last_json(run([*args, "out_dir=runs/whole"], workdir))
     crashed = run([*args, "out_dir=runs/crash"], workdir, env={CRASH_ENV: "3"}, check=False)
     assert crashed.returncode == 3 and not (workdir / "runs/crash/report.json").exists()
@@ -93,6 +93,7 @@ def test_interrupted_run_resumes_exactly(workdir):
     assert resumed["after"] == whole["after"] and resumed["skipped_groups"] == whole["skipped_groups"]
     state = lambda name: json.loads((workdir / f"runs/{name}/checkpoints/step-000004/state.json").read_text())
     assert state("whole")["buffer"] == state("crash")["buffer"]
+    assert state("whole")["beta"] == state("crash")["beta"] > 0.05  # the KL ran above its target: beta rose from its floor
     refused = run([*args, "out_dir=runs/crash", "beta=0.5"], workdir, check=False)
     assert refused.returncode == 2 and "different beta" in refused.stderr
 
@@ -132,6 +133,8 @@ def test_bad_input_exits_2_naming_the_parameter_and_writes_nothing(workdir):
         ("checkpoint=missing.safetensors", "parameter 'checkpoint': got"),
         ("clip=1.5", "parameter 'clip': got 1.5; allowed: a number in (0, 1)"),
         ("beta=-1", "parameter 'beta': got -1; allowed: a number >= 0"),
+        ("kl_target=0", "parameter 'kl_target': got 0; allowed: null (a fixed beta) or a number > 0"),
+        ("kl_gain=2", "parameter 'kl_gain': got 2; allowed: a number in (0, 1]"),
         ("temperature=0", "parameter 'temperature': got 0; allowed: a number > 0"),
         ("families=[drop,vortex]", "parameter 'families': got ['drop', 'vortex']"),
         ("baseline=dpo", "parameter 'baseline': got 'dpo'; allowed: null"),
