@@ -13,8 +13,9 @@ One step:
               over the sampled pixels and the sampled dynamics steps; 0 for skipped groups;
               with `kl_target` set, beta adapts step by step to hold the KL near it: `grpo.adapt_beta`)
               + rollout_state_weight * the error of the model's one-step state predictions on its
-              own rollouts against the simulator's states (the compounding drift that teacher
-              forcing never sees; `own_state_loss`)
+              own rollouts (the compounding drift that teacher forcing never sees; `own_state_loss`)
+              against the simulator's states (`rollout_state_target=truth`) or against the
+              simulator's next state from the rollout's own (`simulator`: `rlpf.resim`)
               + pixel_weight * frame NLL + state_weight * state loss + moe_aux_weight * MoE balance,
               the last three teacher-forced on the drawn queries' simulator episodes: the frame NLL
               is the pixel-fidelity anchor that, with the KL, bounds drift (reward hacking), and
@@ -48,7 +49,7 @@ import numpy as np
 import torch
 
 import worldmodel
-from rlpf import grpo, rewards
+from rlpf import grpo, resim, rewards
 from rlpf.buffer import QueryBuffer
 from rlpf.evaluate import evaluate
 from rlpf.policy import model_actions
@@ -73,10 +74,12 @@ from worldmodel.train import (
 RUN_KEYS = (
     "baseline", "seed", "families", "train_queries", "context", "horizon", "group_size", "queries_per_step",
     "temperature", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "beta", "kl_target", "kl_gain", "step_kl_resolution", "clip",
-    "ppo_epochs", "state_weight", "pixel_weight", "rollout_state_weight", "min_reward_std", "reward_weights", "answer_tolerance",
+    "ppo_epochs", "state_weight", "pixel_weight", "rollout_state_weight", "rollout_state_target", "min_reward_std", "reward_weights", "answer_tolerance",
     "buffer_alpha", "buffer_floor", *worldmodel.GATE_KNOBS,
 )
 """options that define a run: resuming into out_dir with other values is refused"""
+IMPLIED = {"rollout_state_target": "truth"}
+"""options added later, at the value that runs before them had: left out of run.json there, so they still resume"""
 
 
 def file_sha256(path: Path) -> str:
@@ -110,9 +113,10 @@ class Group:
     """One query's sampled rollouts, ready for the loss."""
 
     batch: Batch  # the G rollouts (context + sampled frames, the model's own states)
-    simulated: torch.Tensor  # (G, T, n_max, 6) the simulator's positions m and velocities m/s
+    simulated: torch.Tensor  # (G, T, n_max, 6) the rollout-state term's targets: positions m and velocities m/s
     body_mask: torch.Tensor  # (G, n_max) tracked bodies
     advantages: torch.Tensor | None  # (G,), None for a group skipped for want of reward variance
+    target_valid: torch.Tensor | None = None  # (G, T) bool: the frames with a target (None: all)
 
 
 def rl_step(model, queries, drawn, references, buffer, opts: dict, step: int, device) -> tuple[list[Group], dict]:
@@ -136,10 +140,15 @@ def rl_step(model, queries, drawn, references, buffer, opts: dict, step: int, de
     out = []
     for k, (i, episodes) in enumerate(zip(drawn, groups)):
         truth = episode_arrays(queries[i].episode, model.cfg)
-        simulated = torch.from_numpy(truth["states"]).to(device)[None].expand(len(episodes), -1, -1, -1)
+        batch = worldmodel.collate(episodes, model.cfg)
         body_mask = torch.from_numpy(truth["state_mask"]).to(device)[None].expand(len(episodes), -1)
         adv = advantages[k].float().to(device) if keep[k] else None
-        out.append(Group(worldmodel.collate(episodes, model.cfg).to(device), simulated, body_mask, adv))
+        if opts["rollout_state_target"] == "simulator":
+            targets, valid = resim.simulator_next_states(queries[i], batch.states.numpy(), model.cfg.n_max_objects)
+            out.append(Group(batch.to(device), torch.from_numpy(targets).to(device), body_mask, adv, torch.from_numpy(valid).to(device)))
+        else:
+            simulated = torch.from_numpy(truth["states"]).to(device)[None].expand(len(episodes), -1, -1, -1)
+            out.append(Group(batch.to(device), simulated, body_mask, adv))
     log = {
         "reward/mean": float(all_rewards.mean()),
         "reward/std_within_group": float(all_rewards.std(dim=1, unbiased=False).mean()),
@@ -155,11 +164,14 @@ def rl_step(model, queries, drawn, references, buffer, opts: dict, step: int, de
 def own_state_loss(model, out: dict, group: Group, context: int) -> torch.Tensor:
     """Mean squared error (positions / pos_scale, velocities / vel_scale) between the model's
     one-step state predictions on its own rollouts (each stepped from its own previous predicted
-    state, as in the rollout) and the simulator's states, over the predicted frames and tracked
-    bodies: the dynamics head learns to correct the drift it compounds."""
+    state, as in the rollout) and the group's targets (the simulator's states, or its next states
+    from the rollout's own), over the predicted frames that have one and the tracked bodies: the
+    dynamics head learns to correct the drift it compounds."""
     err = ((out["states"][:, context:] - group.simulated[:, context:]) / model.state_scale).pow(2).mean(-1)  # (G, H, n_max)
-    w = group.body_mask[:, None, :].float()
-    return (err * w).sum() / (w.sum() * err.shape[1]).clamp(min=1)
+    w = group.body_mask[:, None, :].float()  # (G, 1, n_max)
+    if group.target_valid is not None:
+        w = w * group.target_valid[:, context:, None].float()  # (G, H, n_max)
+    return (err * w).sum() / w.expand_as(err).sum().clamp(min=1)
 
 
 def clip_grads(params: list[torch.Tensor], max_norm: float) -> float:
@@ -236,7 +248,9 @@ def finetune(opts: dict) -> dict:
     for p in reference_model.parameters():
         p.requires_grad_(False)
     cfg = reference_model.cfg
-    run = {k: opts[k] for k in RUN_KEYS if k != "kl_gain" or opts["kl_target"] is not None}  # the gain matters only with a target
+    run = {k: opts[k] for k in RUN_KEYS if k not in IMPLIED or opts[k] != IMPLIED[k]}
+    if opts["kl_target"] is None:
+        run.pop("kl_gain")  # the gain matters only with a target
     run["checkpoint_sha256"] = file_sha256(opts["checkpoint"])
     check_run(out, run)
 

@@ -330,3 +330,74 @@ def test_a_policy_gradient_spike_leaves_the_supervised_update_as_sfts(tiny_model
     assert torch.linalg.vector_norm(spike - supervised).item() == pytest.approx(lr * opts["grad_clip"], rel=1e-3)
     assert torch.allclose(spike, larger, atol=1e-9)  # both policy gradients clipped to the same step
     assert torch.linalg.vector_norm(supervised).item() > 0.1 * lr  # the supervised part is there to be kept
+
+
+def _sim_states(q, n_max: int = 8, samples: int = 2) -> np.ndarray:
+    """The query's own positions and velocities in rollout layout (samples, T, n_max, 6)."""
+    truth = q.episode.states
+    n = min(truth.shape[1], n_max)
+    states = np.zeros((samples, len(truth), n_max, 6))
+    states[:, :, :n] = np.concatenate([truth[:, :n, 0:3], truth[:, :n, 7:10]], axis=-1)
+    return states
+
+
+def test_the_simulators_next_state_from_its_own_states_is_its_own_episode(env):
+    from rlpf.resim import simulator_next_states
+
+    for q in env.queries:  # every family: free, hinged and stacked bodies
+        states = _sim_states(q)
+        targets, valid = simulator_next_states(q, states, 8)
+        assert valid[:, q.context :].all() and not valid[:, : q.context].any(), q.question.scene
+        assert np.abs(targets - states).max() < 1e-5, q.question.scene  # restarted from any frame, it replays itself
+
+
+def test_the_simulators_next_state_from_a_displaced_ball_is_free_fall_from_there():
+    """The target is physics from the rollout's state, not the true state: a ball the rollout has
+    5 cm higher and faster, in the air, falls one frame of MuJoCo's semi-implicit Euler from there."""
+    from rlpf.resim import Replay, simulator_next_states
+
+    q = next(q for q in make_queries(6, split="train", seed=3, context=4, horizon=6, families=["drop"]) if q.episode.positions[5, 0, 2] > 0.4)
+    states = _sim_states(q, samples=1)
+    t = q.context  # target of frame t from the rollout's state at t - 1, in free flight
+    states[0, t - 1, 0, :3] += [0.03, 0.0, 0.05]
+    states[0, t - 1, 0, 3:] += [0.5, 0.0, 1.0]
+    targets, valid = simulator_next_states(q, states, 8)
+    model = Replay(q).sim.model
+    h, n, g = model.opt.timestep, round(1 / (q.episode.fps * model.opt.timestep)), model.opt.gravity
+    p, v = states[0, t - 1, 0, :3], states[0, t - 1, 0, 3:]
+    assert valid[0, t]
+    assert np.allclose(targets[0, t, 0, 3:], v + n * h * g, atol=1e-5)  # v_k+1 = v_k + h g
+    assert np.allclose(targets[0, t, 0, :3], p + n * h * v + h * h * g * n * (n + 1) / 2, atol=1e-5)  # x_k+1 = x_k + h v_k+1
+    assert np.abs(targets[0, t, 0, 2] - q.episode.positions[t, 0, 2]) > 0.04  # not the simulator's own next state
+
+
+def test_a_state_the_simulator_rejects_has_no_target(env):
+    from rlpf.resim import simulator_next_states
+
+    q = next(q for q in env.queries if q.question.scene == "drop")
+    states = _sim_states(q)
+    states[1, q.context, 0, 2] = -0.3  # deep in the floor
+    states[1, q.context + 1, 0, 0] = np.nan
+    _, valid = simulator_next_states(q, states, 8)
+    assert valid[0, q.context :].all()
+    assert not valid[1, q.context + 1] and not valid[1, q.context + 2] and valid[1, q.context + 3 :].all()
+
+
+def test_the_rollout_state_term_counts_only_frames_with_a_target(tiny_model, env):
+    from rlpf.finetune import Group, own_state_loss
+
+    q = env.queries[0]
+    rollouts, _ = rlpf.model_actions(tiny_model, q, samples=2, temperature=1.0, seed=0)
+    batch = wm.collate([r.episode for r in rollouts], tiny_model.cfg)
+    mask = torch.zeros(2, tiny_model.cfg.n_max_objects, dtype=torch.bool)
+    mask[:, 0] = True
+    valid = torch.zeros(2, len(q.episode), dtype=torch.bool)
+    valid[:, q.context : q.context + 2] = True
+    with torch.no_grad():
+        out = tiny_model(batch)
+    targets = batch.states.clone()
+    loss = own_state_loss(tiny_model, out, Group(batch, targets, mask, None, valid), q.context)
+    targets[:, q.context + 2 :] += 100.0  # frames without a target: no effect
+    assert own_state_loss(tiny_model, out, Group(batch, targets, mask, None, valid), q.context) == loss
+    targets[:, q.context] += 1.0
+    assert own_state_loss(tiny_model, out, Group(batch, targets, mask, None, valid), q.context) > loss

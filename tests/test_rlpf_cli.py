@@ -62,6 +62,7 @@ def test_rlpf_run_reports_before_and_after_logs_and_checkpoints(workdir):
     assert not weights_equal(s["checkpoint"], workdir / "start.safetensors")  # it trained
     assert wm.load(s["checkpoint"]).cfg.d_model == 32
     assert json.loads((out / "report.json").read_text()) == s
+    assert "rollout_state_target" not in json.loads((out / "run.json").read_text())  # at its default, as runs from before the option had it: they still resume
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tags = EventAccumulator(str(out / "tb")).Reload().Tags()["scalars"]
@@ -80,6 +81,12 @@ def test_a_gate_knob_is_set_on_the_start_and_kept_in_the_fine_tuned_checkpoint(w
     assert wm.load(workdir / "start.safetensors").cfg.floor_support == 0.0
     assert wm.load(s["checkpoint"]).cfg.floor_support == 1.0
     assert json.loads((workdir / "runs/floor/run.json").read_text())["floor_support"] == 1
+
+
+def test_the_simulator_target_runs_and_defines_the_run(workdir):
+    s = last_json(run(["checkpoint=start.safetensors", "steps=1", "out_dir=runs/resim", "rollout_state_target=simulator", *TINY], workdir))
+    assert s["steps"] == 1 and not weights_equal(s["checkpoint"], workdir / "start.safetensors")
+    assert json.loads((workdir / "runs/resim/run.json").read_text())["rollout_state_target"] == "simulator"
 
 
 def test_interrupted_run_resumes_exactly(workdir):
@@ -134,6 +141,7 @@ def test_bad_input_exits_2_naming_the_parameter_and_writes_nothing(workdir):
         ("clip=1.5", "parameter 'clip': got 1.5; allowed: a number in (0, 1)"),
         ("beta=-1", "parameter 'beta': got -1; allowed: a number >= 0"),
         ("kl_target=0", "parameter 'kl_target': got 0; allowed: null (a fixed beta) or a number > 0"),
+        ("rollout_state_target=oracle", "parameter 'rollout_state_target': got 'oracle'; allowed: truth"),
         ("kl_gain=2", "parameter 'kl_gain': got 2; allowed: a number in (0, 1]"),
         ("temperature=0", "parameter 'temperature': got 0; allowed: a number > 0"),
         ("families=[drop,vortex]", "parameter 'families': got ['drop', 'vortex']"),
