@@ -154,8 +154,8 @@ class ModelConfig:
     into the floor and sped resting ones up sideways, which the constant-acceleration prior then
     carried on. The steps it may have set are left out of the steps' log-density
     (`WorldModel.set_by_floor`), so RL fine-tuning runs with it. 0 (the default): never. Off by
-    default because it raises ramp's and projectile's evaluation errors, and RL runs with it
-    beyond about 100 steps were unstable (README)"""
+    default because it raises ramp's and projectile's evaluation errors; one RL run with it
+    collapsed after about 120 steps, another with an adaptive KL weight did not (README)"""
     accel_tolerance: float = 0.002
     """m/s per frame: the gate never keeps the prior's step for a body whose steady velocity change
     exceeds this (it accelerates) while it is within `override_reach` of a contact or within
