@@ -12,9 +12,16 @@ state it can only guess (so it learns the guesses' mean: a bouncing ball hovers 
 height); against these targets (`rollout_state_target=simulator`) it learns the dynamics at the
 states it visits (DAgger's expert queried at the learner's states, the simulator as the expert).
 
+The simulator cannot start from bodies inside one another: its soft contacts would push them out at
+metres per second within one frame, a target no physics has. So the moved bodies are first pushed
+out along the contact normals, deepest contact first, until none is deeper than the simulator's own
+deepest contact at that frame (its impacts reach about 1 cm), or PENETRATION_SLACK if that is more
+(`Replay.separate`): the target is physics from the nearest state the simulator admits, and a
+rollout that sinks into the floor is taught to be at its surface.
+
 Bodies that are not free (hinged, sliding, welded) and bodies beyond n_max stay where the
-simulator had them. A frame whose set state the simulator rejects (`sim.UnstableSimulation`: a body
-moved deep into another) or whose rollout state is not finite has no target (valid False).
+simulator had them. A frame whose set state the simulator rejects (`sim.UnstableSimulation`) or
+whose rollout state is not finite has no target (valid False).
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ import numpy as np
 
 import sim
 from rlpf.queries import Query
+
+PENETRATION_SLACK = 1e-3  # m: the least depth left in a contact when moved bodies are pushed out
+SEPARATION_ROUNDS = 20  # at most this many push-outs per frame
 
 
 class Replay:
@@ -65,13 +75,40 @@ class Replay:
             spin = d.xmat[b].reshape(3, 3) @ d.qvel[dadr + 3 : dadr + 6]  # world-frame angular velocity
             d.qpos[qadr : qadr + 3] = positions[i] - offset
             d.qvel[dadr : dadr + 3] = velocities[i] - np.cross(spin, offset)  # the origin's velocity
+        own_depth = max(-d.contact.dist[: d.ncon].min(initial=0.0), 0.0)  # the simulator's own, at this frame
         mujoco.mj_forward(m, d)
+        self.separate(n, max(own_depth, PENETRATION_SLACK))
         try:
             self.sim.step()
         except sim.UnstableSimulation:
             return None
         states = self.sim.states()
         return np.concatenate([states[:, 0:3], states[:, 7:10]], axis=-1)
+
+
+    def separate(self, n: int, slack: float) -> None:
+        """Push the first n tracked free bodies out of whatever they penetrate deeper than `slack` m:
+        each round moves each such body along the normal of its deepest contact by that contact's
+        depth less the slack (half of it where both bodies are moved)."""
+        m, d = self.sim.model, self.sim.data
+        moved = {b: qadr for i, b, qadr, _ in self.free if i < n}
+        for _ in range(SEPARATION_ROUNDS):
+            push = {}  # body -> (depth, displacement (3,))
+            for c in d.contact[: d.ncon]:
+                depth = -c.dist - slack
+                if depth <= 0:
+                    continue
+                b1, b2 = m.geom_bodyid[c.geom1], m.geom_bodyid[c.geom2]
+                normal = np.asarray(c.frame[:3])  # from geom1 towards geom2
+                share = 0.5 if (b1 in moved and b2 in moved) else 1.0
+                for body, sign in ((b1, -1.0), (b2, 1.0)):
+                    if body in moved and depth > push.get(body, (0.0, None))[0]:
+                        push[body] = (depth, sign * share * depth * normal)
+            if not push:
+                return
+            for body, (_, shift) in push.items():
+                d.qpos[moved[body] : moved[body] + 3] += shift
+            mujoco.mj_forward(m, d)
 
 
 def simulator_next_states(query: Query, rollout_states: np.ndarray, n_max: int) -> tuple[np.ndarray, np.ndarray]:
