@@ -7,6 +7,7 @@ trajectories, and group-relative policy optimisation fine-tunes the model where 
     rollouts, actions = rlpf.model_actions(model, queries[0], samples=4, temperature=1.0, seed=0)
     rlpf.evaluate(model, queries, samples=2, temperature=1.0, seed=0, long_horizon_s=1.5,
                   weights=rlpf.DEFAULT_WEIGHTS, tolerance=0.05)
+    targets, valid = rlpf.simulator_next_states(queries[0], states, n_max=8)  # physics from a rollout's own states
 
 The command `physfusion-rlpf` (rlpf/cli.py) runs the fine-tuning (rlpf/finetune.py).
 """
@@ -19,6 +20,7 @@ from rlpf.evaluate import evaluate
 from rlpf.grpo import clipped_surrogate, group_advantages, group_loss, per_value_logprob
 from rlpf.policy import model_actions, rollout_action
 from rlpf.queries import FAMILIES, Query, make_queries
+from rlpf.resim import simulator_next_states
 from rlpf.rewards import ANSWER_DIM, DEFAULT_WEIGHTS, TERMS, Reference, Score, finite_difference_velocities, reference, score, simulated_action
 
 ENV_ID = "physfusion/Query-v0"
@@ -49,4 +51,5 @@ __all__ = [
     "rollout_action",
     "score",
     "simulated_action",
+    "simulator_next_states",
 ]

@@ -85,7 +85,6 @@ class Replay:
         states = self.sim.states()
         return np.concatenate([states[:, 0:3], states[:, 7:10]], axis=-1)
 
-
     def separate(self, n: int, slack: float) -> None:
         """Push the first n tracked free bodies out of whatever they penetrate deeper than `slack` m:
         each round moves each such body along the normal of its deepest contact by that contact's
