@@ -75,7 +75,7 @@ class Replay:
             spin = d.xmat[b].reshape(3, 3) @ d.qvel[dadr + 3 : dadr + 6]  # world-frame angular velocity
             d.qpos[qadr : qadr + 3] = positions[i] - offset
             d.qvel[dadr : dadr + 3] = velocities[i] - np.cross(spin, offset)  # the origin's velocity
-        own_depth = max(-d.contact.dist[: d.ncon].min(initial=0.0), 0.0)  # the simulator's own, at this frame
+        own_depth = -d.contact.dist[: d.ncon].min(initial=0.0)  # m, >= 0: the simulator's own, at this frame
         mujoco.mj_forward(m, d)
         self.separate(n, max(own_depth, PENETRATION_SLACK))
         try:
