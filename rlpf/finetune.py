@@ -78,12 +78,28 @@ RUN_KEYS = (
     "buffer_alpha", "buffer_floor", *worldmodel.GATE_KNOBS,
 )
 """options that define a run: resuming into out_dir with other values is refused"""
-IMPLIED = {"rollout_state_target": "truth"}
-"""options added later, at the value that runs before them had: left out of run.json there, so they still resume"""
+IMPLIED = {"rollout_state_target": "truth", "reward_weights.answer_miss": 0.0}
+"""options added later (a dotted name: a key of a dict option), at the value that runs before them
+had: left out of run.json there, so those runs still resume"""
 
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_definition(opts: dict) -> dict:
+    """What run.json records of a run: the RUN_KEYS options, less those at their IMPLIED value
+    and kl_gain without a kl_target, and the starting checkpoint's hash."""
+    run = {k: dict(opts[k]) if isinstance(opts[k], dict) else opts[k] for k in RUN_KEYS}
+    for name, value in IMPLIED.items():
+        *parent, key = name.split(".")
+        holder = run[parent[0]] if parent else run
+        if holder.get(key) == value:
+            del holder[key]
+    if opts["kl_target"] is None:
+        run.pop("kl_gain")  # the gain matters only with a target
+    run["checkpoint_sha256"] = file_sha256(opts["checkpoint"])
+    return run
 
 
 def rollout_seed(seed: int, step: int, query: int) -> int:
@@ -248,10 +264,7 @@ def finetune(opts: dict) -> dict:
     for p in reference_model.parameters():
         p.requires_grad_(False)
     cfg = reference_model.cfg
-    run = {k: opts[k] for k in RUN_KEYS if k not in IMPLIED or opts[k] != IMPLIED[k]}
-    if opts["kl_target"] is None:
-        run.pop("kl_gain")  # the gain matters only with a target
-    run["checkpoint_sha256"] = file_sha256(opts["checkpoint"])
+    run = run_definition(opts)
     check_run(out, run)
 
     kw = dict(context=opts["context"], horizon=opts["horizon"], families=opts["families"], image_size=cfg.image_size, fps=cfg.fps)

@@ -22,6 +22,12 @@ exactly and every term below is then 0, the maximum:
     violations  -mean over intrinsic checks (`verifier.check_trajectory`) of the score by which the
                 prediction exceeds max(1, the simulator's own score), each capped at 1
     answer      -1 when the action's answer disagrees with the simulator's (below), else 0
+    answer_miss -min(log(m) / log(ANSWER_MISS_CAP), 1) for an answer m > 1 tolerances from the
+                simulator's (`verifier.answer.tolerance_miss`), else 0; -1 for no answer or a wrong
+                yes/no. The binary term above is -1 for every rollout of a group that misses, so a
+                group where none agrees gives it no signal; this one still ranks how far each
+                rollout misses (log scale: 8 -> 4 tolerances counts as much as 2 -> 1).
+                Weight 0 by default
 
 reward = sum of weight * term. A prediction DISAGREES with the simulator when its answer does not
 agree with the simulator's answer read from the reference trajectory (`verifier.answer.agree`:
@@ -49,10 +55,11 @@ from verifier.loop import ABS_TOLERANCE
 from worldmodel import metrics
 
 ANSWER_DIM = 2
-TERMS = ("trajectory", "events", "violations", "answer")
-DEFAULT_WEIGHTS = {"trajectory": 1.0, "events": 0.5, "violations": 0.5, "answer": 1.0}
+TERMS = ("trajectory", "events", "violations", "answer", "answer_miss")
+DEFAULT_WEIGHTS = {"trajectory": 1.0, "events": 0.5, "violations": 0.5, "answer": 1.0, "answer_miss": 0.0}
 TRAJECTORY_CAP = 4.0  # the trajectory term is at least -TRAJECTORY_CAP
 MIN_SCALE = 0.05  # m: the least motion scale a trajectory error is normalised by
+ANSWER_MISS_CAP = 32.0  # tolerances: an answer missing by this much or more scores answer_miss -1
 
 
 def tracked(query: Query, n_max: int) -> int:
@@ -158,6 +165,11 @@ def scored_events(query: Query, episode: sim.Episode, bodies: int) -> dict[str, 
     return {e: found[e] is not None for e in names}
 
 
+def answer_miss_term(miss: float) -> float:
+    """The answer_miss term (module docstring) of an answer `miss` tolerances from the simulator's."""
+    return -min(math.log(max(miss, 1.0)) / math.log(ANSWER_MISS_CAP), 1.0)
+
+
 @dataclass
 class Score:
     reward: float
@@ -198,6 +210,6 @@ def score(query: Query, action: dict, ref: Reference, weights: dict[str, float],
     else:
         miss = math.inf if answer is None else tolerance_miss(answer, ref.answer, tolerance, ABS_TOLERANCE.get(ref.answer.unit, 0.0))
     agrees = miss <= 1.0
-    terms = {"trajectory": float(trajectory), "events": event_term, "violations": violation_term, "answer": 0.0 if agrees else -1.0}
+    terms = {"trajectory": float(trajectory), "events": event_term, "violations": violation_term, "answer": 0.0 if agrees else -1.0, "answer_miss": answer_miss_term(miss)}
     reward = float(sum(weights[k] * terms[k] for k in TERMS))
     return Score(reward, terms, not agrees, bool(failed), float(error), answer, miss, failed)

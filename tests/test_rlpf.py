@@ -96,6 +96,27 @@ def test_wrong_events_are_penalised():
     assert s.terms["events"] == -1.0 and s.reward < 0
 
 
+def test_the_answer_miss_term_ranks_answers_by_how_many_tolerances_they_miss():
+    (q,) = make_queries(1, split="train", seed=0, context=4, horizon=12, families=["drop"])  # position_at: [dx, dz] m
+    ref = rewards.reference(q, 8)
+    tol = max(0.05 * abs(ref.answer.value[0]), 0.02)  # m: the answer's tolerance in dx (verifier.answer.tolerance_miss)
+    weights = {**rewards.DEFAULT_WEIGHTS, "answer_miss": 1.0}
+
+    def answer_off(k: float) -> rewards.Score:
+        action = {**ref.action, "answer": ref.action["answer"] + np.float32([k * tol, 0.0])}
+        return rewards.score(q, action, ref, weights, 0.05, 8)
+
+    assert answer_off(0.5).terms["answer_miss"] == 0.0 and not answer_off(0.5).disagrees  # within tolerance
+    for k in (2.0, 4.0, 8.0):  # log scale: each doubling of the miss costs the same, 1 / log2(32) = 0.2
+        s = answer_off(k)
+        assert s.disagrees and s.terms["answer"] == -1.0
+        assert s.terms["answer_miss"] == pytest.approx(-np.log(k) / np.log(rewards.ANSWER_MISS_CAP), rel=1e-3)
+        assert s.reward == pytest.approx(-1.0 + s.terms["answer_miss"], rel=1e-3)  # the trajectory is the simulator's
+    assert answer_off(64.0).terms["answer_miss"] == -1.0  # capped
+    none = rewards.score(q, {**ref.action, "answer": np.full(2, np.nan, np.float32)}, ref, weights, 0.05, 8)
+    assert none.terms["answer_miss"] == -1.0  # no answer misses by the most
+
+
 def test_group_advantages_are_normalised_within_groups_and_flat_groups_skipped():
     r = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0], [0.0, 10.0, 0.0, 10.0]], dtype=torch.float64)
     adv, keep = grpo.group_advantages(r, min_std=1e-6)

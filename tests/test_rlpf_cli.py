@@ -62,7 +62,8 @@ def test_rlpf_run_reports_before_and_after_logs_and_checkpoints(workdir):
     assert not weights_equal(s["checkpoint"], workdir / "start.safetensors")  # it trained
     assert wm.load(s["checkpoint"]).cfg.d_model == 32
     assert json.loads((out / "report.json").read_text()) == s
-    assert "rollout_state_target" not in json.loads((out / "run.json").read_text())  # at its default, as runs from before the option had it: they still resume
+    run_def = json.loads((out / "run.json").read_text())  # options at the value runs from before them had are left out: those runs still resume
+    assert "rollout_state_target" not in run_def and set(run_def["reward_weights"]) == {"trajectory", "events", "violations", "answer"}
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tags = EventAccumulator(str(out / "tb")).Reload().Tags()["scalars"]
@@ -83,10 +84,12 @@ def test_a_gate_knob_is_set_on_the_start_and_kept_in_the_fine_tuned_checkpoint(w
     assert json.loads((workdir / "runs/floor/run.json").read_text())["floor_support"] == 1
 
 
-def test_the_simulator_target_runs_and_defines_the_run(workdir):
-    s = last_json(run(["checkpoint=start.safetensors", "steps=1", "out_dir=runs/resim", "rollout_state_target=simulator", *TINY], workdir))
+def test_the_simulator_target_and_the_answer_miss_term_run_and_define_the_run(workdir):
+    args = ["checkpoint=start.safetensors", "steps=1", "out_dir=runs/resim", "rollout_state_target=simulator", "reward_weights.answer_miss=2", *TINY]
+    s = last_json(run(args, workdir))
     assert s["steps"] == 1 and not weights_equal(s["checkpoint"], workdir / "start.safetensors")
-    assert json.loads((workdir / "runs/resim/run.json").read_text())["rollout_state_target"] == "simulator"
+    run_def = json.loads((workdir / "runs/resim/run.json").read_text())
+    assert run_def["rollout_state_target"] == "simulator" and run_def["reward_weights"]["answer_miss"] == 2
 
 
 def test_interrupted_run_resumes_exactly(workdir):
