@@ -11,7 +11,8 @@ One step:
   3. `ppo_epochs` optimiser updates on the loss
         rlpf: mean over the groups of the GRPO loss (clipped surrogate + beta * KL to the start,
               over the sampled pixels and the sampled dynamics steps; 0 for skipped groups;
-              with `kl_target` set, beta adapts step by step to hold the KL near it: `grpo.adapt_beta`)
+              with `kl_target` set, beta adapts step by step to hold the KL near it: `grpo.adapt_beta`;
+              with `hold_spread`, the surrogate moves the Gaussians' means and not their spreads)
               + rollout_state_weight * the error of the model's one-step state predictions on its
               own rollouts (the compounding drift that teacher forcing never sees; `own_state_loss`)
               against the simulator's states (`rollout_state_target=truth`) or against the
@@ -73,12 +74,12 @@ from worldmodel.train import (
 
 RUN_KEYS = (
     "baseline", "seed", "families", "train_queries", "context", "horizon", "group_size", "queries_per_step",
-    "temperature", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "beta", "kl_target", "kl_gain", "step_kl_resolution", "clip",
+    "temperature", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "beta", "kl_target", "kl_gain", "step_kl_resolution", "clip", "hold_spread",
     "ppo_epochs", "state_weight", "pixel_weight", "rollout_state_weight", "rollout_state_target", "min_reward_std", "reward_weights", "answer_tolerance",
     "buffer_alpha", "buffer_floor", *worldmodel.GATE_KNOBS,
 )
 """options that define a run: resuming into out_dir with other values is refused"""
-IMPLIED = {"rollout_state_target": "truth", "reward_weights.answer_miss": 0.0}
+IMPLIED = {"rollout_state_target": "truth", "reward_weights.answer_miss": 0.0, "hold_spread": False}
 """options added later (a dotted name: a key of a dict option), at the value that runs before them
 had: left out of run.json there, so those runs still resume"""
 
@@ -219,7 +220,7 @@ def update(model, reference_model, optimizer, groups: list[Group], sim_episodes,
             if group.advantages is not None:
                 with torch.no_grad():
                     ref_out = reference_model(group.batch)
-                policy_loss, logp, s = grpo.group_loss(out, ref_out, group.batch.frames, opts["context"], group.advantages, old[k], opts["clip"], beta, group.body_mask, opts["step_kl_resolution"])
+                policy_loss, logp, s = grpo.group_loss(out, ref_out, group.batch.frames, opts["context"], group.advantages, old[k], opts["clip"], beta, group.body_mask, opts["step_kl_resolution"], opts["hold_spread"])
                 loss = loss + policy_loss
                 old[k] = logp if old[k] is None else old[k]
                 stats.append(s)

@@ -21,6 +21,12 @@ not drowned by the many pixels):
     ratio = exp(log pi(x) - log pi_old(x))                     per predicted value x
     loss  = sum over kinds of -mean(min(ratio A, clip(ratio, 1 - eps, 1 + eps) A)) + beta * mean KL(pi || pi_ref)
 
+With `hold_spread` the log-probabilities in the surrogate pass no gradient to the Gaussians'
+log-stds, so the policy gradient moves their means alone. A Gaussian policy's gradient widens it
+whenever the rewarded samples lie far from its mean (their (x - mean)^2 / std^2 exceeds 1): a
+biased mean is corrected, but the spread every later rollout samples grows with it. Held, the
+spreads are set by the supervised NLL and the KL alone.
+
 The KL is in closed form given the same sampled past: exact, without sampling noise, zero at the
 start. For pixels it is that of the two per-value Gaussians before discretisation, an upper bound of
 the KL of the discretised values (discretising is a deterministic map). For steps it is
@@ -34,7 +40,7 @@ For a tethered body it is the KL of all six components, an upper bound of its dr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -68,10 +74,12 @@ def clipped_surrogate(logp: torch.Tensor, logp_old: torch.Tensor, advantages: to
     return (surrogate * weight).sum() / count, (clipped * weight).sum() / count
 
 
-def per_value_logprob(out: dict, frames: torch.Tensor, context: int) -> torch.Tensor:
+def per_value_logprob(out: dict, frames: torch.Tensor, context: int, hold_spread: bool = False) -> torch.Tensor:
     """The model's output on a batch and its frames (B, T, H, W, 3) uint8 -> (B, T - context, H, W, 3)
-    log-probability of every predicted pixel value (their sum over values is `WorldModel.log_prob`)."""
-    return discretized_gaussian_logprob(frames[:, context:].float(), out["frame_mean"][:, context:], out["frame_logstd"][:, context:])
+    log-probability of every predicted pixel value (their sum over values is `WorldModel.log_prob`);
+    hold_spread: the same values, with no gradient to the log-stds."""
+    logstd = out["frame_logstd"][:, context:]
+    return discretized_gaussian_logprob(frames[:, context:].float(), out["frame_mean"][:, context:], logstd.detach() if hold_spread else logstd)
 
 
 def _first_predicted(out: dict, context: int) -> int:
@@ -85,12 +93,18 @@ def step_distribution(out: dict, context: int, n: int) -> StepDistribution:
     return out["steps"].map(lambda t: t[:, _first_predicted(out, context) :, :n])
 
 
-def per_step_logprob(out: dict, context: int, body_mask: torch.Tensor) -> torch.Tensor:
+def per_step_logprob(out: dict, context: int, body_mask: torch.Tensor, hold_spread: bool = False) -> torch.Tensor:
     """The model's output on a batch with states -> (B, T - context, n, 6) log-density of every
     predicted dynamics step value of the tracked bodies (body_mask (B, n_max); the rollouts of one
     query track the same n bodies); a tethered body's step is one value, its velocity change along
-    the tangent (component 3; the others 0: `StepDistribution.log_prob`)."""
-    return out["step_logprob"][:, _first_predicted(out, context) :, : int(body_mask.sum(1).max())]
+    the tangent (component 3; the others 0: `StepDistribution.log_prob`). hold_spread: the same
+    values, with no gradient to the log-stds."""
+    logp = out["step_logprob"]
+    if hold_spread:
+        dist = out["steps"]
+        held = replace(dist, move_logstd=dist.move_logstd.detach(), rest_logstd=dist.rest_logstd.detach())
+        logp = held.log_prob(out["step_drawn"], out["step_tangent"], out["step_along"])
+    return logp[:, _first_predicted(out, context) :, : int(body_mask.sum(1).max())]
 
 
 def per_step_scored(out: dict, context: int, body_mask: torch.Tensor) -> torch.Tensor:
@@ -109,21 +123,23 @@ class GroupStats:
     step_kl: float  # nats per predicted step value
 
 
-def group_loss(out: dict, ref_out: dict, frames: torch.Tensor, context: int, advantages: torch.Tensor, logp_old: tuple | None, clip: float, beta: float, body_mask: torch.Tensor, step_kl_resolution: float = 0.0):
+def group_loss(out: dict, ref_out: dict, frames: torch.Tensor, context: int, advantages: torch.Tensor, logp_old: tuple | None, clip: float, beta: float, body_mask: torch.Tensor, step_kl_resolution: float = 0.0, hold_spread: bool = False):
     """The GRPO loss of one group of G sampled episodes, from the current model's output `out` on
     them (with gradient) and the frozen starting model's `ref_out`; frames (G, T, H, W, 3) uint8,
     body_mask (G, n_max) the tracked bodies (the same for every rollout of the query);
-    step_kl_resolution (step units) the steps' KL's resolution (`StepDistribution.component_kl`).
+    step_kl_resolution (step units) the steps' KL's resolution (`StepDistribution.component_kl`);
+    hold_spread: the surrogate moves the Gaussians' means only, not their log-stds (the KL and the
+    supervised NLL still act on those).
 
     logp_old: the (pixel, step) per-value log-probabilities under the policy that sampled them and
     which steps count (`per_step_scored`) (None: the current model is that policy, its own values
     detached are used). Returns (loss, that triple, stats)."""
-    logp = per_value_logprob(out, frames, context)
+    logp = per_value_logprob(out, frames, context, hold_spread)
     old = logp.detach() if logp_old is None else logp_old[0]
     surrogate, clipped = clipped_surrogate(logp, old, advantages, clip)
     kl = gaussian_kl(out["frame_mean"][:, context:], out["frame_logstd"][:, context:], ref_out["frame_mean"][:, context:].detach(), ref_out["frame_logstd"][:, context:].detach()).mean()
 
-    step_logp = per_step_logprob(out, context, body_mask)  # (G, H, n, 6)
+    step_logp = per_step_logprob(out, context, body_mask, hold_spread)  # (G, H, n, 6)
     step_old = step_logp.detach() if logp_old is None else logp_old[1]
     scored = per_step_scored(out, context, body_mask) if logp_old is None else logp_old[2]  # (G, H, n, 1) as the sampling policy's pass had it
     step_surrogate, _ = clipped_surrogate(step_logp, step_old, advantages, clip, scored)

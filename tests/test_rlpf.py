@@ -288,6 +288,28 @@ def test_group_loss_starts_with_zero_kl_and_moves_towards_advantaged_samples(tin
     assert moved.kl > moved.step_kl > 0
 
 
+@pytest.mark.parametrize("family", ["drop", "pendulum"])  # a free body's six step values, a tethered one's drawn along its tangent
+def test_a_held_spread_leaves_the_policy_gradient_to_the_means(tiny_model, env, family):
+    q = next(x for x in env.queries if x.question.scene == family)
+    rollouts, _ = rlpf.model_actions(tiny_model, q, samples=2, temperature=1.0, seed=1)
+    batch = wm.collate([r.episode for r in rollouts], tiny_model.cfg)
+    found = {}
+    for hold in (False, True):
+        out = tiny_model(batch)
+        loss, old, _ = grpo.group_loss(out, out, batch.frames, q.context, torch.tensor([1.0, -1.0]), None, clip=0.2, beta=0.0, body_mask=batch.state_mask, hold_spread=hold)
+        steps = out["steps"]
+        tensors = [out["frame_mean"], steps.move, steps.rest, out["frame_logstd"], steps.move_logstd, steps.rest_logstd]
+        grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+        found[hold] = old, [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)]
+    (free_old, free_grads), (held_old, held_grads) = found[False], found[True]
+    assert torch.equal(free_old[0], held_old[0]) and torch.equal(free_old[1], held_old[1])  # the same log-probabilities
+    for free, held in zip(free_grads[:3], held_grads[:3]):  # the same pull on the means
+        torch.testing.assert_close(held, free, rtol=1e-4, atol=1e-9)
+    assert free_grads[0].abs().sum() > 0 and (free_grads[1].abs().sum() + free_grads[2].abs().sum()) > 0
+    assert all(g.abs().sum() > 0 for g in free_grads[3:4]) and (free_grads[4].abs().sum() + free_grads[5].abs().sum()) > 0  # learnt: the spreads move
+    assert all(not g.any() for g in held_grads[3:])  # held: they do not
+
+
 def test_buffer_draws_high_disagreement_queries_more_often():
     buffer = rlpf.QueryBuffer(6, alpha=1.0, floor=0.1)
     for i, d in enumerate([1.0, 1.0, 1.0, 0.0, 0.0, 0.0]):

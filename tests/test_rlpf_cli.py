@@ -145,6 +145,7 @@ def test_bad_input_exits_2_naming_the_parameter_and_writes_nothing(workdir):
         ("beta=-1", "parameter 'beta': got -1; allowed: a number >= 0"),
         ("kl_target=0", "parameter 'kl_target': got 0; allowed: null (a fixed beta) or a number > 0"),
         ("rollout_state_target=oracle", "parameter 'rollout_state_target': got 'oracle'; allowed: truth"),
+        ("hold_spread=sometimes", "parameter 'hold_spread': got 'sometimes'; allowed: true or false"),
         ("kl_gain=2", "parameter 'kl_gain': got 2; allowed: a number in (0, 1]"),
         ("temperature=0", "parameter 'temperature': got 0; allowed: a number > 0"),
         ("families=[drop,vortex]", "parameter 'families': got ['drop', 'vortex']"),

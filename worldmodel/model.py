@@ -1289,6 +1289,9 @@ class WorldModel(nn.Module):
           step_logprob   (B, T - tt, n_max, 6) their log-density per value (`StepDistribution.log_prob`;
                          a tethered body's in component 3): summed over the tracked bodies, the
                          state_logprob of frames tt.. (None without states)
+          step_tangent   (B, T - tt, n_max, 3), step_along (B, T - tt, n_max): the tangent a tethered
+                         body's step was drawn along (0 for a free body) and the drawn value, as
+                         `StepDistribution.log_prob` takes them (None without states)
           step_floor     (B, T - tt, n_max) bool the steps `floor_support` may have set rather than
                          the head drawn (`set_by_floor`; all False with it off): their step_drawn
                          is not what the head drew, and state_logprob leaves them out (None without states)
@@ -1391,6 +1394,7 @@ class WorldModel(nn.Module):
         else:
             readout_loss = step_loss = chain_loss = step_nll = gate_loss = body_loss = readout.new_zeros(())
             state_logprob, drawn, step_impulse, step_logprob, step_floor = readout.new_zeros(B, T), None, None, None, None
+            tangent = along = None
         state_loss = readout_loss + step_loss + chain_loss + step_nll + gate_loss + body_loss
 
         loss = frame_nll + cfg.state_weight * state_loss + cfg.moe_aux_weight * moe_aux
@@ -1411,6 +1415,8 @@ class WorldModel(nn.Module):
             "step_drawn": drawn,
             "step_logprob": step_logprob,
             "step_impulse": step_impulse,
+            "step_tangent": tangent,
+            "step_along": along,
             "step_floor": step_floor,
             "bodies": bodies,
             "frame_mean": frame_mean,
