@@ -180,3 +180,22 @@ def test_benchmark_prints_both_runs_in_one_table(workdir):
     assert result["rows"]["rlpf"]["position_error_long"] is not None
     table = "\n".join(lines[:-1])
     assert "rlpf" in table and "sft" in table and "disagreement" in table
+
+
+def test_temperature_benchmark_evaluates_the_reports_queries_with_and_without_sampling_noise(workdir):
+    script = Path(__file__).resolve().parents[1] / "benchmarks/rlpf_temperature.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "a=start.safetensors", "b=start.safetensors", "--eval-queries", "2", "--samples", "2", "--horizon", "4", "--long-horizon-s", "0.15"],
+        check=False, cwd=workdir, capture_output=True, text=True, env={**os.environ, **ENV}, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    rows = result["rows"]
+    assert set(rows) == {"a T=1", "a T=0", "b T=1", "b T=0"}
+    assert rows["a T=1"]["rollouts"] == 4 and rows["a T=0"]["rollouts"] == 2
+    assert rows["a T=1"] == rows["b T=1"] and rows["a T=0"] == rows["b T=0"]  # the same rollout seeds; the mean is deterministic
+    assert result["summary"]["b"]["reduction_t1"] in (0.0, None)  # None: nothing disagrees to reduce
+    # its temperature-0 row is physfusion-rlpf's own report at temperature 0 on the same queries
+    report = last_json(run(["checkpoint=start.safetensors", "steps=1", "out_dir=runs/t0", "eval_temperature=0", *TINY], workdir))
+    for key in ("disagreement_rate", "position_error", "psnr"):
+        assert report["before"][key] == rows["a T=0"][key], key

@@ -1,0 +1,97 @@
+"""How much of a world model's disagreement with the simulator is its sampling noise?
+
+    python benchmarks/rlpf_temperature.py start=runs/quality-exact/free/model.safetensors \
+        sft=runs/rlpf_free12_300/sft/model.safetensors rlpf=runs/rlpf_free12_300/rlpf/model.safetensors
+
+Evaluates each checkpoint (NAME=PATH) on the held-out queries of `physfusion-rlpf` (the same
+queries and rollout seeds as its before/after report with the same --seed, --eval-queries,
+--horizon) twice: --samples rollouts per query at temperature 1, as the report samples them, and one
+at temperature 0 (every pixel and step its Gaussian's mean: the model's own best guess, without the
+noise it samples). The reference is the start's row, in the same run. Prints one table (disagreement
+rate, median answer miss by family, long-horizon position error, violations at each temperature)
+and, last, one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import worldmodel
+from rlpf.evaluate import evaluate
+from rlpf.queries import FAMILIES, make_queries
+from rlpf.rewards import DEFAULT_WEIGHTS
+
+COLUMNS = [  # (key, header, format)
+    ("disagreement_rate", "disagreement", "{:.3f}"),
+    ("violation_rate", "violations", "{:.3f}"),
+    ("position_error_long", "long pos err m", "{:.4f}"),
+]
+
+
+def parse_checkpoints(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"rlpf_temperature: checkpoint {item!r}; allowed: NAME=PATH")
+        out[name] = path
+    return out
+
+
+def reduction(value: float, reference: float) -> float | None:
+    """1 - value / reference; None where the reference is 0."""
+    return 1 - value / reference if reference else None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("checkpoints", nargs="+", help="NAME=PATH of a model.safetensors; the first is the reference")
+    ap.add_argument("--eval-queries", type=int, default=128, help="held-out queries (rlpf_vs_sft.py's default)")
+    ap.add_argument("--samples", type=int, default=4, help="rollouts per query at temperature 1")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--context", type=int, default=4)
+    ap.add_argument("--horizon", type=int, default=40)
+    ap.add_argument("--long-horizon-s", type=float, default=1.5)
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    checkpoints = parse_checkpoints(args.checkpoints)
+
+    rows, references, queries = {}, {}, None
+    for name, path in checkpoints.items():
+        model = worldmodel.load(path)
+        if queries is None:
+            queries = make_queries(args.eval_queries, split="val", seed=args.seed, context=args.context, horizon=args.horizon, families=list(FAMILIES), image_size=model.cfg.image_size, fps=model.cfg.fps)
+        kw = dict(seed=args.seed, long_horizon_s=args.long_horizon_s, weights=DEFAULT_WEIGHTS, tolerance=0.05, references=references)
+        for temperature, samples in ((1.0, args.samples), (0.0, 1)):
+            rows[f"{name} T={temperature:g}"] = evaluate(model, queries, samples=samples, temperature=temperature, **kw)
+            print(f"evaluated {name} at temperature {temperature:g}", file=sys.stderr, flush=True)
+
+    width = max(len(r) for r in rows) + 2
+    print(f"{'':{width}}" + "".join(f"{h:>16}" for _, h, _ in COLUMNS))
+    for name, figures in rows.items():
+        print(f"{name:{width}}" + "".join(f"{'-' if figures[k] is None else f.format(figures[k]):>16}" for k, _, f in COLUMNS))
+    for key, fmt, title in (("disagreement_by_family", "{:.3f}", "disagreement by family"), ("answer_miss_by_family", "{:.1f}", "answer miss by family (median, in tolerances; <= 1 agrees)")):
+        columns = list(dict.fromkeys(c for figures in rows.values() for c in figures[key]))
+        print(f"\n{title}\n{'':{width}}" + "".join(f"{c:>12}" for c in columns))
+        for name, figures in rows.items():
+            print(f"{name:{width}}" + "".join(f"{'-' if figures[key].get(c) is None else fmt.format(figures[key][c]):>12}" for c in columns))
+    first = next(iter(checkpoints))
+    rate = lambda name, t: rows[f"{name} T={t}"]["disagreement_rate"]  # noqa: E731
+    summary = {
+        name: {
+            "noise_share": reduction(rate(name, 0), rate(name, 1)),  # of the disagreement at T=1, what the mean rollout avoids
+            "reduction_t1": reduction(rate(name, 1), rate(first, 1)),
+            "reduction_t0": reduction(rate(name, 0), rate(first, 0)),
+        }
+        for name in checkpoints
+    }
+    percent = lambda x: "-" if x is None else f"{-100 * x:+.0f}%"  # noqa: E731
+    print(f"\ndisagreement against {first}: " + "; ".join(f"{n} {percent(s['reduction_t1'])} at T=1, {percent(s['reduction_t0'])} at T=0" for n, s in summary.items()))
+    result = {"rows": rows, "summary": summary}
+    print(json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
