@@ -354,7 +354,7 @@ def test_a_policy_gradient_spike_leaves_the_supervised_update_as_sfts(tiny_model
     q = env.queries[1]
     rollouts, _ = rlpf.model_actions(tiny_model, q, samples=2, temperature=1.0, seed=1)
     truth = episode_arrays(q.episode, tiny_model.cfg)
-    opts = {"ppo_epochs": 1, "context": q.context, "clip": 0.2, "beta": 0.05, "step_kl_resolution": 0.0, "grad_clip": 1.0,
+    opts = {"ppo_epochs": 1, "context": q.context, "clip": 0.2, "beta": 0.05, "step_kl_resolution": 0.0, "hold_spread": False, "grad_clip": 1.0,
             "rollout_state_weight": 1.0, "baseline": "rlpf", "pixel_weight": 1.0, "state_weight": 1.0}
     lr = 1e-3
 
