@@ -22,6 +22,7 @@ import worldmodel
 from rlpf.evaluate import evaluate
 from rlpf.queries import FAMILIES, make_queries
 from rlpf.rewards import DEFAULT_WEIGHTS
+from rlpf_vs_sft import print_breakdown, print_table  # beside this script
 
 COLUMNS = [  # (key, header, format)
     ("disagreement_rate", "disagreement", "{:.3f}"),
@@ -68,14 +69,9 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"evaluated {name} at temperature {temperature:g}", file=sys.stderr, flush=True)
 
     width = max(len(r) for r in rows) + 2
-    print(f"{'':{width}}" + "".join(f"{h:>16}" for _, h, _ in COLUMNS))
-    for name, figures in rows.items():
-        print(f"{name:{width}}" + "".join(f"{'-' if figures[k] is None else f.format(figures[k]):>16}" for k, _, f in COLUMNS))
-    for key, fmt, title in (("disagreement_by_family", "{:.3f}", "disagreement by family"), ("answer_miss_by_family", "{:.1f}", "answer miss by family (median, in tolerances; <= 1 agrees)")):
-        columns = list(dict.fromkeys(c for figures in rows.values() for c in figures[key]))
-        print(f"\n{title}\n{'':{width}}" + "".join(f"{c:>12}" for c in columns))
-        for name, figures in rows.items():
-            print(f"{name:{width}}" + "".join(f"{'-' if figures[key].get(c) is None else fmt.format(figures[key][c]):>12}" for c in columns))
+    print_table(rows, COLUMNS, width)
+    print_breakdown(rows, "disagreement_by_family", "{:.3f}", "disagreement by family", width)
+    print_breakdown(rows, "answer_miss_by_family", "{:.1f}", "answer miss by family (median, in tolerances; <= 1 agrees)", width)
     first = next(iter(checkpoints))
     rate = lambda name, t: rows[f"{name} T={t}"]["disagreement_rate"]  # noqa: E731
     summary = {

@@ -58,13 +58,20 @@ def cell(value, fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def print_breakdown(rows: dict[str, dict], key: str, fmt: str, title: str) -> None:
+def print_table(rows: dict[str, dict], columns: list[tuple[str, str, str]], width: int = 8) -> None:
+    """One table: a row per model (names padded to `width`), a column per (key, header, format)."""
+    print(f"{'':{width}}" + "".join(f"{h:>16}" for _, h, _ in columns))
+    for name, figures in rows.items():
+        print(f"{name:{width}}" + "".join(f"{cell(figures[k], f):>16}" for k, _, f in columns))
+
+
+def print_breakdown(rows: dict[str, dict], key: str, fmt: str, title: str, width: int = 8) -> None:
     """One table: a row per model, a column per entry (a family, a check) of the figures[key]."""
     columns = list(dict.fromkeys(c for figures in rows.values() for c in figures.get(key, {})))
     print(f"\n{title}")
-    print(f"{'':8}" + "".join(f"{c:>12}" for c in columns))
+    print(f"{'':{width}}" + "".join(f"{c:>12}" for c in columns))
     for name, figures in rows.items():
-        print(f"{name:8}" + "".join(f"{cell(figures.get(key, {}).get(c), fmt):>12}" for c in columns))
+        print(f"{name:{width}}" + "".join(f"{cell(figures.get(key, {}).get(c), fmt):>12}" for c in columns))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -86,9 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     rl = run_one(overrides, os.path.join(args.out_dir, "rlpf"), None)
     rows = {"start": rl["before"], "sft": sft["after"], "rlpf": rl["after"]}
 
-    print(f"{'':8}" + "".join(f"{h:>16}" for _, h, _ in COLUMNS))
-    for name, figures in rows.items():
-        print(f"{name:8}" + "".join(f"{cell(figures[k], f):>16}" for k, _, f in COLUMNS))
+    print_table(rows, COLUMNS)
     print_breakdown(rows, "disagreement_by_family", "{:.3f}", "disagreement by family (queries ask: stack topples, collision collides, the others where body 0 is at the last frame)")
     print_breakdown(rows, "answer_miss_by_family", "{:.1f}", "answer miss by family (median distance of the position_at answers from the simulator's, in tolerances; <= 1 agrees)")
     print_breakdown(rows, "violations_by_check", "{:.3f}", "violations by check (fraction of rollouts failing a check the simulator's trajectory passes)")
