@@ -7,9 +7,11 @@ Evaluates each checkpoint (NAME=PATH) on the held-out queries of `physfusion-rlp
 queries and rollout seeds as its before/after report with the same --seed, --eval-queries,
 --horizon) twice: --samples rollouts per query at temperature 1, as the report samples them, and one
 at temperature 0 (every pixel and step its Gaussian's mean: the model's own best guess, without the
-noise it samples). The reference is the start's row, in the same run. Prints one table (disagreement
-rate, median answer miss by family, long-horizon position error, violations at each temperature)
-and, last, one JSON line.
+noise it samples). With --split, twice more at --samples rollouts: the frames sampled and the dynamics
+steps at their mean, and the other way round, to say which noise the disagreement comes from. The
+reference is the start's row, in the same run. Prints one table (disagreement rate, median answer
+miss by family, long-horizon position error, violations at each temperature) and, last, one JSON
+line.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from rlpf.queries import FAMILIES, make_queries
 from rlpf.rewards import DEFAULT_WEIGHTS
 from rlpf_vs_sft import print_breakdown, print_table  # beside this script
 
+SPLIT_FRAMES, SPLIT_STEPS = "frames T=1 steps T=0", "frames T=0 steps T=1"  # --split's row labels
 COLUMNS = [  # (key, header, format)
     ("disagreement_rate", "disagreement", "{:.3f}"),
     ("violation_rate", "violations", "{:.3f}"),
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--context", type=int, default=4)
     ap.add_argument("--horizon", type=int, default=40)
     ap.add_argument("--long-horizon-s", type=float, default=1.5)
+    ap.add_argument("--split", action="store_true", help="also frames and steps each at temperature 1 with the other at 0")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     checkpoints = parse_checkpoints(args.checkpoints)
 
@@ -64,25 +68,35 @@ def main(argv: list[str] | None = None) -> dict:
         if queries is None:
             queries = make_queries(args.eval_queries, split="val", seed=args.seed, context=args.context, horizon=args.horizon, families=list(FAMILIES), image_size=model.cfg.image_size, fps=model.cfg.fps)
         kw = dict(seed=args.seed, long_horizon_s=args.long_horizon_s, weights=DEFAULT_WEIGHTS, tolerance=0.05, references=references)
-        for temperature, samples in ((1.0, args.samples), (0.0, 1)):
-            rows[f"{name} T={temperature:g}"] = evaluate(model, queries, samples=samples, temperature=temperature, **kw)
-            print(f"evaluated {name} at temperature {temperature:g}", file=sys.stderr, flush=True)
+        settings = [("T=1", 1.0, 1.0, args.samples), ("T=0", 0.0, 0.0, 1)]  # (label, frames' temperature, steps', rollouts)
+        if args.split:
+            settings += [(SPLIT_FRAMES, 1.0, 0.0, args.samples), (SPLIT_STEPS, 0.0, 1.0, args.samples)]
+        for label, temperature, step_temperature, samples in settings:
+            rows[f"{name} {label}"] = evaluate(model, queries, samples=samples, temperature=temperature, step_temperature=step_temperature, **kw)
+            print(f"evaluated {name}, {label}", file=sys.stderr, flush=True)
 
     width = max(len(r) for r in rows) + 2
     print_table(rows, COLUMNS, width)
     print_breakdown(rows, "disagreement_by_family", "{:.3f}", "disagreement by family", width)
     print_breakdown(rows, "answer_miss_by_family", "{:.1f}", "answer miss by family (median, in tolerances; <= 1 agrees)", width)
     first = next(iter(checkpoints))
-    rate = lambda name, t: rows[f"{name} T={t}"]["disagreement_rate"]  # noqa: E731
+    rate = lambda name, label: rows[f"{name} {label}"]["disagreement_rate"]  # noqa: E731
     summary = {
         name: {
-            "noise_share": reduction(rate(name, 0), rate(name, 1)),  # of the disagreement at T=1, what the mean rollout avoids
-            "reduction_t1": reduction(rate(name, 1), rate(first, 1)),
-            "reduction_t0": reduction(rate(name, 0), rate(first, 0)),
+            "noise_share": reduction(rate(name, "T=0"), rate(name, "T=1")),  # of the disagreement at T=1, what the mean rollout avoids
+            "reduction_t1": reduction(rate(name, "T=1"), rate(first, "T=1")),
+            "reduction_t0": reduction(rate(name, "T=0"), rate(first, "T=0")),
         }
         for name in checkpoints
     }
+    if args.split:  # what the steps' mean alone avoids, and the frames' mean alone
+        for name, s in summary.items():
+            s["step_noise_share"] = reduction(rate(name, SPLIT_FRAMES), rate(name, "T=1"))
+            s["frame_noise_share"] = reduction(rate(name, SPLIT_STEPS), rate(name, "T=1"))
     percent = lambda x: "-" if x is None else f"{-100 * x:+.0f}%"  # noqa: E731
+    if args.split:
+        share = lambda x: "-" if x is None else f"{100 * x:.0f}%"  # noqa: E731
+        print("\nof the disagreement at T=1, the mean avoids: " + "; ".join(f"{n}: steps' {share(s['step_noise_share'])}, frames' {share(s['frame_noise_share'])}, both {share(s['noise_share'])}" for n, s in summary.items()))
     print(f"\ndisagreement against {first}: " + "; ".join(f"{n} {percent(s['reduction_t1'])} at T=1, {percent(s['reduction_t0'])} at T=0" for n, s in summary.items()))
     result = {"rows": rows, "summary": summary}
     print(json.dumps(result), flush=True)

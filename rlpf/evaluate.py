@@ -46,8 +46,10 @@ def evaluate(
     tolerance: float,
     references: dict[int, rewards.Reference] | None = None,
     bar=None,
+    step_temperature: float | None = None,
 ) -> dict:
-    """Figures of `model` on `queries` (module docstring). `references` caches the simulator's side."""
+    """Figures of `model` on `queries` (module docstring). `references` caches the simulator's side;
+    `step_temperature`: the dynamics steps' own temperature (None: `temperature`)."""
     n_max = model.cfg.n_max_objects
     references = {} if references is None else references
     rows = []
@@ -57,7 +59,7 @@ def evaluate(
         if q.index not in references:
             references[q.index] = rewards.reference(q, n_max)
         ref = references[q.index]
-        rollouts, actions = model_actions(model, q, samples, temperature, seed * EVAL_SEED_OFFSET + q.index)
+        rollouts, actions = model_actions(model, q, samples, temperature, seed * EVAL_SEED_OFFSET + q.index, step_temperature)
         lead = np.arange(1, q.horizon + 1) / q.episode.fps  # (horizon,) s after the last context frame
         n = rewards.tracked(q, n_max)
         for r, action in zip(rollouts, actions):

@@ -185,14 +185,17 @@ def test_benchmark_prints_both_runs_in_one_table(workdir):
 def test_temperature_benchmark_evaluates_the_reports_queries_with_and_without_sampling_noise(workdir):
     script = Path(__file__).resolve().parents[1] / "benchmarks/rlpf_temperature.py"
     proc = subprocess.run(
-        [sys.executable, str(script), "a=start.safetensors", "b=start.safetensors", "--eval-queries", "2", "--samples", "2", "--horizon", "4", "--long-horizon-s", "0.15"],
+        [sys.executable, str(script), "a=start.safetensors", "b=start.safetensors", "--eval-queries", "2", "--samples", "2", "--horizon", "4", "--long-horizon-s", "0.15", "--split"],
         check=False, cwd=workdir, capture_output=True, text=True, env={**os.environ, **ENV}, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     rows = result["rows"]
-    assert set(rows) == {"a T=1", "a T=0", "b T=1", "b T=0"}
+    split = ("frames T=1 steps T=0", "frames T=0 steps T=1")
+    assert set(rows) == {f"{m} {label}" for m in "ab" for label in ("T=1", "T=0", *split)}
     assert rows["a T=1"]["rollouts"] == 4 and rows["a T=0"]["rollouts"] == 2
+    assert all(rows[f"a {label}"]["rollouts"] == 4 for label in split)
+    assert {"step_noise_share", "frame_noise_share"} <= set(result["summary"]["a"])
     assert rows["a T=1"] == rows["b T=1"] and rows["a T=0"] == rows["b T=0"]  # the same rollout seeds; the mean is deterministic
     assert result["summary"]["b"]["reduction_t1"] in (0.0, None)  # None: nothing disagrees to reduce
     # its temperature-0 row is physfusion-rlpf's own report at temperature 0 on the same queries

@@ -1092,6 +1092,26 @@ def test_rollout_returns_sim_episode(episode, cfg):
             model.rollout(episode, **{"context": 4, "horizon": 4, **bad})
 
 
+def test_frames_and_steps_sample_at_their_own_temperatures(cfg):
+    model = perturbed_model(cfg)
+    episode = sim.simulate("push", {}, seed=3, seconds=0.6, width=32, height=32)  # a driven body: its steps are drawn, not kept
+    with torch.no_grad():  # horizon 2 = one block (tubelet_t 2): its frames are drawn and its states stepped from the context alone
+        (mean,) = model.rollout(episode, context=4, horizon=2, temperature=0.0)
+        frames_drawn = model.rollout(episode, context=4, horizon=2, samples=3, temperature=1.0, step_temperature=0.0, seed=0)
+        steps_drawn = model.rollout(episode, context=4, horizon=2, samples=3, temperature=0.0, step_temperature=1.0, seed=0)
+    for r in frames_drawn:
+        np.testing.assert_allclose(r.episode.states[4:], mean.episode.states[4:], rtol=0, atol=1e-6)
+        assert not np.array_equal(r.episode.frames[4:], mean.episode.frames[4:])
+    for r in steps_drawn:
+        np.testing.assert_array_equal(r.episode.frames[4:], mean.episode.frames[4:])
+        assert np.abs(r.episode.positions[4:] - mean.episode.positions[4:]).max() > 1e-4
+    assert (frames_drawn[0].temperature, frames_drawn[0].step_temperature) == (1.0, 0.0)
+    assert steps_drawn[0].episode.provenance["rollout"]["step_temperature"] == 1.0
+    assert mean.step_temperature == 0.0  # none given: the frames' temperature
+    with pytest.raises(ValueError, match="step_temperature=-1"):
+        model.rollout(episode, context=4, horizon=2, step_temperature=-1.0)
+
+
 # ---------------------------------------------------------------------------------------------
 # mixture of experts
 # ---------------------------------------------------------------------------------------------

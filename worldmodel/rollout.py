@@ -15,7 +15,9 @@ unknown beyond the context (the learned "absent" embedding); actions are read fr
 when it has them for the horizon, else zero.
 
 The states are sampled too: each frame's dynamics step is drawn from the head's Gaussian at the
-same temperature (temperature 0: its mean), so samples differ in where the bodies go; the frame's
+same temperature (temperature 0: its mean), or at `step_temperature` where it is given (the frames
+and the steps each at their own: which of the two noises a rollout's errors come from), so samples
+differ in where the bodies go; the frame's
 closed-form step (`WorldModel.closed_form_step`: contact impulses and a pendulum's swing, from the
 state it starts from) is added to it. A tethered body's step is read along its tangent alone (`worldmodel.tether`), so its
 density is that one component's.
@@ -63,6 +65,8 @@ class Rollout:
     """(horizon, H, W, 3) predicted mean frames in [0, 1], detached"""
     context: int
     temperature: float
+    step_temperature: float
+    """the dynamics steps' temperature (`temperature` unless the rollout was given its own)"""
 
 
 def rollout(
@@ -74,6 +78,7 @@ def rollout(
     temperature: float = 1.0,
     seed: int | None = None,
     use_states: bool = True,
+    step_temperature: float | None = None,
 ) -> list[Rollout]:
     cfg = model.cfg
     tt = cfg.tubelet_t
@@ -86,6 +91,9 @@ def rollout(
         raise ValueError(f"rollout: samples={samples}; allowed: >= 1")
     if not temperature >= 0:
         raise ValueError(f"rollout: temperature={temperature}; allowed: >= 0")
+    step_temperature = temperature if step_temperature is None else step_temperature
+    if not step_temperature >= 0:
+        raise ValueError(f"rollout: step_temperature={step_temperature}; allowed: >= 0 (or None: temperature's)")
     T = context + horizon
     nb, nb_known = n_blocks(T, tt), context // tt
     dev, S = model.device, samples
@@ -181,7 +189,7 @@ def rollout(
         bodies = torch.cat([bodies[..., :DRIVEN], driven], dim=-1)
         held = None if actions is None else steady[:, b - 1 : b]  # (S, 1, tt) whether they are the frame before's
         dist = model.block_dynamics(slots, bodies, src, drive, mask.bool(), tether, held).map(lambda t: t[:, 0])  # (S, tt, n_max)
-        steps = dist.sample(temperature, generator)  # (S, tt, n_max, 6)
+        steps = dist.sample(step_temperature, generator)  # (S, tt, n_max, 6)
         prev = src[:, -1]
         for j in range(tt):
             step = steps[:, j]
@@ -227,7 +235,7 @@ def rollout(
             audio_rate=episode.audio_rate,
             actions=None if episode.actions is None else arr["actions"][:T, : episode.actions.shape[1]].copy(),
             camera=episode.camera,
-            provenance={**episode.provenance, "rollout": {"context": context, "horizon": horizon, "temperature": temperature, "seed": seed, "sample": i}},
+            provenance={**episode.provenance, "rollout": {"context": context, "horizon": horizon, "temperature": temperature, "step_temperature": step_temperature, "seed": seed, "sample": i}},
         )
-        out.append(Rollout(episode=ep, logprob=logprob[i], mean=mean_frames[i], context=context, temperature=temperature))
+        out.append(Rollout(episode=ep, logprob=logprob[i], mean=mean_frames[i], context=context, temperature=temperature, step_temperature=step_temperature))
     return out
