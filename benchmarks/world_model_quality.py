@@ -39,6 +39,15 @@ def command(name: str, *args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def video_line(dataset: dict) -> str:
+    """The predicted frames' PSNR against copy-last's (temperature 0), overall and per family: where
+    the two are equal, the predicted video holds the last context frame and the motion is in the
+    states alone."""
+    psnr = lambda s: f"{s['psnr_db']['model']:.2f}/{s['psnr_db']['copy_last']:.2f}"  # noqa: E731
+    families = ", ".join(f"{f} {psnr(s)}" for f, s in dataset["families"].items())
+    return f"video PSNR dB, model/copy_last: all {psnr(dataset['overall'])} ({families})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", default="runs/quality", help="folder for the datasets, the run and the report")
@@ -84,6 +93,7 @@ def main() -> None:
     ood = report.get("ood_id_ratio", {}).get("overall")
     ood_m = report["datasets"].get("ood", {}).get("overall", {}).get("position_error_m", {}).get("model", {}).get("mean")
     print(f"OOD / ID position error: {ood:.2f} (target <= 2)" + ("" if ood_m is None else f"; OOD {ood_m:.3f} m, ID {rows['all']['model']:.3f} m"))
+    print(video_line(report["datasets"]["id"]))
     ablation = report.get("caption_ablation", {})
     if ablation.get("episodes"):
         for event in ("bounced", "collided"):
@@ -96,7 +106,7 @@ def main() -> None:
             print(f"  {family}: " + ", ".join(f"{k} {v:.4f}" for k, v in errs.items() if v is not None))
     wins = sum(r["ratio_to_best_baseline"] < 1 for f, r in rows.items() if f != "all")
     print(json.dumps({"model": args.model, "steps": train["steps"], "train_minutes": round(train_minutes, 1), "families_won": f"{wins}/{len(families)}",
-                      "ood_id_ratio": ood, "position_error_m": rows, "caption_ablation": ablation.get("position_error_m") and {k: ablation[k]["position_error_m"] for k in ("caption", "shuffled", "removed")},
+                      "ood_id_ratio": ood, "position_error_m": rows, "psnr_db": report["datasets"]["id"]["overall"]["psnr_db"], "caption_ablation": ablation.get("position_error_m") and {k: ablation[k]["position_error_m"] for k in ("caption", "shuffled", "removed")},
                       "report": evaluate["report"]}))
 
 
