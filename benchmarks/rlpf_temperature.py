@@ -93,10 +93,9 @@ def main(argv: list[str] | None = None) -> dict:
         for name, s in summary.items():
             s["step_noise_share"] = reduction(rate(name, SPLIT_FRAMES), rate(name, "T=1"))
             s["frame_noise_share"] = reduction(rate(name, SPLIT_STEPS), rate(name, "T=1"))
-    percent = lambda x: "-" if x is None else f"{-100 * x:+.0f}%"  # noqa: E731
-    if args.split:
         share = lambda x: "-" if x is None else f"{100 * x:.0f}%"  # noqa: E731
         print("\nof the disagreement at T=1, the mean avoids: " + "; ".join(f"{n}: steps' {share(s['step_noise_share'])}, frames' {share(s['frame_noise_share'])}, both {share(s['noise_share'])}" for n, s in summary.items()))
+    percent = lambda x: "-" if x is None else f"{-100 * x:+.0f}%"  # noqa: E731
     print(f"\ndisagreement against {first}: " + "; ".join(f"{n} {percent(s['reduction_t1'])} at T=1, {percent(s['reduction_t0'])} at T=0" for n, s in summary.items()))
     result = {"rows": rows, "summary": summary}
     print(json.dumps(result), flush=True)
