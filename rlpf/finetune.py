@@ -12,7 +12,10 @@ One step:
         rlpf: mean over the groups of the GRPO loss (clipped surrogate + beta * KL to the start,
               over the sampled pixels and the sampled dynamics steps; 0 for skipped groups;
               with `kl_target` set, beta adapts step by step to hold the KL near it: `grpo.adapt_beta`;
-              with `hold_spread`, the surrogate moves the Gaussians' means and not their spreads)
+              with `hold_spread`, the surrogate moves the Gaussians' means and not their spreads;
+              with `spread_lr` > 0, the surrogate and the KL also move the model's `step_spread`,
+              one log-factor on the spread every rollout draws its steps with, which no
+              supervised term reaches)
               + rollout_state_weight * the error of the model's one-step state predictions on its
               own rollouts (the compounding drift that teacher forcing never sees; `own_state_loss`)
               against the simulator's states (`rollout_state_target=truth`) or against the
@@ -74,12 +77,12 @@ from worldmodel.train import (
 
 RUN_KEYS = (
     "baseline", "seed", "families", "train_queries", "context", "horizon", "group_size", "queries_per_step",
-    "temperature", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "beta", "kl_target", "kl_gain", "step_kl_resolution", "clip", "hold_spread",
+    "temperature", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "spread_lr", "beta", "kl_target", "kl_gain", "step_kl_resolution", "clip", "hold_spread",
     "ppo_epochs", "state_weight", "pixel_weight", "rollout_state_weight", "rollout_state_target", "min_reward_std", "reward_weights", "answer_tolerance",
     "buffer_alpha", "buffer_floor", *worldmodel.GATE_KNOBS,
 )
 """options that define a run: resuming into out_dir with other values is refused"""
-IMPLIED = {"rollout_state_target": "truth", "reward_weights.answer_miss": 0.0, "hold_spread": False}
+IMPLIED = {"rollout_state_target": "truth", "reward_weights.answer_miss": 0.0, "hold_spread": False, "spread_lr": 0.0}
 """options added later (a dotted name: a key of a dict option), at the value that runs before them
 had: left out of run.json there, so those runs still resume"""
 
@@ -275,7 +278,9 @@ def finetune(opts: dict) -> dict:
     write_json_atomic(out / "run.json", run)
 
     model = worldmodel.load(opts["checkpoint"], device=device, **knobs).train()
-    optimizer = make_optimizer(model, opts["lr"], opts["weight_decay"], opts["betas"])
+    learns_spread = opts["baseline"] == "rlpf" and opts["spread_lr"] > 0
+    model.step_spread.requires_grad_(learns_spread)  # only the policy's surrogate and KL reach it
+    optimizer = make_optimizer(model, opts["lr"], opts["weight_decay"], opts["betas"], spread_lr_scale=opts["spread_lr"] / opts["lr"] if learns_spread else None)
     buffer = QueryBuffer(len(train_queries), opts["buffer_alpha"], opts["buffer_floor"])
     totals = {"groups": 0, "skipped_groups": 0, "skipped_updates": 0, "simulator_episodes": 0, "rollouts": 0}
     ckpts = checkpoint_dirs(out)
@@ -319,6 +324,7 @@ def finetune(opts: dict) -> dict:
         log.update(update(model, reference_model, optimizer, groups, [train_queries[i].episode for i in drawn], opts, beta, device))
         if opts["baseline"] == "rlpf":
             log["policy/beta"] = beta
+            log["policy/step_spread"] = model.step_spread.item()
             if opts["kl_target"] is not None and "policy/kl" in log:
                 beta = grpo.adapt_beta(beta, log["policy/kl"], floor=opts["beta"], target=opts["kl_target"], gain=opts["kl_gain"])
         nonfinite = nonfinite + 1 if log["train/skipped_update"] else 0

@@ -262,6 +262,11 @@ class StepDistribution:
         """(..., 6) the chosen log-std"""
         return torch.where(self.keep, self.rest_logstd, self.move_logstd)
 
+    def spread(self, log_factor: torch.Tensor) -> StepDistribution:
+        """The same distribution with the moving Gaussian's std times exp(log_factor) (a scalar
+        tensor: `WorldModel.step_spread`); the resting one is never drawn (`sample`) and stays."""
+        return replace(self, move_logstd=self.move_logstd + log_factor)
+
     def map(self, fn) -> StepDistribution:
         """The same distribution with fn applied to every tensor (indexing, flattening): fn must act
         on the leading dimensions only."""
@@ -600,6 +605,10 @@ class WorldModel(nn.Module):
         self.caption_key = nn.Linear(cfg.d_model, POINTER_DIM)
         self.register_buffer("caption_unit", torch.tensor(CAPTION_UNITS), persistent=False)  # fixed: a learnt unit drifts to make up for a pointer that averages numbers
         self.register_buffer("state_scale", torch.tensor([cfg.pos_scale] * 3 + [cfg.vel_scale] * 3), persistent=False)
+        # log of the factor on the moving steps' spread where the model is a policy (a rollout's
+        # draws and their log-density), not in the supervised NLL, which fits the head's spread to
+        # one-step errors: 0 from pretraining; RL from physical feedback learns it (rlpf `spread_lr`)
+        self.step_spread = nn.Parameter(torch.zeros(()))
         self._init_weights()
 
     def _init_weights(self):
@@ -1282,7 +1291,8 @@ class WorldModel(nn.Module):
           gate_loss      scalar: gate_weight x binary cross-entropy of the gate's keep logit against
                          whether the true step is within rest_tolerance of the prior's (`StepDistribution`)
           steps          `StepDistribution` (B, T - tt, n_max) of the dynamics steps of frames tt..
-                         (step units; `.mean` and `.logstd` the gate's choice)
+                         as a rollout draws them (step units; `.mean` and `.logstd` the gate's
+                         choice; the moving spread times exp(`step_spread`))
           step_drawn     (B, T - tt, n_max, 6) the steps of the head that `batch.states` took, their
                          closed-form steps taken out (None without states); a tethered body's
                          were drawn along its tangent only (`tangential_draw`)
@@ -1353,6 +1363,7 @@ class WorldModel(nn.Module):
         impulse = lambda start: self.closed_form_step(start, frame_bodies, body_mask[:, None], None if tether is None else tether.unsqueeze(1))  # noqa: E731  (B, (nb-1)*tt, n_max, 6)
         states = torch.cat([readout[:, :tt], predicted], dim=1)[:, :T]  # (B, T, n_max, 6) SI
         frame_dist = dist.map(lambda t: t.flatten(1, 2)[:, : T - tt])  # (B, T-tt, n_max) frames tt..
+        policy = frame_dist.spread(self.step_spread)  # what a rollout draws the steps from
         if known is not None:
             w = body_mask[:, None, :].float()  # (B, 1, n_max)
             err = ((readout[:, :T] - known[:, :T]) / self.state_scale).pow(2).mean(-1)  # (B, T, n_max)
@@ -1387,7 +1398,7 @@ class WorldModel(nn.Module):
             # a tethered body drew only its velocity change along the tangent (`tangential_draw`)
             tangent, change = tangential_draw(prev[:, : T - tt], known[:, tt:T], tether.unsqueeze(1), 1.0 / cfg.fps)
             along = change / cfg.step_vel_scale - (step_impulse[..., 3:] * tangent).sum(-1)
-            step_logprob = frame_dist.log_prob(drawn, tangent, along)  # (B, T-tt, n_max, 6)
+            step_logprob = policy.log_prob(drawn, tangent, along)  # (B, T-tt, n_max, 6)
             step_floor = self.set_by_floor(prev[:, : T - tt], known[:, tt:T], frame_bodies[:, : T - tt], body_mask[:, None], None if tether is None else tether.unsqueeze(1))
             lp = (step_logprob.sum(-1) * (w * ~step_floor)).sum(-1)  # (B, T-tt)
             state_logprob = torch.cat([lp.new_zeros(B, tt), lp], dim=1)
@@ -1411,7 +1422,7 @@ class WorldModel(nn.Module):
             "moe_aux": moe_aux,
             "frame_logprob": frame_logprob,
             "state_logprob": state_logprob,
-            "steps": frame_dist,
+            "steps": policy,
             "step_drawn": drawn,
             "step_logprob": step_logprob,
             "step_impulse": step_impulse,
@@ -1488,7 +1499,9 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", **knobs: f
                 raise ValueError(f"worldmodel.load: {name}={value!r}; allowed: >= 0 ({GATE_KNOBS[name]}) or None (the checkpoint's)")
             cfg = replace(cfg, **{name: float(value)})
     model = WorldModel(cfg)
-    model.load_state_dict(load_file(str(path)))
+    state = load_file(str(path))
+    state.setdefault("step_spread", torch.zeros(()))  # saved before the learnt spread: the one-step spread
+    model.load_state_dict(state)
     return model.to(device).eval()
 
 

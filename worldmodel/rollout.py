@@ -14,7 +14,8 @@ is sampled (exact conditioning, the pixels of a block being independent given th
 unknown beyond the context (the learned "absent" embedding); actions are read from the episode
 when it has them for the horizon, else zero.
 
-The states are sampled too: each frame's dynamics step is drawn from the head's Gaussian at the
+The states are sampled too: each frame's dynamics step is drawn from the head's Gaussian (its
+moving spread times exp(`WorldModel.step_spread`), 1 unless RL fine-tuning learnt it) at the
 same temperature (temperature 0: its mean), or at `step_temperature` where it is given (the frames
 and the steps each at their own: which of the two noises a rollout's errors come from), so samples
 differ in where the bodies go; the frame's
@@ -188,7 +189,7 @@ def rollout(
             tether = None if tether is None else tether.swinging(driven[:, 0, :, 0] > 0)  # gravity swings the tethered bodies nothing drives
         bodies = torch.cat([bodies[..., :DRIVEN], driven], dim=-1)
         held = None if actions is None else steady[:, b - 1 : b]  # (S, 1, tt) whether they are the frame before's
-        dist = model.block_dynamics(slots, bodies, src, drive, mask.bool(), tether, held).map(lambda t: t[:, 0])  # (S, tt, n_max)
+        dist = model.block_dynamics(slots, bodies, src, drive, mask.bool(), tether, held).map(lambda t: t[:, 0]).spread(model.step_spread)  # (S, tt, n_max)
         steps = dist.sample(step_temperature, generator)  # (S, tt, n_max, 6)
         prev = src[:, -1]
         for j in range(tt):
