@@ -7,7 +7,8 @@ Evaluates each checkpoint (NAME=PATH) on the held-out queries of `physfusion-rlp
 queries and rollout seeds as its before/after report with the same --seed, --eval-queries,
 --horizon) twice: --samples rollouts per query at temperature 1, as the report samples them, and one
 at temperature 0 (every pixel and step its Gaussian's mean: the model's own best guess, without the
-noise it samples). With --split, twice more at --samples rollouts: the frames sampled and the dynamics
+noise it samples). Temperature 1 draws the steps with the model's own spread, its head's times
+the factor RL fine-tuning may have learnt (`step_spread`, printed). With --split, twice more at --samples rollouts: the frames sampled and the dynamics
 steps at their mean, and the other way round, to say which noise the disagreement comes from. The
 reference is the start's row, in the same run. Prints one table (disagreement rate, median answer
 miss by family, long-horizon position error, violations at each temperature) and, last, one JSON
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 import worldmodel
@@ -62,9 +64,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     checkpoints = parse_checkpoints(args.checkpoints)
 
-    rows, references, queries = {}, {}, None
+    rows, references, queries, spread = {}, {}, None, {}
     for name, path in checkpoints.items():
         model = worldmodel.load(path)
+        spread[name] = math.exp(model.step_spread.item())  # what T=1 draws the steps with, times the head's spread
         if queries is None:
             queries = make_queries(args.eval_queries, split="val", seed=args.seed, context=args.context, horizon=args.horizon, families=list(FAMILIES), image_size=model.cfg.image_size, fps=model.cfg.fps)
         kw = dict(seed=args.seed, long_horizon_s=args.long_horizon_s, weights=DEFAULT_WEIGHTS, tolerance=0.05, references=references)
@@ -86,6 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
             "noise_share": reduction(rate(name, "T=0"), rate(name, "T=1")),  # of the disagreement at T=1, what the mean rollout avoids
             "reduction_t1": reduction(rate(name, "T=1"), rate(first, "T=1")),
             "reduction_t0": reduction(rate(name, "T=0"), rate(first, "T=0")),
+            "step_spread_factor": spread[name],
         }
         for name in checkpoints
     }
@@ -95,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
             s["frame_noise_share"] = reduction(rate(name, SPLIT_STEPS), rate(name, "T=1"))
         share = lambda x: "-" if x is None else f"{100 * x:.0f}%"  # noqa: E731
         print("\nof the disagreement at T=1, the mean avoids: " + "; ".join(f"{n}: steps' {share(s['step_noise_share'])}, frames' {share(s['frame_noise_share'])}, both {share(s['noise_share'])}" for n, s in summary.items()))
+    print("\nlearnt step spread factor (exp step_spread; 1: the one-step spread): " + ", ".join(f"{n} {f:.3f}" for n, f in spread.items()))
     percent = lambda x: "-" if x is None else f"{-100 * x:+.0f}%"  # noqa: E731
     print(f"\ndisagreement against {first}: " + "; ".join(f"{n} {percent(s['reduction_t1'])} at T=1, {percent(s['reduction_t0'])} at T=0" for n, s in summary.items()))
     result = {"rows": rows, "summary": summary}

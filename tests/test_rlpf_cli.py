@@ -64,10 +64,11 @@ def test_rlpf_run_reports_before_and_after_logs_and_checkpoints(workdir):
     assert json.loads((out / "report.json").read_text()) == s
     run_def = json.loads((out / "run.json").read_text())  # options at the value runs from before them had are left out: those runs still resume
     assert "rollout_state_target" not in run_def and set(run_def["reward_weights"]) == {"trajectory", "events", "violations", "answer"}
+    assert "spread_lr" not in run_def and load_file(s["checkpoint"])["step_spread"].item() == 0.0  # held by default
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tags = EventAccumulator(str(out / "tb")).Reload().Tags()["scalars"]
-    for tag in ("reward/mean", "policy/kl", "loss/frame_nll", "loss/rollout_state_loss", "rollouts/psnr", "rollouts/disagreement_rate", "train/policy_grad_norm", "policy/beta", "groups/skipped_total", "eval/disagreement_rate"):
+    for tag in ("reward/mean", "policy/kl", "loss/frame_nll", "loss/rollout_state_loss", "rollouts/psnr", "rollouts/disagreement_rate", "train/policy_grad_norm", "policy/beta", "policy/step_spread", "groups/skipped_total", "eval/disagreement_rate"):
         assert tag in tags, tag
 
 
@@ -93,7 +94,7 @@ def test_the_simulator_target_and_the_answer_miss_term_run_and_define_the_run(wo
 
 
 def test_interrupted_run_resumes_exactly(workdir):
-    args = ["checkpoint=start.safetensors", "steps=4", "ckpt_every=2", "kl_target=1e-6", *TINY]  # an adaptive beta, resumed too
+    args = ["checkpoint=start.safetensors", "steps=4", "ckpt_every=2", "kl_target=1e-6", "spread_lr=0.05", *TINY]  # an adaptive beta and a learnt spread, resumed too
     whole = last_json(run([*args, "out_dir=runs/whole"], workdir))
     crashed = run([*args, "out_dir=runs/crash"], workdir, env={CRASH_ENV: "3"}, check=False)
     assert crashed.returncode == 3 and not (workdir / "runs/crash/report.json").exists()
@@ -104,6 +105,7 @@ def test_interrupted_run_resumes_exactly(workdir):
     state = lambda name: json.loads((workdir / f"runs/{name}/checkpoints/step-000004/state.json").read_text())
     assert state("whole")["buffer"] == state("crash")["buffer"]
     assert state("whole")["beta"] == state("crash")["beta"] > 0.05  # the KL ran above its target: beta rose from its floor
+    assert load_file(whole["checkpoint"])["step_spread"].item() != 0.0 and state("whole")["run"]["spread_lr"] == 0.05  # the policy gradient moved it
     refused = run([*args, "out_dir=runs/crash", "beta=0.5"], workdir, check=False)
     assert refused.returncode == 2 and "different beta" in refused.stderr
 
@@ -125,8 +127,9 @@ def test_a_diverging_run_stops_with_an_error_naming_lr_and_finite_checkpoints(wo
 
 
 def test_sft_baseline_uses_the_same_episodes_and_steps(workdir):
-    s = last_json(run(["checkpoint=start.safetensors", "steps=2", "out_dir=runs/sft", "baseline=sft", *TINY], workdir))
+    s = last_json(run(["checkpoint=start.safetensors", "steps=2", "out_dir=runs/sft", "baseline=sft", "spread_lr=0.05", *TINY], workdir))
     assert s["baseline"] == "sft" and s["simulator_episodes"] == 4 and s["groups"] == 0 and s["rollouts"] == 0
+    assert load_file(s["checkpoint"])["step_spread"].item() == 0.0  # no supervised loss reaches the rollouts' spread
     assert not weights_equal(s["checkpoint"], workdir / "start.safetensors")
     assert set(s["before"]) == set(s["after"])
 
@@ -143,6 +146,7 @@ def test_bad_input_exits_2_naming_the_parameter_and_writes_nothing(workdir):
         ("checkpoint=missing.safetensors", "parameter 'checkpoint': got"),
         ("clip=1.5", "parameter 'clip': got 1.5; allowed: a number in (0, 1)"),
         ("beta=-1", "parameter 'beta': got -1; allowed: a number >= 0"),
+        ("spread_lr=-0.01", "parameter 'spread_lr': got -0.01; allowed: a number >= 0"),
         ("kl_target=0", "parameter 'kl_target': got 0; allowed: null (a fixed beta) or a number > 0"),
         ("rollout_state_target=oracle", "parameter 'rollout_state_target': got 'oracle'; allowed: truth"),
         ("hold_spread=sometimes", "parameter 'hold_spread': got 'sometimes'; allowed: true or false"),
@@ -196,6 +200,7 @@ def test_temperature_benchmark_evaluates_the_reports_queries_with_and_without_sa
     assert rows["a T=1"]["rollouts"] == 4 and rows["a T=0"]["rollouts"] == 2
     assert all(rows[f"a {label}"]["rollouts"] == 4 for label in split)
     assert {"step_noise_share", "frame_noise_share"} <= set(result["summary"]["a"])
+    assert result["summary"]["a"]["step_spread_factor"] == 1.0 and "learnt step spread factor" in proc.stdout  # pretraining leaves it at 1
     assert rows["a T=1"] == rows["b T=1"] and rows["a T=0"] == rows["b T=0"]  # the same rollout seeds; the mean is deterministic
     assert result["summary"]["b"]["reduction_t1"] in (0.0, None)  # None: nothing disagrees to reduce
     # its temperature-0 row is physfusion-rlpf's own report at temperature 0 on the same queries

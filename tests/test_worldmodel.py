@@ -11,6 +11,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 import sim
 import worldmodel as wm
@@ -1111,6 +1113,33 @@ def test_frames_and_steps_sample_at_their_own_temperatures(cfg):
     with pytest.raises(ValueError, match="step_temperature=-1"):
         model.rollout(episode, context=4, horizon=2, step_temperature=-1.0)
 
+
+
+def test_step_spread_scales_the_drawn_steps_and_older_checkpoints_load_without_it(cfg, tmp_path):
+    model = perturbed_model(cfg)
+    episode = sim.simulate("push", {}, seed=3, seconds=0.6, width=32, height=32)  # a driven body: its steps are drawn
+    with torch.no_grad():  # the first predicted frame's step comes from the context alone: the same draws give half the deviation
+        model.step_spread.zero_()  # perturbed with the rest
+        (mean,) = model.rollout(episode, context=4, horizon=2, temperature=0.0)
+        wide = model.rollout(episode, context=4, horizon=2, samples=3, temperature=0.0, step_temperature=1.0, seed=0)
+        model.step_spread.fill_(math.log(0.5))
+        narrow = model.rollout(episode, context=4, horizon=2, samples=3, temperature=0.0, step_temperature=1.0, seed=0)
+    for w, n in zip(wide, narrow):
+        dw = w.episode.positions[4] - mean.episode.positions[4]
+        dn = n.episode.positions[4] - mean.episode.positions[4]
+        assert np.abs(dw).max() > 1e-4
+        np.testing.assert_allclose(dn, 0.5 * dw, rtol=1e-3, atol=1e-6)
+    # the policy's density is the narrowed Gaussian's: the rollout's log-probability recomputed
+    torch.testing.assert_close(narrow[0].logprob, model.log_prob(wm.collate([narrow[0].episode], cfg), 4)[0], rtol=1e-4, atol=1e-2)
+    # saved, it round-trips; a file saved before the parameter existed loads with 0 (the one-step spread)
+    path = model.save(tmp_path / "m.safetensors")
+    assert wm.load(path).step_spread.item() == pytest.approx(math.log(0.5))
+    state = load_file(str(path))
+    del state["step_spread"]
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    save_file(state, str(tmp_path / "old.safetensors"), metadata=meta)
+    assert wm.load(tmp_path / "old.safetensors").step_spread.item() == 0.0
 
 # ---------------------------------------------------------------------------------------------
 # mixture of experts
