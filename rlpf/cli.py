@@ -53,7 +53,7 @@ INTEGERS = {  # option -> least value
 }
 NUMBERS = {  # option -> (least value, whether the least value itself is allowed)
     "temperature": (0.0, False), "lr": (0.0, False), "min_lr": (0.0, True), "weight_decay": (0.0, True),
-    "grad_clip": (0.0, True), "spread_lr": (0.0, True), "beta": (0.0, True), "step_kl_resolution": (0.0, True), "pixel_weight": (0.0, True), "state_weight": (0.0, True), "rollout_state_weight": (0.0, True),
+    "grad_clip": (0.0, True), "spread_lr": (0.0, True), "spread_noise": (0.0, False), "beta": (0.0, True), "step_kl_resolution": (0.0, True), "pixel_weight": (0.0, True), "state_weight": (0.0, True), "rollout_state_weight": (0.0, True),
     "min_reward_std": (0.0, True), "answer_tolerance": (0.0, True), "buffer_alpha": (0.0, True),
     "buffer_floor": (0.0, False), "eval_temperature": (0.0, True), "long_horizon_s": (0.0, False),
 }

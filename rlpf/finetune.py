@@ -13,9 +13,10 @@ One step:
               over the sampled pixels and the sampled dynamics steps; 0 for skipped groups;
               with `kl_target` set, beta adapts step by step to hold the KL near it: `grpo.adapt_beta`;
               with `hold_spread`, the surrogate moves the Gaussians' means and not their spreads;
-              with `spread_lr` > 0, the surrogate and the KL also move the model's `step_spread`,
-              one log-factor on the spread every rollout draws its steps with, which no
-              supervised term reaches)
+              with `spread_lr` > 0, the model's `step_spread` too, the log-factor on the spread
+              every rollout draws its steps with, which no supervised term reaches: each rollout
+              of a group draws at its own level around it (`spread_noise`), and the levels'
+              surrogate and KL move it: `grpo.SpreadDraw`)
               + rollout_state_weight * the error of the model's one-step state predictions on its
               own rollouts (the compounding drift that teacher forcing never sees; `own_state_loss`)
               against the simulator's states (`rollout_state_target=truth`) or against the
@@ -77,12 +78,12 @@ from worldmodel.train import (
 
 RUN_KEYS = (
     "baseline", "seed", "families", "train_queries", "context", "horizon", "group_size", "queries_per_step",
-    "temperature", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "spread_lr", "beta", "kl_target", "kl_gain", "step_kl_resolution", "clip", "hold_spread",
+    "temperature", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "spread_lr", "spread_noise", "beta", "kl_target", "kl_gain", "step_kl_resolution", "clip", "hold_spread",
     "ppo_epochs", "state_weight", "pixel_weight", "rollout_state_weight", "rollout_state_target", "min_reward_std", "reward_weights", "answer_tolerance",
     "buffer_alpha", "buffer_floor", *worldmodel.GATE_KNOBS,
 )
 """options that define a run: resuming into out_dir with other values is refused"""
-IMPLIED = {"rollout_state_target": "truth", "reward_weights.answer_miss": 0.0, "hold_spread": False, "spread_lr": 0.0}
+IMPLIED = {"rollout_state_target": "truth", "reward_weights.answer_miss": 0.0, "hold_spread": False, "spread_lr": 0.0, "spread_noise": 0.5}
 """options added later (a dotted name: a key of a dict option), at the value that runs before them
 had: left out of run.json there, so those runs still resume"""
 
@@ -111,11 +112,22 @@ def rollout_seed(seed: int, step: int, query: int) -> int:
     return int(np.random.default_rng([seed, step, query]).integers(2**31))
 
 
+def spread_levels(model, opts: dict, step: int, query: int) -> torch.Tensor | None:
+    """(G,) the group's step-spread levels, N(step_spread, spread_noise^2) (a pure function of
+    (seed, step, query) and the model), where RL learns the spread; else None (the model's)."""
+    if not model.step_spread.requires_grad:
+        return None
+    eps = np.random.default_rng([opts["seed"], step, query, 1]).standard_normal(opts["group_size"])
+    return model.step_spread.detach().cpu() + opts["spread_noise"] * torch.from_numpy(eps).float()
+
+
 def sample_group(model, query, opts: dict, step: int, reference: rewards.Reference):
-    """G rollouts of `query`, scored. Returns (rollout episodes, rewards (G,), scores)."""
-    rollouts, actions = model_actions(model, query, opts["group_size"], opts["temperature"], rollout_seed(opts["seed"], step, query.index))
+    """G rollouts of `query`, scored. Returns (rollout episodes, rewards (G,), scores, the spread
+    levels they drew with or None)."""
+    levels = spread_levels(model, opts, step, query.index)
+    rollouts, actions = model_actions(model, query, opts["group_size"], opts["temperature"], rollout_seed(opts["seed"], step, query.index), step_spread=levels)
     scores = [rewards.score(query, a, reference, opts["reward_weights"], opts["answer_tolerance"], model.cfg.n_max_objects) for a in actions]
-    return [r.episode for r in rollouts], torch.tensor([s.reward for s in scores], dtype=torch.float64), scores
+    return [r.episode for r in rollouts], torch.tensor([s.reward for s in scores], dtype=torch.float64), scores, levels
 
 
 def supervised_loss(model, episodes, opts: dict, device) -> tuple[torch.Tensor, dict]:
@@ -137,16 +149,18 @@ class Group:
     body_mask: torch.Tensor  # (G, n_max) tracked bodies
     advantages: torch.Tensor | None  # (G,), None for a group skipped for want of reward variance
     target_valid: torch.Tensor | None = None  # (G, T) bool: the frames with a target (None: all)
+    levels: torch.Tensor | None = None  # (G,) the step-spread log-factors the rollouts drew with (None: the model's)
 
 
 def rl_step(model, queries, drawn, references, buffer, opts: dict, step: int, device) -> tuple[list[Group], dict]:
     """Sample and score the groups of one step and update the buffer. Returns (the groups, figures
     to log)."""
     model.eval()
-    groups, group_rewards, disagreement, violation, psnr, terms = [], [], [], [], [], []
+    groups, group_rewards, group_levels, disagreement, violation, psnr, terms = [], [], [], [], [], [], []
     for i in drawn:
         q = queries[i]
-        episodes, r, scores = sample_group(model, q, opts, step, references[i])
+        episodes, r, scores, levels = sample_group(model, q, opts, step, references[i])
+        group_levels.append(None if levels is None else levels.to(device))
         disagreement.append(float(np.mean([s.disagrees for s in scores])))
         buffer.update(i, disagreement[-1])
         violation.append(float(np.mean([s.violates for s in scores])))
@@ -165,10 +179,10 @@ def rl_step(model, queries, drawn, references, buffer, opts: dict, step: int, de
         adv = advantages[k].float().to(device) if keep[k] else None
         if opts["rollout_state_target"] == "simulator":
             targets, valid = resim.simulator_next_states(queries[i], batch.states.numpy(), model.cfg.n_max_objects)
-            out.append(Group(batch.to(device), torch.from_numpy(targets).to(device), body_mask, adv, torch.from_numpy(valid).to(device)))
+            out.append(Group(batch.to(device), torch.from_numpy(targets).to(device), body_mask, adv, torch.from_numpy(valid).to(device), group_levels[k]))
         else:
             simulated = torch.from_numpy(truth["states"]).to(device)[None].expand(len(episodes), -1, -1, -1)
-            out.append(Group(batch.to(device), simulated, body_mask, adv))
+            out.append(Group(batch.to(device), simulated, body_mask, adv, levels=group_levels[k]))
     log = {
         "reward/mean": float(all_rewards.mean()),
         "reward/std_within_group": float(all_rewards.std(dim=1, unbiased=False).mean()),
@@ -223,7 +237,8 @@ def update(model, reference_model, optimizer, groups: list[Group], sim_episodes,
             if group.advantages is not None:
                 with torch.no_grad():
                     ref_out = reference_model(group.batch)
-                policy_loss, logp, s = grpo.group_loss(out, ref_out, group.batch.frames, opts["context"], group.advantages, old[k], opts["clip"], beta, group.body_mask, opts["step_kl_resolution"], opts["hold_spread"])
+                spread = None if group.levels is None else grpo.SpreadDraw(model.step_spread, reference_model.step_spread, group.levels, opts["spread_noise"])
+                policy_loss, logp, s = grpo.group_loss(out, ref_out, group.batch.frames, opts["context"], group.advantages, old[k], opts["clip"], beta, group.body_mask, opts["step_kl_resolution"], opts["hold_spread"], spread)
                 loss = loss + policy_loss
                 old[k] = logp if old[k] is None else old[k]
                 stats.append(s)

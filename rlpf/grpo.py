@@ -21,6 +21,15 @@ not drowned by the many pixels):
     ratio = exp(log pi(x) - log pi_old(x))                     per predicted value x
     loss  = sum over kinds of -mean(min(ratio A, clip(ratio, 1 - eps, 1 + eps) A)) + beta * mean KL(pi || pi_ref)
 
+With a `SpreadDraw` the G rollouts drew their steps each at its own level of the model's
+`step_spread` (a log-factor on the moving steps' spread), levels ~ N(step_spread, noise^2): the
+levels are a third kind of token, one per rollout, whose surrogate alone moves `step_spread`
+(a group's rollouts then differ in how much noise they drew, and the advantages say which level
+did better: the per-value gradient of one shared spread, the mean over hundreds of values of
+(x - mean)^2 / std^2 - 1, barely differs between rollouts). The steps are scored at their drawn
+level and the KL is the hierarchical policy's: the levels' Gaussians (same noise) plus the steps'
+compared at the one-step spread.
+
 With `hold_spread` the log-probabilities in the surrogate pass no gradient to the Gaussians'
 log-stds, so the policy gradient moves their means alone. A Gaussian policy's gradient widens it
 whenever the rewarded samples lie far from its mean (their (x - mean)^2 / std^2 exceeds 1): a
@@ -40,11 +49,12 @@ For a tethered body it is the KL of all six components, an upper bound of its dr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
 
-from worldmodel.model import StepDistribution, discretized_gaussian_logprob, gaussian_kl
+from worldmodel.model import StepDistribution, discretized_gaussian_logprob, gaussian_kl, gaussian_logprob
 
 
 def group_advantages(rewards: torch.Tensor, min_std: float, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,17 +103,19 @@ def step_distribution(out: dict, context: int, n: int) -> StepDistribution:
     return out["steps"].map(lambda t: t[:, _first_predicted(out, context) :, :n])
 
 
-def per_step_logprob(out: dict, context: int, body_mask: torch.Tensor, hold_spread: bool = False) -> torch.Tensor:
+def per_step_logprob(out: dict, context: int, body_mask: torch.Tensor, hold_spread: bool = False, shift: torch.Tensor | None = None) -> torch.Tensor:
     """The model's output on a batch with states -> (B, T - context, n, 6) log-density of every
     predicted dynamics step value of the tracked bodies (body_mask (B, n_max); the rollouts of one
     query track the same n bodies); a tethered body's step is one value, its velocity change along
     the tangent (component 3; the others 0: `StepDistribution.log_prob`). hold_spread: the same
-    values, with no gradient to the log-stds."""
+    values, with no gradient to the log-stds; shift (B,): each rollout's moving spread moved by that
+    log-factor (the rollouts drew at their own `step_spread`)."""
     logp = out["step_logprob"]
-    if hold_spread:
-        dist = out["steps"]
-        held = replace(dist, move_logstd=dist.move_logstd.detach(), rest_logstd=dist.rest_logstd.detach())
-        logp = held.log_prob(out["step_drawn"], out["step_tangent"], out["step_along"])
+    if hold_spread or shift is not None:
+        dist = out["steps"] if shift is None else out["steps"].spread(shift[:, None, None, None])
+        if hold_spread:
+            dist = replace(dist, move_logstd=dist.move_logstd.detach(), rest_logstd=dist.rest_logstd.detach())
+        logp = dist.log_prob(out["step_drawn"], out["step_tangent"], out["step_along"])
     return logp[:, _first_predicted(out, context) :, : int(body_mask.sum(1).max())]
 
 
@@ -116,14 +128,28 @@ def per_step_scored(out: dict, context: int, body_mask: torch.Tensor) -> torch.T
 
 @dataclass
 class GroupStats:
-    surrogate: float  # pixels + steps
-    kl: float  # nats per predicted value, pixels + steps
+    surrogate: float  # pixels + steps (+ levels)
+    kl: float  # nats per predicted value, pixels + steps (+ levels)
     clipped: float  # fraction of pixel values whose ratio was clipped
-    step_surrogate: float
+    step_surrogate: float  # steps (+ levels)
     step_kl: float  # nats per predicted step value
 
 
-def group_loss(out: dict, ref_out: dict, frames: torch.Tensor, context: int, advantages: torch.Tensor, logp_old: tuple | None, clip: float, beta: float, body_mask: torch.Tensor, step_kl_resolution: float = 0.0, hold_spread: bool = False):
+@dataclass
+class SpreadDraw:
+    """Where RL learns the model's `step_spread`: each rollout of a group drew its steps with its
+    own log-factor, levels (G,) ~ N(param, noise^2), a one-number policy of its own (exploring
+    in the parameter, as in policy-gradients with parameter-based exploration: the group's
+    rollouts differ in how much noise they draw, not only in which). param: the model's
+    `step_spread` (with gradient); reference: the frozen start's."""
+
+    param: torch.Tensor
+    reference: torch.Tensor
+    levels: torch.Tensor
+    noise: float
+
+
+def group_loss(out: dict, ref_out: dict, frames: torch.Tensor, context: int, advantages: torch.Tensor, logp_old: tuple | None, clip: float, beta: float, body_mask: torch.Tensor, step_kl_resolution: float = 0.0, hold_spread: bool = False, spread: SpreadDraw | None = None):
     """The GRPO loss of one group of G sampled episodes, from the current model's output `out` on
     them (with gradient) and the frozen starting model's `ref_out`; frames (G, T, H, W, 3) uint8,
     body_mask (G, n_max) the tracked bodies (the same for every rollout of the query);
@@ -131,25 +157,41 @@ def group_loss(out: dict, ref_out: dict, frames: torch.Tensor, context: int, adv
     hold_spread: the surrogate moves the Gaussians' means only, not their log-stds (the KL and the
     supervised NLL still act on those).
 
-    logp_old: the (pixel, step) per-value log-probabilities under the policy that sampled them and
-    which steps count (`per_step_scored`) (None: the current model is that policy, its own values
-    detached are used). Returns (loss, that triple, stats)."""
+    spread: the rollouts drew their steps at their own levels (`SpreadDraw`). Their steps are then
+    scored at those levels, so the model's `step_spread` learns through the levels' own clipped
+    surrogate alone (a third kind, one value per rollout), and the KL is the hierarchical policy's:
+    the levels' Gaussians' plus the steps' compared at a common level.
+
+    logp_old: the per-value log-probabilities (pixels, steps, which steps count (`per_step_scored`),
+    levels or None) under the policy that sampled them (None: the current model is that policy, its
+    own values detached are used). Returns (loss, that tuple, stats)."""
     logp = per_value_logprob(out, frames, context, hold_spread)
     old = logp.detach() if logp_old is None else logp_old[0]
     surrogate, clipped = clipped_surrogate(logp, old, advantages, clip)
     kl = gaussian_kl(out["frame_mean"][:, context:], out["frame_logstd"][:, context:], ref_out["frame_mean"][:, context:].detach(), ref_out["frame_logstd"][:, context:].detach()).mean()
 
-    step_logp = per_step_logprob(out, context, body_mask, hold_spread)  # (G, H, n, 6)
+    shift = None if spread is None else spread.levels - spread.param  # the param cancels: the steps' density is at the drawn level
+    step_logp = per_step_logprob(out, context, body_mask, hold_spread, shift)  # (G, H, n, 6)
     step_old = step_logp.detach() if logp_old is None else logp_old[1]
     scored = per_step_scored(out, context, body_mask) if logp_old is None else logp_old[2]  # (G, H, n, 1) as the sampling policy's pass had it
     step_surrogate, _ = clipped_surrogate(step_logp, step_old, advantages, clip, scored)
     n = step_logp.shape[2]
-    ref_steps = step_distribution(ref_out, context, n).map(torch.Tensor.detach)
-    step_kl = step_distribution(out, context, n).component_kl(ref_steps, step_kl_resolution).mean()
+    steps, ref_steps = step_distribution(out, context, n), step_distribution(ref_out, context, n).map(torch.Tensor.detach)
+    level_logp = None
+    if spread is not None:
+        steps, ref_steps = steps.spread(-spread.param), ref_steps.spread(-spread.reference)  # both at the one-step spread
+        noise = torch.full_like(spread.levels, math.log(spread.noise))
+        level_logp = gaussian_logprob(spread.levels, spread.param.expand_as(spread.levels), noise)  # (G,)
+        level_old = level_logp.detach() if logp_old is None else logp_old[3]
+        level_surrogate, _ = clipped_surrogate(level_logp, level_old, advantages, clip)
+        step_surrogate = step_surrogate + level_surrogate
+        kl = kl + gaussian_kl(spread.param, noise[0], spread.reference, noise[0])
+    step_kl = steps.component_kl(ref_steps, step_kl_resolution).mean()
 
     loss = -(surrogate + step_surrogate) + beta * (kl + step_kl)
     stats = GroupStats((surrogate + step_surrogate).item(), (kl + step_kl).item(), clipped.item(), step_surrogate.item(), step_kl.item())
-    return loss, (logp.detach(), step_logp.detach(), scored), stats
+    levels = None if level_logp is None else level_logp.detach()
+    return loss, (logp.detach(), step_logp.detach(), scored, levels), stats
 
 
 def adapt_beta(beta: float, kl: float, *, floor: float, target: float, gain: float) -> float:

@@ -270,7 +270,8 @@ def test_group_loss_starts_with_zero_kl_and_moves_towards_advantaged_samples(tin
     with torch.no_grad():
         ref = tiny_model(batch)
     loss, old, stats = grpo.group_loss(model(batch), ref, batch.frames, q.context, advantages, None, clip=0.2, beta=0.1, body_mask=batch.state_mask)
-    logp, step_logp, _ = old
+    logp, step_logp, _, levels = old
+    assert levels is None  # the model's own spread: no levels drawn
     assert stats.kl == 0.0 and stats.step_kl == 0.0 and stats.clipped == 0.0
     loss.backward()
     with torch.no_grad():
@@ -286,6 +287,35 @@ def test_group_loss_starts_with_zero_kl_and_moves_towards_advantaged_samples(tin
     assert after_steps[0] - before_steps[0] > after_steps[1] - before_steps[1]
     _, _, moved = grpo.group_loss(model(batch), ref, batch.frames, q.context, advantages, old, clip=0.2, beta=0.1, body_mask=batch.state_mask)
     assert moved.kl > moved.step_kl > 0
+
+
+def test_spread_levels_move_the_step_spread_towards_the_advantaged_level_alone(tiny_model, env):
+    model = wm.WorldModel(tiny_model.cfg)
+    model.load_state_dict(tiny_model.state_dict())
+    q = next(x for x in env.queries if x.question.scene == "drop")
+    levels = torch.tensor([-0.3, 0.3])  # the narrower rollout did better
+    rollouts, _ = rlpf.model_actions(model, q, samples=2, temperature=1.0, seed=1, step_spread=levels)
+    assert [r.step_spread for r in rollouts] == pytest.approx([-0.3, 0.3])
+    batch = wm.collate([r.episode for r in rollouts], model.cfg)
+    with torch.no_grad():
+        ref = tiny_model(batch)
+    spread = grpo.SpreadDraw(model.step_spread, tiny_model.step_spread.detach(), levels, noise=0.5)
+    loss, old, stats = grpo.group_loss(model(batch), ref, batch.frames, q.context, torch.tensor([1.0, -1.0]), None, clip=0.2, beta=0.1, body_mask=batch.state_mask, spread=spread)
+    assert stats.kl == 0.0 and stats.step_kl == 0.0
+    # each rollout's steps are scored at the level it drew with
+    for i, level in enumerate(levels):
+        at_level = wm.WorldModel(tiny_model.cfg)
+        at_level.load_state_dict(tiny_model.state_dict())
+        with torch.no_grad():
+            at_level.step_spread.fill_(level)
+            torch.testing.assert_close(old[1][i], grpo.per_step_logprob(at_level(batch), q.context, batch.state_mask)[i])
+    # only the levels' surrogate reaches step_spread: d/ds of -mean(A (a - s) / noise^2) = 1.2, so a step lowers it
+    (grad,) = torch.autograd.grad(loss, model.step_spread)
+    assert grad.item() == pytest.approx(1.2, rel=1e-5)
+    with torch.no_grad():
+        model.step_spread.fill_(-0.1)
+    _, _, moved = grpo.group_loss(model(batch), ref, batch.frames, q.context, torch.tensor([1.0, -1.0]), old, clip=0.2, beta=0.1, body_mask=batch.state_mask, spread=spread)
+    assert moved.kl - moved.step_kl == pytest.approx(0.1**2 / (2 * 0.5**2), rel=1e-4)  # the pixels' KL is 0: only the levels' Gaussians moved
 
 
 @pytest.mark.parametrize("family", ["drop", "pendulum"])  # a free body's six step values, a tethered one's drawn along its tangent

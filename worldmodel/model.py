@@ -1448,11 +1448,11 @@ class WorldModel(nn.Module):
         return (out["frame_logprob"] + out["state_logprob"])[:, start_frame:].sum(-1)
 
     # --- rollouts and checkpoints --------------------------------------------------------------
-    def rollout(self, episode, context: int = 4, horizon: int = 16, samples: int = 1, temperature: float = 1.0, seed: int | None = None, use_states: bool = True, step_temperature: float | None = None):
+    def rollout(self, episode, context: int = 4, horizon: int = 16, samples: int = 1, temperature: float = 1.0, seed: int | None = None, use_states: bool = True, step_temperature: float | None = None, step_spread: torch.Tensor | None = None):
         """Roll `episode` forward from its first `context` frames; see `worldmodel.rollout.rollout`."""
         from worldmodel.rollout import rollout
 
-        return rollout(self, episode, context=context, horizon=horizon, samples=samples, temperature=temperature, seed=seed, use_states=use_states, step_temperature=step_temperature)
+        return rollout(self, episode, context=context, horizon=horizon, samples=samples, temperature=temperature, seed=seed, use_states=use_states, step_temperature=step_temperature, step_spread=step_spread)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Weights as safetensors with the config JSON in the file's metadata (written atomically)."""

@@ -17,7 +17,8 @@ when it has them for the horizon, else zero.
 The states are sampled too: each frame's dynamics step is drawn from the head's Gaussian (its
 moving spread times exp(`WorldModel.step_spread`), 1 unless RL fine-tuning learnt it) at the
 same temperature (temperature 0: its mean), or at `step_temperature` where it is given (the frames
-and the steps each at their own: which of the two noises a rollout's errors come from), so samples
+and the steps each at their own: which of the two noises a rollout's errors come from; and with
+`step_spread` (S,), each sample with its own log-factor in place of the model's), so samples
 differ in where the bodies go; the frame's
 closed-form step (`WorldModel.closed_form_step`: contact impulses and a pendulum's swing, from the
 state it starts from) is added to it. A tethered body's step is read along its tangent alone (`worldmodel.tether`), so its
@@ -68,6 +69,8 @@ class Rollout:
     temperature: float
     step_temperature: float
     """the dynamics steps' temperature (`temperature` unless the rollout was given its own)"""
+    step_spread: float
+    """the log-factor on the moving steps' spread it drew with (the model's `step_spread` unless given)"""
 
 
 def rollout(
@@ -80,6 +83,7 @@ def rollout(
     seed: int | None = None,
     use_states: bool = True,
     step_temperature: float | None = None,
+    step_spread: torch.Tensor | None = None,
 ) -> list[Rollout]:
     cfg = model.cfg
     tt = cfg.tubelet_t
@@ -98,6 +102,11 @@ def rollout(
     T = context + horizon
     nb, nb_known = n_blocks(T, tt), context // tt
     dev, S = model.device, samples
+    if step_spread is None:
+        step_spread = model.step_spread.detach().expand(S)
+    elif tuple(step_spread.shape) != (S,) or not torch.isfinite(step_spread).all():
+        raise ValueError(f"rollout: step_spread of shape {tuple(step_spread.shape)}; allowed: ({S},) finite log-factors, one per sample, or None (the model's)")
+    step_spread = step_spread.to(dev).float()
     generator = None if seed is None else torch.Generator(dev).manual_seed(seed)
 
     # the episode's context in Batch layout, T frames long (audio and actions as the episode has them)
@@ -189,7 +198,7 @@ def rollout(
             tether = None if tether is None else tether.swinging(driven[:, 0, :, 0] > 0)  # gravity swings the tethered bodies nothing drives
         bodies = torch.cat([bodies[..., :DRIVEN], driven], dim=-1)
         held = None if actions is None else steady[:, b - 1 : b]  # (S, 1, tt) whether they are the frame before's
-        dist = model.block_dynamics(slots, bodies, src, drive, mask.bool(), tether, held).map(lambda t: t[:, 0]).spread(model.step_spread)  # (S, tt, n_max)
+        dist = model.block_dynamics(slots, bodies, src, drive, mask.bool(), tether, held).map(lambda t: t[:, 0]).spread(step_spread[:, None, None, None])  # (S, tt, n_max)
         steps = dist.sample(step_temperature, generator)  # (S, tt, n_max, 6)
         prev = src[:, -1]
         for j in range(tt):
@@ -236,7 +245,7 @@ def rollout(
             audio_rate=episode.audio_rate,
             actions=None if episode.actions is None else arr["actions"][:T, : episode.actions.shape[1]].copy(),
             camera=episode.camera,
-            provenance={**episode.provenance, "rollout": {"context": context, "horizon": horizon, "temperature": temperature, "step_temperature": step_temperature, "seed": seed, "sample": i}},
+            provenance={**episode.provenance, "rollout": {"context": context, "horizon": horizon, "temperature": temperature, "step_temperature": step_temperature, "step_spread": float(step_spread[i]), "seed": seed, "sample": i}},
         )
-        out.append(Rollout(episode=ep, logprob=logprob[i], mean=mean_frames[i], context=context, temperature=temperature, step_temperature=step_temperature))
+        out.append(Rollout(episode=ep, logprob=logprob[i], mean=mean_frames[i], context=context, temperature=temperature, step_temperature=step_temperature, step_spread=float(step_spread[i])))
     return out
