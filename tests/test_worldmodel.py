@@ -1129,6 +1129,15 @@ def test_step_spread_scales_the_drawn_steps_and_older_checkpoints_load_without_i
         dn = n.episode.positions[4] - mean.episode.positions[4]
         assert np.abs(dw).max() > 1e-4
         np.testing.assert_allclose(dn, 0.5 * dw, rtol=1e-3, atol=1e-6)
+    with torch.no_grad():  # per sample: the same draws at each sample's own factor
+        model.step_spread.zero_()
+        mixed = model.rollout(episode, context=4, horizon=2, samples=3, temperature=0.0, step_temperature=1.0, seed=0, step_spread=torch.tensor([0.0, math.log(0.5), 0.0]))
+        model.step_spread.fill_(math.log(0.5))
+    np.testing.assert_allclose(mixed[1].episode.positions[4], narrow[1].episode.positions[4], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(mixed[2].episode.positions[4], wide[2].episode.positions[4], rtol=0, atol=1e-6)
+    assert mixed[1].step_spread == pytest.approx(math.log(0.5)) and narrow[0].episode.provenance["rollout"]["step_spread"] == pytest.approx(math.log(0.5))
+    with pytest.raises(ValueError, match=r"step_spread of shape \(2,\); allowed: \(3,\)"):
+        model.rollout(episode, context=4, horizon=2, samples=3, step_spread=torch.zeros(2))
     # the policy's density is the narrowed Gaussian's: the rollout's log-probability recomputed
     torch.testing.assert_close(narrow[0].logprob, model.log_prob(wm.collate([narrow[0].episode], cfg), 4)[0], rtol=1e-4, atol=1e-2)
     # saved, it round-trips; a file saved before the parameter existed loads with 0 (the one-step spread)
