@@ -64,7 +64,7 @@ def test_rlpf_run_reports_before_and_after_logs_and_checkpoints(workdir):
     assert json.loads((out / "report.json").read_text()) == s
     run_def = json.loads((out / "run.json").read_text())  # options at the value runs from before them had are left out: those runs still resume
     assert "rollout_state_target" not in run_def and set(run_def["reward_weights"]) == {"trajectory", "events", "violations", "answer"}
-    assert "spread_lr" not in run_def and load_file(s["checkpoint"])["step_spread"].item() == 0.0  # held by default
+    assert run_def["spread_lr"] == 0.02 and load_file(s["checkpoint"])["step_spread"].item() != 0.0  # learnt by default
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tags = EventAccumulator(str(out / "tb")).Reload().Tags()["scalars"]
@@ -79,10 +79,12 @@ def test_flat_groups_are_skipped_and_counted(workdir):
 
 
 def test_a_gate_knob_is_set_on_the_start_and_kept_in_the_fine_tuned_checkpoint(workdir):
-    s = last_json(run(["checkpoint=start.safetensors", "steps=1", "out_dir=runs/floor", "floor_support=1", *TINY], workdir))
+    s = last_json(run(["checkpoint=start.safetensors", "steps=1", "out_dir=runs/floor", "floor_support=1", "spread_lr=0", *TINY], workdir))
     assert wm.load(workdir / "start.safetensors").cfg.floor_support == 0.0
     assert wm.load(s["checkpoint"]).cfg.floor_support == 1.0
-    assert json.loads((workdir / "runs/floor/run.json").read_text())["floor_support"] == 1
+    run_def = json.loads((workdir / "runs/floor/run.json").read_text())
+    assert run_def["floor_support"] == 1
+    assert "spread_lr" not in run_def and load_file(s["checkpoint"])["step_spread"].item() == 0.0  # held, as runs before it: they still resume
 
 
 def test_the_simulator_target_and_the_answer_miss_term_run_and_define_the_run(workdir):
