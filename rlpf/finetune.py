@@ -115,7 +115,7 @@ def rollout_seed(seed: int, step: int, query: int) -> int:
 def spread_levels(model, opts: dict, step: int, query: int) -> torch.Tensor | None:
     """(G,) the group's step-spread levels, N(step_spread, spread_noise^2) (a pure function of
     (seed, step, query) and the model), where RL learns the spread; else None (the model's)."""
-    if not model.step_spread.requires_grad:
+    if not opts["spread_lr"] > 0:
         return None
     eps = np.random.default_rng([opts["seed"], step, query, 1]).standard_normal(opts["group_size"])
     return model.step_spread.detach().cpu() + opts["spread_noise"] * torch.from_numpy(eps).float()
