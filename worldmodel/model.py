@@ -263,8 +263,9 @@ class StepDistribution:
         return torch.where(self.keep, self.rest_logstd, self.move_logstd)
 
     def spread(self, log_factor: torch.Tensor) -> StepDistribution:
-        """The same distribution with the moving Gaussian's std times exp(log_factor) (a scalar
-        tensor: `WorldModel.step_spread`); the resting one is never drawn (`sample`) and stays."""
+        """The same distribution with the moving Gaussian's std times exp(log_factor), a tensor
+        broadcast against the log-stds (a scalar: `WorldModel.step_spread`; (B, 1, 1, 1): one per
+        sample); the resting one is never drawn (`sample`) and stays."""
         return replace(self, move_logstd=self.move_logstd + log_factor)
 
     def map(self, fn) -> StepDistribution:
