@@ -155,7 +155,7 @@ class ModelConfig:
     carried on. The steps it may have set are left out of the steps' log-density
     (`WorldModel.set_by_floor`), so RL fine-tuning runs with it. 0 (the default): never. Off by
     default because it raises ramp's and projectile's evaluation errors; one RL run with it
-    collapsed after about 120 steps, another with an adaptive KL weight did not (README)"""
+    collapsed after about 120 steps, another with an adaptive KL weight did not (benchmarks/HISTORY.md)"""
     accel_tolerance: float = 0.002
     """m/s per frame: the gate never keeps the prior's step for a body whose steady velocity change
     exceeds this (it accelerates) while it is within `override_reach` of a contact or within
@@ -163,8 +163,8 @@ class ModelConfig:
     prior carries an acceleration on unchanged, right for a constant force but not for one that
     contacts exert while their geometry changes: a block tipping off the one below accelerates
     sideways and down more every frame, and the gate turned back each of the head's corrections,
-    small at first, so the prior kept it tipping slowly and sliding ever faster (README,
-    Benchmarks). At rest or coasting (steady change 0) the gate still keeps it. inf: none released"""
+    small at first, so the prior kept it tipping slowly and sliding ever faster
+    (benchmarks/HISTORY.md). At rest or coasting (steady change 0) the gate still keeps it. inf: none released"""
     release_reach: float = 0.1
     """m: how near another tracked body's sphere (the gap less what their closing speed covers in
     a block) an accelerating body is released from the gate's keep (`accel_tolerance`); a block
@@ -176,7 +176,7 @@ class ModelConfig:
     body_weight: float = 0.1
     """weight of the body properties' loss within the state loss: the learnt radius (in contact_scale
     units), log mass and restitution against the simulator's, where the episode states them
-    (`sim.body_properties`). 0: they learn through the contact impulses alone (README, Benchmarks:
+    (`sim.body_properties`). 0: they learn through the contact impulses alone (benchmarks/HISTORY.md:
     the `toi` and `pointer` runs)"""
     driven_weight: float = 1.0
     """weight of the binary cross-entropy of each body's driven logit against `sim.driven_bodies`

@@ -790,7 +790,7 @@ class WorldModel(nn.Module):
         (closing speed times the unit normal towards it, / vel_scale: the direction and size of the
         impulse a hit gives); then the gap to the floor (z = 0) after one frame / contact_scale.
         Where the gap falls below 0 within the frame, the bodies touch: an impact's timing is given
-        to the head rather than left to infer (measured, it still brakes before hits: README,
+        to the head rather than left to infer (measured, it still brakes before hits: benchmarks/HISTORY.md,
         `impact_steps.py`). A body with no other tracked body gets FAR_GAP, no approach."""
         cfg = self.cfg
         dt = 1.0 / cfg.fps
