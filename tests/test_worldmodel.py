@@ -1115,7 +1115,6 @@ def test_frames_and_steps_sample_at_their_own_temperatures(cfg):
         model.rollout(episode, context=4, horizon=2, step_temperature=-1.0)
 
 
-
 def test_step_spread_scales_the_drawn_steps_and_older_checkpoints_load_without_it(cfg, tmp_path):
     model = perturbed_model(cfg)
     episode = sim.simulate("push", {}, seed=3, seconds=0.6, width=32, height=32)  # a driven body: its steps are drawn
@@ -1149,6 +1148,7 @@ def test_step_spread_scales_the_drawn_steps_and_older_checkpoints_load_without_i
         meta = f.metadata()
     save_file(state, str(tmp_path / "old.safetensors"), metadata=meta)
     assert wm.load(tmp_path / "old.safetensors").step_spread.item() == 0.0
+
 
 # ---------------------------------------------------------------------------------------------
 # mixture of experts
