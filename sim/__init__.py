@@ -6,7 +6,7 @@
 """
 
 from sim import _gl  # noqa: F401  (must run before mujoco is imported)
-from sim.bodies import body_properties, driven_bodies
+from sim.bodies import body_properties, driven_bodies, roll_shares
 from sim.dataset import load_dataset
 from sim.engine import Simulation, UnstableSimulation
 from sim.episode import STATE_SLICES, Camera, ContactEvent, Episode
@@ -29,6 +29,7 @@ __all__ = [
     "UnstableSimulation",
     "body_properties",
     "driven_bodies",
+    "roll_shares",
     "get_family",
     "load_dataset",
     "realize_params",

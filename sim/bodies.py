@@ -3,6 +3,7 @@ friction and hinge damping, and whether the episode's actions drive it.
 
     props = sim.body_properties(episode)    # (n_bodies, 5): radius m, mass kg, restitution, friction, damping 1/s; NaN: not stated
     driven = sim.driven_bodies(episode)     # (n_bodies,) bool: its motion is the actuators', not the contacts'
+    share = sim.roll_shares(episode)        # (n_bodies,): 2/7 a ball, 1/3 a ramp's rolling cylinder; NaN: not stated
 
 The radius is that of the sphere that touches what the body touches where it does: a sphere's
 own; a drop's box, cylinder or capsule's height of its centre above its lowest point
@@ -15,6 +16,13 @@ the body's contacts where the family sets one for them all (the floor's included
 gives every geom the scene's); collision's floor is frictionless (0). Damping is a pendulum bob's
 hinge damping as the amplitude decay rate (1/s) the scene and its caption state: its hinge's
 damping torque is 2 * damping * m L^2 times the hinge's angular speed (`sim.scenes.pendulum`).
+
+A body's roll share is how much of its slip at a floor contact friction takes off its centre's
+velocity before the contact stops slipping and the body rolls: kappa = 1 / (1 + m r^2 / I) for a
+contact at distance r below the centre and moment of inertia I about the axis it rolls on. MuJoCo
+gives geoms a uniform density, so a sphere's is 2/7 (I = 2/5 m r^2) and a cylinder rolling on its
+side 1/3 (I = 1/2 m r^2; the ramp lays its cylinder across the slope). A box, or a cylinder or
+capsule whose landing depends on how it is turned, has none stated (NaN).
 """
 
 from __future__ import annotations
@@ -70,6 +78,30 @@ def body_properties(episode: Episode) -> np.ndarray:
     out = np.full((n, 5), np.nan)
     for i, (size, mass, e, mu, zeta) in enumerate(rows):
         out[i] = (size / 2, mass, e, mu, zeta)
+    return out
+
+
+SPHERE_ROLL_SHARE = 2 / 7  # 1 / (1 + 5/2): a uniform ball
+CYLINDER_ROLL_SHARE = 1 / 3  # 1 / (1 + 2): a uniform cylinder on its side
+
+
+def roll_shares(episode: Episode) -> np.ndarray:
+    """(n_bodies,) float64, in `body_names` order: each body's roll share (module docstring), NaN
+    where the family's shape and orientation do not fix it."""
+    n = len(episode.body_names)
+    p, scene = episode.params, episode.scene
+    if scene in ("collision", "pendulum"):  # balls and bobs
+        return np.full(n, SPHERE_ROLL_SHARE)
+    out = np.full(n, np.nan)
+    if scene in ("drop", "projectile", "ramp", "push"):
+        objects = [p.get("shape"), *(o["shape"] for o in p.get("others", []))]
+        if scene == "push":  # the paddle first, then the cube and the others
+            objects = [None, "box", *objects[1:]]
+        for i, shape in enumerate(objects[:n]):
+            if shape == "sphere":
+                out[i] = SPHERE_ROLL_SHARE
+            elif shape == "cylinder" and scene == "ramp":
+                out[i] = CYLINDER_ROLL_SHARE
     return out
 
 

@@ -282,6 +282,27 @@ def test_kv_cached_rollout_equals_uncached_forward_at_temperature_0(episode, cfg
     assert r.mean.abs().amax() > 0 and not torch.equal(r.mean[0], r.mean[-1])  # a non-trivial prediction
 
 
+def test_a_rollout_writes_the_spin_its_landings_give_and_teacher_forcing_reads_it_back(cfg):
+    """A thrown ball (no spin) lands within the horizon: the rollout writes the spin the landing
+    gave it into its episode (about the horizontal axis across its motion), and teacher forcing that
+    episode, which reads each landing's slip from those spins, gives the rollout's states (at
+    temperature 0) and its log-probability (sampled) again."""
+    model = perturbed_model(cfg)
+    with torch.no_grad():
+        model.body_head.bias[2 * wm.model.BODY_PROPERTIES + 1] = math.log(2 / 5)  # a ball's roll share, 2/7
+    ball = sim.simulate("projectile", {"shape": "sphere", "height": 0.1, "angle_deg": 25.0, "speed": 1.5}, seed=0, seconds=0.6, width=32, height=32)
+    assert np.abs(ball.states[:4, 0, 10:]).max() < 1e-9  # thrown without spin; it lands at frame 4 or 5
+    with torch.no_grad():
+        (r,) = model.rollout(ball, context=4, horizon=8, temperature=0.0)
+        out = model(wm.collate([r.episode], cfg))
+    assert np.abs(r.episode.states[4:, 0, 11]).max() > 1.0  # rad/s: spun up by its landing
+    np.testing.assert_allclose(r.episode.positions[4:], out["states"][0, 4:12, :1, :3].numpy(), atol=1e-4)
+    np.testing.assert_allclose(r.episode.velocities[4:], out["states"][0, 4:12, :1, 3:].numpy(), atol=1e-4)
+    for r in model.rollout(ball, context=4, horizon=8, samples=2, temperature=1.0, seed=3):
+        recomputed = model.log_prob(wm.collate([r.episode], cfg), start_frame=4)[0]
+        torch.testing.assert_close(r.logprob, recomputed, rtol=1e-5, atol=1e-2)
+
+
 def test_rollout_logprob_is_differentiable_and_matches_teacher_forcing(episode, cfg):
     model = perturbed_model(cfg)
     actions = np.random.default_rng(0).normal(size=(len(episode), 3)).astype(np.float32)
@@ -423,7 +444,7 @@ def test_nothing_drives_a_body_in_a_passive_episode(cfg):
     log-probability still matches teacher forcing; the same clip given (constant) actions keeps them."""
     model = perturbed_model(cfg)
     with torch.no_grad():
-        model.body_head.bias[-1] = 5.0  # every body looks driven
+        model.body_head.bias[2 * wm.model.BODY_PROPERTIES] = 5.0  # every body looks driven (the driven logit)
     passive = sim.simulate("drop", {"num_objects": 2}, seed=0, seconds=0.6, width=32, height=32)
     active = dataclasses.replace(passive, actions=np.zeros((len(passive), 3), np.float32))
     batch = wm.collate([passive, active], cfg)
@@ -519,12 +540,14 @@ def test_contact_features_give_the_gap_after_one_frame_to_the_nearest_tracked_bo
     assert alone[0, 0] == wm.model.FAR_GAP / cs and (alone[0, 1:4] == 0).all()
 
 
-def ball_bodies(radius, mass, restitution, driven=None, friction=None) -> torch.Tensor:
+def ball_bodies(radius, mass, restitution, driven=None, friction=None, roll_share=None) -> torch.Tensor:
     """(N, BODY_COLUMNS) as `WorldModel.body_properties` gives them; driven: per body (default
-    none); friction: per body (default 0, frictionless); no hinge damping"""
+    none); friction: per body (default 0, frictionless); no hinge damping; roll_share: per body
+    (default 1: it cannot roll, friction may stop it)"""
     driven = driven or [False] * len(radius)
     friction = friction or [0.0] * len(radius)
-    return torch.tensor([[r, math.log(m), e, mu, 0.0, 1.0 if d else -1.0] for r, m, e, mu, d in zip(radius, mass, restitution, friction, driven)])
+    roll_share = roll_share or [1.0] * len(radius)
+    return torch.tensor([[r, math.log(m), e, mu, 0.0, 1.0 if d else -1.0, k] for r, m, e, mu, d, k in zip(radius, mass, restitution, friction, driven, roll_share)])
 
 
 def test_contact_impulse_of_a_head_on_hit_conserves_momentum_and_restitutes_the_closing_speed(cfg):
@@ -609,6 +632,71 @@ def test_a_landing_body_loses_horizontal_speed_to_coulomb_friction_and_is_never_
     torch.testing.assert_close(stuck[0, 3:5], torch.zeros(2), atol=1e-5, rtol=0)
     sliding = torch.tensor([[0.0, 0.0, 0.1, 2.0, 0.0, 0.0]])  # on the floor, not falling
     torch.testing.assert_close(model.contact_impulse(sliding, ball_bodies((0.1,), (1.0,), (e,), friction=[0.3]), mask), torch.zeros(1, 6))
+
+
+def test_a_ball_thrown_without_spin_lands_and_rolls_on_at_five_sevenths_of_its_speed(cfg):
+    """The ball of `landing`, sliding at 2 m/s along (0.6, -0.8), restitution 0.6, a ball's roll
+    share 2/7: with friction to spare (5) its slip stops within the landing, so it keeps 5/7 of its
+    horizontal velocity and rolls on (its spin's share 1), and landing again rolling it keeps it
+    all. With friction 0.05 Coulomb's bound, 0.05 x 1.6 m/s, is all it loses, and the spin takes
+    up 5/2 of that: u' = 0.08 x (7/2 - 1) = 0.2 m/s of its 1.92. Off a 30 degree ramp's foot, rolling
+    (its spin 1 / cos 30 of its horizontal velocity), the floor speeds it up to where it rolls:
+    by 2/7 of (1 / cos 30 - 1) x 2 m/s."""
+    model = wm.WorldModel(cfg)
+    mask, direction = torch.tensor([True]), torch.tensor([0.6, -0.8])
+    ball = torch.tensor([[0.0, 0.0, 0.11, 1.2, -1.6, -1.0]])
+    grippy = ball_bodies((0.1,), (1.0,), (0.6,), friction=[5.0], roll_share=[2 / 7])
+    dv, _, roll = model.floor_landing(ball, grippy, mask, torch.zeros(1))
+    torch.testing.assert_close(dv[0, :2], -(2 / 7) * 2.0 * direction)
+    assert dv[0, 2].item() == pytest.approx(1.6) and roll.item() == pytest.approx(1.0)
+    nxt = model.advance(ball, torch.zeros(1, 6), grippy, mask, roll=torch.zeros(1))
+    torch.testing.assert_close(nxt[0, 3:5], (5 / 7) * 2.0 * direction)
+    dv, _, roll = model.floor_landing(ball, grippy, mask, torch.ones(1))
+    torch.testing.assert_close(dv[0, :2], torch.zeros(2))
+    assert roll.item() == pytest.approx(1.0)
+    dv, _, roll = model.floor_landing(ball, ball_bodies((0.1,), (1.0,), (0.6,), friction=[0.05], roll_share=[2 / 7]), mask, torch.zeros(1))
+    torch.testing.assert_close(dv[0, :2], -0.08 * direction)
+    assert roll.item() == pytest.approx(0.2 / 1.92)
+    ramp = 1 / math.cos(math.radians(30))
+    dv, _, roll = model.floor_landing(ball, grippy, mask, torch.full((1,), ramp))
+    torch.testing.assert_close(dv[0, :2], (2 / 7) * (ramp - 1) * 2.0 * direction)
+    assert roll.item() == pytest.approx(1.0)
+    spin = model.spins(ball, torch.full((1,), 0.7), torch.full((1,), 0.1))
+    assert model.rolling(ball, spin, torch.full((1,), 0.1)).item() == pytest.approx(0.7)  # the spins a rollout writes read back as its roll
+    assert spin[0, 2].item() == 0.0
+
+
+def test_the_landing_keeps_a_thrown_balls_horizontal_speed_as_mujoco_does(cfg):
+    """Thrown balls (projectile, spheres, no spin) land, bounce and roll on in MuJoCo; their
+    speed once they roll (their spin within 2% of rolling them: MuJoCo's soft contact takes a few
+    bounces to stop the slip) is 5/7 of the throw's. The closed-form landing from the frame before
+    the first landing, with the simulator's radius, restitution and friction and a ball's roll
+    share, gives that speed within 2%, where Coulomb's bound without the spin (roll share 1) stops them."""
+    model, n = wm.WorldModel(cfg), 0
+    for seed in range(40):
+        ep = sim.simulate("projectile", split="train", seed=seed, seconds=2.0, width=cfg.image_size, height=cfg.image_size)
+        if ep.params["shape"] != "sphere":
+            continue
+        b = wm.collate([ep], cfg)
+        states, spins, mask = b.states[0], b.spins[0], b.state_mask[0]
+        bodies = ball_bodies((ep.params["size"] / 2,), (1.0,), (ep.params["restitution"],), friction=[ep.params["friction"]], roll_share=[2 / 7])
+        sliding = bodies.clone()
+        sliding[:, wm.model.ROLL] = 1.0
+        for t in range(len(states) - 1):
+            roll = model.rolling(states[t, :1], spins[t, :1], bodies[:, 0])
+            dv, _, _ = model.floor_landing(states[t, :1], bodies, mask[:1], roll)
+            if dv[0, 2] > 0:  # the first landing
+                rolls = [k for k in range(t + 2, len(states)) if abs(model.rolling(states[k, :1], spins[k, :1], bodies[:, 0]).item() - 1) < 0.02]
+                if not rolls:  # still slipping at the end
+                    break
+                rolling_speed = states[rolls[0], 0, 3].item()
+                assert states[t, 0, 3].item() + dv[0, 0].item() == pytest.approx(rolling_speed, rel=0.02)
+                assert rolling_speed == pytest.approx(5 / 7 * states[t, 0, 3].item(), rel=0.02)
+                stopped = states[t, 0, 3] + model.floor_landing(states[t, :1], sliding, mask[:1], roll)[0][0, 0]
+                assert stopped.item() < 0.5 * rolling_speed
+                n += 1
+                break
+    assert n >= 5
 
 
 def test_the_floor_holds_a_body_up_and_friction_only_slows_it(cfg):
@@ -764,11 +852,11 @@ def test_a_pendulums_swing_is_in_the_closed_form_step_and_out_of_its_velocity_ch
 
 def test_body_properties_start_as_equal_balls_of_the_initial_radius(cfg):
     """Before training every body reads as radius RADIUS_INIT, equal mass, restitution 0.5, friction
-    FRICTION_INIT, damping DAMPING_INIT, not driven."""
+    FRICTION_INIT, damping DAMPING_INIT, not driven, roll share ROLL_INIT (nearly a body that slides)."""
     model = wm.WorldModel(cfg)
     with torch.no_grad():
         bodies = model.body_properties(torch.zeros(1, cfg.tubelet_t, cfg.n_max_objects, cfg.d_model))
-    expected = torch.tensor([wm.model.RADIUS_INIT, 0.0, 0.5, wm.model.FRICTION_INIT, wm.model.DAMPING_INIT, wm.model.DRIVEN_INIT]).expand(1, cfg.n_max_objects, wm.model.BODY_COLUMNS)
+    expected = torch.tensor([wm.model.RADIUS_INIT, 0.0, 0.5, wm.model.FRICTION_INIT, wm.model.DAMPING_INIT, wm.model.DRIVEN_INIT, wm.model.ROLL_INIT]).expand(1, cfg.n_max_objects, wm.model.BODY_COLUMNS)
     torch.testing.assert_close(bodies, expected)
 
 
@@ -779,7 +867,7 @@ def test_body_properties_read_a_caption_number_as_stated_even_out_of_range(cfg):
     numbers leaves the slots' guess."""
     model = wm.WorldModel(cfg)
     with torch.no_grad():
-        model.body_head.bias[wm.model.BODY_PROPERTIES :] = 20.0  # gates open
+        model.body_head.bias[wm.model.BODY_PROPERTIES : 2 * wm.model.BODY_PROPERTIES] = 20.0  # gates open
         slots = torch.randn(1, 1, cfg.tubelet_t, cfg.n_max_objects, cfg.d_model)
         guess = model.body_properties(slots)
         for caption, mass, diameter_cm in (("a ball of 15 cm and 1.15 kg", 1.15, 15), ("a ball of 60 cm and 40.00 kg", 40.0, 60)):
@@ -917,7 +1005,7 @@ def test_a_body_accelerating_near_a_contact_takes_the_heads_step(cfg):
     src[0, :, [5, 7], 3] = torch.tensor([-0.1, -0.15, -0.2])[:, None]  # 7 moves the same way with nothing near
     src[0, :, [5, 7], 5] = torch.tensor([-0.05, -0.1, -0.15])[:, None]
     src[0, :, 6, [0, 2]] = torch.tensor([src[0, 0, 5, 0] + 2 * r + 0.07, 0.3])  # 6 at rest (held up by something untracked)
-    bodies = torch.tensor([r, 0.0, 0.5, 0.5, 0.0, -4.0]).repeat(1, 1, N, 1)  # (B, n, N, BODY_COLUMNS): radius m, log mass, restitution, friction, damping 1/s, driven logit
+    bodies = torch.tensor([r, 0.0, 0.5, 0.5, 0.0, -4.0, 1.0]).repeat(1, 1, N, 1)  # (B, n, N, BODY_COLUMNS): radius m, log mass, restitution, friction, damping 1/s, driven logit, roll share
     slots = torch.randn(1, 1, cfg.tubelet_t, N, cfg.d_model)
 
     def dynamics(**knobs):
@@ -999,7 +1087,7 @@ def test_a_body_in_free_flight_flies_on_the_parabola_whatever_the_head_says(cfg)
     src[0, :, 7, 5] = 1.0  # body 7 rises at a steady 1 m/s (off a bounce, its steady change not yet gravity's)
     # bodies: 0, 1 fly; 2 slides down a slope at a steady pace; 3 is about to land; 4 is driven; 5 slides down a ramp;
     # 6 is pulled down harder than gravity; 7 rises
-    bodies = torch.tensor([0.05, 0.0, 0.5, 0.5, 0.0, -4.0]).repeat(1, 1, N, 1)  # (B, n, N, BODY_COLUMNS): radius m, log mass, restitution, friction, damping 1/s, driven logit
+    bodies = torch.tensor([0.05, 0.0, 0.5, 0.5, 0.0, -4.0, 1.0]).repeat(1, 1, N, 1)  # (B, n, N, BODY_COLUMNS): radius m, log mass, restitution, friction, damping 1/s, driven logit, roll share
     bodies[..., 4, wm.model.DRIVEN] = 4.0
     slots = torch.randn(1, 1, cfg.tubelet_t, N, cfg.d_model)
     with torch.no_grad():
@@ -1087,7 +1175,7 @@ def test_rollout_returns_sim_episode(episode, cfg):
     np.testing.assert_allclose(e.times, episode.times[:10])
     np.testing.assert_array_equal(e.states[:4], episode.states[:4])
     np.testing.assert_array_equal(e.states[4:, :, 3:7], np.tile([1.0, 0, 0, 0], (6, n, 1)))
-    assert not e.states[4:, :, 10:].any() and np.isfinite(e.states).all()
+    assert not e.states[4:, :, 12].any() and np.isfinite(e.states).all()  # spins about horizontal axes alone (`WorldModel.spins`)
     assert e.caption == episode.caption and e.body_names == episode.body_names and e.scene == "drop"
     assert r.mean.shape == (6, 32, 32, 3)
     for bad in (dict(context=1), dict(context=13), dict(horizon=0), dict(samples=0), dict(temperature=-1.0)):
@@ -1319,20 +1407,25 @@ def test_chunked_attention_is_the_full_masked_attention(episode, n_chunks):
 
 def test_body_loss_scores_only_the_stated_properties(cfg):
     """The learnt properties against the simulator's: 0 where they agree, NaN (not stated) skipped,
-    radius in contact_scale units, log mass, restitution, friction."""
+    radius in contact_scale units, log mass, restitution, friction, roll share (driven is `driven_loss`'s)."""
     model = wm.WorldModel(cfg)
-    truth = torch.tensor([[[0.1, 2.0, 0.5, 0.3], [float("nan")] * 4]])  # (B=1, N=2, 4): body 1 states nothing
-    learnt = torch.tensor([[[[0.1, math.log(2.0), 0.5, 0.3], [9.0, 9.0, 0.9, 9.0]]]])  # (B, n=1, N, 4)
+    nan = float("nan")
+    truth = torch.tensor([[[0.1, 2.0, 0.5, 0.3, nan, 0.0, 2 / 7], [nan] * 7]])  # (B=1, N=2, BODY_COLUMNS): a ball, no hinge; body 1 states nothing
+    learnt = torch.tensor([[[[0.1, math.log(2.0), 0.5, 0.3, 9.0, 5.0, 2 / 7], [9.0, 9.0, 0.9, 9.0, 9.0, 9.0, 0.9]]]])  # (B, n=1, N, BODY_COLUMNS)
     assert model.body_loss(learnt, truth).item() == pytest.approx(0.0, abs=1e-10)
     off = learnt.clone()
     off[..., 0, 0] += cfg.contact_scale  # one contact_scale too large
-    assert model.body_loss(off, truth).item() == pytest.approx(1.0 / 4)
+    assert model.body_loss(off, truth).item() == pytest.approx(1.0 / 5)
     partly = truth.clone()
-    partly[0, 0, 2:] = float("nan")  # restitution and friction not stated either
+    partly[0, 0, 2:4] = nan  # restitution and friction not stated either
+    partly[0, 0, wm.model.ROLL] = nan  # nor the roll share
     assert model.body_loss(off, partly).item() == pytest.approx(1.0 / 2)
     slippery = learnt.clone()
     slippery[..., 0, 3] = 0.8  # friction 0.5 too high
-    assert model.body_loss(slippery, truth).item() == pytest.approx(0.25 / 4)
+    assert model.body_loss(slippery, truth).item() == pytest.approx(0.25 / 5)
+    sliding = learnt.clone()
+    sliding[..., 0, wm.model.ROLL] = 2 / 7 + 0.5  # a ball read as sliding more than it does
+    assert model.body_loss(sliding, truth).item() == pytest.approx(0.25 / 5)
     assert model.body_loss(learnt, None).item() == 0.0
 
 
@@ -1421,7 +1514,7 @@ def test_forward_trains_the_body_properties_from_the_simulator(cfg):
     and in the pointer at the caption's numbers."""
     eps = [sim.simulate("collision", {"num_balls": 2}, seed=s, seconds=0.4, width=32, height=32) for s in range(2)]
     batch = wm.collate(eps, cfg)
-    stated = torch.tensor([True, True, True, True, False, True])  # radius, mass, restitution, friction, (no hinge), driven
+    stated = torch.tensor([True, True, True, True, False, True, True])  # radius, mass, restitution, friction, (no hinge), driven, roll share
     assert torch.isfinite(batch.bodies[:, :2, stated]).all() and torch.isnan(batch.bodies[:, :2, ~stated]).all() and torch.isnan(batch.bodies[:, 2:]).all()
     model = wm.WorldModel(dataclasses.replace(cfg, body_weight=0.1))  # the default
     out = model(batch)

@@ -64,7 +64,7 @@ from worldmodel.tokens import (
     tubelets_to_frames,
 )
 
-FORMAT = "physfusion.worldmodel/13"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses, body properties pointing at the caption's numbers; 8: the pointer's keys from the caption with its numbers blanked; 9: tethered bodies kept on their circles (about a fixed centre or another body), gravity along the tether a dynamics feature; 10: driven bodies (the actions' servos) neither pushed back by contacts nor bounced, and held on the prior's course while their actions hold; 11: friction a fourth body property (read from the caption, Coulomb friction in the landing impulse); 12: gravity's swing of tethered bodies in the closed-form step (a simple or double pendulum of point masses); 13: hinge damping a fifth body property (read from the caption, in the swing's closed form), the pointer's keys from a banded caption pass
+FORMAT = "physfusion.worldmodel/14"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses, body properties pointing at the caption's numbers; 8: the pointer's keys from the caption with its numbers blanked; 9: tethered bodies kept on their circles (about a fixed centre or another body), gravity along the tether a dynamics feature; 10: driven bodies (the actions' servos) neither pushed back by contacts nor bounced, and held on the prior's course while their actions hold; 11: friction a fourth body property (read from the caption, Coulomb friction in the landing impulse); 12: gravity's swing of tethered bodies in the closed-form step (a simple or double pendulum of point masses); 13: hinge damping a fifth body property (read from the caption, in the swing's closed form), the pointer's keys from a banded caption pass; 14: a roll share per body and the bodies' spin in the landing impulse (a ball lands and rolls on)
 STEP_LOGSTD_MIN, STEP_LOGSTD_MAX = -8.0, 1.0  # log-std of a dynamics step, in step units (see ModelConfig.step_pos_scale)
 FEATURE_BOUND = 2.0  # soft clip of the dynamics head's features for its learnt maps (`StateHead.decode`)
 BODY_FEATURES = 12  # per body: position, velocity, last and steady velocity change (`WorldModel.dynamics_features`)
@@ -72,10 +72,13 @@ CONTACT_FEATURES = 5  # per body: gap to the nearest body after one step, approa
 RADIUS_INIT = 0.1  # m: a body's learnt radius before training (`WorldModel.body_properties`)
 BODY_PROPERTIES = 5  # per body, read from its dynamics slots and the caption: radius m, log mass, restitution, friction, hinge damping 1/s (`WorldModel.body_properties`)
 DRIVEN = BODY_PROPERTIES  # the column after them: the logit of its being driven by the actions
-BODY_COLUMNS = BODY_PROPERTIES + 1  # (`WorldModel.body_properties`)
+ROLL = DRIVEN + 1  # the column after that: its roll share, 1 / (1 + m r^2 / I) (`sim.roll_shares`: 2/7 a ball), from its slots alone
+BODY_COLUMNS = BODY_PROPERTIES + 2  # (`WorldModel.body_properties`)
 FRICTION_INIT = 0.5  # a body's learnt Coulomb friction before training
 DAMPING_INIT = 0.05  # 1/s: a body's learnt hinge damping (amplitude decay rate) before training
 DRIVEN_INIT = -4.0  # the driven logit before training: every body free
+ROLL_INIT = 0.9  # the roll share before training: nearly a body that slides (1: the landing's brake as before it was learnt)
+MIN_ROLL_SHARE = 0.05  # the least roll share the spin's update divides by (`WorldModel.floor_landing`)
 POINTER_DIM = 32  # width of the attention from a body's slots to the caption's numbers (`WorldModel.body_properties`)
 CAPTION_UNITS = (math.log(0.005), 0.0, 0.0, 0.0, 0.0)  # log factors from a caption's literal to a property, sim's conventions: a diameter in cm to a radius in m, kg, restitution, friction and damping (1/s) as stated
 CAPTION_KEY_WINDOW = 12  # bytes: how far apart two caption bytes may attend in that pass, per layer (`WorldModel.caption_numbers`)
@@ -571,7 +574,8 @@ def undriven_if_passive(bodies: torch.Tensor, active: torch.Tensor | None) -> to
     if active is None:
         return bodies
     passive = ~active.view(-1, *[1] * (bodies.dim() - 2))  # (B, 1.., 1)
-    return torch.cat([bodies[..., :DRIVEN], bodies[..., DRIVEN:].masked_fill(passive[..., None], DRIVEN_INIT)], dim=-1)
+    driven = bodies[..., DRIVEN : DRIVEN + 1].masked_fill(passive[..., None], DRIVEN_INIT)
+    return torch.cat([bodies[..., :DRIVEN], driven, bodies[..., DRIVEN + 1 :]], dim=-1)
 
 
 def free_bodies(bodies: torch.Tensor, mask: torch.Tensor, tether: Tether | None) -> torch.Tensor:
@@ -601,7 +605,7 @@ class WorldModel(nn.Module):
         self.frame_head = FrameHead(cfg)
         self.state_head = StateHead(cfg)
         self.dynamics_head = StateHead(cfg, n_features=dynamics_features_dim(cfg), n_out=DYNAMICS_OUT, prior=constant_acceleration_prior(cfg))  # step mean, log-std, gate
-        self.body_head = nn.Linear(cfg.d_model, BODY_COLUMNS + BODY_PROPERTIES)  # each body's size, mass, restitution and friction guessed from its dynamics slots, how far to take the caption's instead, and whether the actions drive it
+        self.body_head = nn.Linear(cfg.d_model, BODY_COLUMNS + BODY_PROPERTIES)  # each body's size, mass, restitution, friction and damping guessed from its dynamics slots, how far to take the caption's instead, whether the actions drive it, and its roll share
         self.caption_query = nn.Linear(cfg.d_model, BODY_PROPERTIES * POINTER_DIM)  # per body and property: which caption number states it
         self.caption_key = nn.Linear(cfg.d_model, POINTER_DIM)
         self.register_buffer("caption_unit", torch.tensor(CAPTION_UNITS), persistent=False)  # fixed: a learnt unit drifts to make up for a pointer that averages numbers
@@ -625,7 +629,7 @@ class WorldModel(nn.Module):
         nn.init.zeros_(self.dynamics_head.skip.weight)
         with torch.no_grad():  # radius RADIUS_INIT, equal masses, restitution 0.5, friction FRICTION_INIT, damping DAMPING_INIT; the caption's values a quarter in; none driven
             guess = [math.log(math.expm1(RADIUS_INIT)), 0.0, 0.0, math.log(math.expm1(FRICTION_INIT)), math.log(math.expm1(DAMPING_INIT))]
-            self.body_head.bias.copy_(torch.tensor(guess + [math.log(1 / 3)] * BODY_PROPERTIES + [DRIVEN_INIT]))
+            self.body_head.bias.copy_(torch.tensor(guess + [math.log(1 / 3)] * BODY_PROPERTIES + [DRIVEN_INIT, math.log(ROLL_INIT / (1 - ROLL_INIT))]))
 
     # --- bookkeeping ---------------------------------------------------------------------------
     def num_parameters(self) -> int:
@@ -823,9 +827,9 @@ class WorldModel(nn.Module):
 
     def body_properties(self, slots: torch.Tensor, caption: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """The dynamics slots (..., tt, N, D) of a block -> each body's properties (..., N,
-        BODY_COLUMNS): radius m, log mass, restitution, Coulomb friction, hinge damping (1/s) and the
-        logit of its being driven by the actions (> 0: driven), what the contact features, the
-        impulses and the swing need
+        BODY_COLUMNS): radius m, log mass, restitution, Coulomb friction, hinge damping (1/s), the
+        logit of its being driven by the actions (> 0: driven) and its roll share (in (0, 1)), what
+        the contact features, the impulses and the swing need
         (`read_bodies` with its pointer)."""
         return self.read_bodies(slots, caption)[0]
 
@@ -838,14 +842,14 @@ class WorldModel(nn.Module):
         its unit (CAPTION_UNITS), in the proportion a learnt gate gives ("Balls (3) of 20 cm ... red
         1.15 kg ... Restitution 0.80, friction 0.40"). The value passes through as stated, so a mass or a size
         beyond the training range is read as it is, not squashed into it. Whether the actions drive
-        a body is the slots' alone (the caption does not say). Returns (bodies (..., N,
+        a body, and its roll share, are the slots' alone (the caption does not say). Returns (bodies (..., N,
         BODY_COLUMNS), the `CaptionPointer`, None without a caption)."""
         pooled = slots.mean(-3)  # (..., N, D)
-        raw = self.body_head(pooled)  # (..., N, BODY_COLUMNS + BODY_PROPERTIES): the guess, the gate logits, the driven logit
+        raw = self.body_head(pooled)  # (..., N, BODY_COLUMNS + BODY_PROPERTIES): the guess, the gate logits, the driven logit, the roll share's logit
         guess = torch.stack([F.softplus(raw[..., 0]), raw[..., 1], torch.sigmoid(raw[..., 2]), F.softplus(raw[..., 3]), F.softplus(raw[..., 4])], dim=-1)
-        driven = raw[..., -1:]
+        slots_only = torch.stack([raw[..., 2 * BODY_PROPERTIES], torch.sigmoid(raw[..., 2 * BODY_PROPERTIES + 1])], dim=-1)  # driven logit, roll share
         if caption is None:
-            return torch.cat([guess, driven], dim=-1), None
+            return torch.cat([guess, slots_only], dim=-1), None
         hidden, values = caption
         number = values.isfinite()  # (B, Lt)
         q = self.caption_query(pooled).unflatten(-1, (BODY_PROPERTIES, POINTER_DIM))  # (B, n, N, BODY_PROPERTIES, P)
@@ -860,24 +864,22 @@ class WorldModel(nn.Module):
         gate_logit = raw[..., BODY_PROPERTIES : 2 * BODY_PROPERTIES]
         gate = torch.sigmoid(gate_logit.masked_fill(~number.any(-1)[:, None, None, None], -torch.inf))  # no numbers: shut
         pointer = CaptionPointer(attention, token_value.masked_fill(~number[:, None, None, None], torch.inf), gate_logit)
-        return torch.cat([gate * read + (1 - gate) * guess, driven], dim=-1), pointer
+        return torch.cat([gate * read + (1 - gate) * guess, slots_only], dim=-1), pointer
 
-    def contact_impulse(self, cur: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def contact_impulse(self, cur: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor, roll: torch.Tensor | None = None) -> torch.Tensor:
         """The closed-form part of a frame's step (..., N, 6) in step units: the velocity change of
         every collision the frame holds, and the distance it moves the body by the frame's end.
         cur (..., N, 6) SI the frame's starting states; bodies (..., N, BODY_COLUMNS)
-        (`body_properties`); mask (..., N) bool the tracked bodies.
+        (`body_properties`); mask (..., N) bool the tracked bodies; roll (..., N) each body's spin
+        as a share of its horizontal velocity (`rolling`; None: no spin).
 
         Each contact is found at its time within the frame, the bodies moving at their starting
         velocities: two spheres i, j touch at the first t in [0, dt) where |d + u t| = r_i + r_j
         (d, u their relative position and velocity). If they are closing at speed c along the
         unit normal n at that moment (from i to j), i's velocity changes by
         -(1 + e) m_j / (m_i + m_j) c n, e the mean of their restitutions: momentum is conserved and
-        the closing speed becomes e c apart. A body falling onto the floor (z = 0) bounces: its
-        vertical velocity v_z at the floor becomes -e v_z, and Coulomb friction (its friction mu:
-        the scene sets one for body and floor alike) takes up to mu (1 + e) |v_z| off its horizontal velocity,
-        never reversing it (a body that stops slipping keeps what is left as rolling or stops; the
-        head learns which). Each impulse acts for the part of the frame after its
+        the closing speed becomes e c apart. A body falling onto the floor lands
+        (`floor_landing`: it bounces, and friction works on its slip). Each impulse acts for the part of the frame after its
         contact, and all of it lands in the one frame that holds the contact (a hit at a frame's
         end is not split over two frames, which would lose part of its restitution). The size of
         the impulse is continuous in the radii: a grazing touch has c -> 0, and the contact time
@@ -894,8 +896,8 @@ class WorldModel(nn.Module):
         cfg = self.cfg
         dt = 1.0 / cfg.fps
         p, v = cur[..., :3], cur[..., 3:]
-        radius, log_mass, restitution, friction, _, driven = bodies.unbind(-1)  # (..., N) each
-        driven = driven > 0
+        radius, log_mass, restitution = bodies[..., 0], bodies[..., 1], bodies[..., 2]  # (..., N) each
+        driven = bodies[..., DRIVEN] > 0
         d = p.unsqueeze(-3) - p.unsqueeze(-2)  # (..., N, N, 3): [i, j] = p_j - p_i
         u = v.unsqueeze(-3) - v.unsqueeze(-2)  # (..., N, N, 3): [i, j] = v_j - v_i
         reach = radius.unsqueeze(-1) + radius.unsqueeze(-2)  # (..., N, N) m
@@ -918,6 +920,33 @@ class WorldModel(nn.Module):
         hit = (1 + e) * share * closing * hits  # (..., N, N) m/s: i's speed change along -n
         dv = -(hit[..., None] * normal).sum(-2)  # (..., N, 3)
         dx = -((hit * (dt - t_hit))[..., None] * normal).sum(-2)  # (..., N, 3) m by the frame's end
+        floor_dv, t_floor, _ = self.floor_landing(cur, bodies, mask, roll)
+        dv = dv + floor_dv
+        dx = dx + (dt - t_floor.clamp(0, dt))[..., None] * floor_dv
+        return torch.cat([dx / cfg.step_pos_scale, dv / cfg.step_vel_scale], dim=-1)
+
+    def floor_landing(self, cur: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor, roll: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the floor (z = 0) does to the bodies that land on it within the frame: cur (..., N,
+        6) SI, bodies (..., N, BODY_COLUMNS), mask (..., N) the tracked bodies, roll (..., N) their
+        spin as a share of the horizontal velocity (`rolling`; None: 0) -> (velocity change (...,
+        N, 3) m/s, time of the landing within the frame (..., N) s, roll after it (..., N)).
+
+        A body that lands bounces: its vertical velocity v_z at the floor becomes -e v_z. Its
+        bottom slips on the floor at s = v_h - u, its horizontal velocity less the part its spin
+        would roll it at (u = roll x v_h). Coulomb friction (its friction mu: the scene sets one
+        for body and floor alike) works against the slip with an impulse of at most mu (1 + e)
+        |v_z| per unit mass, and each unit it takes off the centre's velocity takes 1 / kappa off
+        the slip, kappa the body's roll share (1 / (1 + m r^2 / I): 2/7 a ball, 1 a body that
+        cannot roll): so the velocity changes by -min(mu (1 + e) |v_z|, kappa |s|) along s, and
+        the slip stops where friction suffices. A ball thrown without spin keeps 5/7 of its
+        horizontal speed and rolls on; on its next bounce it no longer slips and keeps it all; a
+        ball rolling off a ramp's foot spins faster than it moves along the floor and is sped up
+        a little; a body that cannot roll is slowed to a stop at most. The spin changes by the
+        rest of the friction's work, u' = u + dv_h (1 - 1 / kappa)."""
+        dt = 1.0 / self.cfg.fps
+        p, v = cur[..., :3], cur[..., 3:]
+        radius, restitution, friction, share = bodies[..., 0], bodies[..., 2], bodies[..., 3], bodies[..., ROLL]
+        driven = bodies[..., DRIVEN] > 0
         fall = (-v[..., 2]).clamp(min=0)  # (..., N) m/s towards the floor
         impact, t_floor = fall, (p[..., 2] - radius) / fall.clamp(min=1e-6)  # m/s at the floor; s: when the body's bottom reaches z = 0
         if self.cfg.floor_support > 0:  # a free fall lands under gravity
@@ -928,23 +957,49 @@ class WorldModel(nn.Module):
         lands = mask & ~driven & (fall > 0) & (t_floor < dt)
         bounce = (1 + restitution) * impact * lands  # (..., N) m/s upwards
         slide = v[..., :2]  # (..., N, 2) m/s horizontal
-        speed = slide.norm(dim=-1).clamp(min=1e-6)
-        brake = torch.minimum(friction * bounce, speed)  # (..., N) m/s: Coulomb's bound on the tangential impulse, at most a stop
-        floor_dv = torch.cat([-(brake / speed)[..., None] * slide, bounce[..., None]], dim=-1)  # (..., N, 3)
-        dv = dv + floor_dv
-        dx = dx + (dt - t_floor.clamp(0, dt))[..., None] * floor_dv
-        return torch.cat([dx / cfg.step_pos_scale, dv / cfg.step_vel_scale], dim=-1)
+        roll = torch.zeros_like(radius) if roll is None else roll
+        slip = slide * (1 - roll)[..., None]  # (..., N, 2) m/s: the bottom's speed over the floor
+        slip_speed = slip.norm(dim=-1).clamp(min=1e-6)
+        brake = torch.minimum(friction * bounce, share * slip_speed)  # (..., N) m/s: Coulomb's bound, at most what stops the slip
+        slow = -(brake / slip_speed)[..., None] * slip  # (..., N, 2) m/s
+        spun = slide * roll[..., None] + slow * (1 - 1 / share.clamp(min=MIN_ROLL_SHARE))[..., None]  # u' (..., N, 2) m/s
+        after = slide + slow
+        moving = after.square().sum(-1) > 1e-6
+        roll_after = torch.where(lands & moving, (spun * after).sum(-1) / after.square().sum(-1).clamp(min=1e-6), roll)
+        return torch.cat([slow, bounce[..., None]], dim=-1), t_floor, roll_after
+
+    def rolling(self, states: torch.Tensor, spins: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+        """Each body's spin as a share of its horizontal velocity (..., N): the horizontal velocity
+        u = r (w_y, -w_x) at which its spin w (..., N, 3) rad/s would roll it on the floor with its
+        bottom at rest, r its radius (..., N) m (no gradient: the spin teaches the radius nothing),
+        projected on its horizontal velocity v_h (states (..., N, 6) SI): u . v_h / |v_h|^2 (0 for
+        a body that does not move sideways). 1: it rolls on the floor; 0: no spin (thrown, or
+        sliding); a ball rolling down a ramp of angle a: 1 / cos a. Between landings a rollout
+        carries this share, not the spin, so a ball that rolls down a ramp spins up as it speeds
+        up (`floor_landing` changes it)."""
+        r = radius.detach()
+        u = torch.stack([spins[..., 1], -spins[..., 0]], dim=-1) * r[..., None]  # (..., N, 2) m/s
+        v = states[..., 3:5]
+        v2 = v.square().sum(-1)
+        return torch.where(v2 > 1e-6, (u * v).sum(-1) / v2.clamp(min=1e-6), torch.zeros_like(v2))
+
+    def spins(self, states: torch.Tensor, roll: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+        """The angular velocities (..., N, 3) rad/s that `rolling` reads as roll (..., N) from states
+        (..., N, 6) SI and radius (..., N) m: about the horizontal axis across the motion, none about
+        the vertical (what a rollout writes into its episode's states)."""
+        u = states[..., 3:5] * roll[..., None] / radius.clamp(min=1e-6)[..., None]  # (..., N, 2) rad/s
+        return torch.stack([-u[..., 1], u[..., 0], torch.zeros_like(roll)], dim=-1)
 
     def body_loss(self, bodies: torch.Tensor, truth: torch.Tensor | None) -> torch.Tensor:
         """Mean squared error of the learnt bodies (B, n, N, BODY_COLUMNS) (`body_properties`)
         against the simulator's, truth (B, N, BODY_COLUMNS) radius m, mass kg, restitution, friction,
-        damping 1/s, driven (`Batch.bodies`, NaN where not stated; None: 0): radius in contact_scale
-        units, log mass, restitution, friction, damping."""
+        damping 1/s, driven, roll share (`Batch.bodies`, NaN where not stated; None: 0): radius in contact_scale
+        units, log mass, restitution, friction, damping, roll share."""
         if truth is None:
             return bodies.new_zeros(())
         truth = truth[:, None].to(bodies.dtype)  # (B, 1, N, BODY_COLUMNS)
-        pred = torch.stack([bodies[..., 0] / self.cfg.contact_scale, *bodies[..., 1:BODY_PROPERTIES].unbind(-1)], dim=-1)
-        target = torch.stack([truth[..., 0] / self.cfg.contact_scale, truth[..., 1].log(), *truth[..., 2:BODY_PROPERTIES].unbind(-1)], dim=-1)
+        pred = torch.stack([bodies[..., 0] / self.cfg.contact_scale, *bodies[..., 1:BODY_PROPERTIES].unbind(-1), bodies[..., ROLL]], dim=-1)
+        target = torch.stack([truth[..., 0] / self.cfg.contact_scale, truth[..., 1].log(), *truth[..., 2:BODY_PROPERTIES].unbind(-1), truth[..., ROLL]], dim=-1)
         known = target.isfinite().expand_as(pred)
         err = (pred - target.nan_to_num()).pow(2)
         return (err * known).sum() / known.sum().clamp(min=1)
@@ -982,11 +1037,11 @@ class WorldModel(nn.Module):
         gate = F.binary_cross_entropy_with_logits(pointer.gate_logit, found.to(pointer.gate_logit.dtype))
         return ce + gate
 
-    def advance(self, cur: torch.Tensor, steps: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor, tether: Tether | None = None, closed: torch.Tensor | None = None) -> torch.Tensor:
+    def advance(self, cur: torch.Tensor, steps: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor, tether: Tether | None = None, closed: torch.Tensor | None = None, roll: torch.Tensor | None = None) -> torch.Tensor:
         """The next frame's states: cur (..., N, 6) SI taken by the dynamics head's steps (..., N, 6)
-        plus the frame's `closed_form_step` (bodies, mask, tether as there; closed: that step, where
+        plus the frame's `closed_form_step` (bodies, mask, tether, roll as there; closed: that step, where
         the caller has it), tethered bodies kept on their circles (`tether_step`)."""
-        closed = self.closed_form_step(cur, bodies, mask, tether) if closed is None else closed
+        closed = self.closed_form_step(cur, bodies, mask, tether, roll) if closed is None else closed
         support = self.cfg.floor_support > 0
         if support:
             free = free_bodies(bodies, mask, tether)
@@ -1058,16 +1113,16 @@ class WorldModel(nn.Module):
         vz = torch.where(below, nxt[..., 5].clamp(min=0), nxt[..., 5])
         return torch.cat([nxt[..., :2], z[..., None], nxt[..., 3:5], vz[..., None]], dim=-1)
 
-    def closed_form_step(self, cur: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor, tether: Tether | None = None) -> torch.Tensor:
+    def closed_form_step(self, cur: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor, tether: Tether | None = None, roll: torch.Tensor | None = None) -> torch.Tensor:
         """The part of a frame's step (..., N, 6) in step units that physics gives in closed form,
         from the frame's starting states cur (..., N, 6) SI: the `contact_impulse` (bodies (..., N,
-        BODY_COLUMNS), mask (..., N) bool as there), plus the swing of the tethered bodies that
+        BODY_COLUMNS), mask (..., N) bool and roll (..., N) or None as there), plus the swing of the tethered bodies that
         nothing drives under gravity and their hinges' damping (`worldmodel.tether.gravity_swing`, a
         pendulum as point masses of the bodies' masses and dampings; tether (..., N) broadcast against cur, None: all free; which swing is its `swings`,
         set once per batch or rollout by `Tether.swinging`). The swing's velocity change
         moves the body by half of it times the frame in the position part (what `tether_step` then
         replaces by the turn on the circle)."""
-        step = self.contact_impulse(cur, bodies, mask)
+        step = self.contact_impulse(cur, bodies, mask, roll)
         if tether is None or tether.swings is None:
             return step
         cfg = self.cfg
@@ -1212,6 +1267,7 @@ class WorldModel(nn.Module):
         mask: torch.Tensor | None = None,
         tether: Tether | None = None,
         steady: torch.Tensor | None = None,
+        roll: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """States of blocks 1..n stepped from block 0's known (or read-out) states and then from the
         chain's own predictions only, as a rollout does, while the video stays teacher-forced, with
@@ -1226,7 +1282,9 @@ class WorldModel(nn.Module):
         once): slots (B, n, tt, N, D) and bodies (B, n, N,
         BODY_COLUMNS) of blocks 0..n-1 (as `block_dynamics`); src (B, tt, N, 6) SI block 0's
         states; actions (B, n, tt, action_dim) driving the steps, or None; mask (B, N) the tracked
-        bodies; tether (B, N) or None; steady (B, n, tt) or None as in `block_dynamics` -> (B, n*tt, N, 6)."""
+        bodies; tether (B, N) or None; steady (B, n, tt) or None as in `block_dynamics`; roll (B, N)
+        the bodies' spin at block 0's last frame (`rolling`; None: none), carried on through the
+        landings (`floor_landing`) -> (B, n*tt, N, 6)."""
         tt = self.cfg.tubelet_t
         cur, prev = src[:, -1], src[:, -2] if tt > 1 else src[:, -1]
         prev2 = src[:, -3] if tt > 2 else None
@@ -1237,26 +1295,31 @@ class WorldModel(nn.Module):
             hold = held(None if steady is None else steady[:, b], bodies[:, b])
             steps = self.step_distribution(self.dynamics_head.decode(slots[:, b], features), features, hold).ungated  # (B, tt, N, 6)
             for j in range(tt):
-                closed.append(self.closed_form_step(cur, bodies[:, b], mask, tether))
+                closed.append(self.closed_form_step(cur, bodies[:, b], mask, tether, roll))
                 nxt = self.advance(cur, steps[:, j], bodies[:, b], mask, tether, closed[-1])
                 out.append(nxt)
+                if roll is not None:
+                    roll = self.floor_landing(cur, bodies[:, b], mask, roll)[2].detach()
                 if tether is not None:  # the next frame steps from a tethered body's state without its gradient (docstring)
                     nxt = torch.where(tether.on[..., None], nxt.detach(), nxt)
                 prev2, prev, cur = prev, cur, nxt
         return torch.stack(out, dim=1)
 
-    def predict_states(self, steps: torch.Tensor, bodies: torch.Tensor, src: torch.Tensor, present: torch.Tensor, mask: torch.Tensor, tether: Tether | None = None) -> torch.Tensor:
+    def predict_states(self, steps: torch.Tensor, bodies: torch.Tensor, src: torch.Tensor, present: torch.Tensor, mask: torch.Tensor, tether: Tether | None = None, spins: torch.Tensor | None = None) -> torch.Tensor:
         """Next blocks' states, one step each from the frame before (`advance`): steps (B, n, tt, N,
         6) for blocks 1..n and bodies (B, n, N, BODY_COLUMNS), made by blocks 0..n-1; src (B,
         (n+1)*tt, N, 6) SI the known states of blocks 0..n (read out where not `present`); mask
-        (B, N) the tracked bodies; tether (B, N) or None. Within a block, clips without known states step from the
-        previous prediction. Returns (B, n*tt, N, 6) SI for blocks 1..n."""
+        (B, N) the tracked bodies; tether (B, N) or None; spins (B, (n+1)*tt, N, 3) rad/s the
+        bodies' spins in those frames (`rolling`; None: none). Within a block, clips without known
+        states step from the previous prediction. Returns (B, n*tt, N, 6) SI for blocks 1..n."""
         tt, n = self.cfg.tubelet_t, steps.shape[1]
         p = present[:, None, None, None]
         prev = src[:, tt - 1 : n * tt : tt]  # (B, n, N, 6) last frame of blocks 0..n-1
         out = []
         for j in range(tt):
-            cur = self.advance(prev, steps[:, :, j], bodies, mask[:, None], None if tether is None else tether.unsqueeze(1))
+            spin = None if spins is None else spins[:, tt - 1 + j :: tt][:, :n]  # (B, n, N, 3) of the frames stepped from
+            roll = None if spin is None else self.rolling(prev, spin, bodies[..., 0])
+            cur = self.advance(prev, steps[:, :, j], bodies, mask[:, None], None if tether is None else tether.unsqueeze(1), roll=roll)
             out.append(cur)
             prev = torch.where(p, src[:, tt + j :: tt][:, :n], cur)
         return torch.stack(out, dim=2).flatten(1, 2)
@@ -1309,7 +1372,7 @@ class WorldModel(nn.Module):
           step_impulse   (B, T - tt, n_max, 6) those frames' `closed_form_step`s (step units, detached;
                          None without states): step_drawn + step_impulse is the whole step
           bodies         (B, nb - 1, n_max, BODY_COLUMNS) each body's learnt radius m, log mass,
-                         restitution, friction, damping 1/s and driven logit (the first block's, for every block) in
+                         restitution, friction, damping 1/s, driven logit (the first block's, for every block) and roll share in
                          the blocks that step the next ones (`body_properties`)
           frame_mean     (B, T, H, W, 3) predicted mean in [0, 1] (first block: the input frames)
           frame_logstd   (B, T, H, W, 3) predicted log-std (first block: 0)
@@ -1354,14 +1417,20 @@ class WorldModel(nn.Module):
         body_mask = self._state_mask(batch, B, tub.device)  # (B, n_max) tracked bodies
         slots = self.dynamics_head.slots(hv[:, :-1])  # (B, nb-1, tt, n_max, D): shared by the one-step and chained dynamics
         read, pointer = self.read_bodies(slots, self.caption_numbers(batch.text, text_values))  # (B, nb-1, n_max, BODY_COLUMNS)
-        bodies = torch.cat([read[..., :DRIVEN], read[:, :1, :, DRIVEN:].expand_as(read[..., DRIVEN:])], dim=-1)  # driven as the first block reads it, kept (a rollout keeps its context's)
+        bodies = torch.cat([read[..., :DRIVEN], read[:, :1, :, DRIVEN : DRIVEN + 1].expand_as(read[..., DRIVEN : DRIVEN + 1]), read[..., DRIVEN + 1 :]], dim=-1)  # driven as the first block reads it, kept (a rollout keeps its context's)
         bodies = undriven_if_passive(bodies, batch.active)
         tether = None if known is None else fit_tethers(known[:, :TETHER_FRAMES], body_mask & present[:, None]).swinging(bodies[:, 0, :, DRIVEN] > 0)  # (B, n_max) from the clip's first frames, as a rollout's context
         steady = None if inp["steady"] is None else inp["steady"][:, :-1]  # (B, nb-1, tt) of the steps into blocks 1..
         dist = self.block_dynamics(slots, bodies, src[:, : (nb - 1) * tt], actions, body_mask, tether, steady)  # (B, nb-1, tt, n_max)
-        predicted = self.predict_states(dist.mean, bodies, src, present, body_mask, tether)
+        spins = None if batch.spins is None or known is None else pad_time(batch.spins.float(), tt)  # (B, nb*tt, n_max, 3) rad/s
+        predicted = self.predict_states(dist.mean, bodies, src, present, body_mask, tether, spins)
         frame_bodies = bodies.repeat_interleave(tt, dim=1)  # (B, (nb-1)*tt, n_max, BODY_COLUMNS) of frames tt..
-        impulse = lambda start: self.closed_form_step(start, frame_bodies, body_mask[:, None], None if tether is None else tether.unsqueeze(1))  # noqa: E731  (B, (nb-1)*tt, n_max, 6)
+        start_spins = None if spins is None else spins[:, tt - 1 : -1]  # (B, (nb-1)*tt, n_max, 3) of the frames stepped from
+
+        def impulse(start: torch.Tensor) -> torch.Tensor:  # (B, (nb-1)*tt, n_max, 6) the closed-form steps from the frames before tt..
+            roll = None if start_spins is None else self.rolling(start, start_spins, frame_bodies[..., 0])
+            return self.closed_form_step(start, frame_bodies, body_mask[:, None], None if tether is None else tether.unsqueeze(1), roll)
+
         states = torch.cat([readout[:, :tt], predicted], dim=1)[:, :T]  # (B, T, n_max, 6) SI
         frame_dist = dist.map(lambda t: t.flatten(1, 2)[:, : T - tt])  # (B, T-tt, n_max) frames tt..
         policy = frame_dist.spread(self.step_spread)  # what a rollout draws the steps from
@@ -1381,7 +1450,8 @@ class WorldModel(nn.Module):
             gate_loss = cfg.gate_weight * (gate_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)
             # the same steps chained over the clip from its first block alone, against the truth: what
             # a rollout does with its own states (errors compound), in units of one step's scales
-            chained = self.chain_states(slots, bodies, src[:, :tt], actions, body_mask, tether, steady)[:, : T - tt]  # (B, T-tt, n_max, 6)
+            roll0 = None if spins is None else self.rolling(src[:, tt - 1], spins[:, tt - 1], bodies[:, 0, :, 0])  # (B, n_max) at block 0's last frame
+            chained = self.chain_states(slots, bodies, src[:, :tt], actions, body_mask, tether, steady, roll0)[:, : T - tt]  # (B, T-tt, n_max, 6)
             scale = chained.new_tensor([cfg.step_pos_scale] * 3 + [cfg.step_vel_scale] * 3)
             chain_err = F.smooth_l1_loss(chained / scale, known[:, tt:T] / scale, reduction="none", beta=0.01).mean(-1)  # (B, T-tt, n_max)
             chain_loss = cfg.chain_weight * (chain_err * w).sum() / (w.sum() * (T - tt)).clamp(min=1)

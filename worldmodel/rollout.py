@@ -22,7 +22,9 @@ and the steps each at their own: which of the two noises a rollout's errors come
 differ in where the bodies go; the frame's
 closed-form step (`WorldModel.closed_form_step`: contact impulses and a pendulum's swing, from the
 state it starts from) is added to it. A tethered body's step is read along its tangent alone (`worldmodel.tether`), so its
-density is that one component's.
+density is that one component's. The bodies' spins start as the context's last frame has them and
+change only where a body lands (`WorldModel.floor_landing`); the predicted states hold them
+(`WorldModel.spins`), so teacher forcing the rollout's episode reads the same landings.
 
 `Rollout.logprob` is log p(predicted frames, state steps | context, caption) under the model itself
 (temperature 1), whatever temperature drew them: the frames' probability times the steps' density
@@ -119,6 +121,7 @@ def rollout(
     n = min(episode.states.shape[1], cfg.n_max_objects)  # tracked bodies
     # (S, nb*tt, n_max, 6) SI: the context's states, zeros until predicted
     known = torch.from_numpy(arr["states"]).to(dev).float()[None].repeat(S, 1, 1, 1)
+    spin = torch.from_numpy(arr["spins"]).to(dev).float()[None].repeat(S, 1, 1, 1)  # (S, nb*tt, n_max, 3) rad/s: the context's, then the landings' (`WorldModel.floor_landing`)
     mask = torch.from_numpy(arr["state_mask"]).to(dev)[None].expand(S, -1)  # (S, n_max)
     states_in = torch.full((S,), bool(use_states and cfg.state_tokens), device=dev)  # state tokens present
     if cfg.audio_bins:
@@ -194,23 +197,26 @@ def rollout(
         slots = model.dynamics_head.slots(hv)  # (S, 1, tt, n_max, D)
         bodies = model.body_properties(slots, caption)  # (S, 1, n_max, BODY_COLUMNS)
         if b == nb_known:  # which bodies the actions drive: read from the context's video, kept (none in a passive episode)
-            driven = undriven_if_passive(bodies, active)[..., DRIVEN:]
+            driven = undriven_if_passive(bodies, active)[..., DRIVEN : DRIVEN + 1]
             tether = None if tether is None else tether.swinging(driven[:, 0, :, 0] > 0)  # gravity swings the tethered bodies nothing drives
-        bodies = torch.cat([bodies[..., :DRIVEN], driven], dim=-1)
+        bodies = torch.cat([bodies[..., :DRIVEN], driven, bodies[..., DRIVEN + 1 :]], dim=-1)
         held = None if actions is None else steady[:, b - 1 : b]  # (S, 1, tt) whether they are the frame before's
         dist = model.block_dynamics(slots, bodies, src, drive, mask.bool(), tether, held).map(lambda t: t[:, 0]).spread(step_spread[:, None, None, None])  # (S, tt, n_max)
         steps = dist.sample(step_temperature, generator)  # (S, tt, n_max, 6)
-        prev = src[:, -1]
+        prev, prev_spin = src[:, -1], spin[:, b * tt - 1]
+        body = bodies[:, 0].detach()  # (S, n_max, BODY_COLUMNS): the states carry no gradient
         for j in range(tt):
             step = steps[:, j]
             tangent = tether_tangent(prev, tether, 1.0 / cfg.fps)  # a tethered body draws its velocity change along it alone
             lp = dist.map(lambda t: t[:, j]).log_prob(step, tangent, (step[..., 3:] * tangent).sum(-1))  # (S, n_max, 6)
-            cur = model.advance(prev, step, bodies[:, 0].detach(), mask.bool(), tether)  # the head's step plus the frame's closed-form step, on the tethers (states carry no gradient)
+            roll = model.rolling(prev, prev_spin, body[..., 0])  # (S, n_max) as teacher forcing reads it from the states' spins
+            cur = model.advance(prev, step, body, mask.bool(), tether, roll=roll)  # the head's step plus the frame's closed-form step, on the tethers
             scored = mask * ~model.set_by_floor(prev, cur, bodies[:, 0], mask.bool(), tether)  # (S, n_max) the steps the states show as drawn
             logprob = logprob + (lp.sum(-1) * scored).sum(-1) * new[j]
             if b * tt + j >= context:
                 known[:, b * tt + j] = cur
-            prev = known[:, b * tt + j]
+                spin[:, b * tt + j] = model.spins(cur, model.floor_landing(prev, body, mask.bool(), roll)[2], body[..., 0])
+            prev, prev_spin = known[:, b * tt + j], spin[:, b * tt + j]
 
         x, tub = blocks(b, 1)
         layout = block_layout(cfg, b, 1)
@@ -222,6 +228,7 @@ def rollout(
 
     # assemble episodes
     pred_states = known[:, context:T, :n].double().cpu().numpy()  # (S, horizon, n, 6)
+    pred_spins = spin[:, context:T, :n].double().cpu().numpy()  # (S, horizon, n, 3)
     frames_u8 = levels[:, :T].to(torch.uint8).cpu().numpy()
     mean_frames = torch.cat(means, dim=1).float().cpu()
     out = []
@@ -231,6 +238,7 @@ def rollout(
         st[context:, :, 0:3] = pred_states[i, :, :, :3]
         st[context:, :, 3] = 1.0  # identity quaternion
         st[context:, :, 7:10] = pred_states[i, :, :, 3:]
+        st[context:, :, 10:13] = pred_spins[i]
         ep = sim.Episode(
             scene=episode.scene,
             seed=episode.seed,

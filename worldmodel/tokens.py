@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
-from sim.bodies import body_properties, driven_bodies
+from sim.bodies import body_properties, driven_bodies, roll_shares
 from worldmodel.config import ACTION, AUDIO, MODALITIES, SEP, STATE, TEXT, VIDEO, ModelConfig
 
 PAD, BOS, EOT = 256, 257, 258
@@ -163,13 +163,15 @@ class Batch:
                    scene: push, gears, pour), False for a passive one, whose bodies nothing
                    drives; or None (every clip active where `actions` is given)
     states:        (B, T, n_max_objects, 6) float32 positions (m) and velocities (m/s), or None
+    spins:         (B, T, n_max_objects, 3) float32 angular velocities (rad/s), or None (no spin):
+                   not tokens; the landing impulse's slip (`WorldModel.rolling`)
     state_mask:    (B, n_max_objects) bool, True for the bodies an episode has, or None
     state_present: (B,) bool, False for clips whose states are hidden from the state tokens (they
                    remain loss targets), or None (present iff `states` is given)
-    bodies:        (B, n_max_objects, 6) float32 each body's radius m, mass kg, restitution,
+    bodies:        (B, n_max_objects, 7) float32 each body's radius m, mass kg, restitution,
                    friction and hinge damping 1/s as the simulator set them (`sim.body_properties`; NaN where not stated), then 1
                    where the actions drive it, else 0 (`sim.driven_bodies`; NaN past the episode's
-                   bodies), or None
+                   bodies), then its roll share (`sim.roll_shares`; NaN where not stated), or None
     """
 
     frames: torch.Tensor
@@ -182,6 +184,7 @@ class Batch:
     state_mask: torch.Tensor | None = None
     state_present: torch.Tensor | None = None
     bodies: torch.Tensor | None = None
+    spins: torch.Tensor | None = None
 
     @functools.cached_property
     def text_values(self) -> torch.Tensor:
@@ -240,11 +243,15 @@ def episode_arrays(ep, cfg: ModelConfig, n_frames: int | None = None) -> dict[st
     states[: len(s), :n, :3] = s[..., 0:3]
     states[: len(s), :n, 3:] = s[..., 7:10]
     out["states"] = states
+    spins = np.zeros((T, cfg.n_max_objects, 3), np.float32)
+    spins[: len(s), :n] = s[..., 10:13]
+    out["spins"] = spins
     out["state_mask"] = np.arange(cfg.n_max_objects) < n
     properties = body_properties(ep)[:n]  # (n, 5)
-    bodies = np.full((cfg.n_max_objects, properties.shape[1] + 1), np.nan, np.float32)
-    bodies[:n, :-1] = properties
-    bodies[:n, -1] = driven_bodies(ep)[:n]
+    bodies = np.full((cfg.n_max_objects, properties.shape[1] + 2), np.nan, np.float32)
+    bodies[:n, :-2] = properties
+    bodies[:n, -2] = driven_bodies(ep)[:n]
+    bodies[:n, -1] = roll_shares(ep)[:n]
     out["bodies"] = bodies
     return out
 
@@ -270,6 +277,7 @@ def collate(episodes: Sequence, cfg: ModelConfig) -> Batch:
         states=stack("states"),
         state_mask=stack("state_mask"),
         bodies=stack("bodies"),
+        spins=stack("spins"),
     )
 
 
