@@ -213,6 +213,36 @@ def test_body_properties_follow_the_realised_parameters():
     np.testing.assert_allclose(sim.body_properties(swing), [[0.05, 0.7, nan, nan, 0.12]] * 2)
 
 
+def test_roll_shares_are_the_simulators_inertia_ratios():
+    """sim.roll_shares gives 1 / (1 + m r^2 / I) from the compiled model's mass and principal
+    inertia (its least: about the axis it rolls on) and the geom's radius, for the bodies whose
+    rolling the family fixes: thrown, dropped and colliding balls and a ramp's cylinder (laid
+    across the slope); NaN for a box, and for a thrown cylinder, which may land on its end."""
+    import mujoco
+
+    for scene, params, rolls in (
+        ("projectile", {"shape": "sphere"}, True),
+        ("drop", {"num_objects": 1, "shape": "sphere"}, True),
+        ("collision", {"num_balls": 2}, True),
+        ("ramp", {"shape": "cylinder"}, True),
+        ("ramp", {"shape": "box"}, False),
+        ("projectile", {"shape": "cylinder"}, False),
+    ):
+        realized = sim.realize_params(scene, params, 0)
+        built = sim.get_family(scene).build(realized)
+        ep = sim.simulate(scene, params, seed=0, seconds=0.1, width=32, height=32)
+        shares = sim.roll_shares(ep)
+        if not rolls:
+            assert np.isnan(shares[0]), (scene, params)
+            continue
+        model = mujoco.MjModel.from_xml_string(built.mjcf)
+        for i, name in enumerate(built.tracked):
+            body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, name)
+            radius = model.geom_size[model.body_geomadr[body], 0]
+            m, inertia = model.body_mass[body], model.body_inertia[body].min()
+            assert shares[i] == pytest.approx(1 / (1 + m * radius**2 / inertia), rel=1e-6), (scene, params, i)
+
+
 def _actuated_bodies(scene: str, seed: int) -> list[bool]:
     """Per tracked body, from the compiled MJCF: an actuator drives one of its joints or an
     ancestor's, directly or through a joint equality constraint (a gear mesh)."""
