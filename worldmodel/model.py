@@ -627,7 +627,7 @@ class WorldModel(nn.Module):
                 nn.init.normal_(m.weight, std=0.02)
         nn.init.zeros_(self.dynamics_head.mlp[-1].weight)  # the dynamics head starts as its prior exactly
         nn.init.zeros_(self.dynamics_head.skip.weight)
-        with torch.no_grad():  # radius RADIUS_INIT, equal masses, restitution 0.5, friction FRICTION_INIT, damping DAMPING_INIT; the caption's values a quarter in; none driven
+        with torch.no_grad():  # radius RADIUS_INIT, equal masses, restitution 0.5, friction FRICTION_INIT, damping DAMPING_INIT; the caption's values a quarter in; none driven; roll share ROLL_INIT
             guess = [math.log(math.expm1(RADIUS_INIT)), 0.0, 0.0, math.log(math.expm1(FRICTION_INIT)), math.log(math.expm1(DAMPING_INIT))]
             self.body_head.bias.copy_(torch.tensor(guess + [math.log(1 / 3)] * BODY_PROPERTIES + [DRIVEN_INIT, math.log(ROLL_INIT / (1 - ROLL_INIT))]))
 
@@ -887,12 +887,7 @@ class WorldModel(nn.Module):
         (a stack at rest, a box on the floor) get nothing: the dynamics head learns resting
         contact, friction and spin as corrections to this. A driven body (driven logit > 0: its
         servo holds it to the actions' command) counts as infinitely heavy: it takes no impulse
-        and does not bounce, and a free body it hits takes the whole exchange. With
-        `floor_support` on, a body falling faster than one frame of gravity gives (g dt) is in
-        free fall onto the floor: gravity speeds it up over the height left, so it lands sooner
-        and faster than its starting velocity says, v_z^2 = v_0^2 + 2 g h (with the prior's
-        gravity step, the frame then ends exactly where a bouncing ball does; at its starting
-        velocity a fast fall reaches the floor a frame late, from below it, and bounces short)."""
+        and does not bounce, and a free body it hits takes the whole exchange."""
         cfg = self.cfg
         dt = 1.0 / cfg.fps
         p, v = cur[..., :3], cur[..., 3:]
@@ -942,7 +937,12 @@ class WorldModel(nn.Module):
         horizontal speed and rolls on; on its next bounce it no longer slips and keeps it all; a
         ball rolling off a ramp's foot spins faster than it moves along the floor and is sped up
         a little; a body that cannot roll is slowed to a stop at most. The spin changes by the
-        rest of the friction's work, u' = u + dv_h (1 - 1 / kappa)."""
+        rest of the friction's work, u' = u + dv_h (1 - 1 / kappa). With `floor_support` on, a
+        body falling faster than one frame of gravity gives (g dt) is in free fall onto the floor:
+        gravity speeds it up over the height left, so it lands sooner and faster than its starting
+        velocity says, v_z^2 = v_0^2 + 2 g h (with the prior's gravity step, the frame then ends
+        exactly where a bouncing ball does; at its starting velocity a fast fall reaches the floor
+        a frame late, from below it, and bounces short). A driven body does not land."""
         dt = 1.0 / self.cfg.fps
         p, v = cur[..., :3], cur[..., 3:]
         radius, restitution, friction, share = bodies[..., 0], bodies[..., 2], bodies[..., 3], bodies[..., ROLL]
