@@ -21,8 +21,10 @@ A body's roll share is how much of its slip at a floor contact friction takes of
 velocity before the contact stops slipping and the body rolls: kappa = 1 / (1 + m r^2 / I) for a
 contact at distance r below the centre and moment of inertia I about the axis it rolls on. MuJoCo
 gives geoms a uniform density, so a sphere's is 2/7 (I = 2/5 m r^2) and a cylinder rolling on its
-side 1/3 (I = 1/2 m r^2; the ramp lays its cylinder across the slope). A box, or a cylinder or
-capsule whose landing depends on how it is turned, has none stated (NaN).
+side 1/3 (I = 1/2 m r^2; the ramp lays its cylinder across the slope). A body whose contact is a
+flat face or an edge does not roll, so friction takes its slip off its centre's velocity whole: 1
+for a box, and for drop's cylinders and capsules, which fall upright and land on their base. A
+cylinder or capsule whose landing depends on how it is turned, and a cup, have none stated (NaN).
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ def body_properties(episode: Episode) -> np.ndarray:
 
 SPHERE_ROLL_SHARE = 2 / 7  # 1 / (1 + 5/2): a uniform ball
 CYLINDER_ROLL_SHARE = 1 / 3  # 1 / (1 + 2): a uniform cylinder on its side
+FLAT_ROLL_SHARE = 1.0  # a body on a face or an edge: it slides, it does not roll
 
 
 def roll_shares(episode: Episode) -> np.ndarray:
@@ -92,6 +95,8 @@ def roll_shares(episode: Episode) -> np.ndarray:
     p, scene = episode.params, episode.scene
     if scene in ("collision", "pendulum"):  # balls and bobs
         return np.full(n, SPHERE_ROLL_SHARE)
+    if scene == "stack":  # cubes
+        return np.full(n, FLAT_ROLL_SHARE)
     out = np.full(n, np.nan)
     if scene in ("drop", "projectile", "ramp", "push"):
         objects = [p.get("shape"), *(o["shape"] for o in p.get("others", []))]
@@ -102,6 +107,8 @@ def roll_shares(episode: Episode) -> np.ndarray:
                 out[i] = SPHERE_ROLL_SHARE
             elif shape == "cylinder" and scene == "ramp":
                 out[i] = CYLINDER_ROLL_SHARE
+            elif shape == "box" or (shape is not None and scene == "drop"):  # drop's bodies land upright, on their base
+                out[i] = FLAT_ROLL_SHARE
     return out
 
 
