@@ -734,6 +734,39 @@ def test_the_floor_holds_a_body_up_and_friction_only_slows_it(cfg):
     assert driven[0, 3].item() == pytest.approx(1.5, abs=1e-5)
 
 
+def test_the_prior_carries_on_no_sideways_change_for_a_body_alone_on_the_floor(cfg):
+    """Balls of radius 0.1 m on the floor whose last two frames sped them up along x by 0.02 m/s
+    each (a resting body the head's steps nudged): the steady change the prior carries on
+    (features 9..11, step units) keeps only what friction can do. One speeding up keeps none of
+    it; one sliding at 1 m/s and slowing by 0.02 m/s per frame while drifting across by 0.01 keeps
+    the slowing alone; one slowing by more than its speed stops, no more. In the air, beside
+    another tracked body, driven, or with `floor_steady` off, the change is carried on as it is."""
+    s = cfg.step_vel_scale
+
+    def steady(vx, vy=(0.0, 0.0, 0.0), z=0.1, knob=1.0, others=None, driven=False):
+        """vx, vy: the first body's velocities at prev2, prev, cur (m/s); others (k, 6) more tracked bodies' states"""
+        frames = [torch.tensor([[0.0, 0.0, z, x, y, 0.0]]) for x, y in zip(vx, vy)]
+        if others is not None:
+            frames = [torch.cat([f, others]) for f in frames]
+        n = frames[0].shape[0]
+        bodies = ball_bodies((0.1,) * n, (1.0,) * n, (0.5,) * n, driven=[driven] + [False] * (n - 1))
+        model = wm.WorldModel(dataclasses.replace(cfg, floor_steady=knob))
+        return model.dynamics_features(frames[2], frames[1], frames[0], bodies=bodies, mask=torch.ones(n, dtype=torch.bool))[0, 9:12] * s
+
+    nudged = (0.0, 0.02, 0.04)
+    torch.testing.assert_close(steady(nudged), torch.zeros(3))
+    torch.testing.assert_close(steady((1.04, 1.02, 1.0), vy=(-0.02, -0.01, 0.0)), torch.tensor([-0.02, 0.0, 0.0]))
+    torch.testing.assert_close(steady((0.1, 0.05, 0.01)), torch.tensor([-0.01, 0.0, 0.0]))  # slowed by 0.04 per frame: stops at 0.01 m/s
+    carried = torch.tensor([0.02, 0.0, 0.0])
+    torch.testing.assert_close(steady(nudged, z=0.5), carried)  # in the air: nothing rubs
+    torch.testing.assert_close(steady(nudged, knob=0.0), carried)
+    torch.testing.assert_close(steady(nudged, driven=True), carried)  # a servo may push it
+    beside = torch.tensor([[0.22, 0.0, 0.1, 0.0, 0.0, 0.0]])  # another ball 2 cm away may push it
+    torch.testing.assert_close(steady(nudged, others=beside), carried)
+    far = torch.tensor([[2.0, 0.0, 0.1, 0.0, 0.0, 0.0]])
+    torch.testing.assert_close(steady(nudged, others=far), torch.zeros(3))
+
+
 def test_the_floors_hold_teaches_the_radius_nothing(cfg):
     """A ball whose step would sink it is held on the floor at its radius; the held height passes no
     gradient to the radius (a position error must not make a body bigger to float it), while a

@@ -23,6 +23,7 @@ GATE_KNOBS = {
     "free_flight_tolerance": "a fraction of one frame's g dt; 0: never",
     "free_swing": "> 0: on; 0: never",
     "floor_support": "> 0: on; 0: never",
+    "floor_steady": "> 0: on; 0: never",
     "accel_tolerance": "m/s per frame; inf: none released",
     "release_reach": "m; inf: anywhere",
 }
@@ -156,6 +157,13 @@ class ModelConfig:
     (`WorldModel.set_by_floor`), so RL fine-tuning runs with it. 0 (the default): never. Off by
     default because it raises ramp's and projectile's evaluation errors; one RL run with it
     collapsed after about 120 steps, another with an adaptive KL weight did not (benchmarks/HISTORY.md)"""
+    floor_steady: float = 1.0
+    """> 0: the steady velocity change the prior carries on (`constant_acceleration_prior`) is, for
+    a free body on the floor that no other tracked body is within `override_reach` of, at most
+    what friction does: it slows the body's horizontal velocity, never speeds it up or turns it
+    (`WorldModel.steady_on_floor`). Without it a sideways change left on a resting body carried on
+    every frame, and dropped bodies slid off their landing place ever faster. It acts on the
+    head's features as well as its prior, in training and rollouts alike. 0: off (before it)"""
     accel_tolerance: float = 0.002
     """m/s per frame: the gate never keeps the prior's step for a body whose steady velocity change
     exceeds this (it accelerates) while it is within `override_reach` of a contact or within

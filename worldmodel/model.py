@@ -778,6 +778,10 @@ class WorldModel(nn.Module):
             dv2 = torch.where(history.expand(cur.shape[:-1])[..., None], dv2, dv1)
         steady = torch.stack([dv1, dv2, torch.zeros_like(dv1)]).median(dim=0).values
         radius = cur.new_zeros(cur.shape[:-1]) if bodies is None else bodies[..., 0]
+        if bodies is not None and cfg.floor_steady > 0:
+            on = None if tether is None else tether.on.expand(cur.shape[:-1])
+            free = mask & (bodies[..., DRIVEN] <= 0) & (True if on is None else ~on)
+            steady = self.steady_on_floor(cur, steady, radius, free, mask)
         parts = [cur[..., :3] / cfg.pos_scale, cur[..., 3:] / cfg.vel_scale, dv1 / cfg.step_vel_scale, steady / cfg.step_vel_scale, self.contact_features(cur, radius, mask)]
         n_act = cfg.tubelet_t * cfg.action_dim
         if n_act:
@@ -785,6 +789,26 @@ class WorldModel(nn.Module):
             parts.append(act.unsqueeze(-2).expand(*cur.shape[:-1], n_act))
         parts.append(tether_features(cur, tether, 1.0 / cfg.fps, cfg.step_vel_scale))
         return torch.cat(parts, dim=-1)
+
+    def steady_on_floor(self, cur: torch.Tensor, steady: torch.Tensor, radius: torch.Tensor, free: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """steady (..., N, 3) m/s per frame, the velocity change the prior carries on, with its
+        horizontal part, for the free bodies (free (..., N) bool: tracked, neither driven nor
+        tethered) whose bottom is on the floor (`on_floor`, or below it) and that no other tracked
+        body (mask (..., N) bool) is within `override_reach` of, limited to what friction can do:
+        it only slows their horizontal velocity (the part against it, at most the speed, none
+        across it). The flat floor pushes only up and rubs; nothing else touches such a body. A
+        steady sideways change the head's steps left on a resting body (a drop's box after its
+        bounces) was otherwise carried on every frame, so it slid off ever faster. cur (..., N, 6)
+        SI the frame's states, radius (..., N) m (`body_properties`)."""
+        dt = 1.0 / self.cfg.fps
+        alone = self.body_gap(cur, radius, mask, dt) > self.cfg.override_reach
+        rubbed = free & alone & self.on_floor(cur, radius)  # (..., N)
+        v = cur[..., 3:5]  # (..., N, 2) m/s horizontal
+        speed = v.norm(dim=-1, keepdim=True)
+        back = -v / speed.clamp(min=1e-9)  # unit vector against the motion (0 at rest)
+        slowing = (steady[..., :2] * back).sum(-1, keepdim=True).clamp(min=0).minimum(speed)  # m/s per frame
+        friction = torch.cat([back * slowing, steady[..., 2:]], dim=-1)
+        return torch.where(rubbed[..., None], friction, steady)
 
     def contact_features(self, cur: torch.Tensor, radius: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Each body's contact inputs (..., N, CONTACT_FEATURES) from the base frame's states cur
