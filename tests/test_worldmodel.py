@@ -616,8 +616,8 @@ def test_a_landing_body_loses_horizontal_speed_to_coulomb_friction_and_is_never_
     """The ball of `landing`, also sliding at 2 m/s along (0.6, -0.8), friction 0.3, restitution
     0.6: the floor's normal impulse is (1 + e) v, so friction takes 0.3 x 1.6 v off its slide
     (0.48 m/s off), along the slide, for the rest of the frame. With friction 5 the bound exceeds
-    the slide: it stops, not reversed. A body sliding on the floor without falling onto it gets
-    nothing (that is the head's)."""
+    the slide: it stops, not reversed. A body sliding on the floor without falling onto it is
+    pressed on it by its weight alone: friction slows it by 0.3 g dt over the frame."""
     model = wm.WorldModel(dataclasses.replace(cfg, floor_support=support))
     dt, e, mask = 1.0 / cfg.fps, 0.6, torch.tensor([True])
     step, v, after, g = landing(cfg, support)
@@ -631,7 +631,9 @@ def test_a_landing_body_loses_horizontal_speed_to_coulomb_friction_and_is_never_
     stuck = model.advance(ball, step, ball_bodies((0.1,), (1.0,), (e,), friction=[5.0]), mask)
     torch.testing.assert_close(stuck[0, 3:5], torch.zeros(2), atol=1e-5, rtol=0)
     sliding = torch.tensor([[0.0, 0.0, 0.1, 2.0, 0.0, 0.0]])  # on the floor, not falling
-    torch.testing.assert_close(model.contact_impulse(sliding, ball_bodies((0.1,), (1.0,), (e,), friction=[0.3]), mask), torch.zeros(1, 6))
+    slid = model.advance(sliding, torch.zeros(1, 6), ball_bodies((0.1,), (1.0,), (e,), friction=[0.3]), mask)
+    slowing = 0.3 * 9.81 * dt  # m/s
+    torch.testing.assert_close(slid[0, [0, 3]], torch.tensor([2.0 * dt - slowing * dt / 2, 2.0 - slowing]))
 
 
 def test_a_ball_thrown_without_spin_lands_and_rolls_on_at_five_sevenths_of_its_speed(cfg):
@@ -699,6 +701,58 @@ def test_the_landing_keeps_a_thrown_balls_horizontal_speed_as_mujoco_does(cfg):
     assert n >= 5
 
 
+def test_a_body_sliding_on_the_floor_slows_at_mu_g_and_a_slipping_ball_rolls_on_at_five_sevenths(cfg):
+    """Stepped frame by frame on the closed form alone (the head's steps 0), a box (roll share 1)
+    sliding on the floor at 2 m/s with friction 0.4 slows by mu g dt a frame and stops after
+    v0 / (mu g), having slid v0^2 / (2 mu g); a ball (2/7) sliding at 2 m/s without spin slips
+    until it rolls, then rolls on at 5/7 of it with its spin's share 1; on a frictionless floor
+    nothing slows. Airborne 5 cm above the floor, or moving up or down faster than FLOOR_SPEED,
+    no friction acts."""
+    dt, g, mu, v0 = 1.0 / cfg.fps, 9.81, 0.4, 2.0
+    model, mask = wm.WorldModel(cfg), torch.tensor([True])
+
+    def slide(roll_share, friction=mu, z=0.1, vz=0.0, frames=40):
+        state, roll = torch.tensor([[0.0, 0.0, z, v0, 0.0, vz]]), torch.zeros(1)
+        bodies = ball_bodies((0.1,), (1.0,), (0.5,), friction=[friction], roll_share=[roll_share])
+        speeds = []
+        for _ in range(frames):
+            nxt = model.advance(state, torch.zeros(1, 6), bodies, mask, roll=roll)
+            roll = model.floor_landing(state, bodies, mask, roll)[2]
+            state = torch.cat([nxt[:, :2], state[:, 2:3], nxt[:, 3:5], state[:, 5:]], dim=-1)  # height and vertical speed held
+            speeds.append(state[0, 3].item())
+        return state, roll, speeds
+
+    box, _, speeds = slide(1.0)
+    assert speeds[0] == pytest.approx(v0 - mu * g * dt, abs=1e-5)
+    stop = v0 / (mu * g)  # s
+    assert speeds[int(stop / dt) + 1] == pytest.approx(0.0, abs=1e-6) and speeds[int(stop / dt) - 1] > 0
+    assert box[0, 0].item() == pytest.approx(v0**2 / (2 * mu * g), rel=1e-4)
+    ball, roll, _ = slide(2 / 7)
+    assert ball[0, 3].item() == pytest.approx(5 / 7 * v0, rel=1e-5) and roll.item() == pytest.approx(1.0, abs=1e-5)
+    for kw in (dict(friction=0.0), dict(z=0.15), dict(vz=0.5)):
+        assert slide(1.0, frames=1, **kw)[0][0, 3].item() == pytest.approx(v0, abs=1e-6), kw
+
+
+def test_a_box_sliding_on_the_floor_stops_where_mujoco_stops_it():
+    """MuJoCo's box (10 cm, friction 0.5 with the floor), launched along the floor at 1.5 m/s,
+    stops within 10% of v0^2 / (2 mu g), the distance the closed form slides it."""
+    import mujoco
+
+    mu, v0 = 0.5, 1.5
+    xml = f"""<mujoco><option timestep="0.002"/><worldbody><geom type="plane" size="5 5 0.1" friction="{mu} 0.005 0.0001"/>
+      <body pos="0 0 0.05"><freejoint/><geom type="box" size="0.05 0.05 0.05" mass="1" friction="{mu} 0.005 0.0001"/></body></worldbody></mujoco>"""
+    m = mujoco.MjModel.from_xml_string(xml)
+    d = mujoco.MjData(m)
+    for _ in range(100):  # settle on the floor
+        mujoco.mj_step(m, d)
+    x0 = d.qpos[0]
+    d.qvel[0] = v0
+    for _ in range(1000):
+        mujoco.mj_step(m, d)
+    assert abs(d.qvel[0]) < 1e-3
+    assert d.qpos[0] - x0 == pytest.approx(v0**2 / (2 * mu * 9.81), rel=0.1)
+
+
 def test_the_floor_holds_a_body_up_and_friction_only_slows_it(cfg):
     """A ball of radius 0.1 m sliding on the floor at 1 m/s along x, alone: a head's step that
     would speed it up (+0.5 m/s) keeps its speed, one that would turn it back (-1.5 m/s) stops it
@@ -708,7 +762,7 @@ def test_the_floor_holds_a_body_up_and_friction_only_slows_it(cfg):
     head's step is taken as it is."""
     dt = 1.0 / cfg.fps
     ball = torch.tensor([[0.0, 0.0, 0.1, 1.0, 0.0, 0.0]])
-    bodies, mask = ball_bodies((0.1,), (1.0,), (0.5,), friction=[0.4]), torch.tensor([True])
+    bodies, mask = ball_bodies((0.1,), (1.0,), (0.5,)), torch.tensor([True])  # frictionless: the closed form's sliding friction (`floor_landing`) adds nothing
 
     def head(dvx: float, dvz: float = 0.0, dz: float = 0.0) -> torch.Tensor:  # the head's step (step units) giving these changes
         return torch.tensor([[0.0, 0.0, dz / cfg.step_pos_scale, dvx / cfg.step_vel_scale, 0.0, dvz / cfg.step_vel_scale]])
@@ -896,7 +950,8 @@ def test_body_properties_start_as_equal_balls_of_the_initial_radius(cfg):
 def test_body_properties_read_a_caption_number_as_stated_even_out_of_range(cfg):
     """With the gate open, a body's mass is the caption's number (log kg) and its radius the
     stated diameter in cm times the unit (0.005 m per cm), however large: the value is copied, not
-    squashed into a trained range. Non-numeric tokens are never pointed at; a caption without
+    squashed into a trained range; where the radius query prefers a size's second reading, the
+    whole size (0.01 m per cm: an upright capsule). Non-numeric tokens are never pointed at; a caption without
     numbers leaves the slots' guess."""
     model = wm.WorldModel(cfg)
     with torch.no_grad():
@@ -923,9 +978,14 @@ def test_body_properties_read_a_caption_number_as_stated_even_out_of_range(cfg):
             P = wm.model.POINTER_DIM
             model.caption_query.bias[0 * P + 0] = 1e4  # radius -> first number
             model.caption_query.bias[1 * P + 1] = 1e4  # mass -> second number
+            model.radius_reading[0] = -1.0  # the radius query prefers the first reading: a ball's half its size
             bodies = model.body_properties(slots, (hidden, values))
             torch.testing.assert_close(bodies[..., 1], torch.full_like(bodies[..., 1], math.log(mass)), atol=1e-4, rtol=0)
             torch.testing.assert_close(bodies[..., 0], torch.full_like(bodies[..., 0], diameter_cm * 0.005), atol=1e-5, rtol=1e-4)
+            model.radius_reading[0] = 1.0  # the radius query now prefers the second reading: an upright capsule's whole size
+            capsule = model.body_properties(slots, (hidden, values))
+            torch.testing.assert_close(capsule[..., 0], torch.full_like(bodies[..., 0], diameter_cm * 0.01), atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(capsule[..., 1:], bodies[..., 1:])
         bare = torch.from_numpy(np.asarray(wm.tokens.encode_text("a ball", cfg.max_text_len)))[None]
         none = model.body_properties(slots, (torch.randn(1, bare.shape[1], cfg.d_model), torch.from_numpy(wm.tokens.text_values(bare.numpy()))))
         torch.testing.assert_close(none, guess)
@@ -1038,6 +1098,8 @@ def test_a_body_accelerating_near_a_contact_takes_the_heads_step(cfg):
     src[0, :, [5, 7], 3] = torch.tensor([-0.1, -0.15, -0.2])[:, None]  # 7 moves the same way with nothing near
     src[0, :, [5, 7], 5] = torch.tensor([-0.05, -0.1, -0.15])[:, None]
     src[0, :, 6, [0, 2]] = torch.tensor([src[0, 0, 5, 0] + 2 * r + 0.07, 0.3])  # 6 at rest (held up by something untracked)
+    spins = torch.zeros(1, 3, N, 3)
+    spins[0, :, 3:5, 1] = 1.0 / r  # rad/s: 3 and 4 roll (friction takes nothing off them)
     bodies = torch.tensor([r, 0.0, 0.5, 0.5, 0.0, -4.0, 1.0]).repeat(1, 1, N, 1)  # (B, n, N, BODY_COLUMNS): radius m, log mass, restitution, friction, damping 1/s, driven logit, roll share
     slots = torch.randn(1, 1, cfg.tubelet_t, N, cfg.d_model)
 
@@ -1045,7 +1107,7 @@ def test_a_body_accelerating_near_a_contact_takes_the_heads_step(cfg):
         variant = wm.WorldModel(dataclasses.replace(cfg, **knobs)).eval()
         variant.load_state_dict(model.state_dict())
         with torch.no_grad():
-            return variant.block_dynamics(slots, bodies, src)
+            return variant.block_dynamics(slots, bodies, src, spins=spins)
 
     dist = dynamics()
     released = [False, True, False, False, False, True, False, False]
@@ -1521,7 +1583,7 @@ def test_pointer_loss_targets_the_caption_number_that_states_each_property(cfg):
     hidden = torch.zeros(1, tokens.shape[1], cfg.d_model)
     slots = torch.zeros(1, 1, cfg.tubelet_t, 1, cfg.d_model)
 
-    def loss_pointing(radius_at, mass_at, gate):
+    def loss_pointing(radius_at, mass_at, gate, truth=truth):
         with torch.no_grad():
             _, pointer = model.read_bodies(slots, (hidden, values))
         att = torch.full_like(pointer.attention, -1e9)
@@ -1539,6 +1601,12 @@ def test_pointer_loss_targets_the_caption_number_that_states_each_property(cfg):
     open_all, shut_all = loss_pointing(diameter, mass, 10.0), loss_pointing(diameter, mass, -10.0)
     assert open_all == pytest.approx(10 / 5, abs=1e-3) and shut_all == pytest.approx(40 / 5, abs=1e-3)
     assert model.pointer_loss(None, truth).item() == 0.0
+    # an upright capsule of 15 cm diameter: its radius (centre height) 0.15 m is the second reading of "15"
+    capsule, Lt = truth.clone(), tokens.shape[1]
+    capsule[..., 0] = 0.15
+    assert loss_pointing(diameter + Lt, mass, 0.0, capsule) == pytest.approx(math.log(2), abs=1e-4)
+    assert loss_pointing(diameter, mass, 0.0, capsule) > math.log(2) + 10
+    assert loss_pointing(diameter + Lt, mass, 0.0) > math.log(2) + 10  # the ball's is the first
 
 
 def test_forward_trains_the_body_properties_from_the_simulator(cfg):

@@ -64,7 +64,7 @@ from worldmodel.tokens import (
     tubelets_to_frames,
 )
 
-FORMAT = "physfusion.worldmodel/14"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses, body properties pointing at the caption's numbers; 8: the pointer's keys from the caption with its numbers blanked; 9: tethered bodies kept on their circles (about a fixed centre or another body), gravity along the tether a dynamics feature; 10: driven bodies (the actions' servos) neither pushed back by contacts nor bounced, and held on the prior's course while their actions hold; 11: friction a fourth body property (read from the caption, Coulomb friction in the landing impulse); 12: gravity's swing of tethered bodies in the closed-form step (a simple or double pendulum of point masses); 13: hinge damping a fifth body property (read from the caption, in the swing's closed form), the pointer's keys from a banded caption pass; 14: a roll share per body and the bodies' spin in the landing impulse (a ball lands and rolls on)
+FORMAT = "physfusion.worldmodel/15"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses, body properties pointing at the caption's numbers; 8: the pointer's keys from the caption with its numbers blanked; 9: tethered bodies kept on their circles (about a fixed centre or another body), gravity along the tether a dynamics feature; 10: driven bodies (the actions' servos) neither pushed back by contacts nor bounced, and held on the prior's course while their actions hold; 11: friction a fourth body property (read from the caption, Coulomb friction in the landing impulse); 12: gravity's swing of tethered bodies in the closed-form step (a simple or double pendulum of point masses); 13: hinge damping a fifth body property (read from the caption, in the swing's closed form), the pointer's keys from a banded caption pass; 14: a roll share per body and the bodies' spin in the landing impulse (a ball lands and rolls on); 15: friction on a body resting on the floor in the closed-form step (the velocity-change features leave it out with the spins it depends on), a size's second radius reading (an upright capsule's whole size), the prior carrying on only friction's slowing on the floor (floor_steady)
 STEP_LOGSTD_MIN, STEP_LOGSTD_MAX = -8.0, 1.0  # log-std of a dynamics step, in step units (see ModelConfig.step_pos_scale)
 FEATURE_BOUND = 2.0  # soft clip of the dynamics head's features for its learnt maps (`StateHead.decode`)
 BODY_FEATURES = 12  # per body: position, velocity, last and steady velocity change (`WorldModel.dynamics_features`)
@@ -81,6 +81,8 @@ ROLL_INIT = 0.9  # the roll share before training: nearly a body that slides (1:
 MIN_ROLL_SHARE = 0.05  # the least roll share the spin's update divides by (`WorldModel.floor_landing`)
 POINTER_DIM = 32  # width of the attention from a body's slots to the caption's numbers (`WorldModel.body_properties`)
 CAPTION_UNITS = (math.log(0.005), 0.0, 0.0, 0.0, 0.0)  # log factors from a caption's literal to a property, sim's conventions: a diameter in cm to a radius in m, kg, restitution, friction and damping (1/s) as stated
+CAPTION_RADIUS_TWICE = math.log(2.0)  # a size's second radius reading, all of the stated extent rather than half: an upright capsule's centre height (its length is twice its stated diameter; `sim.scenes.base.half_height`)
+CAPTION_RADIUS_TWICE_LOGIT = -3.0  # the second reading's score offset before training: about 5% of the radius's attention (a ball's, a cube's radius is half its size)
 CAPTION_KEY_WINDOW = 12  # bytes: how far apart two caption bytes may attend in that pass, per layer (`WorldModel.caption_numbers`)
 NUMBER_BLANK = ord("#")  # the byte every numeric literal's bytes become in the caption pass the pointer's keys come from (`WorldModel.caption_numbers`)
 POINTER_TOLERANCE = 0.1  # log units: a caption number within 10% of a stated property is the one to point at (a diameter in whole cm rounds by up to 5%)
@@ -326,8 +328,10 @@ class StepDistribution:
 class CaptionPointer(NamedTuple):
     """How `WorldModel.read_bodies` read each body's properties from the caption.
 
-    attention   (B, n, N, BODY_PROPERTIES, Lt) log-probability of each caption token being pointed at
-    token_value (B, 1, 1, BODY_PROPERTIES, Lt) each token's value in each property's unit: log of
+    attention   (B, n, N, BODY_PROPERTIES, 2 Lt) log-probability of each reading of each caption
+                token being pointed at: the first Lt as the literal states the property, the second
+                Lt (the radius's alone) a size read as the whole radius (CAPTION_RADIUS_TWICE)
+    token_value (B, 1, 1, BODY_PROPERTIES, 2 Lt) each reading's value in each property's unit: log of
                 radius m, mass kg, restitution, friction, damping 1/s (the literal's value times CAPTION_UNITS); inf off numbers
     gate_logit  (B, n, N, BODY_PROPERTIES) the pointed value's share against the slots' guess
     """
@@ -608,6 +612,7 @@ class WorldModel(nn.Module):
         self.body_head = nn.Linear(cfg.d_model, BODY_COLUMNS + BODY_PROPERTIES)  # each body's size, mass, restitution, friction and damping guessed from its dynamics slots, how far to take the caption's instead, whether the actions drive it, and its roll share
         self.caption_query = nn.Linear(cfg.d_model, BODY_PROPERTIES * POINTER_DIM)  # per body and property: which caption number states it
         self.caption_key = nn.Linear(cfg.d_model, POINTER_DIM)
+        self.radius_reading = nn.Parameter(torch.zeros(POINTER_DIM))  # the radius query's pull towards a size's second reading (CAPTION_RADIUS_TWICE)
         self.register_buffer("caption_unit", torch.tensor(CAPTION_UNITS), persistent=False)  # fixed: a learnt unit drifts to make up for a pointer that averages numbers
         self.register_buffer("state_scale", torch.tensor([cfg.pos_scale] * 3 + [cfg.vel_scale] * 3), persistent=False)
         # log of the factor on the moving steps' spread where the model is a policy (a rollout's
@@ -750,6 +755,7 @@ class WorldModel(nn.Module):
         history: torch.Tensor | None = None,
         tether: Tether | None = None,
         closed: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+        rolls: tuple[torch.Tensor | None, torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
         """Each body's explicit inputs to the dynamics head from the base frame's state cur (..., N, 6)
         and the two frames before, prev and prev2 (..., N, 6; prev2 None, or False in history
@@ -761,7 +767,8 @@ class WorldModel(nn.Module):
         `dynamics_features_dim`). bodies (..., N, BODY_COLUMNS) (`body_properties`; None: points
         without contacts) and mask (..., N) bool the tracked bodies (None: all); closed the
         `closed_form_step`s (..., N, 6) from prev and prev2 where the caller has them (a chain that
-        made those steps; None: computed here from bodies).
+        made those steps; None: computed here from bodies, with rolls, the bodies' spins at prev and
+        prev2 as `rolling` reads them, (..., N) each or None: no spin).
 
         The velocity changes are what the frame's `closed_form_step` does not explain: a hit, a
         bounce or a pendulum's swing is the closed form's job, so it does not enter the forces the
@@ -771,9 +778,10 @@ class WorldModel(nn.Module):
         the closed form got slightly wrong) does not carry over into the next step."""
         cfg = self.cfg
         mask = torch.ones(cur.shape[:-1], dtype=torch.bool, device=cur.device) if mask is None else mask.expand(cur.shape[:-1])
-        kick = lambda s, known: 0.0 if bodies is None else (self.closed_form_step(s, bodies, mask, tether) if known is None else known)[..., 3:] * cfg.step_vel_scale  # noqa: E731  m/s
-        dv1 = cur[..., 3:] - prev[..., 3:] - kick(prev, None if closed is None else closed[0])
-        dv2 = dv1 if prev2 is None else prev[..., 3:] - prev2[..., 3:] - kick(prev2, None if closed is None else closed[1])
+        roll1, roll2 = (None, None) if rolls is None else rolls
+        kick = lambda s, known, roll: 0.0 if bodies is None else (self.closed_form_step(s, bodies, mask, tether, roll) if known is None else known)[..., 3:] * cfg.step_vel_scale  # noqa: E731  m/s
+        dv1 = cur[..., 3:] - prev[..., 3:] - kick(prev, None if closed is None else closed[0], roll1)
+        dv2 = dv1 if prev2 is None else prev[..., 3:] - prev2[..., 3:] - kick(prev2, None if closed is None else closed[1], roll2)
         if history is not None:
             dv2 = torch.where(history.expand(cur.shape[:-1])[..., None], dv2, dv1)
         steady = torch.stack([dv1, dv2, torch.zeros_like(dv1)]).median(dim=0).values
@@ -879,15 +887,22 @@ class WorldModel(nn.Module):
         q = self.caption_query(pooled).unflatten(-1, (BODY_PROPERTIES, POINTER_DIM))  # (B, n, N, BODY_PROPERTIES, P)
         k = self.caption_key(hidden)  # (B, Lt, P)
         score = torch.einsum("bnkpd,bld->bnkpl", q, k) / math.sqrt(POINTER_DIM)
-        score = score.masked_fill(~number[:, None, None, None], float("-inf"))
+        twice = score[..., :1, :] + (q[..., :1, :] @ self.radius_reading)[..., None] / math.sqrt(POINTER_DIM) + CAPTION_RADIUS_TWICE_LOGIT  # (B, n, N, 1, Lt): the radius read as the whole size
+        score = torch.cat([score, F.pad(twice, (0, 0, 0, BODY_PROPERTIES - 1), value=float("-inf"))], dim=-1)  # (B, n, N, BODY_PROPERTIES, 2 Lt)
+        number2 = number.repeat(1, 2)  # (B, 2 Lt)
+        score = score.masked_fill(~number2[:, None, None, None], float("-inf"))
         score = torch.where(number.any(-1)[:, None, None, None, None], score, torch.zeros_like(score))  # no numbers: unused (gate 0)
-        attention = score.log_softmax(-1)  # (B, n, N, BODY_PROPERTIES, Lt)
-        token_value = values.abs().clamp(min=1e-3).log().nan_to_num()[:, None, None, None] + self.caption_unit[:, None]  # (B, 1, 1, BODY_PROPERTIES, Lt) log, in each property's unit
+        attention = score.log_softmax(-1)  # (B, n, N, BODY_PROPERTIES, 2 Lt)
+        once = values.abs().clamp(min=1e-3).log().nan_to_num()[:, None, None, None] + self.caption_unit[:, None]  # (B, 1, 1, BODY_PROPERTIES, Lt) log, in each property's unit
+        token_value = torch.cat([once, once + F.pad(once.new_tensor([CAPTION_RADIUS_TWICE]), (0, BODY_PROPERTIES - 1))[:, None]], dim=-1)  # (B, 1, 1, BODY_PROPERTIES, 2 Lt)
         pointed = (attention.exp() * token_value).sum(-1)  # (B, n, N, BODY_PROPERTIES) log
         read = torch.stack([pointed[..., 0].exp(), pointed[..., 1], pointed[..., 2].exp().clamp(max=1.0), pointed[..., 3].exp(), pointed[..., 4].exp()], dim=-1)
         gate_logit = raw[..., BODY_PROPERTIES : 2 * BODY_PROPERTIES]
         gate = torch.sigmoid(gate_logit.masked_fill(~number.any(-1)[:, None, None, None], -torch.inf))  # no numbers: shut
-        pointer = CaptionPointer(attention, token_value.masked_fill(~number[:, None, None, None], torch.inf), gate_logit)
+        second = torch.arange(number2.shape[-1], device=number.device) >= number.shape[-1]  # (2 Lt,) the second readings
+        radius_row = torch.arange(BODY_PROPERTIES, device=number.device)[:, None] == 0  # (BODY_PROPERTIES, 1)
+        readable = number2[:, None, None, None] & (~second | radius_row)  # (B, 1, 1, BODY_PROPERTIES, 2 Lt): the second readings are the radius's alone
+        pointer = CaptionPointer(attention, token_value.masked_fill(~readable, torch.inf), gate_logit)
         return torch.cat([gate * read + (1 - gate) * guess, slots_only], dim=-1), pointer
 
     def contact_impulse(self, cur: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor, roll: torch.Tensor | None = None) -> torch.Tensor:
@@ -908,8 +923,9 @@ class WorldModel(nn.Module):
         end is not split over two frames, which would lose part of its restitution). The size of
         the impulse is continuous in the radii: a grazing touch has c -> 0, and the contact time
         and normal move with them, which is how the radii learn. Bodies touching without closing
-        (a stack at rest, a box on the floor) get nothing: the dynamics head learns resting
-        contact, friction and spin as corrections to this. A driven body (driven logit > 0: its
+        (a stack at rest, a box on the floor) get no bounce; the floor's friction on a body resting
+        on it is `floor_landing`'s, and the dynamics head learns the rest of resting contact as
+        corrections to this. A driven body (driven logit > 0: its
         servo holds it to the actions' command) counts as infinitely heavy: it takes no impulse
         and does not bounce, and a free body it hits takes the whole exchange."""
         cfg = self.cfg
@@ -961,7 +977,13 @@ class WorldModel(nn.Module):
         horizontal speed and rolls on; on its next bounce it no longer slips and keeps it all; a
         ball rolling off a ramp's foot spins faster than it moves along the floor and is sped up
         a little; a body that cannot roll is slowed to a stop at most. The spin changes by the
-        rest of the friction's work, u' = u + dv_h (1 - 1 / kappa). With `floor_support` on, a
+        rest of the friction's work, u' = u + dv_h (1 - 1 / kappa). A body that rests on the floor
+        (not landing, its centre within FLOOR_TOLERANCE of its radius above it or below, moving up
+        or down slower than FLOOR_SPEED) is pressed on it by its weight: friction's bound over the
+        frame is mu g dt, the rest as for a landing, so a box sliding on the floor slows at mu g
+        to a stop and a ball thrown without spin slips until it rolls at 5/7 of its speed. Its
+        returned time is half the time friction acts (the body then ends the frame where a
+        constant deceleration takes it). With `floor_support` on, a
         body falling faster than one frame of gravity gives (g dt) is in free fall onto the floor:
         gravity speeds it up over the height left, so it lands sooner and faster than its starting
         velocity says, v_z^2 = v_0^2 + 2 g h (with the prior's gravity step, the frame then ends
@@ -980,16 +1002,21 @@ class WorldModel(nn.Module):
             t_floor = torch.where(free_fall, (impact - fall) / g, t_floor)
         lands = mask & ~driven & (fall > 0) & (t_floor < dt)
         bounce = (1 + restitution) * impact * lands  # (..., N) m/s upwards
+        g_dt = -GRAVITY[2] * dt  # m/s: the weight's impulse per unit mass over the frame
+        resting = mask & ~driven & ~lands & (p[..., 2] - radius <= FLOOR_TOLERANCE) & (v[..., 2].abs() < FLOOR_SPEED)
+        normal = torch.where(lands, bounce, g_dt * resting)  # (..., N) m/s: the floor's push per unit mass within the frame
         slide = v[..., :2]  # (..., N, 2) m/s horizontal
         roll = torch.zeros_like(radius) if roll is None else roll
         slip = slide * (1 - roll)[..., None]  # (..., N, 2) m/s: the bottom's speed over the floor
         slip_speed = slip.norm(dim=-1).clamp(min=1e-6)
-        brake = torch.minimum(friction * bounce, share * slip_speed)  # (..., N) m/s: Coulomb's bound, at most what stops the slip
+        brake = torch.minimum(friction * normal, share * slip_speed)  # (..., N) m/s: Coulomb's bound, at most what stops the slip
         slow = -(brake / slip_speed)[..., None] * slip  # (..., N, 2) m/s
+        braking = brake / (friction * -GRAVITY[2]).clamp(min=1e-6)  # s: how long friction acts on a resting body (a constant deceleration mu g)
+        t_floor = torch.where(resting, braking.clamp(max=dt) / 2, t_floor)  # the frame's end is (dt - this) x the change further on
         spun = slide * roll[..., None] + slow * (1 - 1 / share.clamp(min=MIN_ROLL_SHARE))[..., None]  # u' (..., N, 2) m/s
         after = slide + slow
         moving = after.square().sum(-1) > 1e-6
-        roll_after = torch.where(lands & moving, (spun * after).sum(-1) / after.square().sum(-1).clamp(min=1e-6), roll)
+        roll_after = torch.where((lands | resting) & moving, (spun * after).sum(-1) / after.square().sum(-1).clamp(min=1e-6), roll)
         return torch.cat([slow, bounce[..., None]], dim=-1), t_floor, roll_after
 
     def rolling(self, states: torch.Tensor, spins: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
@@ -1245,6 +1272,7 @@ class WorldModel(nn.Module):
         mask: torch.Tensor | None = None,
         tether: Tether | None = None,
         steady: torch.Tensor | None = None,
+        spins: torch.Tensor | None = None,
     ) -> StepDistribution:
         """Steps to the n blocks after those whose dynamics slots are slots (B, n, tt, N, D)
         (`StateHead.slots` of their video hidden states) with the bodies' properties read from them,
@@ -1253,7 +1281,9 @@ class WorldModel(nn.Module):
         for the first block's features); actions (B, n, tt, action_dim) those driving the steps
         (`block_actions`), or None; mask (B, N) bool the tracked bodies (None: all); tether (B, N)
         the bodies' `Tether` (None: all free); steady (B, n, tt) bool whether each step's actions are
-        the step before's (`steady_actions`; None: unknown) -> the steps' distribution (B, n, tt, N):
+        the step before's (`steady_actions`; None: unknown); spins (B, F, N, 3) rad/s the bodies'
+        spins in src's frames (None: none), which the closed-form steps the features leave out
+        depend on -> the steps' distribution (B, n, tt, N):
         what the head adds to each frame's `closed_form_step`. A driven body (`body_properties`)
         whose actions are steady is held on the prior's step: its servo keeps it on its course (a
         paddle at its commanded velocity, a gear at its speed, a tipped cup where it is), which the
@@ -1270,7 +1300,9 @@ class WorldModel(nn.Module):
         history = (before2 >= 0)[None, :, None]  # (1, n, 1): block has a frame before prev
         body_tether = None if tether is None else tether.unsqueeze(1)
         cur = src[:, last]  # (B, n, N, 6)
-        features = self.dynamics_features(cur, src[:, before], src[:, before2.clamp(min=0)], actions, bodies, body_mask, history, body_tether)  # (B, n, N, F)
+        radius = bodies[..., 0]
+        rolls = None if spins is None else tuple(self.rolling(src[:, f], spins[:, f], radius) for f in (before, before2.clamp(min=0)))
+        features = self.dynamics_features(cur, src[:, before], src[:, before2.clamp(min=0)], actions, bodies, body_mask, history, body_tether, rolls=rolls)  # (B, n, N, F)
         gap = self.body_gap(cur, bodies[..., 0], body_mask, tt / self.cfg.fps)  # (B, n, N) m to the nearest tracked body
         reach = self.within_reach(cur, bodies[..., 0], body_mask, tt / self.cfg.fps, gap)
         free = self.in_free_flight(features, bodies) & ~reach  # (B, n, N): on gravity's parabola
@@ -1315,7 +1347,8 @@ class WorldModel(nn.Module):
         out, closed = [], []  # closed: the closed-form steps the chain took, from the frames it stepped from
         for b in range(slots.shape[1]):
             made = (closed[-1], closed[-2]) if len(closed) >= 2 else None  # the ones from prev and prev2 (not block 0's, which src gives)
-            features = self.dynamics_features(cur, prev, prev2, None if actions is None else actions[:, b], bodies[:, b], mask, tether=tether, closed=made)
+            rolls = None if made is not None or roll is None else (roll, roll)  # block 0's spin: a spin changes only at the floor
+            features = self.dynamics_features(cur, prev, prev2, None if actions is None else actions[:, b], bodies[:, b], mask, tether=tether, closed=made, rolls=rolls)
             hold = held(None if steady is None else steady[:, b], bodies[:, b])
             steps = self.step_distribution(self.dynamics_head.decode(slots[:, b], features), features, hold).ungated  # (B, tt, N, 6)
             for j in range(tt):
@@ -1445,8 +1478,8 @@ class WorldModel(nn.Module):
         bodies = undriven_if_passive(bodies, batch.active)
         tether = None if known is None else fit_tethers(known[:, :TETHER_FRAMES], body_mask & present[:, None]).swinging(bodies[:, 0, :, DRIVEN] > 0)  # (B, n_max) from the clip's first frames, as a rollout's context
         steady = None if inp["steady"] is None else inp["steady"][:, :-1]  # (B, nb-1, tt) of the steps into blocks 1..
-        dist = self.block_dynamics(slots, bodies, src[:, : (nb - 1) * tt], actions, body_mask, tether, steady)  # (B, nb-1, tt, n_max)
         spins = None if batch.spins is None or known is None else pad_time(batch.spins.float(), tt)  # (B, nb*tt, n_max, 3) rad/s
+        dist = self.block_dynamics(slots, bodies, src[:, : (nb - 1) * tt], actions, body_mask, tether, steady, None if spins is None else spins[:, : (nb - 1) * tt])  # (B, nb-1, tt, n_max)
         predicted = self.predict_states(dist.mean, bodies, src, present, body_mask, tether, spins)
         frame_bodies = bodies.repeat_interleave(tt, dim=1)  # (B, (nb-1)*tt, n_max, BODY_COLUMNS) of frames tt..
         start_spins = None if spins is None else spins[:, tt - 1 : -1]  # (B, (nb-1)*tt, n_max, 3) of the frames stepped from

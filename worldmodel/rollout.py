@@ -192,7 +192,8 @@ def rollout(
         # states of block b: dynamics steps from the last frame of block b-1 (known, or read out)
         # (S, F, N, 6) SI states of block b-1's frames and the frame before them (history for the
         # steady change), or block b-1's frames read out from its video tokens
-        src = known[:, max((b - 1) * tt - 1, 0) : b * tt] if states_in[0] else model.state_head(hv).detach() * model.state_scale
+        window = slice(max((b - 1) * tt - 1, 0), b * tt)  # the frame before block b-1's, and block b-1's
+        src = known[:, window] if states_in[0] else model.state_head(hv).detach() * model.state_scale
         drive = None if actions is None else actions[:, b - 1 : b]  # (S, 1, tt, A) the actions of block b's frames
         slots = model.dynamics_head.slots(hv)  # (S, 1, tt, n_max, D)
         bodies = model.body_properties(slots, caption)  # (S, 1, n_max, BODY_COLUMNS)
@@ -201,7 +202,7 @@ def rollout(
             tether = None if tether is None else tether.swinging(driven[:, 0, :, 0] > 0)  # gravity swings the tethered bodies nothing drives
         bodies = torch.cat([bodies[..., :DRIVEN], driven, bodies[..., DRIVEN + 1 :]], dim=-1)
         held = None if actions is None else steady[:, b - 1 : b]  # (S, 1, tt) whether they are the frame before's
-        dist = model.block_dynamics(slots, bodies, src, drive, mask.bool(), tether, held).map(lambda t: t[:, 0]).spread(step_spread[:, None, None, None])  # (S, tt, n_max)
+        dist = model.block_dynamics(slots, bodies, src, drive, mask.bool(), tether, held, spin[:, window] if states_in[0] else None).map(lambda t: t[:, 0]).spread(step_spread[:, None, None, None])  # (S, tt, n_max)
         steps = dist.sample(step_temperature, generator)  # (S, tt, n_max, 6)
         prev, prev_spin = src[:, -1], spin[:, b * tt - 1]
         body = bodies[:, 0].detach()  # (S, n_max, BODY_COLUMNS): the states carry no gradient
