@@ -648,22 +648,22 @@ def test_a_ball_thrown_without_spin_lands_and_rolls_on_at_five_sevenths_of_its_s
     mask, direction = torch.tensor([True]), torch.tensor([0.6, -0.8])
     ball = torch.tensor([[0.0, 0.0, 0.11, 1.2, -1.6, -1.0]])
     grippy = ball_bodies((0.1,), (1.0,), (0.6,), friction=[5.0], roll_share=[2 / 7])
-    dv, _, roll = model.floor_landing(ball, grippy, mask, torch.zeros(1))
+    dv, _, roll, _ = model.floor_landing(ball, grippy, mask, torch.zeros(1))
     torch.testing.assert_close(dv[0, :2], -(2 / 7) * 2.0 * direction)
     assert dv[0, 2].item() == pytest.approx(1.6) and roll.item() == pytest.approx(1.0)
     nxt = model.advance(ball, torch.zeros(1, 6), grippy, mask, roll=torch.zeros(1))
     torch.testing.assert_close(nxt[0, 3:5], (5 / 7) * 2.0 * direction)
-    dv, _, roll = model.floor_landing(ball, grippy, mask, torch.ones(1))
+    dv, _, roll, _ = model.floor_landing(ball, grippy, mask, torch.ones(1))
     torch.testing.assert_close(dv[0, :2], torch.zeros(2))
     assert roll.item() == pytest.approx(1.0)
-    dv, _, roll = model.floor_landing(ball, ball_bodies((0.1,), (1.0,), (0.6,), friction=[0.05], roll_share=[2 / 7]), mask, torch.zeros(1))
+    dv, _, roll, _ = model.floor_landing(ball, ball_bodies((0.1,), (1.0,), (0.6,), friction=[0.05], roll_share=[2 / 7]), mask, torch.zeros(1))
     torch.testing.assert_close(dv[0, :2], -0.08 * direction)
     assert roll.item() == pytest.approx(0.2 / 1.92)
     ramp = 1 / math.cos(math.radians(30))
-    dv, _, roll = model.floor_landing(ball, grippy, mask, torch.full((1,), ramp))
+    dv, _, roll, _ = model.floor_landing(ball, grippy, mask, torch.full((1,), ramp))
     torch.testing.assert_close(dv[0, :2], (2 / 7) * (ramp - 1) * 2.0 * direction)
     assert roll.item() == pytest.approx(1.0)
-    spin = model.spins(ball, torch.full((1,), 0.7), torch.full((1,), 0.1))
+    spin = model.spins(0.7 * ball[:, 3:5], torch.full((1,), 0.1))
     assert model.rolling(ball, spin, torch.full((1,), 0.1)).item() == pytest.approx(0.7)  # the spins a rollout writes read back as its roll
     assert spin[0, 2].item() == 0.0
 
@@ -686,7 +686,7 @@ def test_the_landing_keeps_a_thrown_balls_horizontal_speed_as_mujoco_does(cfg):
         sliding[:, wm.model.ROLL] = 1.0
         for t in range(len(states) - 1):
             roll = model.rolling(states[t, :1], spins[t, :1], bodies[:, 0])
-            dv, _, _ = model.floor_landing(states[t, :1], bodies, mask[:1], roll)
+            dv, _, _, _ = model.floor_landing(states[t, :1], bodies, mask[:1], roll)
             if dv[0, 2] > 0:  # the first landing
                 rolls = [k for k in range(t + 2, len(states)) if abs(model.rolling(states[k, :1], spins[k, :1], bodies[:, 0]).item() - 1) < 0.02]
                 if not rolls:  # still slipping at the end
@@ -731,6 +731,28 @@ def test_a_body_sliding_on_the_floor_slows_at_mu_g_and_a_slipping_ball_rolls_on_
     assert ball[0, 3].item() == pytest.approx(5 / 7 * v0, rel=1e-5) and roll.item() == pytest.approx(1.0, abs=1e-5)
     for kw in (dict(friction=0.0), dict(z=0.15), dict(vz=0.5)):
         assert slide(1.0, frames=1, **kw)[0][0, 3].item() == pytest.approx(v0, abs=1e-6), kw
+
+
+def test_only_the_floor_turns_a_resting_bodys_spin(cfg):
+    """A ball (2/7, friction 0.4) rolling on the floor at 1 m/s that the head's step speeds up to
+    1.5 m/s keeps the spin it had: it now slips at 0.5 m/s, and the next frame's friction (mu g dt
+    is more than the 2/7 of the slip that stops it) takes 2/7 of 0.5 m/s off its speed. Rolling down a ramp (above the floor, where the model tracks no
+    surface) the spin keeps its share of the velocity: it spins up as it speeds up."""
+    dt, mu = 1.0 / cfg.fps, 0.4
+    model, mask = wm.WorldModel(cfg), torch.tensor([True])
+    bodies = ball_bodies((0.1,), (1.0,), (0.5,), friction=[mu], roll_share=[2 / 7])
+    head = torch.tensor([[0.0, 0.0, 0.0, 0.5 / cfg.step_vel_scale, 0.0, 0.0]])
+    for z, spin in ((0.1, 1.0), (0.5, 1.5)):
+        ball = torch.tensor([[0.0, 0.0, z, 1.0, 0.0, 0.0]])
+        nxt = model.advance(ball, head, bodies, mask, roll=torch.ones(1))
+        assert nxt[0, 3].item() == pytest.approx(1.5, abs=1e-5)
+        u = model.spin_after(ball, nxt, bodies, mask, torch.ones(1))
+        torch.testing.assert_close(u, torch.tensor([[spin, 0.0]]))
+    roll = model.rolling(nxt, model.spins(torch.tensor([[1.0, 0.0]]), torch.full((1,), 0.1)), torch.full((1,), 0.1))
+    resting = torch.cat([nxt[:, :2], torch.tensor([[0.1]]), nxt[:, 3:]], dim=-1)
+    slowed = model.advance(resting, torch.zeros(1, 6), bodies, mask, roll=roll)
+    assert mu * 9.81 * dt > 2 / 7 * 0.5
+    assert slowed[0, 3].item() == pytest.approx(1.5 - 2 / 7 * 0.5, abs=1e-5)
 
 
 def test_a_box_sliding_on_the_floor_stops_where_mujoco_stops_it():

@@ -553,6 +553,13 @@ def constant_acceleration_prior(cfg: ModelConfig) -> torch.Tensor:
     return prior
 
 
+def roll_share_of(velocity: torch.Tensor, spin_velocity: torch.Tensor) -> torch.Tensor:
+    """(...): the share of a horizontal velocity (..., 2) m/s that a spin rolling at spin_velocity
+    (..., 2) m/s makes up, u . v / |v|^2 (0 where it does not move sideways)."""
+    v2 = velocity.square().sum(-1)
+    return torch.where(v2 > 1e-6, (spin_velocity * velocity).sum(-1) / v2.clamp(min=1e-6), torch.zeros_like(v2))
+
+
 def sphere_pairs(cur: torch.Tensor, radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every pair of bodies as spheres: cur (..., N, 6) SI states, radius (..., N) m -> the gap
     between their surfaces (..., N, N) m, the unit normal from i towards j (..., N, N, 3) and their
@@ -955,16 +962,17 @@ class WorldModel(nn.Module):
         hit = (1 + e) * share * closing * hits  # (..., N, N) m/s: i's speed change along -n
         dv = -(hit[..., None] * normal).sum(-2)  # (..., N, 3)
         dx = -((hit * (dt - t_hit))[..., None] * normal).sum(-2)  # (..., N, 3) m by the frame's end
-        floor_dv, t_floor, _ = self.floor_landing(cur, bodies, mask, roll)
+        floor_dv, t_floor, _, _ = self.floor_landing(cur, bodies, mask, roll)
         dv = dv + floor_dv
         dx = dx + (dt - t_floor.clamp(0, dt))[..., None] * floor_dv
         return torch.cat([dx / cfg.step_pos_scale, dv / cfg.step_vel_scale], dim=-1)
 
-    def floor_landing(self, cur: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor, roll: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def floor_landing(self, cur: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor, roll: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """What the floor (z = 0) does to the bodies that land on it within the frame: cur (..., N,
         6) SI, bodies (..., N, BODY_COLUMNS), mask (..., N) the tracked bodies, roll (..., N) their
         spin as a share of the horizontal velocity (`rolling`; None: 0) -> (velocity change (...,
-        N, 3) m/s, time of the landing within the frame (..., N) s, roll after it (..., N)).
+        N, 3) m/s, time of the landing within the frame (..., N) s, roll after it (..., N), whether
+        it rests on the floor (..., N) bool).
 
         A body that lands bounces: its vertical velocity v_z at the floor becomes -e v_z. Its
         bottom slips on the floor at s = v_h - u, its horizontal velocity less the part its spin
@@ -1017,29 +1025,37 @@ class WorldModel(nn.Module):
         after = slide + slow
         moving = after.square().sum(-1) > 1e-6
         roll_after = torch.where((lands | resting) & moving, (spun * after).sum(-1) / after.square().sum(-1).clamp(min=1e-6), roll)
-        return torch.cat([slow, bounce[..., None]], dim=-1), t_floor, roll_after
+        return torch.cat([slow, bounce[..., None]], dim=-1), t_floor, roll_after, resting
 
     def rolling(self, states: torch.Tensor, spins: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
         """Each body's spin as a share of its horizontal velocity (..., N): the horizontal velocity
         u = r (w_y, -w_x) at which its spin w (..., N, 3) rad/s would roll it on the floor with its
         bottom at rest, r its radius (..., N) m (no gradient: the spin teaches the radius nothing),
-        projected on its horizontal velocity v_h (states (..., N, 6) SI): u . v_h / |v_h|^2 (0 for
-        a body that does not move sideways). 1: it rolls on the floor; 0: no spin (thrown, or
-        sliding); a ball rolling down a ramp of angle a: 1 / cos a. Between landings a rollout
-        carries this share, not the spin, so a ball that rolls down a ramp spins up as it speeds
-        up (`floor_landing` changes it)."""
+        projected on its horizontal velocity v_h (states (..., N, 6) SI): u . v_h / |v_h|^2
+        (`roll_share_of`). 1: it rolls on the floor; 0: no spin (thrown, or sliding); a ball
+        rolling down a ramp of angle a: 1 / cos a."""
         r = radius.detach()
         u = torch.stack([spins[..., 1], -spins[..., 0]], dim=-1) * r[..., None]  # (..., N, 2) m/s
-        v = states[..., 3:5]
-        v2 = v.square().sum(-1)
-        return torch.where(v2 > 1e-6, (u * v).sum(-1) / v2.clamp(min=1e-6), torch.zeros_like(v2))
+        return roll_share_of(states[..., 3:5], u)
 
-    def spins(self, states: torch.Tensor, roll: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
-        """The angular velocities (..., N, 3) rad/s that `rolling` reads as roll (..., N) from states
-        (..., N, 6) SI and radius (..., N) m: about the horizontal axis across the motion, none about
-        the vertical (what a rollout writes into its episode's states)."""
-        u = states[..., 3:5] * roll[..., None] / radius.clamp(min=1e-6)[..., None]  # (..., N, 2) rad/s
-        return torch.stack([-u[..., 1], u[..., 0], torch.zeros_like(roll)], dim=-1)
+    def spins(self, spin_velocity: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+        """The angular velocities (..., N, 3) rad/s that roll bodies of radius (..., N) m at
+        spin_velocity (..., N, 2) m/s on the floor: about the horizontal axis across it, none about
+        the vertical (what a rollout writes into its episode's states; `rolling` reads them back)."""
+        w = spin_velocity / radius.clamp(min=1e-6)[..., None]  # (..., N, 2) rad/s
+        return torch.stack([-w[..., 1], w[..., 0], torch.zeros_like(radius)], dim=-1)
+
+    def spin_after(self, cur: torch.Tensor, nxt: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor, roll: torch.Tensor | None) -> torch.Tensor:
+        """(..., N, 2) m/s: the velocity each body's spin would roll it at by the frame's end, from
+        the frame's starting and ending states cur, nxt (..., N, 6) SI and its roll at the start
+        (..., N) (`rolling`; None: 0): the roll the floor leaves it (`floor_landing`) times, for a
+        body resting on the floor, the horizontal velocity the floor's friction leaves it, since
+        nothing else turns it there (a head's step that speeds it up makes it slip, and friction
+        then slows it); elsewhere times the velocity it ends the frame with (a ball rolling down a
+        ramp, which the model does not track, spins up as it speeds up)."""
+        dv, _, roll_after, resting = self.floor_landing(cur, bodies, mask, roll)
+        left = torch.where(resting[..., None], cur[..., 3:5] + dv[..., :2], nxt[..., 3:5])
+        return left * roll_after[..., None]
 
     def body_loss(self, bodies: torch.Tensor, truth: torch.Tensor | None) -> torch.Tensor:
         """Mean squared error of the learnt bodies (B, n, N, BODY_COLUMNS) (`body_properties`)
@@ -1339,8 +1355,8 @@ class WorldModel(nn.Module):
         BODY_COLUMNS) of blocks 0..n-1 (as `block_dynamics`); src (B, tt, N, 6) SI block 0's
         states; actions (B, n, tt, action_dim) driving the steps, or None; mask (B, N) the tracked
         bodies; tether (B, N) or None; steady (B, n, tt) or None as in `block_dynamics`; roll (B, N)
-        the bodies' spin at block 0's last frame (`rolling`; None: none), carried on through the
-        landings (`floor_landing`) -> (B, n*tt, N, 6)."""
+        the bodies' spin at block 0's last frame (`rolling`; None: none), carried on as a rollout
+        carries it (`spin_after`) -> (B, n*tt, N, 6)."""
         tt = self.cfg.tubelet_t
         cur, prev = src[:, -1], src[:, -2] if tt > 1 else src[:, -1]
         prev2 = src[:, -3] if tt > 2 else None
@@ -1356,7 +1372,7 @@ class WorldModel(nn.Module):
                 nxt = self.advance(cur, steps[:, j], bodies[:, b], mask, tether, closed[-1])
                 out.append(nxt)
                 if roll is not None:
-                    roll = self.floor_landing(cur, bodies[:, b], mask, roll)[2].detach()
+                    roll = roll_share_of(nxt[..., 3:5], self.spin_after(cur, nxt, bodies[:, b], mask, roll)).detach()
                 if tether is not None:  # the next frame steps from a tethered body's state without its gradient (docstring)
                     nxt = torch.where(tether.on[..., None], nxt.detach(), nxt)
                 prev2, prev, cur = prev, cur, nxt

@@ -121,7 +121,7 @@ def rollout(
     n = min(episode.states.shape[1], cfg.n_max_objects)  # tracked bodies
     # (S, nb*tt, n_max, 6) SI: the context's states, zeros until predicted
     known = torch.from_numpy(arr["states"]).to(dev).float()[None].repeat(S, 1, 1, 1)
-    spin = torch.from_numpy(arr["spins"]).to(dev).float()[None].repeat(S, 1, 1, 1)  # (S, nb*tt, n_max, 3) rad/s: the context's, then the landings' (`WorldModel.floor_landing`)
+    spin = torch.from_numpy(arr["spins"]).to(dev).float()[None].repeat(S, 1, 1, 1)  # (S, nb*tt, n_max, 3) rad/s: the context's, then what each frame's floor contact leaves (`WorldModel.spin_after`)
     mask = torch.from_numpy(arr["state_mask"]).to(dev)[None].expand(S, -1)  # (S, n_max)
     states_in = torch.full((S,), bool(use_states and cfg.state_tokens), device=dev)  # state tokens present
     if cfg.audio_bins:
@@ -216,7 +216,7 @@ def rollout(
             logprob = logprob + (lp.sum(-1) * scored).sum(-1) * new[j]
             if b * tt + j >= context:
                 known[:, b * tt + j] = cur
-                spin[:, b * tt + j] = model.spins(cur, model.floor_landing(prev, body, mask.bool(), roll)[2], body[..., 0])
+                spin[:, b * tt + j] = model.spins(model.spin_after(prev, cur, body, mask.bool(), roll), body[..., 0])
             prev, prev_spin = known[:, b * tt + j], spin[:, b * tt + j]
 
         x, tub = blocks(b, 1)
