@@ -735,15 +735,17 @@ def test_a_body_sliding_on_the_floor_slows_at_mu_g_and_a_slipping_ball_rolls_on_
 
 def test_only_the_floor_turns_a_resting_bodys_spin(cfg):
     """A ball (2/7, friction 0.4) rolling on the floor at 1 m/s that the head's step speeds up to
-    1.5 m/s keeps the spin it had: it now slips at 0.5 m/s, and the next frame's friction (mu g dt
-    is more than the 2/7 of the slip that stops it) takes 2/7 of 0.5 m/s off its speed. Rolling down a ramp (above the floor, where the model tracks no
-    surface) the spin keeps its share of the velocity: it spins up as it speeds up."""
+    1.5 m/s keeps the spin it had, as does one sunk 2 cm into the floor that lands on it again: it
+    now slips at 0.5 m/s, and the next frame's friction (mu g dt is more than the 2/7 of the slip
+    that stops it) takes 2/7 of 0.5 m/s off its speed. Rolling down a ramp (above the floor, where
+    the model tracks no surface) the spin keeps its share of the velocity: it spins up as it
+    speeds up."""
     dt, mu = 1.0 / cfg.fps, 0.4
     model, mask = wm.WorldModel(cfg), torch.tensor([True])
     bodies = ball_bodies((0.1,), (1.0,), (0.5,), friction=[mu], roll_share=[2 / 7])
     head = torch.tensor([[0.0, 0.0, 0.0, 0.5 / cfg.step_vel_scale, 0.0, 0.0]])
-    for z, spin in ((0.1, 1.0), (0.5, 1.5)):
-        ball = torch.tensor([[0.0, 0.0, z, 1.0, 0.0, 0.0]])
+    for z, vz, spin in ((0.1, 0.0, 1.0), (0.08, -0.1, 1.0), (0.5, 0.0, 1.5)):  # resting; sunk 2 cm and landing again; above the floor
+        ball = torch.tensor([[0.0, 0.0, z, 1.0, 0.0, vz]])
         nxt = model.advance(ball, head, bodies, mask, roll=torch.ones(1))
         assert nxt[0, 3].item() == pytest.approx(1.5, abs=1e-5)
         u = model.spin_after(ball, nxt, bodies, mask, torch.ones(1))

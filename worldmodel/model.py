@@ -972,7 +972,7 @@ class WorldModel(nn.Module):
         6) SI, bodies (..., N, BODY_COLUMNS), mask (..., N) the tracked bodies, roll (..., N) their
         spin as a share of the horizontal velocity (`rolling`; None: 0) -> (velocity change (...,
         N, 3) m/s, time of the landing within the frame (..., N) s, roll after it (..., N), whether
-        it rests on the floor (..., N) bool).
+        the floor touches it within the frame (..., N) bool: it lands or rests on it).
 
         A body that lands bounces: its vertical velocity v_z at the floor becomes -e v_z. Its
         bottom slips on the floor at s = v_h - u, its horizontal velocity less the part its spin
@@ -1025,7 +1025,7 @@ class WorldModel(nn.Module):
         after = slide + slow
         moving = after.square().sum(-1) > 1e-6
         roll_after = torch.where((lands | resting) & moving, (spun * after).sum(-1) / after.square().sum(-1).clamp(min=1e-6), roll)
-        return torch.cat([slow, bounce[..., None]], dim=-1), t_floor, roll_after, resting
+        return torch.cat([slow, bounce[..., None]], dim=-1), t_floor, roll_after, lands | resting
 
     def rolling(self, states: torch.Tensor, spins: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
         """Each body's spin as a share of its horizontal velocity (..., N): the horizontal velocity
@@ -1049,12 +1049,12 @@ class WorldModel(nn.Module):
         """(..., N, 2) m/s: the velocity each body's spin would roll it at by the frame's end, from
         the frame's starting and ending states cur, nxt (..., N, 6) SI and its roll at the start
         (..., N) (`rolling`; None: 0): the roll the floor leaves it (`floor_landing`) times, for a
-        body resting on the floor, the horizontal velocity the floor's friction leaves it, since
-        nothing else turns it there (a head's step that speeds it up makes it slip, and friction
-        then slows it); elsewhere times the velocity it ends the frame with (a ball rolling down a
+        body the floor touches (it lands or rests on it), the horizontal velocity the floor's
+        friction leaves it, since nothing else turns it there (a head's step that speeds it up
+        makes it slip, and friction then slows it); elsewhere times the velocity it ends the frame with (a ball rolling down a
         ramp, which the model does not track, spins up as it speeds up)."""
-        dv, _, roll_after, resting = self.floor_landing(cur, bodies, mask, roll)
-        left = torch.where(resting[..., None], cur[..., 3:5] + dv[..., :2], nxt[..., 3:5])
+        dv, _, roll_after, touched = self.floor_landing(cur, bodies, mask, roll)
+        left = torch.where(touched[..., None], cur[..., 3:5] + dv[..., :2], nxt[..., 3:5])
         return left * roll_after[..., None]
 
     def body_loss(self, bodies: torch.Tensor, truth: torch.Tensor | None) -> torch.Tensor:
