@@ -794,9 +794,7 @@ class WorldModel(nn.Module):
         steady = torch.stack([dv1, dv2, torch.zeros_like(dv1)]).median(dim=0).values
         radius = cur.new_zeros(cur.shape[:-1]) if bodies is None else bodies[..., 0]
         if bodies is not None and cfg.floor_steady > 0:
-            on = None if tether is None else tether.on.expand(cur.shape[:-1])
-            free = mask & (bodies[..., DRIVEN] <= 0) & (True if on is None else ~on)
-            steady = self.steady_on_floor(cur, steady, radius, free, mask)
+            steady = self.steady_on_floor(cur, steady, radius, free_bodies(bodies, mask, tether), mask)
         parts = [cur[..., :3] / cfg.pos_scale, cur[..., 3:] / cfg.vel_scale, dv1 / cfg.step_vel_scale, steady / cfg.step_vel_scale, self.contact_features(cur, radius, mask)]
         n_act = cfg.tubelet_t * cfg.action_dim
         if n_act:
@@ -997,29 +995,27 @@ class WorldModel(nn.Module):
         velocity says, v_z^2 = v_0^2 + 2 g h (with the prior's gravity step, the frame then ends
         exactly where a bouncing ball does; at its starting velocity a fast fall reaches the floor
         a frame late, from below it, and bounces short). A driven body does not land."""
-        dt = 1.0 / self.cfg.fps
+        dt, g = 1.0 / self.cfg.fps, -GRAVITY[2]  # s, m/s^2
         p, v = cur[..., :3], cur[..., 3:]
         radius, restitution, friction, share = bodies[..., 0], bodies[..., 2], bodies[..., 3], bodies[..., ROLL]
         driven = bodies[..., DRIVEN] > 0
         fall = (-v[..., 2]).clamp(min=0)  # (..., N) m/s towards the floor
         impact, t_floor = fall, (p[..., 2] - radius) / fall.clamp(min=1e-6)  # m/s at the floor; s: when the body's bottom reaches z = 0
         if self.cfg.floor_support > 0:  # a free fall lands under gravity
-            g = -GRAVITY[2]  # m/s^2
             free_fall = fall > g * dt
             impact = torch.where(free_fall, (fall.square() + 2 * g * (p[..., 2] - radius).clamp(min=0)).clamp(min=1e-12).sqrt(), fall)
             t_floor = torch.where(free_fall, (impact - fall) / g, t_floor)
         lands = mask & ~driven & (fall > 0) & (t_floor < dt)
         bounce = (1 + restitution) * impact * lands  # (..., N) m/s upwards
-        g_dt = -GRAVITY[2] * dt  # m/s: the weight's impulse per unit mass over the frame
         resting = mask & ~driven & ~lands & (p[..., 2] - radius <= FLOOR_TOLERANCE) & (v[..., 2].abs() < FLOOR_SPEED)
-        normal = torch.where(lands, bounce, g_dt * resting)  # (..., N) m/s: the floor's push per unit mass within the frame
+        normal = torch.where(lands, bounce, g * dt * resting)  # (..., N) m/s: the floor's push per unit mass within the frame
         slide = v[..., :2]  # (..., N, 2) m/s horizontal
         roll = torch.zeros_like(radius) if roll is None else roll
         slip = slide * (1 - roll)[..., None]  # (..., N, 2) m/s: the bottom's speed over the floor
         slip_speed = slip.norm(dim=-1).clamp(min=1e-6)
         brake = torch.minimum(friction * normal, share * slip_speed)  # (..., N) m/s: Coulomb's bound, at most what stops the slip
         slow = -(brake / slip_speed)[..., None] * slip  # (..., N, 2) m/s
-        braking = brake / (friction * -GRAVITY[2]).clamp(min=1e-6)  # s: how long friction acts on a resting body (a constant deceleration mu g)
+        braking = brake / (friction * g).clamp(min=1e-6)  # s: how long friction acts on a resting body (a constant deceleration mu g)
         t_floor = torch.where(resting, braking.clamp(max=dt) / 2, t_floor)  # the frame's end is (dt - this) x the change further on
         spun = slide * roll[..., None] + slow * (1 - 1 / share.clamp(min=MIN_ROLL_SHARE))[..., None]  # u' (..., N, 2) m/s
         after = slide + slow
