@@ -23,8 +23,10 @@ contact at distance r below the centre and moment of inertia I about the axis it
 gives geoms a uniform density, so a sphere's is 2/7 (I = 2/5 m r^2) and a cylinder rolling on its
 side 1/3 (I = 1/2 m r^2; the ramp lays its cylinder across the slope). A body whose contact is a
 flat face or an edge does not roll, so friction takes its slip off its centre's velocity whole: 1
-for a box, and for drop's cylinders and capsules, which fall upright and land on their base. A
-cylinder or capsule whose landing depends on how it is turned, and a cup, have none stated (NaN).
+for a box, for drop's cylinders and capsules, which fall upright and land on their base, and for
+projectile's cylinders, launched upright without spin onto their flat base (MuJoCo's mostly slide
+to a stop; a bouncy one may tumble onto its side and roll). A capsule launched so lands on its
+rounded end and tumbles, and a cup, have none stated (NaN).
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def roll_shares(episode: Episode) -> np.ndarray:
                 out[i] = SPHERE_ROLL_SHARE
             elif shape == "cylinder" and scene == "ramp":
                 out[i] = CYLINDER_ROLL_SHARE
-            elif shape == "box" or (shape is not None and scene == "drop"):  # drop's bodies land upright, on their base
+            elif shape == "box" or (shape is not None and scene == "drop") or (shape == "cylinder" and scene == "projectile"):  # land upright, on their base
                 out[i] = FLAT_ROLL_SHARE
     return out
 

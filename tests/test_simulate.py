@@ -217,8 +217,9 @@ def test_roll_shares_are_the_simulators_inertia_ratios():
     """sim.roll_shares gives 1 / (1 + m r^2 / I) from the compiled model's mass and principal
     inertia (its least: about the axis it rolls on) and the geom's radius, for the bodies whose
     rolling the family fixes: thrown, dropped and colliding balls and a ramp's cylinder (laid
-    across the slope); 1 for a box and for a dropped cylinder or capsule (landing upright, on its
-    base: it slides); NaN for a thrown cylinder, which may land on its end or its side."""
+    across the slope); 1 for a box, for a dropped cylinder or capsule and a thrown cylinder
+    (landing upright, on its base: it slides); NaN for a thrown capsule, which lands on its
+    rounded end and tumbles."""
     import mujoco
 
     for scene, params, rolls in (
@@ -226,7 +227,7 @@ def test_roll_shares_are_the_simulators_inertia_ratios():
         ("drop", {"num_objects": 1, "shape": "sphere"}, True),
         ("collision", {"num_balls": 2}, True),
         ("ramp", {"shape": "cylinder"}, True),
-        ("projectile", {"shape": "cylinder"}, False),
+        ("projectile", {"shape": "capsule"}, False),
     ):
         realized = sim.realize_params(scene, params, 0)
         built = sim.get_family(scene).build(realized)
@@ -241,7 +242,8 @@ def test_roll_shares_are_the_simulators_inertia_ratios():
             radius = model.geom_size[model.body_geomadr[body], 0]
             m, inertia = model.body_mass[body], model.body_inertia[body].min()
             assert shares[i] == pytest.approx(1 / (1 + m * radius**2 / inertia), rel=1e-6), (scene, params, i)
-    for scene, params in (("ramp", {"shape": "box"}), ("projectile", {"shape": "box"}), ("drop", {"num_objects": 1, "shape": "capsule"}), ("stack", {})):
+    for scene, params in (("ramp", {"shape": "box"}), ("projectile", {"shape": "box"}), ("drop", {"num_objects": 1, "shape": "capsule"}),
+                           ("projectile", {"shape": "cylinder"}), ("stack", {})):
         assert (sim.roll_shares(sim.simulate(scene, params, seed=0, seconds=0.1, width=32, height=32)) == 1.0).all(), (scene, params)
 
 

@@ -1003,15 +1003,15 @@ def test_body_properties_read_a_caption_number_as_stated_even_out_of_range(cfg):
             model.caption_query.bias[0 * P + 0] = 1e4  # radius -> first number
             model.caption_query.bias[1 * P + 1] = 1e4  # mass -> second number
             model.radius_reading[0] = -1.0  # the radius query prefers the first reading: a ball's half its size
-            bodies = model.body_properties(slots, (hidden, values))
+            bodies = model.body_properties(slots, (hidden, values, tokens != PAD))
             torch.testing.assert_close(bodies[..., 1], torch.full_like(bodies[..., 1], math.log(mass)), atol=1e-4, rtol=0)
             torch.testing.assert_close(bodies[..., 0], torch.full_like(bodies[..., 0], diameter_cm * 0.005), atol=1e-5, rtol=1e-4)
             model.radius_reading[0] = 1.0  # the radius query now prefers the second reading: an upright capsule's whole size
-            capsule = model.body_properties(slots, (hidden, values))
+            capsule = model.body_properties(slots, (hidden, values, tokens != PAD))
             torch.testing.assert_close(capsule[..., 0], torch.full_like(bodies[..., 0], diameter_cm * 0.01), atol=1e-5, rtol=1e-4)
             torch.testing.assert_close(capsule[..., 1:], bodies[..., 1:])
         bare = torch.from_numpy(np.asarray(wm.tokens.encode_text("a ball", cfg.max_text_len)))[None]
-        none = model.body_properties(slots, (torch.randn(1, bare.shape[1], cfg.d_model), torch.from_numpy(wm.tokens.text_values(bare.numpy()))))
+        none = model.body_properties(slots, (torch.randn(1, bare.shape[1], cfg.d_model), torch.from_numpy(wm.tokens.text_values(bare.numpy())), bare != PAD))
         torch.testing.assert_close(none, guess)
 
 
@@ -1262,6 +1262,38 @@ def test_dynamics_corrections_stay_bounded_far_out_of_range(cfg):
         learnt = lambda k: head.decode(slots, k * features) - (k * features) @ head.prior.T  # noqa: E731
         torch.testing.assert_close(learnt(100.0), learnt(1000.0), atol=1e-2, rtol=1e-3)  # the prior's ~1e3 costs float32 digits
         assert (learnt(1.0) - learnt(100.0)).abs().max() > 0.1  # not constant: it does depend on them in range
+
+
+def test_the_roll_share_is_learnt_from_the_captions_shape_word(cfg):
+    """Two bodies whose video slots are the same, one captioned a box (roll share 1: it slides) and
+    one a sphere (2/7: it rolls), are told apart by the caption's shape word alone: the body loss
+    on the roll share, through the pointer at the caption's bytes, takes each to its own share.
+    Before training the word has no say, so both read the slots' one share."""
+    torch.manual_seed(0)
+    model = wm.WorldModel(cfg)
+    captions = ("A red box of 12 cm and 1.64 kg is launched.", "A red sphere of 12 cm and 1.64 kg is launched.")
+    encoded = [list(wm.tokens.encode_text(c, cfg.max_text_len)) for c in captions]
+    tokens = torch.tensor([e + [PAD] * (max(map(len, encoded)) - len(e)) for e in encoded])  # the box's caption padded
+    values = torch.from_numpy(wm.tokens.text_values(tokens.numpy()))
+    slots = torch.randn(1, 1, cfg.tubelet_t, 1, cfg.d_model).expand(2, -1, -1, -1, -1)  # (B=2, n, tt, N=1, D)
+    truth = torch.full((2, 1, wm.model.BODY_COLUMNS), float("nan"))
+    truth[:, 0, wm.model.ROLL] = torch.tensor([1.0, 2 / 7])
+
+    def shares():
+        return model.body_properties(slots, model.caption_numbers(tokens, values))[:, 0, 0, wm.model.ROLL]
+
+    with torch.no_grad():
+        before = shares()
+    torch.testing.assert_close(before[0], before[1])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = model.body_loss(model.body_properties(slots, model.caption_numbers(tokens, values)), truth)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        after = shares()
+    torch.testing.assert_close(after, truth[:, 0, wm.model.ROLL], atol=0.05, rtol=0)
 
 
 def test_caption_numbers_are_read_as_values(cfg):
@@ -1557,7 +1589,7 @@ def test_pointer_keys_do_not_depend_on_how_large_the_numbers_are(cfg):
     def keys(caption):
         tokens = torch.from_numpy(np.asarray(wm.tokens.encode_text(caption, cfg.max_text_len)))[None]
         with torch.no_grad():
-            hidden, _ = model.caption_numbers(tokens, torch.from_numpy(wm.tokens.text_values(tokens.numpy())))
+            hidden, _, _ = model.caption_numbers(tokens, torch.from_numpy(wm.tokens.text_values(tokens.numpy())))
         return model.caption_key(hidden)
 
     light, heavy = keys("a ball of 15 cm and 1.15 kg"), keys("a ball of 95 cm and 8.75 kg")
@@ -1609,7 +1641,7 @@ def test_pointer_loss_targets_the_caption_number_that_states_each_property(cfg):
 
     def loss_pointing(radius_at, mass_at, gate, truth=truth):
         with torch.no_grad():
-            _, pointer = model.read_bodies(slots, (hidden, values))
+            _, pointer = model.read_bodies(slots, (hidden, values, tokens != PAD))
         att = torch.full_like(pointer.attention, -1e9)
         att[..., 0, radius_at] = 0.0
         att[..., 1, mass_at] = 0.0

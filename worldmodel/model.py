@@ -64,7 +64,7 @@ from worldmodel.tokens import (
     tubelets_to_frames,
 )
 
-FORMAT = "physfusion.worldmodel/15"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses, body properties pointing at the caption's numbers; 8: the pointer's keys from the caption with its numbers blanked; 9: tethered bodies kept on their circles (about a fixed centre or another body), gravity along the tether a dynamics feature; 10: driven bodies (the actions' servos) neither pushed back by contacts nor bounced, and held on the prior's course while their actions hold; 11: friction a fourth body property (read from the caption, Coulomb friction in the landing impulse); 12: gravity's swing of tethered bodies in the closed-form step (a simple or double pendulum of point masses); 13: hinge damping a fifth body property (read from the caption, in the swing's closed form), the pointer's keys from a banded caption pass; 14: a roll share per body and the bodies' spin in the landing impulse (a ball lands and rolls on); 15: friction on a body resting on the floor in the closed-form step (the velocity-change features leave it out with the spins it depends on), a size's second radius reading (an upright capsule's whole size), the prior carrying on only friction's slowing on the floor (floor_steady)
+FORMAT = "physfusion.worldmodel/16"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses, body properties pointing at the caption's numbers; 8: the pointer's keys from the caption with its numbers blanked; 9: tethered bodies kept on their circles (about a fixed centre or another body), gravity along the tether a dynamics feature; 10: driven bodies (the actions' servos) neither pushed back by contacts nor bounced, and held on the prior's course while their actions hold; 11: friction a fourth body property (read from the caption, Coulomb friction in the landing impulse); 12: gravity's swing of tethered bodies in the closed-form step (a simple or double pendulum of point masses); 13: hinge damping a fifth body property (read from the caption, in the swing's closed form), the pointer's keys from a banded caption pass; 14: a roll share per body and the bodies' spin in the landing impulse (a ball lands and rolls on); 15: friction on a body resting on the floor in the closed-form step (the velocity-change features leave it out with the spins it depends on), a size's second radius reading (an upright capsule's whole size), the prior carrying on only friction's slowing on the floor (floor_steady)
 STEP_LOGSTD_MIN, STEP_LOGSTD_MAX = -8.0, 1.0  # log-std of a dynamics step, in step units (see ModelConfig.step_pos_scale)
 FEATURE_BOUND = 2.0  # soft clip of the dynamics head's features for its learnt maps (`StateHead.decode`)
 BODY_FEATURES = 12  # per body: position, velocity, last and steady velocity change (`WorldModel.dynamics_features`)
@@ -620,6 +620,9 @@ class WorldModel(nn.Module):
         self.caption_query = nn.Linear(cfg.d_model, BODY_PROPERTIES * POINTER_DIM)  # per body and property: which caption number states it
         self.caption_key = nn.Linear(cfg.d_model, POINTER_DIM)
         self.radius_reading = nn.Parameter(torch.zeros(POINTER_DIM))  # the radius query's pull towards a size's second reading (CAPTION_RADIUS_TWICE)
+        self.shape_query = nn.Linear(cfg.d_model, POINTER_DIM)  # per body: which caption word names its shape ("a red box")
+        self.shape_key = nn.Linear(cfg.d_model, POINTER_DIM)
+        self.shape_read = nn.Linear(cfg.d_model, 1)  # the pointed word's hidden state -> its part of the roll share's logit
         self.register_buffer("caption_unit", torch.tensor(CAPTION_UNITS), persistent=False)  # fixed: a learnt unit drifts to make up for a pointer that averages numbers
         self.register_buffer("state_scale", torch.tensor([cfg.pos_scale] * 3 + [cfg.vel_scale] * 3), persistent=False)
         # log of the factor on the moving steps' spread where the model is a policy (a rollout's
@@ -639,6 +642,7 @@ class WorldModel(nn.Module):
                 nn.init.normal_(m.weight, std=0.02)
         nn.init.zeros_(self.dynamics_head.mlp[-1].weight)  # the dynamics head starts as its prior exactly
         nn.init.zeros_(self.dynamics_head.skip.weight)
+        nn.init.zeros_(self.shape_read.weight)  # the caption's shape word starts with no say in the roll share
         with torch.no_grad():  # radius RADIUS_INIT, equal masses, restitution 0.5, friction FRICTION_INIT, damping DAMPING_INIT; the caption's values a quarter in; none driven; roll share ROLL_INIT
             guess = [math.log(math.expm1(RADIUS_INIT)), 0.0, 0.0, math.log(math.expm1(FRICTION_INIT)), math.log(math.expm1(DAMPING_INIT))]
             self.body_head.bias.copy_(torch.tensor(guess + [math.log(1 / 3)] * BODY_PROPERTIES + [DRIVEN_INIT, math.log(ROLL_INIT / (1 - ROLL_INIT))]))
@@ -847,9 +851,10 @@ class WorldModel(nn.Module):
         floor_gap = p[..., 2] + v[..., 2] * dt - radius  # (..., N) m
         return torch.cat([near_gap[..., None] / cfg.contact_scale, approach / cfg.vel_scale, floor_gap[..., None] / cfg.contact_scale], dim=-1)
 
-    def caption_numbers(self, text: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def caption_numbers(self, text: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The caption as the body properties' pointer reads it: text (B, Lt) tokens, values (B, Lt)
-        their `text_values` -> (hidden states (B, Lt, D), values). The hidden states come from a pass
+        their `text_values` -> (hidden states (B, Lt, D), values, which tokens are the caption's
+        bytes (B, Lt) bool: not padding). The hidden states come from a pass
         of the caption alone with every numeric literal blanked (its bytes NUMBER_BLANK, no value), so
         a number's key says what it states and of which body ("the red ball's kg"), never how large
         it is: a mass or a size outside the training range is pointed at as surely as one inside.
@@ -859,8 +864,9 @@ class WorldModel(nn.Module):
         keeps the first three's keys)."""
         blank = text.masked_fill(values.isfinite(), NUMBER_BLANK)
         x = self.embed.embed_text(blank, torch.full_like(values, float("nan")))
-        h, _, _ = self.run(x, text_layout(text.shape[1]), text != PAD, window=CAPTION_KEY_WINDOW)
-        return h, values
+        words = text != PAD
+        h, _, _ = self.run(x, text_layout(text.shape[1]), words, window=CAPTION_KEY_WINDOW)
+        return h, values, words
 
     def body_properties(self, slots: torch.Tensor, caption: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """The dynamics slots (..., tt, N, D) of a block -> each body's properties (..., N,
@@ -874,12 +880,15 @@ class WorldModel(nn.Module):
         """`body_properties`, and how they were read from the caption. Without a caption, the
         slots' guess (averaged over the block's frames): softplus, as is, sigmoid, softplus, softplus. With one,
         caption = (its tokens' hidden states (B, Lt, D) from `caption_numbers`, their `text_values`
-        (B, Lt), NaN off numbers) for slots (B, n, tt, N, D): each body and property also points at
+        (B, Lt), NaN off numbers, which are its bytes (B, Lt)) for slots (B, n, tt, N, D): each body and property also points at
         the caption's numbers (attention from its slots to them) and takes the pointed value, times
         its unit (CAPTION_UNITS), in the proportion a learnt gate gives ("Balls (3) of 20 cm ... red
         1.15 kg ... Restitution 0.80, friction 0.40"). The value passes through as stated, so a mass or a size
         beyond the training range is read as it is, not squashed into it. Whether the actions drive
-        a body, and its roll share, are the slots' alone (the caption does not say). Returns (bodies (..., N,
+        a body is the slots' alone (the caption does not say). The roll share's logit is the slots'
+        plus what the caption's shape word says: each body also points at the caption's bytes
+        (attention from its slots) and reads the pointed hidden state ("red box": a body that
+        slides, "red sphere": one that rolls); a 64-pixel video barely tells a box from a ball. Returns (bodies (..., N,
         BODY_COLUMNS), the `CaptionPointer`, None without a caption)."""
         pooled = slots.mean(-3)  # (..., N, D)
         raw = self.body_head(pooled)  # (..., N, BODY_COLUMNS + BODY_PROPERTIES): the guess, the gate logits, the driven logit, the roll share's logit
@@ -887,8 +896,13 @@ class WorldModel(nn.Module):
         slots_only = torch.stack([raw[..., 2 * BODY_PROPERTIES], torch.sigmoid(raw[..., 2 * BODY_PROPERTIES + 1])], dim=-1)  # driven logit, roll share
         if caption is None:
             return torch.cat([guess, slots_only], dim=-1), None
-        hidden, values = caption
+        hidden, values, words = caption
         number = values.isfinite()  # (B, Lt)
+        shape_score = torch.einsum("bnkd,bld->bnkl", self.shape_query(pooled), self.shape_key(hidden)) / math.sqrt(POINTER_DIM)  # (B, n, N, Lt)
+        shape_score = torch.where(words.any(-1)[:, None, None, None], shape_score.masked_fill(~words[:, None, None], float("-inf")), torch.zeros_like(shape_score))
+        shape_word = shape_score.softmax(-1) @ hidden[:, None]  # (B, n, N, D): the hidden state of the word each body points at
+        said = self.shape_read(shape_word).squeeze(-1) * words.any(-1)[:, None, None]  # (B, n, N): no caption bytes, no say
+        slots_only = torch.stack([slots_only[..., 0], torch.sigmoid(raw[..., 2 * BODY_PROPERTIES + 1] + said)], dim=-1)
         q = self.caption_query(pooled).unflatten(-1, (BODY_PROPERTIES, POINTER_DIM))  # (B, n, N, BODY_PROPERTIES, P)
         k = self.caption_key(hidden)  # (B, Lt, P)
         score = torch.einsum("bnkpd,bld->bnkpl", q, k) / math.sqrt(POINTER_DIM)
@@ -997,7 +1011,8 @@ class WorldModel(nn.Module):
         a frame late, from below it, and bounces short). A driven body does not land."""
         dt, g = 1.0 / self.cfg.fps, -GRAVITY[2]  # s, m/s^2
         p, v = cur[..., :3], cur[..., 3:]
-        radius, restitution, friction, share = bodies[..., 0], bodies[..., 2], bodies[..., 3], bodies[..., ROLL]
+        radius, restitution, friction = bodies[..., 0], bodies[..., 2], bodies[..., 3]
+        share = bodies[..., ROLL].detach()  # taught by the stated shapes alone (`body_loss`): the steps' losses pulled a box's share far below its 1
         driven = bodies[..., DRIVEN] > 0
         fall = (-v[..., 2]).clamp(min=0)  # (..., N) m/s towards the floor
         impact, t_floor = fall, (p[..., 2] - radius) / fall.clamp(min=1e-6)  # m/s at the floor; s: when the body's bottom reaches z = 0

@@ -162,8 +162,8 @@ def rollout(
     x = torch.cat([model.embed.embed_text(text, values), x_blocks], dim=1)
     layout = text_layout(text.shape[1]) + block_layout(cfg, 0, nb_known)
     h, _, _ = model.run(x, layout, torch.ones(S, len(layout), dtype=torch.bool, device=dev), cache)
-    hidden, _ = model.caption_numbers(text[:1], values[:1])  # the same caption for every sample
-    caption = (hidden.expand(S, -1, -1), values)  # what the body properties' pointer reads (`WorldModel.body_properties`)
+    hidden, _, words = model.caption_numbers(text[:1], values[:1])  # the same caption for every sample
+    caption = (hidden.expand(S, -1, -1), values, words.expand(S, -1))  # what the body properties' pointer reads (`WorldModel.body_properties`)
     hv, tub = model.video_hidden(h, 1), tub[:, -1:]  # (S, 1, Np, D), (S, 1, Np, Dt) of the last known block
 
     # bodies on a hinge, found from the context's states (`worldmodel.tether`); none without them
