@@ -3,7 +3,8 @@
     python benchmarks/rlpf_temperature.py start=runs/quality-exact/free/model.safetensors \
         sft=runs/rlpf_free12_300/sft/model.safetensors rlpf=runs/rlpf_free12_300/rlpf/model.safetensors
 
-Evaluates each checkpoint (NAME=PATH) on the held-out queries of `physfusion-rlpf` (the same
+Evaluates each checkpoint (NAME=PATH, or NAME=PATH,KNOB=VALUE,... with the dynamics gate's knobs
+set, `worldmodel.GATE_KNOBS`: the same weights with and without one, in one run) on the held-out queries of `physfusion-rlpf` (the same
 queries and rollout seeds as its before/after report with the same --seed, --eval-queries,
 --horizon) twice: --samples rollouts per query at temperature 1, as the report samples them, and one
 at temperature 0 (every pixel and step its Gaussian's mean: the model's own best guess, without the
@@ -27,6 +28,7 @@ from rlpf.evaluate import evaluate
 from rlpf.queries import FAMILIES, make_queries
 from rlpf.rewards import DEFAULT_WEIGHTS
 from rlpf_vs_sft import print_breakdown, print_table  # beside this script
+from worldmodel.config import GATE_KNOBS, knob_error
 
 SPLIT_FRAMES, SPLIT_STEPS = "frames T=1 steps T=0", "frames T=0 steps T=1"  # --split's row labels
 COLUMNS = [  # (key, header, format)
@@ -36,13 +38,26 @@ COLUMNS = [  # (key, header, format)
 ]
 
 
-def parse_checkpoints(items: list[str]) -> dict[str, str]:
+def parse_checkpoints(items: list[str]) -> dict[str, tuple[str, dict[str, float]]]:
+    """NAME=PATH[,KNOB=VALUE...] -> {name: (path, knobs)}."""
     out = {}
     for item in items:
-        name, sep, path = item.partition("=")
+        name, sep, rest = item.partition("=")
+        path, *settings = rest.split(",")
         if not sep or not name or not path:
-            raise SystemExit(f"rlpf_temperature: checkpoint {item!r}; allowed: NAME=PATH")
-        out[name] = path
+            raise SystemExit(f"rlpf_temperature: checkpoint {item!r}; allowed: NAME=PATH or NAME=PATH,KNOB=VALUE,...")
+        knobs = {}
+        for setting in settings:
+            knob, eq, value = setting.partition("=")
+            if knob not in GATE_KNOBS or not eq:
+                raise SystemExit(f"rlpf_temperature: checkpoint {item!r}: setting {setting!r}; allowed: KNOB=VALUE, KNOB one of {sorted(GATE_KNOBS)}")
+            try:
+                knobs[knob] = float(value)
+            except ValueError:
+                raise SystemExit(f"rlpf_temperature: checkpoint {item!r}: {knob}={value!r}; allowed: a number >= 0") from None
+        if error := knob_error(knobs):
+            raise SystemExit(f"rlpf_temperature: checkpoint {item!r}: {error}")
+        out[name] = (path, knobs)
     return out
 
 
@@ -65,8 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
     checkpoints = parse_checkpoints(args.checkpoints)
 
     rows, references, queries, spread = {}, {}, None, {}
-    for name, path in checkpoints.items():
-        model = worldmodel.load(path)
+    for name, (path, knobs) in checkpoints.items():
+        model = worldmodel.load(path, **knobs)
         spread[name] = math.exp(model.step_spread.item())  # what T=1 draws the steps with, times the head's spread
         if queries is None:
             queries = make_queries(args.eval_queries, split="val", seed=args.seed, context=args.context, horizon=args.horizon, families=list(FAMILIES), image_size=model.cfg.image_size, fps=model.cfg.fps)

@@ -845,6 +845,34 @@ def test_the_prior_carries_on_no_sideways_change_for_a_body_alone_on_the_floor(c
     torch.testing.assert_close(steady(nudged, others=far), torch.zeros(3))
 
 
+def test_a_body_alone_in_the_air_whose_steady_change_points_down_falls_at_g(cfg):
+    """A ball of radius 0.1 m alone at 0.7 m whose last two frames sped it down by a third of a
+    frame of gravity and slowed it along x (a cup the head eases off a table's edge, still
+    rubbing): with `fall_steady` the prior carries on gravity's change, (0, 0, -g dt), exactly.
+    A change along a 30 degree slope (a ball rolling down a ramp), one pointing down by less than
+    FALL_ONSET of g dt, one on the floor, one beside another tracked body, and any with the knob
+    off are carried on as they are."""
+    s, g_dt = cfg.step_vel_scale, 9.81 / cfg.fps
+
+    def steady(dvx, dvz, z=0.7, knob=1.0, others=None):
+        """the first body's last two velocity changes (m/s per frame), each the same"""
+        frames = [torch.tensor([[0.0, 0.0, z, 1.0 + k * dvx, 0.0, k * dvz]]) for k in range(3)]
+        if others is not None:
+            frames = [torch.cat([f, others]) for f in frames]
+        n = frames[0].shape[0]
+        bodies = ball_bodies((0.1,) * n, (1.0,) * n, (0.5,) * n)
+        model = wm.WorldModel(dataclasses.replace(cfg, fall_steady=knob))
+        return model.dynamics_features(frames[2], frames[1], frames[0], bodies=bodies, mask=torch.ones(n, dtype=torch.bool))[0, 9:12] * s
+
+    easing = (-0.05, -g_dt / 3)
+    torch.testing.assert_close(steady(*easing), torch.tensor([0.0, 0.0, -g_dt]))
+    a = math.radians(30.0)
+    slope = (5 / 7 * g_dt * math.sin(a) * math.cos(a), -5 / 7 * g_dt * math.sin(a) ** 2)
+    for carried, kwargs in ((slope, {}), ((0.0, -0.2 * g_dt), {}), (easing, {"z": 0.1}), (easing, {"knob": 0.0}),
+                            (easing, {"others": torch.tensor([[0.22, 0.0, 0.7, 1.0, 0.0, 0.0]])})):
+        torch.testing.assert_close(steady(*carried, **kwargs), torch.tensor([carried[0], 0.0, carried[1]]), msg=str(kwargs))
+
+
 def test_the_floors_hold_teaches_the_radius_nothing(cfg):
     """A ball whose step would sink it is held on the floor at its radius; the held height passes no
     gradient to the radius (a position error must not make a body bigger to float it), while a

@@ -24,6 +24,7 @@ GATE_KNOBS = {
     "free_swing": "> 0: on; 0: never",
     "floor_support": "> 0: on; 0: never",
     "floor_steady": "> 0: on; 0: never",
+    "fall_steady": "> 0: on; 0: never",
     "accel_tolerance": "m/s per frame; inf: none released",
     "release_reach": "m; inf: anywhere",
 }
@@ -164,6 +165,14 @@ class ModelConfig:
     (`WorldModel.steady_on_floor`). Without it a sideways change left on a resting body carried on
     every frame, and dropped bodies slid off their landing place ever faster. It acts on the
     head's features as well as its prior, in training and rollouts alike. 0: off (before it)"""
+    fall_steady: float = 0.0
+    """> 0: for a free body above the floor that no other tracked body is within `override_reach`
+    of, a steady velocity change pointing down by more than FALL_ONSET of a frame of gravity and
+    closer to vertical than FALL_SLOPE (a slope's is not) is gravity's, (0, 0, -g dt): nothing the
+    model tracks holds such a body up (`WorldModel.steady_in_fall`). Without it the head's steps
+    ease into a fall over several frames, and the prior carried on a part of gravity (table_fall's
+    cups fell off the edge at about a third of it) with the table's friction. It acts on the
+    head's features as well as its prior. 0 (the default): off"""
     accel_tolerance: float = 0.002
     """m/s per frame: the gate never keeps the prior's step for a body whose steady velocity change
     exceeds this (it accelerates) while it is within `override_reach` of a contact or within

@@ -92,6 +92,8 @@ FAR_GAP = 100.0  # m: the contact gap of a body with no other tracked body
 FALL_SPEED = 0.05  # m/s: a body falls towards the floor (and may hit it) faster than this (`WorldModel.within_reach`)
 FLOOR_TOLERANCE = 0.005  # m: a body whose centre is within this of its radius above the floor stands or slides on it (`WorldModel.on_floor`)
 FLOOR_SPEED = 0.3  # m/s: a body standing or sliding on the floor moves up or down slower than this (`WorldModel.on_floor_alone`)
+FALL_ONSET = 0.25  # of a frame of gravity, g dt: a steady change pointing down by more makes a body alone in the air fall freely (`WorldModel.steady_in_fall`)
+FALL_SLOPE = 0.5  # |horizontal| / |vertical| of a steady change below which it is a fall's, not a slope's (a ramp of 60 degrees: 0.58)
 VELOCITY, STEADY = slice(3, 6), slice(9, 12)  # the dynamics features' velocity (vel_scale units) and steady velocity change (step_vel_scale units) (`WorldModel.dynamics_features`)
 TETHERED = -1  # the dynamics features' last column: 1 where the body is tethered (`tether_features`)
 DYNAMICS_OUT = 19  # per body and frame: the moving step's mean (6) and log-std (6), the resting step's log-std (6), the gate's keep logit (`StepDistribution`)
@@ -797,8 +799,11 @@ class WorldModel(nn.Module):
             dv2 = torch.where(history.expand(cur.shape[:-1])[..., None], dv2, dv1)
         steady = torch.stack([dv1, dv2, torch.zeros_like(dv1)]).median(dim=0).values
         radius = cur.new_zeros(cur.shape[:-1]) if bodies is None else bodies[..., 0]
+        free = None if bodies is None else free_bodies(bodies, mask, tether)
         if bodies is not None and cfg.floor_steady > 0:
-            steady = self.steady_on_floor(cur, steady, radius, free_bodies(bodies, mask, tether), mask)
+            steady = self.steady_on_floor(cur, steady, radius, free, mask)
+        if bodies is not None and cfg.fall_steady > 0:
+            steady = self.steady_in_fall(cur, steady, radius, free, mask)
         parts = [cur[..., :3] / cfg.pos_scale, cur[..., 3:] / cfg.vel_scale, dv1 / cfg.step_vel_scale, steady / cfg.step_vel_scale, self.contact_features(cur, radius, mask)]
         n_act = cfg.tubelet_t * cfg.action_dim
         if n_act:
@@ -826,6 +831,23 @@ class WorldModel(nn.Module):
         slowing = (steady[..., :2] * back).sum(-1, keepdim=True).clamp(min=0).minimum(speed)  # m/s per frame
         friction = torch.cat([back * slowing, steady[..., 2:]], dim=-1)
         return torch.where(rubbed[..., None], friction, steady)
+
+    def steady_in_fall(self, cur: torch.Tensor, steady: torch.Tensor, radius: torch.Tensor, free: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """steady (..., N, 3) m/s per frame, the velocity change the prior carries on, with gravity's
+        (0, 0, -g dt) for the free bodies (free (..., N) bool) above the floor that no other tracked
+        body (mask (..., N) bool) is within `override_reach` of and whose steady change points down
+        by more than FALL_ONSET g dt and within FALL_SLOPE of vertical: nothing the model tracks
+        holds them up, so they fall freely (a cup that has left a table's edge, which the model
+        does not track; a thrown body in flight, whose change is gravity's already). A body sliding
+        down a ramp keeps its change, which is mostly along the slope. cur (..., N, 6) SI the
+        frame's states, radius (..., N) m (`body_properties`)."""
+        dt, g = 1.0 / self.cfg.fps, -GRAVITY[2]
+        alone = self.body_gap(cur, radius, mask, dt) > self.cfg.override_reach
+        down = -steady[..., 2]  # (..., N) m/s per frame
+        falling = free & alone & ~self.on_floor(cur, radius) & (down > FALL_ONSET * g * dt) & (steady[..., :2].norm(dim=-1) < FALL_SLOPE * down)
+        gravity = torch.zeros_like(steady)
+        gravity[..., 2] = -g * dt
+        return torch.where(falling[..., None], gravity, steady)
 
     def contact_features(self, cur: torch.Tensor, radius: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Each body's contact inputs (..., N, CONTACT_FEATURES) from the base frame's states cur
