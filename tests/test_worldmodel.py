@@ -1031,15 +1031,15 @@ def test_body_properties_read_a_caption_number_as_stated_even_out_of_range(cfg):
             model.caption_query.bias[0 * P + 0] = 1e4  # radius -> first number
             model.caption_query.bias[1 * P + 1] = 1e4  # mass -> second number
             model.radius_reading[0] = -1.0  # the radius query prefers the first reading: a ball's half its size
-            bodies = model.body_properties(slots, (hidden, values, tokens != PAD))
+            bodies = model.body_properties(slots, (hidden, values, torch.from_numpy(wm.tokens.shape_words(tokens.numpy()))))
             torch.testing.assert_close(bodies[..., 1], torch.full_like(bodies[..., 1], math.log(mass)), atol=1e-4, rtol=0)
             torch.testing.assert_close(bodies[..., 0], torch.full_like(bodies[..., 0], diameter_cm * 0.005), atol=1e-5, rtol=1e-4)
             model.radius_reading[0] = 1.0  # the radius query now prefers the second reading: an upright capsule's whole size
-            capsule = model.body_properties(slots, (hidden, values, tokens != PAD))
+            capsule = model.body_properties(slots, (hidden, values, torch.from_numpy(wm.tokens.shape_words(tokens.numpy()))))
             torch.testing.assert_close(capsule[..., 0], torch.full_like(bodies[..., 0], diameter_cm * 0.01), atol=1e-5, rtol=1e-4)
             torch.testing.assert_close(capsule[..., 1:], bodies[..., 1:])
         bare = torch.from_numpy(np.asarray(wm.tokens.encode_text("a ball", cfg.max_text_len)))[None]
-        none = model.body_properties(slots, (torch.randn(1, bare.shape[1], cfg.d_model), torch.from_numpy(wm.tokens.text_values(bare.numpy())), bare != PAD))
+        none = model.body_properties(slots, (torch.randn(1, bare.shape[1], cfg.d_model), torch.from_numpy(wm.tokens.text_values(bare.numpy())), torch.from_numpy(wm.tokens.shape_words(bare.numpy()))))
         torch.testing.assert_close(none, guess)
 
 
@@ -1292,10 +1292,20 @@ def test_dynamics_corrections_stay_bounded_far_out_of_range(cfg):
         assert (learnt(1.0) - learnt(100.0)).abs().max() > 0.1  # not constant: it does depend on them in range
 
 
+def test_shape_words_mark_the_last_byte_of_each_shape_noun():
+    """The pointer for the roll share reads only the caption's shape nouns: each one's last byte,
+    singular or plural, whatever its case; a word that merely starts like one is not."""
+    caption = "Dropped: a red sphere of 11 cm; a blue Cylinder; green boxes, a boxer and Balls (3)."
+    tokens = np.asarray(wm.tokens.encode_text(caption, 128))
+    marks = wm.tokens.shape_words(tokens)
+    ends = [bytes(tokens[i - k : i + 1].astype(np.uint8)).decode() for i, k in zip(np.nonzero(marks)[0], (5, 7, 4, 4))]
+    assert ends == ["sphere", "Cylinder", "boxes", "Balls"]
+
+
 def test_the_roll_share_is_learnt_from_the_captions_shape_word(cfg):
     """Two bodies whose video slots are the same, one captioned a box (roll share 1: it slides) and
     one a sphere (2/7: it rolls), are told apart by the caption's shape word alone: the body loss
-    on the roll share, through the pointer at the caption's bytes, takes each to its own share.
+    on the roll share, through the pointer at the caption's shape nouns, takes each to its own share.
     Before training the word has no say, so both read the slots' one share."""
     torch.manual_seed(0)
     model = wm.WorldModel(cfg)
@@ -1669,7 +1679,7 @@ def test_pointer_loss_targets_the_caption_number_that_states_each_property(cfg):
 
     def loss_pointing(radius_at, mass_at, gate, truth=truth):
         with torch.no_grad():
-            _, pointer = model.read_bodies(slots, (hidden, values, tokens != PAD))
+            _, pointer = model.read_bodies(slots, (hidden, values, torch.from_numpy(wm.tokens.shape_words(tokens.numpy()))))
         att = torch.full_like(pointer.attention, -1e9)
         att[..., 0, radius_at] = 0.0
         att[..., 1, mass_at] = 0.0

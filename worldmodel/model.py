@@ -60,6 +60,7 @@ from worldmodel.tokens import (
     frames_to_tubelets,
     n_blocks,
     pad_time,
+    shape_words,
     text_layout,
     tubelets_to_frames,
 )
@@ -875,8 +876,8 @@ class WorldModel(nn.Module):
 
     def caption_numbers(self, text: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The caption as the body properties' pointer reads it: text (B, Lt) tokens, values (B, Lt)
-        their `text_values` -> (hidden states (B, Lt, D), values, which tokens are the caption's
-        bytes (B, Lt) bool: not padding). The hidden states come from a pass
+        their `text_values` -> (hidden states (B, Lt, D), values, the last bytes of its shape nouns
+        (B, Lt) bool, `tokens.shape_words`). The hidden states come from a pass
         of the caption alone with every numeric literal blanked (its bytes NUMBER_BLANK, no value), so
         a number's key says what it states and of which body ("the red ball's kg"), never how large
         it is: a mass or a size outside the training range is pointed at as surely as one inside.
@@ -886,9 +887,8 @@ class WorldModel(nn.Module):
         keeps the first three's keys)."""
         blank = text.masked_fill(values.isfinite(), NUMBER_BLANK)
         x = self.embed.embed_text(blank, torch.full_like(values, float("nan")))
-        words = text != PAD
-        h, _, _ = self.run(x, text_layout(text.shape[1]), words, window=CAPTION_KEY_WINDOW)
-        return h, values, words
+        h, _, _ = self.run(x, text_layout(text.shape[1]), text != PAD, window=CAPTION_KEY_WINDOW)
+        return h, values, torch.from_numpy(shape_words(text.cpu().numpy())).to(text.device)
 
     def body_properties(self, slots: torch.Tensor, caption: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """The dynamics slots (..., tt, N, D) of a block -> each body's properties (..., N,
@@ -902,15 +902,16 @@ class WorldModel(nn.Module):
         """`body_properties`, and how they were read from the caption. Without a caption, the
         slots' guess (averaged over the block's frames): softplus, as is, sigmoid, softplus, softplus. With one,
         caption = (its tokens' hidden states (B, Lt, D) from `caption_numbers`, their `text_values`
-        (B, Lt), NaN off numbers, which are its bytes (B, Lt)) for slots (B, n, tt, N, D): each body and property also points at
+        (B, Lt), NaN off numbers, its shape nouns (B, Lt) bool) for slots (B, n, tt, N, D): each body and property also points at
         the caption's numbers (attention from its slots to them) and takes the pointed value, times
         its unit (CAPTION_UNITS), in the proportion a learnt gate gives ("Balls (3) of 20 cm ... red
         1.15 kg ... Restitution 0.80, friction 0.40"). The value passes through as stated, so a mass or a size
         beyond the training range is read as it is, not squashed into it. Whether the actions drive
         a body is the slots' alone (the caption does not say). The roll share's logit is the slots'
-        plus what the caption's shape word says: each body also points at the caption's bytes
-        (attention from its slots) and reads the pointed hidden state ("red box": a body that
-        slides, "red sphere": one that rolls); a 64-pixel video barely tells a box from a ball. Returns (bodies (..., N,
+        plus what the caption's shape word says: each body also points at the caption's shape
+        nouns (attention from its slots to them alone, as to the numbers) and reads the pointed
+        word's hidden state ("red box": a body that slides, "red sphere": one that rolls); a
+        64-pixel video barely tells a box from a ball. Returns (bodies (..., N,
         BODY_COLUMNS), the `CaptionPointer`, None without a caption)."""
         pooled = slots.mean(-3)  # (..., N, D)
         raw = self.body_head(pooled)  # (..., N, BODY_COLUMNS + BODY_PROPERTIES): the guess, the gate logits, the driven logit, the roll share's logit
@@ -918,12 +919,12 @@ class WorldModel(nn.Module):
         slots_only = torch.stack([raw[..., 2 * BODY_PROPERTIES], torch.sigmoid(raw[..., 2 * BODY_PROPERTIES + 1])], dim=-1)  # driven logit, roll share
         if caption is None:
             return torch.cat([guess, slots_only], dim=-1), None
-        hidden, values, words = caption
+        hidden, values, words = caption  # words: the shape nouns
         number = values.isfinite()  # (B, Lt)
         shape_score = torch.einsum("bnkd,bld->bnkl", self.shape_query(pooled), self.shape_key(hidden)) / math.sqrt(POINTER_DIM)  # (B, n, N, Lt)
         shape_score = torch.where(words.any(-1)[:, None, None, None], shape_score.masked_fill(~words[:, None, None], float("-inf")), torch.zeros_like(shape_score))
-        shape_word = shape_score.softmax(-1) @ hidden[:, None]  # (B, n, N, D): the hidden state of the word each body points at
-        said = self.shape_read(shape_word).squeeze(-1) * words.any(-1)[:, None, None]  # (B, n, N): no caption bytes, no say
+        shape_word = shape_score.softmax(-1) @ hidden[:, None]  # (B, n, N, D): the hidden state of the noun each body points at
+        said = self.shape_read(shape_word).squeeze(-1) * words.any(-1)[:, None, None]  # (B, n, N): no shape noun, no say
         slots_only = torch.stack([slots_only[..., 0], torch.sigmoid(raw[..., 2 * BODY_PROPERTIES + 1] + said)], dim=-1)
         q = self.caption_query(pooled).unflatten(-1, (BODY_PROPERTIES, POINTER_DIM))  # (B, n, N, BODY_PROPERTIES, P)
         k = self.caption_key(hidden)  # (B, Lt, P)

@@ -56,6 +56,7 @@ def decode_text(tokens: Sequence[int]) -> str:
 
 NUMBER = re.compile(rb"[-+]?\d+(?:\.\d+)?")  # a numeric literal in a caption: 1.64, +0.93, -4, 27
 NUMBER_FEATURES = 16  # see `number_features`
+SHAPE_WORD = re.compile(rb"(?i)\b(?:spheres?|balls?|box(?:es)?|cubes?|cylinders?|capsules?|bobs?|blocks?|beads?|cups?|paddles?|gears?)\b")  # a body's shape noun in a caption
 
 
 def text_values(tokens: np.ndarray) -> np.ndarray:
@@ -69,6 +70,19 @@ def text_values(tokens: np.ndarray) -> np.ndarray:
         for m in NUMBER.finditer(raw):
             values[index][m.start() : m.end()] = float(m.group())
     return values
+
+
+def shape_words(tokens: np.ndarray) -> np.ndarray:
+    """(..., Lt) caption tokens -> (..., Lt) bool: the last byte of each noun that names a body's
+    shape (SHAPE_WORD: "a red box", "Balls (3)", "bobs"), where the bodies' roll shares are read
+    (`WorldModel.read_bodies`), as the numbers' values are marked by `text_values`."""
+    tokens = np.asarray(tokens)
+    marks = np.zeros(tokens.shape, bool)
+    for index in np.ndindex(tokens.shape[:-1]):
+        raw = np.where(tokens[index] < 256, tokens[index], 0).astype(np.uint8).tobytes()  # specials become NUL: never part of a word
+        for m in SHAPE_WORD.finditer(raw):
+            marks[index][m.end() - 1] = True
+    return marks
 
 
 def number_features(values: torch.Tensor) -> torch.Tensor:
