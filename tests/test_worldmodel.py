@@ -1745,7 +1745,8 @@ def test_closed_form_contacts_with_the_simulators_properties_track_a_collision(c
 def test_caption_pointer_benchmark_scores_every_stated_property(cfg):
     """`benchmarks/caption_pointer.py` on an untrained model: each of two colliding balls' radius,
     mass and restitution is stated in the caption and found there (6 scores), the attention on the
-    stating number and the gate are fractions, the read values positive; the model is left as it was."""
+    stating number and the gate are fractions, the read values positive; both balls' roll shares
+    are scored against the ball's 2/7, each read a fraction; the model is left as it was."""
     import importlib.util
     from pathlib import Path
 
@@ -1755,9 +1756,10 @@ def test_caption_pointer_benchmark_scores_every_stated_property(cfg):
     spec.loader.exec_module(bench)
     model = wm.WorldModel(dataclasses.replace(cfg, max_text_len=256)).eval()  # the whole caption (64 bytes would cut its restitution)
     ep = sim.simulate("collision", {"num_balls": 2}, seed=1, seconds=0.4, width=cfg.image_size, height=cfg.image_size)
-    scores = bench.pointer_scores(model, ep)
+    scores, rolls = bench.pointer_scores(model, ep)
     assert sorted(k for k, *_ in scores) == [0, 0, 1, 1, 2, 2]
     assert all(0 <= on <= 1 + 1e-6 and 0 < gate < 1 and ratio > 0 for _, on, gate, ratio in scores)
+    assert len(rolls) == 2 and all(stated == pytest.approx(2 / 7) and 0 < read < 1 for stated, read in rolls)
     assert "read_bodies" not in model.__dict__
 
 
