@@ -65,7 +65,7 @@ from worldmodel.tokens import (
     tubelets_to_frames,
 )
 
-FORMAT = "physfusion.worldmodel/16"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses, body properties pointing at the caption's numbers; 8: the pointer's keys from the caption with its numbers blanked; 9: tethered bodies kept on their circles (about a fixed centre or another body), gravity along the tether a dynamics feature; 10: driven bodies (the actions' servos) neither pushed back by contacts nor bounced, and held on the prior's course while their actions hold; 11: friction a fourth body property (read from the caption, Coulomb friction in the landing impulse); 12: gravity's swing of tethered bodies in the closed-form step (a simple or double pendulum of point masses); 13: hinge damping a fifth body property (read from the caption, in the swing's closed form), the pointer's keys from a banded caption pass; 14: a roll share per body and the bodies' spin in the landing impulse (a ball lands and rolls on); 15: friction on a body resting on the floor in the closed-form step (the velocity-change features leave it out with the spins it depends on), a size's second radius reading (an upright capsule's whole size), the prior carrying on only friction's slowing on the floor (floor_steady)
+FORMAT = "physfusion.worldmodel/16"  # 2: numeric caption values, Gaussian dynamics steps; 3: steady-change features and prior; 4: the rest gate; 5: the dynamics head reads contacts and actions; 6: contact impulses from learnt body properties; 7: contacts at their time within the frame, velocity-change features without the impulses, body properties pointing at the caption's numbers; 8: the pointer's keys from the caption with its numbers blanked; 9: tethered bodies kept on their circles (about a fixed centre or another body), gravity along the tether a dynamics feature; 10: driven bodies (the actions' servos) neither pushed back by contacts nor bounced, and held on the prior's course while their actions hold; 11: friction a fourth body property (read from the caption, Coulomb friction in the landing impulse); 12: gravity's swing of tethered bodies in the closed-form step (a simple or double pendulum of point masses); 13: hinge damping a fifth body property (read from the caption, in the swing's closed form), the pointer's keys from a banded caption pass; 14: a roll share per body and the bodies' spin in the landing impulse (a ball lands and rolls on); 15: friction on a body resting on the floor in the closed-form step (the velocity-change features leave it out with the spins it depends on), a size's second radius reading (an upright capsule's whole size), the prior carrying on only friction's slowing on the floor (floor_steady); 16: the roll share read from the caption's shape nouns too (`tokens.shape_words`) and taught by the stated shapes alone
 STEP_LOGSTD_MIN, STEP_LOGSTD_MAX = -8.0, 1.0  # log-std of a dynamics step, in step units (see ModelConfig.step_pos_scale)
 FEATURE_BOUND = 2.0  # soft clip of the dynamics head's features for its learnt maps (`StateHead.decode`)
 BODY_FEATURES = 12  # per body: position, velocity, last and steady velocity change (`WorldModel.dynamics_features`)
@@ -890,7 +890,7 @@ class WorldModel(nn.Module):
         h, _, _ = self.run(x, text_layout(text.shape[1]), text != PAD, window=CAPTION_KEY_WINDOW)
         return h, values, torch.from_numpy(shape_words(text.cpu().numpy())).to(text.device)
 
-    def body_properties(self, slots: torch.Tensor, caption: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def body_properties(self, slots: torch.Tensor, caption: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """The dynamics slots (..., tt, N, D) of a block -> each body's properties (..., N,
         BODY_COLUMNS): radius m, log mass, restitution, Coulomb friction, hinge damping (1/s), the
         logit of its being driven by the actions (> 0: driven) and its roll share (in (0, 1)), what
@@ -898,7 +898,7 @@ class WorldModel(nn.Module):
         (`read_bodies` with its pointer)."""
         return self.read_bodies(slots, caption)[0]
 
-    def read_bodies(self, slots: torch.Tensor, caption: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, CaptionPointer | None]:
+    def read_bodies(self, slots: torch.Tensor, caption: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, CaptionPointer | None]:
         """`body_properties`, and how they were read from the caption. Without a caption, the
         slots' guess (averaged over the block's frames): softplus, as is, sigmoid, softplus, softplus. With one,
         caption = (its tokens' hidden states (B, Lt, D) from `caption_numbers`, their `text_values`
@@ -1035,7 +1035,7 @@ class WorldModel(nn.Module):
         dt, g = 1.0 / self.cfg.fps, -GRAVITY[2]  # s, m/s^2
         p, v = cur[..., :3], cur[..., 3:]
         radius, restitution, friction = bodies[..., 0], bodies[..., 2], bodies[..., 3]
-        share = bodies[..., ROLL].detach()  # taught by the stated shapes alone (`body_loss`): the steps' losses pulled a box's share far below its 1
+        share = bodies[..., ROLL].detach()  # taught by the stated shapes alone (`body_loss`); with the steps' losses on it too, the `slide` weights read thrown boxes at 0.15, not 1
         driven = bodies[..., DRIVEN] > 0
         fall = (-v[..., 2]).clamp(min=0)  # (..., N) m/s towards the floor
         impact, t_floor = fall, (p[..., 2] - radius) / fall.clamp(min=1e-6)  # m/s at the floor; s: when the body's bottom reaches z = 0
