@@ -171,7 +171,7 @@ class ModelConfig:
     closer to vertical than FALL_SLOPE (a slope's is not) is gravity's, (0, 0, -g dt): nothing the
     model tracks holds such a body up (`WorldModel.steady_in_fall`). Without it the head's steps
     ease into a fall over several frames, and the prior carried on a part of gravity (table_fall's
-    cups fell off the edge at about a third of it) with the table's friction. It acts on the
+    cups fell off the edge slower than g: an ad-hoc look, no figures kept) with the table's friction. It acts on the
     head's features as well as its prior. 0 (the default): off"""
     accel_tolerance: float = 0.002
     """m/s per frame: the gate never keeps the prior's step for a body whose steady velocity change

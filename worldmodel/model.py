@@ -916,16 +916,15 @@ class WorldModel(nn.Module):
         pooled = slots.mean(-3)  # (..., N, D)
         raw = self.body_head(pooled)  # (..., N, BODY_COLUMNS + BODY_PROPERTIES): the guess, the gate logits, the driven logit, the roll share's logit
         guess = torch.stack([F.softplus(raw[..., 0]), raw[..., 1], torch.sigmoid(raw[..., 2]), F.softplus(raw[..., 3]), F.softplus(raw[..., 4])], dim=-1)
-        slots_only = torch.stack([raw[..., 2 * BODY_PROPERTIES], torch.sigmoid(raw[..., 2 * BODY_PROPERTIES + 1])], dim=-1)  # driven logit, roll share
+        driven, roll = raw[..., 2 * BODY_PROPERTIES : 2 * BODY_PROPERTIES + 1], raw[..., 2 * BODY_PROPERTIES + 1 :]  # (..., N, 1) each: the driven logit, the roll share's logit
         if caption is None:
-            return torch.cat([guess, slots_only], dim=-1), None
+            return torch.cat([guess, driven, torch.sigmoid(roll)], dim=-1), None
         hidden, values, words = caption  # words: the shape nouns
         number = values.isfinite()  # (B, Lt)
         shape_score = torch.einsum("bnkd,bld->bnkl", self.shape_query(pooled), self.shape_key(hidden)) / math.sqrt(POINTER_DIM)  # (B, n, N, Lt)
         shape_score = torch.where(words.any(-1)[:, None, None, None], shape_score.masked_fill(~words[:, None, None], float("-inf")), torch.zeros_like(shape_score))
         shape_word = shape_score.softmax(-1) @ hidden[:, None]  # (B, n, N, D): the hidden state of the noun each body points at
-        said = self.shape_read(shape_word).squeeze(-1) * words.any(-1)[:, None, None]  # (B, n, N): no shape noun, no say
-        slots_only = torch.stack([slots_only[..., 0], torch.sigmoid(raw[..., 2 * BODY_PROPERTIES + 1] + said)], dim=-1)
+        said = self.shape_read(shape_word) * words.any(-1)[:, None, None, None]  # (B, n, N, 1): no shape noun, no say
         q = self.caption_query(pooled).unflatten(-1, (BODY_PROPERTIES, POINTER_DIM))  # (B, n, N, BODY_PROPERTIES, P)
         k = self.caption_key(hidden)  # (B, Lt, P)
         score = torch.einsum("bnkpd,bld->bnkpl", q, k) / math.sqrt(POINTER_DIM)
@@ -945,7 +944,7 @@ class WorldModel(nn.Module):
         radius_row = torch.arange(BODY_PROPERTIES, device=number.device)[:, None] == 0  # (BODY_PROPERTIES, 1)
         readable = number2[:, None, None, None] & (~second | radius_row)  # (B, 1, 1, BODY_PROPERTIES, 2 Lt): the second readings are the radius's alone
         pointer = CaptionPointer(attention, token_value.masked_fill(~readable, torch.inf), gate_logit)
-        return torch.cat([gate * read + (1 - gate) * guess, slots_only], dim=-1), pointer
+        return torch.cat([gate * read + (1 - gate) * guess, driven, torch.sigmoid(roll + said)], dim=-1), pointer
 
     def contact_impulse(self, cur: torch.Tensor, bodies: torch.Tensor, mask: torch.Tensor, roll: torch.Tensor | None = None) -> torch.Tensor:
         """The closed-form part of a frame's step (..., N, 6) in step units: the velocity change of
