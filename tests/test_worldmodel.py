@@ -1596,7 +1596,8 @@ def test_chunked_attention_is_the_full_masked_attention(episode, n_chunks):
 
 def test_body_loss_scores_only_the_stated_properties(cfg):
     """The learnt properties against the simulator's: 0 where they agree, NaN (not stated) skipped,
-    radius in contact_scale units, log mass, restitution, friction, roll share (driven is `driven_loss`'s)."""
+    radius in contact_scale units, log mass, restitution, friction, roll share by relative entropy
+    (driven is `driven_loss`'s)."""
     model = wm.WorldModel(cfg)
     nan = float("nan")
     truth = torch.tensor([[[0.1, 2.0, 0.5, 0.3, nan, 0.0, 2 / 7], [nan] * 7]])  # (B=1, N=2, BODY_COLUMNS): a ball, no hinge; body 1 states nothing
@@ -1614,7 +1615,16 @@ def test_body_loss_scores_only_the_stated_properties(cfg):
     assert model.body_loss(slippery, truth).item() == pytest.approx(0.25 / 5)
     sliding = learnt.clone()
     sliding[..., 0, wm.model.ROLL] = 2 / 7 + 0.5  # a ball read as sliding more than it does
-    assert model.body_loss(sliding, truth).item() == pytest.approx(0.25 / 5)
+    t, q = 2 / 7, 2 / 7 + 0.5
+    relative_entropy = t * math.log(t / q) + (1 - t) * math.log((1 - t) / (1 - q))
+    assert model.body_loss(sliding, truth).item() == pytest.approx(relative_entropy / 5)
+    box = truth.clone()
+    box[0, 0, wm.model.ROLL] = 1.0  # a body that cannot roll
+    logit = torch.tensor(math.log(0.9 / 0.1), requires_grad=True)  # read at 0.9
+    nearly = learnt.clone()
+    nearly[..., 0, wm.model.ROLL] = torch.sigmoid(logit)
+    model.body_loss(nearly, box).backward()
+    assert logit.grad.item() == pytest.approx((0.9 - 1.0) / 5)  # the logit's pull is the share's shortfall, not faded by the sigmoid's slope
     assert model.body_loss(learnt, None).item() == 0.0
 
 
