@@ -636,6 +636,22 @@ def test_a_landing_body_loses_horizontal_speed_to_coulomb_friction_and_is_never_
     torch.testing.assert_close(slid[0, [0, 3]], torch.tensor([2.0 * dt - slowing * dt / 2, 2.0 - slowing]))
 
 
+def test_a_box_read_as_nearly_unable_to_roll_lands_and_stops_dead(cfg):
+    """No rigid body rolls with a share above 1/2 (a hoop's), so a box read at 0.86 is taken as one
+    that cannot roll: thrown at 2 m/s, with friction to spare, the landing stops it and leaves it
+    no spin. Taken at 0.86 as read, it would spin up to 14% of its speed, its bottom no longer
+    slipping, and roll on at that for ever. A share read below 1/2 stays as read."""
+    model = wm.WorldModel(cfg)
+    mask, direction = torch.tensor([True]), torch.tensor([0.6, -0.8])
+    box = torch.tensor([[0.0, 0.0, 0.11, 1.2, -1.6, -1.0]])
+    dv, _, roll, _ = model.floor_landing(box, ball_bodies((0.1,), (1.0,), (0.6,), friction=[5.0], roll_share=[0.86]), mask, torch.zeros(1))
+    torch.testing.assert_close(dv[0, :2], -2.0 * direction)
+    assert roll.item() == 0.0
+    dv, _, roll, _ = model.floor_landing(box, ball_bodies((0.1,), (1.0,), (0.6,), friction=[5.0], roll_share=[0.4]), mask, torch.zeros(1))
+    torch.testing.assert_close(dv[0, :2], -0.4 * 2.0 * direction)
+    assert roll.item() == pytest.approx(1.0)
+
+
 def test_a_ball_thrown_without_spin_lands_and_rolls_on_at_five_sevenths_of_its_speed(cfg):
     """The ball of `landing`, sliding at 2 m/s along (0.6, -0.8), restitution 0.6, a ball's roll
     share 2/7: with friction to spare (5) its slip stops within the landing, so it keeps 5/7 of its

@@ -80,6 +80,7 @@ DAMPING_INIT = 0.05  # 1/s: a body's learnt hinge damping (amplitude decay rate)
 DRIVEN_INIT = -4.0  # the driven logit before training: every body free
 ROLL_INIT = 0.9  # the roll share before training: nearly a body that slides (1: the landing's brake as before it was learnt)
 MIN_ROLL_SHARE = 0.05  # the least roll share the spin's update divides by (`WorldModel.floor_landing`)
+MAX_ROLLING_SHARE = 0.5  # a body that rolls has I <= m r^2 (a hoop: all its mass at the rim), so a roll share of at most 1/2
 POINTER_DIM = 32  # width of the attention from a body's slots to the caption's numbers (`WorldModel.body_properties`)
 CAPTION_UNITS = (math.log(0.005), 0.0, 0.0, 0.0, 0.0)  # log factors from a caption's literal to a property, sim's conventions: a diameter in cm to a radius in m, kg, restitution, friction and damping (1/s) as stated
 CAPTION_RADIUS_TWICE = math.log(2.0)  # a size's second radius reading, all of the stated extent rather than half: an upright capsule's centre height (its length is twice its stated diameter; `sim.scenes.base.half_height`)
@@ -563,6 +564,14 @@ def roll_share_of(velocity: torch.Tensor, spin_velocity: torch.Tensor) -> torch.
     return torch.where(v2 > 1e-6, (spin_velocity * velocity).sum(-1) / v2.clamp(min=1e-6), torch.zeros_like(v2))
 
 
+def physical_roll_share(share: torch.Tensor) -> torch.Tensor:
+    """The roll share (..., N) a body can have nearest the one read: a body that rolls has at most
+    MAX_ROLLING_SHARE, so a read above it is one that cannot roll, 1. Read at 0.86, a box would
+    land, spin up to 14% of its speed and roll on at it for ever (`WorldModel.floor_landing`: with
+    no slip left, friction no longer acts), where MuJoCo's stops dead."""
+    return torch.where(share > MAX_ROLLING_SHARE, torch.ones_like(share), share)
+
+
 def sphere_pairs(cur: torch.Tensor, radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every pair of bodies as spheres: cur (..., N, 6) SI states, radius (..., N) m -> the gap
     between their surfaces (..., N, N) m, the unit normal from i towards j (..., N, N, 3) and their
@@ -1034,7 +1043,7 @@ class WorldModel(nn.Module):
         dt, g = 1.0 / self.cfg.fps, -GRAVITY[2]  # s, m/s^2
         p, v = cur[..., :3], cur[..., 3:]
         radius, restitution, friction = bodies[..., 0], bodies[..., 2], bodies[..., 3]
-        share = bodies[..., ROLL].detach()  # taught by the stated shapes alone (`body_loss`); with the steps' losses on it too, the `slide` weights read thrown boxes at 0.15, not 1
+        share = physical_roll_share(bodies[..., ROLL].detach())  # taught by the stated shapes alone (`body_loss`); with the steps' losses on it too, the `slide` weights read thrown boxes at 0.15, not 1
         driven = bodies[..., DRIVEN] > 0
         fall = (-v[..., 2]).clamp(min=0)  # (..., N) m/s towards the floor
         impact, t_floor = fall, (p[..., 2] - radius) / fall.clamp(min=1e-6)  # m/s at the floor; s: when the body's bottom reaches z = 0
