@@ -1516,7 +1516,7 @@ def test_tiny_model_overfits_one_clip(episode, cfg):
     batch = wm.collate([episode.slice(2, 10)], cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     history = []
-    for _ in range(250):
+    for _ in range(400):
         out = model(batch)
         opt.zero_grad()
         out["loss"].backward()
@@ -1524,7 +1524,7 @@ def test_tiny_model_overfits_one_clip(episode, cfg):
         opt.step()
         history.append({k: out[k].item() for k in ("loss", "frame_nll", "readout_loss", "step_loss", "gate_loss", "moe_aux")})
     first = history[0]
-    last = {k: float(np.mean([h[k] for h in history[-10:]])) for k in first}  # lr 3e-3 on one clip: single steps spike
+    last = {k: float(np.mean([h[k] for h in history[-50:]])) for k in first}  # lr 3e-3 on one clip: single steps, and stretches of ten, spike
     assert all(np.isfinite(h["loss"]) for h in history)
     assert last["frame_nll"] < 0.3 * first["frame_nll"], (first, last)  # nats per pixel value, >= 0
     assert last["readout_loss"] < 0.5 * first["readout_loss"], (first, last)
@@ -1618,7 +1618,7 @@ def test_body_loss_scores_only_the_stated_properties(cfg):
     nan = float("nan")
     truth = torch.tensor([[[0.1, 2.0, 0.5, 0.3, nan, 0.0, 2 / 7], [nan] * 7]])  # (B=1, N=2, BODY_COLUMNS): a ball, no hinge; body 1 states nothing
     learnt = torch.tensor([[[[0.1, math.log(2.0), 0.5, 0.3, 9.0, 5.0, 2 / 7], [9.0, 9.0, 0.9, 9.0, 9.0, 9.0, 0.9]]]])  # (B, n=1, N, BODY_COLUMNS)
-    assert model.body_loss(learnt, truth).item() == pytest.approx(0.0, abs=1e-10)
+    assert model.body_loss(learnt, truth).item() == pytest.approx(0.0, abs=1e-6)  # float32
     off = learnt.clone()
     off[..., 0, 0] += cfg.contact_scale  # one contact_scale too large
     assert model.body_loss(off, truth).item() == pytest.approx(1.0 / 5)

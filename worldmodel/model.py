@@ -1118,8 +1118,9 @@ class WorldModel(nn.Module):
         share = truth[..., ROLL].expand_as(bodies[..., ROLL])  # (B, n, N)
         stated = share.isfinite()
         share = share.nan_to_num()
-        own = F.binary_cross_entropy(share, share, reduction="none")  # the target's entropy (0 at a share of 1)
-        roll = F.binary_cross_entropy(bodies[..., ROLL], share, reduction="none") - own
+        read = bodies[..., ROLL]
+        log_read, log_rest = read.log().clamp(min=-100), (1 - read).log().clamp(min=-100)  # as binary_cross_entropy bounds them, without its range check, so diverged (NaN) weights give a NaN loss to skip
+        roll = torch.xlogy(share, share) + torch.xlogy(1 - share, 1 - share) - share * log_read - (1 - share) * log_rest  # relative entropy (0 when equal)
         return ((err * known).sum() + (roll * stated).sum()) / (known.sum() + stated.sum()).clamp(min=1)
 
     def driven_loss(self, bodies: torch.Tensor, truth: torch.Tensor | None) -> torch.Tensor:
