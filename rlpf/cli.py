@@ -86,8 +86,9 @@ def check_options(cfg: DictConfig) -> dict:
             bad(name, f"a number {'>=' if inclusive else '>'} {low:g}")
     if opts["rollout_state_target"] not in ("truth", "simulator"):
         bad("rollout_state_target", "truth (the simulator's states) or simulator (its next states from the rollout's own)")
-    if not isinstance(opts["hold_spread"], bool):
-        bad("hold_spread", "true or false")
+    for name in ("hold_spread", "hold_bodies"):
+        if not isinstance(opts[name], bool):
+            bad(name, "true or false")
     if opts["kl_target"] is not None and (not _is_number(opts["kl_target"]) or opts["kl_target"] <= 0):
         bad("kl_target", "null (a fixed beta) or a number > 0 (nats per predicted value)")
     if not _is_number(opts["kl_gain"]) or not 0 < opts["kl_gain"] <= 1:

@@ -13,6 +13,8 @@ One step:
               over the sampled pixels and the sampled dynamics steps; 0 for skipped groups;
               with `kl_target` set, beta adapts step by step to hold the KL near it: `grpo.adapt_beta`;
               with `hold_spread`, the surrogate moves the Gaussians' means and not their spreads;
+              with `hold_bodies`, neither on-policy term moves the body properties the dynamics
+              read (radius, mass, friction...: their own supervised losses teach them);
               with `spread_lr` > 0, the model's `step_spread` too, the log-factor on the spread
               every rollout draws its steps with, which no supervised term reaches: each rollout
               of a group draws at its own level around it (`spread_noise`), and the levels'
@@ -78,12 +80,12 @@ from worldmodel.train import (
 
 RUN_KEYS = (
     "baseline", "seed", "families", "train_queries", "context", "horizon", "group_size", "queries_per_step",
-    "temperature", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "spread_lr", "spread_noise", "beta", "kl_target", "kl_gain", "step_kl_resolution", "clip", "hold_spread",
+    "temperature", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "spread_lr", "spread_noise", "beta", "kl_target", "kl_gain", "step_kl_resolution", "clip", "hold_spread", "hold_bodies",
     "ppo_epochs", "state_weight", "pixel_weight", "rollout_state_weight", "rollout_state_target", "min_reward_std", "reward_weights", "answer_tolerance",
     "buffer_alpha", "buffer_floor", *worldmodel.GATE_KNOBS,
 )
 """options that define a run: resuming into out_dir with other values is refused"""
-IMPLIED = {"rollout_state_target": "truth", "reward_weights.answer_miss": 0.0, "hold_spread": False, "spread_lr": 0.0, "spread_noise": 0.5}
+IMPLIED = {"rollout_state_target": "truth", "reward_weights.answer_miss": 0.0, "hold_spread": False, "hold_bodies": False, "spread_lr": 0.0, "spread_noise": 0.5}
 """options added later (a dotted name: a key of a dict option), at the value that runs before them
 had: left out of run.json there, so those runs still resume"""
 
@@ -230,7 +232,7 @@ def update(model, reference_model, optimizer, groups: list[Group], sim_episodes,
         for k, group in enumerate(groups):
             if group.advantages is None and not opts["rollout_state_weight"]:
                 continue
-            out = model(group.batch)
+            out = model(group.batch, hold_bodies=opts["hold_bodies"])
             loss = own_state_loss(model, out, group, opts["context"])
             own.append(loss.item())
             loss = opts["rollout_state_weight"] * loss

@@ -375,6 +375,28 @@ def test_the_rollout_state_term_trains_the_dynamics_head_towards_the_simulator(t
         assert own_state_loss(model, model(group.batch), group, q.context) < loss
 
 
+def test_held_bodies_leave_the_body_properties_to_their_own_losses(tiny_model, env):
+    """The rollout-state term reaches the body head (which only reads radius, mass, friction...)
+    unless the bodies are held; the dynamics head learns either way."""
+    from rlpf.finetune import Group, own_state_loss
+    from worldmodel.tokens import episode_arrays
+
+    q = next(q for q in env.queries if q.question.scene == "collision")  # balls whose radii set when they touch
+    rollouts, _ = rlpf.model_actions(tiny_model, q, samples=2, temperature=1.0, seed=0)
+    truth = episode_arrays(q.episode, tiny_model.cfg)
+    group = Group(wm.collate([r.episode for r in rollouts], tiny_model.cfg), torch.from_numpy(truth["states"])[None].expand(2, -1, -1, -1),
+                  torch.from_numpy(truth["state_mask"])[None].expand(2, -1), None)
+    grads = {}
+    for hold in (False, True):
+        tiny_model.zero_grad(set_to_none=True)
+        own_state_loss(tiny_model, tiny_model(group.batch, hold_bodies=hold), group, q.context).backward()
+        body = tiny_model.body_head.weight.grad
+        grads[hold] = (0.0 if body is None else float(body.abs().sum()), float(tiny_model.dynamics_head.mlp[-1].weight.grad.abs().sum()))
+    tiny_model.zero_grad(set_to_none=True)
+    assert grads[False][0] > 0 and grads[True][0] == 0
+    assert grads[False][1] > 0 and grads[True][1] > 0
+
+
 def test_a_policy_gradient_spike_leaves_the_supervised_update_as_sfts(tiny_model, env):
     """The on-policy and the teacher-forced gradients are clipped apart: however large the policy
     gradient, the update is the supervised one plus a policy step of norm grad_clip."""
@@ -384,7 +406,7 @@ def test_a_policy_gradient_spike_leaves_the_supervised_update_as_sfts(tiny_model
     q = env.queries[1]
     rollouts, _ = rlpf.model_actions(tiny_model, q, samples=2, temperature=1.0, seed=1)
     truth = episode_arrays(q.episode, tiny_model.cfg)
-    opts = {"ppo_epochs": 1, "context": q.context, "clip": 0.2, "beta": 0.05, "step_kl_resolution": 0.0, "hold_spread": False, "grad_clip": 1.0,
+    opts = {"ppo_epochs": 1, "context": q.context, "clip": 0.2, "beta": 0.05, "step_kl_resolution": 0.0, "hold_spread": False, "hold_bodies": False, "grad_clip": 1.0,
             "rollout_state_weight": 1.0, "baseline": "rlpf", "pixel_weight": 1.0, "state_weight": 1.0}
     lr = 1e-3
 

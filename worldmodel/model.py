@@ -1450,8 +1450,12 @@ class WorldModel(nn.Module):
         return torch.stack(out, dim=2).flatten(1, 2)
 
     # --- training forward ----------------------------------------------------------------------
-    def forward(self, batch: Batch | dict) -> dict[str, torch.Tensor]:
-        """Teacher-forced pass over clips (see `worldmodel.tokens.Batch` for the shapes).
+    def forward(self, batch: Batch | dict, hold_bodies: bool = False) -> dict[str, torch.Tensor]:
+        """Teacher-forced pass over clips (see `worldmodel.tokens.Batch` for the shapes). With
+        hold_bodies, the body properties the dynamics use pass no gradient back (their own losses,
+        `body_loss` in state_loss, still do): a loss on the states then cannot move a body's read
+        radius, mass or friction to make up for the dynamics' errors (RL on a model's own rollouts
+        grew the radii of rolling balls by 40%, so they left a ramp's foot early and slowed).
 
         Returns a dict:
           loss           scalar: frame_nll + state_weight * state_loss + moe_aux_weight * moe_aux
@@ -1544,6 +1548,7 @@ class WorldModel(nn.Module):
         read, pointer = self.read_bodies(slots, self.caption_numbers(batch.text, text_values))  # (B, nb-1, n_max, BODY_COLUMNS)
         bodies = torch.cat([read[..., :DRIVEN], read[:, :1, :, DRIVEN : DRIVEN + 1].expand_as(read[..., DRIVEN : DRIVEN + 1]), read[..., DRIVEN + 1 :]], dim=-1)  # driven as the first block reads it, kept (a rollout keeps its context's)
         bodies = undriven_if_passive(bodies, batch.active)
+        bodies = bodies.detach() if hold_bodies else bodies
         tether = None if known is None else fit_tethers(known[:, :TETHER_FRAMES], body_mask & present[:, None]).swinging(bodies[:, 0, :, DRIVEN] > 0)  # (B, n_max) from the clip's first frames, as a rollout's context
         steady = None if inp["steady"] is None else inp["steady"][:, :-1]  # (B, nb-1, tt) of the steps into blocks 1..
         spins = None if batch.spins is None or known is None else pad_time(batch.spins.float(), tt)  # (B, nb*tt, n_max, 3) rad/s
