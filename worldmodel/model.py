@@ -1455,7 +1455,7 @@ class WorldModel(nn.Module):
         hold_bodies, the body properties the dynamics use pass no gradient back (their own losses,
         `body_loss` in state_loss, still do): a loss on the states then cannot move a body's read
         radius, mass or friction to make up for the dynamics' errors (RL on a model's own rollouts
-        grew the radii of rolling balls by 40%, so they left a ramp's foot early and slowed).
+        read ramp balls' radius at 1.66 times the stated one: benchmarks/HISTORY.md).
 
         Returns a dict:
           loss           scalar: frame_nll + state_weight * state_loss + moe_aux_weight * moe_aux
