@@ -4,7 +4,8 @@
         sft=runs/rlpf_free12_300/sft/model.safetensors rlpf=runs/rlpf_free12_300/rlpf/model.safetensors
 
 Evaluates each checkpoint (NAME=PATH, or NAME=PATH,KNOB=VALUE,... with the dynamics gate's knobs
-set, `worldmodel.GATE_KNOBS`: the same weights with and without one, in one run) on the held-out queries of `physfusion-rlpf` (the same
+set, `worldmodel.GATE_KNOBS`: the same weights with and without one, in one run; or `step_spread=LOG`: the
+same weights drawing their steps at the spread factor exp(LOG), as RL fine-tuning learns it) on the held-out queries of `physfusion-rlpf` (the same
 queries and rollout seeds as its before/after report with the same --seed, --eval-queries,
 --horizon) twice: --samples rollouts per query at temperature 1, as the report samples them, and one
 at temperature 0 (every pixel and step its Gaussian's mean: the model's own best guess, without the
@@ -38,26 +39,34 @@ COLUMNS = [  # (key, header, format)
 ]
 
 
-def parse_checkpoints(items: list[str]) -> dict[str, tuple[str, dict[str, float]]]:
-    """NAME=PATH[,KNOB=VALUE...] -> {name: (path, knobs)}."""
+def parse_checkpoints(items: list[str]) -> dict[str, tuple[str, dict[str, float], float | None]]:
+    """NAME=PATH[,KNOB=VALUE...][,step_spread=LOG] -> {name: (path, gate knobs, step_spread or None: the checkpoint's)}."""
     out = {}
     for item in items:
         name, sep, rest = item.partition("=")
         path, *settings = rest.split(",")
         if not sep or not name or not path:
             raise SystemExit(f"rlpf_temperature: checkpoint {item!r}; allowed: NAME=PATH or NAME=PATH,KNOB=VALUE,...")
-        knobs = {}
+        knobs, step_spread = {}, None
         for setting in settings:
             knob, eq, value = setting.partition("=")
-            if knob not in GATE_KNOBS or not eq:
-                raise SystemExit(f"rlpf_temperature: checkpoint {item!r}: setting {setting!r}; allowed: KNOB=VALUE, KNOB one of {sorted(GATE_KNOBS)}")
+            if knob not in {*GATE_KNOBS, "step_spread"} or not eq:
+                raise SystemExit(f"rlpf_temperature: checkpoint {item!r}: setting {setting!r}; allowed: KNOB=VALUE, KNOB one of {sorted(GATE_KNOBS)} or step_spread")
             try:
-                knobs[knob] = float(value)
+                number = float(value)
             except ValueError:
-                raise SystemExit(f"rlpf_temperature: checkpoint {item!r}: {knob}={value!r}; allowed: a number >= 0") from None
+                number = math.nan
+            if knob == "step_spread":
+                if not math.isfinite(number):
+                    raise SystemExit(f"rlpf_temperature: checkpoint {item!r}: step_spread={value!r}; allowed: a finite number (a log-factor on the steps' spread; 0: the head's own)")
+                step_spread = number
+            elif math.isnan(number):
+                raise SystemExit(f"rlpf_temperature: checkpoint {item!r}: {knob}={value!r}; allowed: a number >= 0")
+            else:
+                knobs[knob] = number
         if error := knob_error(knobs):
             raise SystemExit(f"rlpf_temperature: checkpoint {item!r}: {error}")
-        out[name] = (path, knobs)
+        out[name] = (path, knobs, step_spread)
     return out
 
 
@@ -80,8 +89,10 @@ def main(argv: list[str] | None = None) -> dict:
     checkpoints = parse_checkpoints(args.checkpoints)
 
     rows, references, queries, spread = {}, {}, None, {}
-    for name, (path, knobs) in checkpoints.items():
+    for name, (path, knobs, step_spread) in checkpoints.items():
         model = worldmodel.load(path, **knobs)
+        if step_spread is not None:  # the same weights sampling their steps at another spread (e.g. one RL learnt)
+            model.step_spread.data.fill_(step_spread)
         spread[name] = math.exp(model.step_spread.item())  # what T=1 draws the steps with, times the head's spread
         if queries is None:
             queries = make_queries(args.eval_queries, split="val", seed=args.seed, context=args.context, horizon=args.horizon, families=list(FAMILIES), image_size=model.cfg.image_size, fps=model.cfg.fps)

@@ -5,6 +5,7 @@ benchmark script end to end."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -191,20 +192,25 @@ def test_benchmark_prints_both_runs_in_one_table(workdir):
 def test_temperature_benchmark_evaluates_the_reports_queries_with_and_without_sampling_noise(workdir):
     script = Path(__file__).resolve().parents[1] / "benchmarks/rlpf_temperature.py"
     proc = subprocess.run(
-        [sys.executable, str(script), "a=start.safetensors", "b=start.safetensors", "--eval-queries", "2", "--samples", "2", "--horizon", "4", "--long-horizon-s", "0.15", "--split"],
+        [sys.executable, str(script), "a=start.safetensors", "b=start.safetensors", "c=start.safetensors,step_spread=-1", "--eval-queries", "2", "--samples", "2", "--horizon", "4", "--long-horizon-s", "0.15", "--split"],
         check=False, cwd=workdir, capture_output=True, text=True, env={**os.environ, **ENV}, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     rows = result["rows"]
     split = ("frames T=1 steps T=0", "frames T=0 steps T=1")
-    assert set(rows) == {f"{m} {label}" for m in "ab" for label in ("T=1", "T=0", *split)}
+    assert set(rows) == {f"{m} {label}" for m in "abc" for label in ("T=1", "T=0", *split)}
     assert rows["a T=1"]["rollouts"] == 4 and rows["a T=0"]["rollouts"] == 2
     assert all(rows[f"a {label}"]["rollouts"] == 4 for label in split)
     assert {"step_noise_share", "frame_noise_share"} <= set(result["summary"]["a"])
     assert result["summary"]["a"]["step_spread_factor"] == 1.0 and "learnt step spread factor" in proc.stdout  # pretraining leaves it at 1
     assert rows["a T=1"] == rows["b T=1"] and rows["a T=0"] == rows["b T=0"]  # the same rollout seeds; the mean is deterministic
     assert result["summary"]["b"]["reduction_t1"] in (0.0, None)  # None: nothing disagrees to reduce
+    # step_spread=-1: the same weights drawing their steps at e^-1 of the spread, with the same mean
+    assert result["summary"]["c"]["step_spread_factor"] == pytest.approx(math.exp(-1))
+    assert rows["c T=0"] == rows["a T=0"]  # (what the spread does to sampled steps: test_rlpf's spread tests)
+    bad = subprocess.run([sys.executable, str(script), "a=start.safetensors,step_spread=wide"], check=False, cwd=workdir, capture_output=True, text=True, env={**os.environ, **ENV}, timeout=600)
+    assert bad.returncode != 0 and "step_spread='wide'" in bad.stderr and "a finite number" in bad.stderr
     # its temperature-0 row is physfusion-rlpf's own report at temperature 0 on the same queries
     report = last_json(run(["checkpoint=start.safetensors", "steps=1", "out_dir=runs/t0", "eval_temperature=0", *TINY], workdir))
     for key in ("disagreement_rate", "position_error", "psnr"):
