@@ -80,12 +80,12 @@ from worldmodel.train import (
 
 RUN_KEYS = (
     "baseline", "seed", "families", "train_queries", "context", "horizon", "group_size", "queries_per_step",
-    "temperature", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "spread_lr", "spread_noise", "beta", "kl_target", "kl_gain", "step_kl_resolution", "clip", "hold_spread", "hold_bodies",
+    "temperature", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "spread_lr", "spread_noise", "beta", "kl_target", "kl_gain", "step_kl_resolution", "clip", "hold_spread", "hold_bodies", "policy_reaches",
     "ppo_epochs", "state_weight", "pixel_weight", "rollout_state_weight", "rollout_state_target", "min_reward_std", "reward_weights", "answer_tolerance",
     "buffer_alpha", "buffer_floor", *worldmodel.GATE_KNOBS,
 )
 """options that define a run: resuming into out_dir with other values is refused"""
-IMPLIED = {"rollout_state_target": "truth", "reward_weights.answer_miss": 0.0, "hold_spread": False, "hold_bodies": False, "spread_lr": 0.0, "spread_noise": 0.5}
+IMPLIED = {"rollout_state_target": "truth", "reward_weights.answer_miss": 0.0, "hold_spread": False, "hold_bodies": False, "spread_lr": 0.0, "spread_noise": 0.5, "policy_reaches": "all"}
 """options added later (a dotted name: a key of a dict option), at the value that runs before them
 had: left out of run.json there, so those runs still resume"""
 
@@ -226,16 +226,17 @@ def update(model, reference_model, optimizer, groups: list[Group], sim_episodes,
     old = [None] * len(groups)  # per-value log-probabilities under the sampling policy
     log = {}
     params = [p for p in model.parameters() if p.requires_grad]
+    spread_only = opts["policy_reaches"] == "spread"  # the on-policy terms move step_spread alone; the supervised ones the rest
     for epoch in range(opts["ppo_epochs"]):
         optimizer.zero_grad(set_to_none=True)
         stats, own = [], []
         for k, group in enumerate(groups):
-            if group.advantages is None and not opts["rollout_state_weight"]:
+            if group.advantages is None and (spread_only or not opts["rollout_state_weight"]):
                 continue
             out = model(group.batch, hold_bodies=opts["hold_bodies"])
             loss = own_state_loss(model, out, group, opts["context"])
             own.append(loss.item())
-            loss = opts["rollout_state_weight"] * loss
+            loss = (0.0 if spread_only else opts["rollout_state_weight"]) * loss
             if group.advantages is not None:
                 with torch.no_grad():
                     ref_out = reference_model(group.batch)
@@ -244,7 +245,7 @@ def update(model, reference_model, optimizer, groups: list[Group], sim_episodes,
                 loss = loss + policy_loss
                 old[k] = logp if old[k] is None else old[k]
                 stats.append(s)
-            (loss / len(groups)).backward()
+            (loss / len(groups)).backward(inputs=[model.step_spread] if spread_only else None)
         policy_norm = clip_grads(params, opts["grad_clip"]) if own else None  # own: a group was backpropagated
         policy_grads = [p.grad for p in params]
         optimizer.zero_grad(set_to_none=True)

@@ -407,7 +407,7 @@ def test_a_policy_gradient_spike_leaves_the_supervised_update_as_sfts(tiny_model
     rollouts, _ = rlpf.model_actions(tiny_model, q, samples=2, temperature=1.0, seed=1)
     truth = episode_arrays(q.episode, tiny_model.cfg)
     opts = {"ppo_epochs": 1, "context": q.context, "clip": 0.2, "beta": 0.05, "step_kl_resolution": 0.0, "hold_spread": False, "hold_bodies": False, "grad_clip": 1.0,
-            "rollout_state_weight": 1.0, "baseline": "rlpf", "pixel_weight": 1.0, "state_weight": 1.0}
+            "rollout_state_weight": 1.0, "baseline": "rlpf", "pixel_weight": 1.0, "state_weight": 1.0, "policy_reaches": "all"}
     lr = 1e-3
 
     def step(advantage: float | None) -> torch.Tensor:
@@ -426,6 +426,37 @@ def test_a_policy_gradient_spike_leaves_the_supervised_update_as_sfts(tiny_model
     assert torch.allclose(spike, larger, atol=1e-9)  # both policy gradients clipped to the same step
     assert torch.linalg.vector_norm(supervised).item() > 0.1 * lr  # the supervised part is there to be kept
 
+
+
+@pytest.mark.parametrize("reaches", ["all", "spread"])
+def test_a_policy_that_reaches_the_spread_alone_leaves_every_other_parameter_to_the_supervised_terms(tiny_model, env, reaches):
+    """policy_reaches=spread: the surrogate, the KL and the rollout-state term train step_spread
+    only, so every other parameter takes the supervised update alone (as with no group at all)."""
+    from rlpf.finetune import Group, update
+    from worldmodel.tokens import episode_arrays
+
+    q = next(x for x in env.queries if x.question.scene == "drop")
+    levels = torch.tensor([-0.3, 0.3])
+    rollouts, _ = rlpf.model_actions(tiny_model, q, samples=2, temperature=1.0, seed=1, step_spread=levels)
+    truth = episode_arrays(q.episode, tiny_model.cfg)
+    opts = {"ppo_epochs": 1, "context": q.context, "clip": 0.2, "beta": 0.05, "step_kl_resolution": 0.0, "hold_spread": False, "hold_bodies": False, "grad_clip": 1.0,
+            "rollout_state_weight": 1.0, "baseline": "rlpf", "pixel_weight": 1.0, "state_weight": 1.0, "policy_reaches": reaches, "spread_noise": 0.5}
+
+    def step(with_group: bool) -> dict[str, torch.Tensor]:
+        """Each parameter's change by one SGD update."""
+        model = wm.WorldModel(tiny_model.cfg).train()
+        model.load_state_dict(tiny_model.state_dict())
+        model.step_spread.requires_grad_(True)
+        before = {name: p.detach().clone() for name, p in model.named_parameters()}
+        group = Group(wm.collate([r.episode for r in rollouts], model.cfg), torch.from_numpy(truth["states"])[None].expand(2, -1, -1, -1),
+                      torch.from_numpy(truth["state_mask"])[None].expand(2, -1), torch.tensor([1.0, -1.0]), levels=levels)
+        update(model, tiny_model, torch.optim.SGD(model.parameters(), lr=1e-2), [group] if with_group else [], [q.episode], opts, opts["beta"], torch.device("cpu"))
+        return {name: p.detach() - before[name] for name, p in model.named_parameters()}
+
+    supervised, both = step(False), step(True)
+    policy_moved = {name for name in both if not torch.allclose(both[name], supervised[name], atol=1e-9)}
+    assert "step_spread" in policy_moved  # the spread learns from the rollouts either way
+    assert (policy_moved == {"step_spread"}) == (reaches == "spread")
 
 def _sim_states(q, n_max: int = 8, samples: int = 2) -> np.ndarray:
     """The query's own positions and velocities in rollout layout (samples, T, n_max, 6)."""

@@ -153,6 +153,8 @@ def test_bad_input_exits_2_naming_the_parameter_and_writes_nothing(workdir):
         ("kl_target=0", "parameter 'kl_target': got 0; allowed: null (a fixed beta) or a number > 0"),
         ("rollout_state_target=oracle", "parameter 'rollout_state_target': got 'oracle'; allowed: truth"),
         ("hold_spread=sometimes", "parameter 'hold_spread': got 'sometimes'; allowed: true or false"),
+        ("policy_reaches=means", "parameter 'policy_reaches': got 'means'; allowed: all (the on-policy terms train every parameter) or spread"),
+        ("policy_reaches=spread spread_lr=0", "parameter 'policy_reaches': got 'spread'; allowed: all, or spread with spread_lr > 0"),
         ("kl_gain=2", "parameter 'kl_gain': got 2; allowed: a number in (0, 1]"),
         ("temperature=0", "parameter 'temperature': got 0; allowed: a number > 0"),
         ("families=[drop,vortex]", "parameter 'families': got ['drop', 'vortex']"),
@@ -166,7 +168,7 @@ def test_bad_input_exits_2_naming_the_parameter_and_writes_nothing(workdir):
 def test_bad_options_are_refused_with_the_allowed_range(workdir, override, message, monkeypatch):
     monkeypatch.chdir(workdir)
     with initialize_config_module(config_module="configs", version_base="1.3"):
-        cfg = compose(config_name="rlpf", overrides=["checkpoint=start.safetensors", *TINY, override])
+        cfg = compose(config_name="rlpf", overrides=["checkpoint=start.safetensors", *TINY, *override.split(" ")])
     with pytest.raises(ConfigError) as err:
         check_options(cfg)
     assert message in str(err.value)
