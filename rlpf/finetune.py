@@ -18,7 +18,8 @@ One step:
               with `spread_lr` > 0, the model's `step_spread` too, the log-factor on the spread
               every rollout draws its steps with, which no supervised term reaches: each rollout
               of a group draws at its own level around it (`spread_noise`), and the levels'
-              surrogate and KL move it: `grpo.SpreadDraw`)
+              surrogate and KL move it: `grpo.SpreadDraw`; with `policy_reaches=spread`, the
+              on-policy terms move `step_spread` alone and the rollout-state term is dropped)
               + rollout_state_weight * the error of the model's one-step state predictions on its
               own rollouts (the compounding drift that teacher forcing never sees; `own_state_loss`)
               against the simulator's states (`rollout_state_target=truth`) or against the
