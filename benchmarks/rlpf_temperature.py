@@ -52,16 +52,15 @@ def parse_checkpoints(items: list[str]) -> dict[str, tuple[str, dict[str, float]
             knob, eq, value = setting.partition("=")
             if knob not in {*GATE_KNOBS, "step_spread"} or not eq:
                 raise SystemExit(f"rlpf_temperature: checkpoint {item!r}: setting {setting!r}; allowed: KNOB=VALUE, KNOB one of {sorted(GATE_KNOBS)} or step_spread")
+            allowed = "a finite number (a log-factor on the steps' spread; 0: the head's own)" if knob == "step_spread" else "a number >= 0"
             try:
                 number = float(value)
             except ValueError:
                 number = math.nan
+            if math.isnan(number) or (knob == "step_spread" and not math.isfinite(number)):
+                raise SystemExit(f"rlpf_temperature: checkpoint {item!r}: {knob}={value!r}; allowed: {allowed}")
             if knob == "step_spread":
-                if not math.isfinite(number):
-                    raise SystemExit(f"rlpf_temperature: checkpoint {item!r}: step_spread={value!r}; allowed: a finite number (a log-factor on the steps' spread; 0: the head's own)")
                 step_spread = number
-            elif math.isnan(number):
-                raise SystemExit(f"rlpf_temperature: checkpoint {item!r}: {knob}={value!r}; allowed: a number >= 0")
             else:
                 knobs[knob] = number
         if error := knob_error(knobs):

@@ -228,16 +228,17 @@ def update(model, reference_model, optimizer, groups: list[Group], sim_episodes,
     log = {}
     params = [p for p in model.parameters() if p.requires_grad]
     spread_only = opts["policy_reaches"] == "spread"  # the on-policy terms move step_spread alone; the supervised ones the rest
+    rollout_state_weight = 0.0 if spread_only else opts["rollout_state_weight"]
     for epoch in range(opts["ppo_epochs"]):
         optimizer.zero_grad(set_to_none=True)
         stats, own = [], []
         for k, group in enumerate(groups):
-            if group.advantages is None and (spread_only or not opts["rollout_state_weight"]):
+            if group.advantages is None and not rollout_state_weight:
                 continue
             out = model(group.batch, hold_bodies=opts["hold_bodies"])
             loss = own_state_loss(model, out, group, opts["context"])
             own.append(loss.item())
-            loss = (0.0 if spread_only else opts["rollout_state_weight"]) * loss
+            loss = rollout_state_weight * loss
             if group.advantages is not None:
                 with torch.no_grad():
                     ref_out = reference_model(group.batch)
