@@ -19,7 +19,9 @@ One step:
               every rollout draws its steps with, which no supervised term reaches: each rollout
               of a group draws at its own level around it (`spread_noise`), and the levels'
               surrogate and KL move it: `grpo.SpreadDraw`; with `policy_reaches=spread`, the
-              on-policy terms move `step_spread` alone and the rollout-state term is dropped)
+              on-policy terms move `step_spread` alone, through the levels alone, so the model
+              makes no pass over the groups (`grpo.level_loss`; `policy/kl` is then the levels'
+              KL), and the rollout-state term is dropped)
               + rollout_state_weight * the error of the model's one-step state predictions on its
               own rollouts (the compounding drift that teacher forcing never sees; `own_state_loss`)
               against the simulator's states (`rollout_state_target=truth`) or against the
@@ -235,6 +237,12 @@ def update(model, reference_model, optimizer, groups: list[Group], sim_episodes,
         for k, group in enumerate(groups):
             if group.advantages is None and not rollout_state_weight:
                 continue
+            if spread_only:  # step_spread reaches the loss through the levels alone: no pass over the group
+                loss, logp, s = grpo.level_loss(grpo.SpreadDraw(model.step_spread, reference_model.step_spread, group.levels, opts["spread_noise"]), group.advantages, old[k], opts["clip"], beta)
+                (loss / len(groups)).backward()
+                old[k] = logp if old[k] is None else old[k]
+                stats.append(s)
+                continue
             out = model(group.batch, hold_bodies=opts["hold_bodies"])
             loss = own_state_loss(model, out, group, opts["context"])
             own.append(loss.item())
@@ -247,8 +255,8 @@ def update(model, reference_model, optimizer, groups: list[Group], sim_episodes,
                 loss = loss + policy_loss
                 old[k] = logp if old[k] is None else old[k]
                 stats.append(s)
-            (loss / len(groups)).backward(inputs=[model.step_spread] if spread_only else None)
-        policy_norm = clip_grads(params, opts["grad_clip"]) if own else None  # own: a group was backpropagated
+            (loss / len(groups)).backward()
+        policy_norm = clip_grads(params, opts["grad_clip"]) if own or stats else None  # a group was backpropagated
         policy_grads = [p.grad for p in params]
         optimizer.zero_grad(set_to_none=True)
         sup, parts = supervised_loss(model, sim_episodes, opts, device)
@@ -271,8 +279,9 @@ def update(model, reference_model, optimizer, groups: list[Group], sim_episodes,
             if stats:
                 log["policy/kl"] = float(np.mean([s.kl for s in stats]))
                 log["policy/surrogate"] = float(np.mean([s.surrogate for s in stats]))
-                log["policy/step_kl"] = float(np.mean([s.step_kl for s in stats]))
-                log["policy/step_surrogate"] = float(np.mean([s.step_surrogate for s in stats]))
+                if not spread_only:
+                    log["policy/step_kl"] = float(np.mean([s.step_kl for s in stats]))
+                    log["policy/step_surrogate"] = float(np.mean([s.step_surrogate for s in stats]))
         if stats:
             log["policy/clip_fraction"] = float(np.mean([s.clipped for s in stats]))
     return log

@@ -130,9 +130,9 @@ def per_step_scored(out: dict, context: int, body_mask: torch.Tensor) -> torch.T
 class GroupStats:
     surrogate: float  # pixels + steps (+ levels)
     kl: float  # nats per predicted value, pixels + steps (+ levels)
-    clipped: float  # fraction of pixel values whose ratio was clipped
+    clipped: float  # fraction of pixel values (of levels: `level_loss`) whose ratio was clipped
     step_surrogate: float  # steps (+ levels)
-    step_kl: float  # nats per predicted step value
+    step_kl: float | None  # nats per predicted step value (None: not computed, `level_loss`)
 
 
 @dataclass
@@ -180,18 +180,36 @@ def group_loss(out: dict, ref_out: dict, frames: torch.Tensor, context: int, adv
     level_logp = None
     if spread is not None:
         steps, ref_steps = steps.spread(-spread.param), ref_steps.spread(-spread.reference)  # both at the one-step spread
-        noise = torch.full_like(spread.levels, math.log(spread.noise))
-        level_logp = gaussian_logprob(spread.levels, spread.param.expand_as(spread.levels), noise)  # (G,)
-        level_old = level_logp.detach() if logp_old is None else logp_old[3]
-        level_surrogate, _ = clipped_surrogate(level_logp, level_old, advantages, clip)
+        level_logp, level_surrogate, _, level_kl = level_terms(spread, advantages, None if logp_old is None else logp_old[3], clip)
         step_surrogate = step_surrogate + level_surrogate
-        kl = kl + gaussian_kl(spread.param, noise[0], spread.reference, noise[0])
+        kl = kl + level_kl
     step_kl = steps.component_kl(ref_steps, step_kl_resolution).mean()
 
     loss = -(surrogate + step_surrogate) + beta * (kl + step_kl)
     stats = GroupStats((surrogate + step_surrogate).item(), (kl + step_kl).item(), clipped.item(), step_surrogate.item(), step_kl.item())
     levels = None if level_logp is None else level_logp.detach()
     return loss, (logp.detach(), step_logp.detach(), scored, levels), stats
+
+
+def level_terms(spread: SpreadDraw, advantages: torch.Tensor, level_old: torch.Tensor | None, clip: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The levels' part of the loss: (their log-densities (G,) under N(param, noise^2), their clipped
+    surrogate, the fraction of them clipped, the KL of the levels' Gaussian to the reference's);
+    level_old (G,): the log-densities under the sampling policy (None: the current ones, detached)."""
+    noise = torch.full_like(spread.levels, math.log(spread.noise))
+    logp = gaussian_logprob(spread.levels, spread.param.expand_as(spread.levels), noise)
+    surrogate, clipped = clipped_surrogate(logp, logp.detach() if level_old is None else level_old, advantages, clip)
+    return logp, surrogate, clipped, gaussian_kl(spread.param, noise[0], spread.reference, noise[0])
+
+
+def level_loss(spread: SpreadDraw, advantages: torch.Tensor, level_old: torch.Tensor | None, clip: float, beta: float) -> tuple[torch.Tensor, torch.Tensor, GroupStats]:
+    """`group_loss`'s gradient to `step_spread` alone, without the model's pass over the group: the
+    steps are scored at their drawn levels and compared with the reference's at the one-step spread,
+    so the parameter cancels in both and reaches the loss only through the levels. For
+    `policy_reaches=spread`, where nothing else is trained by the group. Returns (loss, the levels'
+    log-densities detached, stats: the levels' surrogate, KL and clipped fraction; no step figures)."""
+    logp, surrogate, clipped, kl = level_terms(spread, advantages, level_old, clip)
+    stats = GroupStats(surrogate.item(), kl.item(), clipped.item(), surrogate.item(), None)
+    return -surrogate + beta * kl, logp.detach(), stats
 
 
 def adapt_beta(beta: float, kl: float, *, floor: float, target: float, gain: float) -> float:

@@ -314,8 +314,15 @@ def test_spread_levels_move_the_step_spread_towards_the_advantaged_level_alone(t
     assert grad.item() == pytest.approx(1.2, rel=1e-5)
     with torch.no_grad():
         model.step_spread.fill_(-0.1)
-    _, _, moved = grpo.group_loss(model(batch), ref, batch.frames, q.context, torch.tensor([1.0, -1.0]), old, clip=0.2, beta=0.1, body_mask=batch.state_mask, spread=spread)
+    moved_loss, _, moved = grpo.group_loss(model(batch), ref, batch.frames, q.context, torch.tensor([1.0, -1.0]), old, clip=0.2, beta=0.1, body_mask=batch.state_mask, spread=spread)
     assert moved.kl - moved.step_kl == pytest.approx(0.1**2 / (2 * 0.5**2), rel=1e-4)  # the pixels' KL is 0: only the levels' Gaussians moved
+    # the levels alone (no pass over the group, policy_reaches=spread) give step_spread the same gradient, KL's part included
+    level_loss, _, level_stats = grpo.level_loss(spread, torch.tensor([1.0, -1.0]), old[3], clip=0.2, beta=0.1)
+    (moved_grad,) = torch.autograd.grad(moved_loss, model.step_spread)
+    (level_grad,) = torch.autograd.grad(level_loss, model.step_spread)
+    assert moved_grad.item() != pytest.approx(1.2, rel=1e-3)  # the KL's pull now adds to the surrogate's
+    assert level_grad.item() == pytest.approx(moved_grad.item(), rel=1e-5)
+    assert level_stats.kl == pytest.approx(0.1**2 / (2 * 0.5**2), rel=1e-4) and level_stats.step_kl is None
 
 
 @pytest.mark.parametrize("family", ["drop", "pendulum"])  # a free body's six step values, a tethered one's drawn along its tangent
