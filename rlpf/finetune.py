@@ -83,12 +83,12 @@ from worldmodel.train import (
 
 RUN_KEYS = (
     "baseline", "seed", "families", "train_queries", "context", "horizon", "group_size", "queries_per_step",
-    "temperature", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "spread_lr", "spread_noise", "beta", "kl_target", "kl_gain", "step_kl_resolution", "clip", "hold_spread", "hold_bodies", "policy_reaches",
+    "temperature", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "spread_lr", "spread_noise", "beta", "kl_target", "kl_gain", "step_kl_resolution", "clip", "hold_spread", "hold_bodies", "policy_reaches", "learn_frame_spread",
     "ppo_epochs", "state_weight", "pixel_weight", "rollout_state_weight", "rollout_state_target", "min_reward_std", "reward_weights", "answer_tolerance",
     "buffer_alpha", "buffer_floor", *worldmodel.GATE_KNOBS,
 )
 """options that define a run: resuming into out_dir with other values is refused"""
-IMPLIED = {"rollout_state_target": "truth", "reward_weights.answer_miss": 0.0, "hold_spread": False, "hold_bodies": False, "spread_lr": 0.0, "spread_noise": 0.5, "policy_reaches": "all"}
+IMPLIED = {"rollout_state_target": "truth", "reward_weights.answer_miss": 0.0, "hold_spread": False, "hold_bodies": False, "spread_lr": 0.0, "spread_noise": 0.5, "policy_reaches": "all", "learn_frame_spread": False}
 """options added later (a dotted name: a key of a dict option), at the value that runs before them
 had: left out of run.json there, so those runs still resume"""
 
@@ -117,22 +117,24 @@ def rollout_seed(seed: int, step: int, query: int) -> int:
     return int(np.random.default_rng([seed, step, query]).integers(2**31))
 
 
-def spread_levels(model, opts: dict, step: int, query: int) -> torch.Tensor | None:
+def spread_levels(model, opts: dict, step: int, query: int, frames: bool = False) -> torch.Tensor | None:
     """(G,) the group's step-spread levels, N(step_spread, spread_noise^2) (a pure function of
-    (seed, step, query) and the model), where RL learns the spread; else None (the model's)."""
-    if not opts["spread_lr"] > 0:
+    (seed, step, query) and the model), where RL learns the spread; else None (the model's).
+    frames: the pixels' levels around `frame_spread`, where RL learns that too (`learn_frame_spread`)."""
+    if not opts["spread_lr"] > 0 or (frames and not opts["learn_frame_spread"]):
         return None
-    eps = np.random.default_rng([opts["seed"], step, query, 1]).standard_normal(opts["group_size"])
-    return model.step_spread.detach().cpu() + opts["spread_noise"] * torch.from_numpy(eps).float()
+    eps = np.random.default_rng([opts["seed"], step, query, 2 if frames else 1]).standard_normal(opts["group_size"])
+    own = model.frame_spread if frames else model.step_spread
+    return own.detach().cpu() + opts["spread_noise"] * torch.from_numpy(eps).float()
 
 
 def sample_group(model, query, opts: dict, step: int, reference: rewards.Reference):
-    """G rollouts of `query`, scored. Returns (rollout episodes, rewards (G,), scores, the spread
-    levels they drew with or None)."""
-    levels = spread_levels(model, opts, step, query.index)
-    rollouts, actions = model_actions(model, query, opts["group_size"], opts["temperature"], rollout_seed(opts["seed"], step, query.index), step_spread=levels)
+    """G rollouts of `query`, scored. Returns (rollout episodes, rewards (G,), scores, (the step and
+    the pixel spread levels they drew with, each or None))."""
+    levels, frame_levels = (spread_levels(model, opts, step, query.index, frames) for frames in (False, True))
+    rollouts, actions = model_actions(model, query, opts["group_size"], opts["temperature"], rollout_seed(opts["seed"], step, query.index), step_spread=levels, frame_spread=frame_levels)
     scores = [rewards.score(query, a, reference, opts["reward_weights"], opts["answer_tolerance"], model.cfg.n_max_objects) for a in actions]
-    return [r.episode for r in rollouts], torch.tensor([s.reward for s in scores], dtype=torch.float64), scores, levels
+    return [r.episode for r in rollouts], torch.tensor([s.reward for s in scores], dtype=torch.float64), scores, (levels, frame_levels)
 
 
 def supervised_loss(model, episodes, opts: dict, device) -> tuple[torch.Tensor, dict]:
@@ -155,6 +157,7 @@ class Group:
     advantages: torch.Tensor | None  # (G,), None for a group skipped for want of reward variance
     target_valid: torch.Tensor | None = None  # (G, T) bool: the frames with a target (None: all)
     levels: torch.Tensor | None = None  # (G,) the step-spread log-factors the rollouts drew with (None: the model's)
+    frame_levels: torch.Tensor | None = None  # (G,) the pixels' spread log-factors they drew with (None: the model's)
 
 
 def rl_step(model, queries, drawn, references, buffer, opts: dict, step: int, device) -> tuple[list[Group], dict]:
@@ -165,7 +168,7 @@ def rl_step(model, queries, drawn, references, buffer, opts: dict, step: int, de
     for i in drawn:
         q = queries[i]
         episodes, r, scores, levels = sample_group(model, q, opts, step, references[i])
-        group_levels.append(None if levels is None else levels.to(device))
+        group_levels.append(tuple(None if x is None else x.to(device) for x in levels))
         disagreement.append(float(np.mean([s.disagrees for s in scores])))
         buffer.update(i, disagreement[-1])
         violation.append(float(np.mean([s.violates for s in scores])))
@@ -184,10 +187,10 @@ def rl_step(model, queries, drawn, references, buffer, opts: dict, step: int, de
         adv = advantages[k].float().to(device) if keep[k] else None
         if opts["rollout_state_target"] == "simulator":
             targets, valid = resim.simulator_next_states(queries[i], batch.states.numpy(), model.cfg.n_max_objects)
-            out.append(Group(batch.to(device), torch.from_numpy(targets).to(device), body_mask, adv, torch.from_numpy(valid).to(device), group_levels[k]))
+            out.append(Group(batch.to(device), torch.from_numpy(targets).to(device), body_mask, adv, torch.from_numpy(valid).to(device), *group_levels[k]))
         else:
             simulated = torch.from_numpy(truth["states"]).to(device)[None].expand(len(episodes), -1, -1, -1)
-            out.append(Group(batch.to(device), simulated, body_mask, adv, levels=group_levels[k]))
+            out.append(Group(batch.to(device), simulated, body_mask, adv, None, *group_levels[k]))
     log = {
         "reward/mean": float(all_rewards.mean()),
         "reward/std_within_group": float(all_rewards.std(dim=1, unbiased=False).mean()),
@@ -221,6 +224,13 @@ def clip_grads(params: list[torch.Tensor], max_norm: float) -> float:
     return float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
 
 
+def spread_draws(model, reference_model, group: Group, opts: dict) -> tuple[grpo.SpreadDraw | None, grpo.SpreadDraw | None]:
+    """The group's step and pixel spread draws (`grpo.SpreadDraw`), each None where the rollouts
+    drew at the model's own spread."""
+    return tuple(None if levels is None else grpo.SpreadDraw(getattr(model, name), getattr(reference_model, name), levels, opts["spread_noise"])
+                 for name, levels in (("step_spread", group.levels), ("frame_spread", group.frame_levels)))
+
+
 def update(model, reference_model, optimizer, groups: list[Group], sim_episodes, opts: dict, beta: float, device) -> dict:
     """`ppo_epochs` optimiser updates on one step's samples, with KL weight `beta`. Returns figures to log: the KL to the
     start and the losses before the first update, the clipped fraction of the last, and
@@ -237,11 +247,14 @@ def update(model, reference_model, optimizer, groups: list[Group], sim_episodes,
         for k, group in enumerate(groups):
             if group.advantages is None and not rollout_state_weight:
                 continue
-            if spread_only:  # step_spread reaches the loss through the levels alone: no pass over the group
-                loss, logp, s = grpo.level_loss(grpo.SpreadDraw(model.step_spread, reference_model.step_spread, group.levels, opts["spread_noise"]), group.advantages, old[k], opts["clip"], beta)
-                (loss / len(groups)).backward()
-                old[k] = logp if old[k] is None else old[k]
-                stats.append(s)
+            draws = spread_draws(model, reference_model, group, opts)
+            if spread_only:  # the spreads reach the loss through their levels alone: no pass over the group
+                draws = [d for d in draws if d is not None]  # the step levels, then the pixels' where learnt
+                parts = [grpo.level_loss(d, group.advantages, None if old[k] is None else old[k][j], opts["clip"], beta) for j, d in enumerate(draws)]
+                (sum(loss for loss, _, _ in parts) / len(groups)).backward()
+                old[k] = [logp for _, logp, _ in parts] if old[k] is None else old[k]
+                surrogate, kl = sum(st.surrogate for _, _, st in parts), sum(st.kl for _, _, st in parts)
+                stats.append(grpo.GroupStats(surrogate, kl, float(np.mean([st.clipped for _, _, st in parts])), surrogate, None))
                 continue
             out = model(group.batch, hold_bodies=opts["hold_bodies"])
             loss = own_state_loss(model, out, group, opts["context"])
@@ -250,8 +263,7 @@ def update(model, reference_model, optimizer, groups: list[Group], sim_episodes,
             if group.advantages is not None:
                 with torch.no_grad():
                     ref_out = reference_model(group.batch)
-                spread = None if group.levels is None else grpo.SpreadDraw(model.step_spread, reference_model.step_spread, group.levels, opts["spread_noise"])
-                policy_loss, logp, s = grpo.group_loss(out, ref_out, group.batch.frames, opts["context"], group.advantages, old[k], opts["clip"], beta, group.body_mask, opts["step_kl_resolution"], opts["hold_spread"], spread)
+                policy_loss, logp, s = grpo.group_loss(out, ref_out, group.batch.frames, opts["context"], group.advantages, old[k], opts["clip"], beta, group.body_mask, opts["step_kl_resolution"], opts["hold_spread"], *draws)
                 loss = loss + policy_loss
                 old[k] = logp if old[k] is None else old[k]
                 stats.append(s)
@@ -309,6 +321,7 @@ def finetune(opts: dict) -> dict:
     model = worldmodel.load(opts["checkpoint"], device=device, **knobs).train()
     learns_spread = opts["baseline"] == "rlpf" and opts["spread_lr"] > 0
     model.step_spread.requires_grad_(learns_spread)  # only the policy's surrogate and KL reach it
+    model.frame_spread.requires_grad_(learns_spread and opts["learn_frame_spread"])
     optimizer = make_optimizer(model, opts["lr"], opts["weight_decay"], opts["betas"], spread_lr_scale=opts["spread_lr"] / opts["lr"] if learns_spread else None)
     buffer = QueryBuffer(len(train_queries), opts["buffer_alpha"], opts["buffer_floor"])
     totals = {"groups": 0, "skipped_groups": 0, "skipped_updates": 0, "simulator_episodes": 0, "rollouts": 0}

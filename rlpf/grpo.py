@@ -84,12 +84,16 @@ def clipped_surrogate(logp: torch.Tensor, logp_old: torch.Tensor, advantages: to
     return (surrogate * weight).sum() / count, (clipped * weight).sum() / count
 
 
-def per_value_logprob(out: dict, frames: torch.Tensor, context: int, hold_spread: bool = False) -> torch.Tensor:
+def per_value_logprob(out: dict, frames: torch.Tensor, context: int, hold_spread: bool = False, levels: torch.Tensor | None = None) -> torch.Tensor:
     """The model's output on a batch and its frames (B, T, H, W, 3) uint8 -> (B, T - context, H, W, 3)
     log-probability of every predicted pixel value (their sum over values is `WorldModel.log_prob`);
-    hold_spread: the same values, with no gradient to the log-stds."""
+    hold_spread: the same values, with no gradient to the log-stds; levels (B,): each rollout drew
+    its pixels with the head's spread times exp(level) (its `frame_spread`), and is scored there."""
     logstd = out["frame_logstd"][:, context:]
-    return discretized_gaussian_logprob(frames[:, context:].float(), out["frame_mean"][:, context:], logstd.detach() if hold_spread else logstd)
+    logstd = logstd.detach() if hold_spread else logstd
+    if levels is not None:
+        logstd = logstd + levels.view(-1, 1, 1, 1, 1)
+    return discretized_gaussian_logprob(frames[:, context:].float(), out["frame_mean"][:, context:], logstd)
 
 
 def _first_predicted(out: dict, context: int) -> int:
@@ -149,7 +153,7 @@ class SpreadDraw:
     noise: float
 
 
-def group_loss(out: dict, ref_out: dict, frames: torch.Tensor, context: int, advantages: torch.Tensor, logp_old: tuple | None, clip: float, beta: float, body_mask: torch.Tensor, step_kl_resolution: float = 0.0, hold_spread: bool = False, spread: SpreadDraw | None = None):
+def group_loss(out: dict, ref_out: dict, frames: torch.Tensor, context: int, advantages: torch.Tensor, logp_old: tuple | None, clip: float, beta: float, body_mask: torch.Tensor, step_kl_resolution: float = 0.0, hold_spread: bool = False, spread: SpreadDraw | None = None, frame_spread: SpreadDraw | None = None):
     """The GRPO loss of one group of G sampled episodes, from the current model's output `out` on
     them (with gradient) and the frozen starting model's `ref_out`; frames (G, T, H, W, 3) uint8,
     body_mask (G, n_max) the tracked bodies (the same for every rollout of the query);
@@ -165,9 +169,13 @@ def group_loss(out: dict, ref_out: dict, frames: torch.Tensor, context: int, adv
     logp_old: the per-value log-probabilities (pixels, steps, which steps count (`per_step_scored`),
     levels or None) under the policy that sampled them (None: the current model is that policy, its
     own values detached are used). Returns (loss, that tuple, stats)."""
-    logp = per_value_logprob(out, frames, context, hold_spread)
+    logp = per_value_logprob(out, frames, context, hold_spread, None if frame_spread is None else frame_spread.levels)
     old = logp.detach() if logp_old is None else logp_old[0]
     surrogate, clipped = clipped_surrogate(logp, old, advantages, clip)
+    frame_level_logp = None
+    if frame_spread is not None:  # the pixels' levels: a token of their own, the pixels' KL stays at the head's spread
+        frame_level_logp, frame_level_surrogate, _, frame_level_kl = level_terms(frame_spread, advantages, None if logp_old is None else logp_old[4], clip)
+        surrogate = surrogate + frame_level_surrogate
     kl = gaussian_kl(out["frame_mean"][:, context:], out["frame_logstd"][:, context:], ref_out["frame_mean"][:, context:].detach(), ref_out["frame_logstd"][:, context:].detach()).mean()
 
     shift = None if spread is None else spread.levels - spread.param  # the param cancels: the steps' density is at the drawn level
@@ -183,12 +191,14 @@ def group_loss(out: dict, ref_out: dict, frames: torch.Tensor, context: int, adv
         level_logp, level_surrogate, _, level_kl = level_terms(spread, advantages, None if logp_old is None else logp_old[3], clip)
         step_surrogate = step_surrogate + level_surrogate
         kl = kl + level_kl
+    if frame_spread is not None:
+        kl = kl + frame_level_kl
     step_kl = steps.component_kl(ref_steps, step_kl_resolution).mean()
 
     loss = -(surrogate + step_surrogate) + beta * (kl + step_kl)
     stats = GroupStats((surrogate + step_surrogate).item(), (kl + step_kl).item(), clipped.item(), step_surrogate.item(), step_kl.item())
-    levels = None if level_logp is None else level_logp.detach()
-    return loss, (logp.detach(), step_logp.detach(), scored, levels), stats
+    levels, frame_levels = (None if x is None else x.detach() for x in (level_logp, frame_level_logp))
+    return loss, (logp.detach(), step_logp.detach(), scored, levels, frame_levels), stats
 
 
 def level_terms(spread: SpreadDraw, advantages: torch.Tensor, level_old: torch.Tensor | None, clip: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -202,11 +212,12 @@ def level_terms(spread: SpreadDraw, advantages: torch.Tensor, level_old: torch.T
 
 
 def level_loss(spread: SpreadDraw, advantages: torch.Tensor, level_old: torch.Tensor | None, clip: float, beta: float) -> tuple[torch.Tensor, torch.Tensor, GroupStats]:
-    """`group_loss`'s gradient to `step_spread` alone, without the model's pass over the group: the
-    steps are scored at their drawn levels and compared with the reference's at the one-step spread,
-    so the parameter cancels in both and reaches the loss only through the levels. For
-    `policy_reaches=spread`, where nothing else is trained by the group. Returns (loss, the levels'
-    log-densities detached, stats: the levels' surrogate, KL and clipped fraction; no step figures)."""
+    """`group_loss`'s gradient to `step_spread` (or `frame_spread`) alone, without the model's pass
+    over the group: the steps are scored at their drawn levels and compared with the reference's at
+    the one-step spread, so the parameter cancels in both and reaches the loss only through the
+    levels (the pixels likewise, compared at the head's spread). For `policy_reaches=spread`, where
+    nothing else is trained by the group. Returns (loss, the levels' log-densities detached, stats:
+    the levels' surrogate, KL and clipped fraction; no step figures)."""
     logp, surrogate, clipped, kl = level_terms(spread, advantages, level_old, clip)
     stats = GroupStats(surrogate.item(), kl.item(), clipped.item(), surrogate.item(), None)
     return -surrogate + beta * kl, logp.detach(), stats

@@ -27,10 +27,11 @@ def rollout_action(query: Query, episode, n_max: int) -> dict[str, np.ndarray]:
     return {"positions": positions, "velocities": velocities, "answer": rewards.answer_vector(rewards.implied_answer(query, implied))}
 
 
-def model_actions(model, query: Query, samples: int, temperature: float, seed: int, step_temperature: float | None = None, step_spread: torch.Tensor | None = None) -> tuple[list, list[dict]]:
+def model_actions(model, query: Query, samples: int, temperature: float, seed: int, step_temperature: float | None = None, step_spread: torch.Tensor | None = None, frame_spread: torch.Tensor | None = None) -> tuple[list, list[dict]]:
     """`samples` rollouts of `query` (no gradient) and their actions; `step_temperature`: the
-    dynamics steps' own (None: `temperature`), `step_spread` (samples,): each rollout's log-factor on
-    the steps' spread (None: the model's), as `worldmodel.rollout.rollout`."""
+    dynamics steps' own (None: `temperature`), `step_spread` and `frame_spread` (samples,): each
+    rollout's log-factor on the steps' and the pixels' spread (None: the model's), as
+    `worldmodel.rollout.rollout`."""
     with torch.no_grad():
-        rollouts = model.rollout(query.episode, context=query.context, horizon=query.horizon, samples=samples, temperature=temperature, seed=seed, step_temperature=step_temperature, step_spread=step_spread)
+        rollouts = model.rollout(query.episode, context=query.context, horizon=query.horizon, samples=samples, temperature=temperature, seed=seed, step_temperature=step_temperature, step_spread=step_spread, frame_spread=frame_spread)
     return rollouts, [rollout_action(query, r.episode, model.cfg.n_max_objects) for r in rollouts]

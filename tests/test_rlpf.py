@@ -325,6 +325,42 @@ def test_spread_levels_move_the_step_spread_towards_the_advantaged_level_alone(t
     assert level_stats.kl == pytest.approx(0.1**2 / (2 * 0.5**2), rel=1e-4) and level_stats.step_kl is None
 
 
+def test_frame_spread_levels_draw_the_pixels_at_their_own_spread(tiny_model, env):
+    q = next(x for x in env.queries if x.question.scene == "drop")
+    kw = dict(context=q.context, horizon=q.horizon, samples=2, seed=1, step_temperature=0.0)
+    mean = tiny_model.rollout(q.episode, temperature=0.0, **kw)[0]
+    narrow, wide = tiny_model.rollout(q.episode, temperature=1.0, frame_spread=torch.tensor([-20.0, 0.0]), **kw)
+    assert (narrow.frame_spread, wide.frame_spread) == (-20.0, 0.0) and narrow.episode.provenance["rollout"]["frame_spread"] == -20.0
+    np.testing.assert_array_equal(narrow.episode.frames, mean.episode.frames)  # e^-20 of the head's spread: the rounded mean
+    assert (wide.episode.frames != mean.episode.frames).any()
+    with pytest.raises(ValueError, match=r"frame_spread of shape \(3,\); allowed: \(2,\)"):
+        tiny_model.rollout(q.episode, frame_spread=torch.zeros(3), **kw)
+
+
+def test_frame_spread_levels_move_the_frame_spread_alone_and_the_levels_give_its_whole_gradient(tiny_model, env):
+    model = wm.WorldModel(tiny_model.cfg)
+    model.load_state_dict(tiny_model.state_dict())
+    q = next(x for x in env.queries if x.question.scene == "drop")
+    levels, advantages = torch.tensor([-0.3, 0.3]), torch.tensor([1.0, -1.0])  # the narrower rollout did better
+    rollouts, _ = rlpf.model_actions(model, q, samples=2, temperature=1.0, seed=1, frame_spread=levels)
+    batch = wm.collate([r.episode for r in rollouts], model.cfg)
+    with torch.no_grad():
+        ref = tiny_model(batch)
+    draw = grpo.SpreadDraw(model.frame_spread, tiny_model.frame_spread.detach(), levels, noise=0.5)
+    loss, old, stats = grpo.group_loss(model(batch), ref, batch.frames, q.context, advantages, None, clip=0.2, beta=0.1, body_mask=batch.state_mask, frame_spread=draw)
+    assert stats.kl == 0.0
+    (grad,) = torch.autograd.grad(loss, model.frame_spread)
+    assert grad.item() == pytest.approx(1.2, rel=1e-5)  # d/ds of -mean(A (a - s) / noise^2): a step lowers it
+    with torch.no_grad():
+        model.frame_spread.fill_(-0.1)
+    moved_loss, _, _ = grpo.group_loss(model(batch), ref, batch.frames, q.context, advantages, old, clip=0.2, beta=0.1, body_mask=batch.state_mask, frame_spread=draw)
+    level_loss, _, level_stats = grpo.level_loss(draw, advantages, old[4], clip=0.2, beta=0.1)
+    (moved_grad,) = torch.autograd.grad(moved_loss, model.frame_spread)
+    (level_grad,) = torch.autograd.grad(level_loss, model.frame_spread)
+    assert level_grad.item() == pytest.approx(moved_grad.item(), rel=1e-5)  # the pixels, scored at their levels, add nothing
+    assert level_stats.kl == pytest.approx(0.1**2 / (2 * 0.5**2), rel=1e-4)
+
+
 @pytest.mark.parametrize("family", ["drop", "pendulum"])  # a free body's six step values, a tethered one's drawn along its tangent
 def test_a_held_spread_leaves_the_policy_gradient_to_the_means(tiny_model, env, family):
     q = next(x for x in env.queries if x.question.scene == family)
@@ -435,8 +471,8 @@ def test_a_policy_gradient_spike_leaves_the_supervised_update_as_sfts(tiny_model
 
 
 
-@pytest.mark.parametrize("reaches", ["all", "spread"])
-def test_a_policy_that_reaches_the_spread_alone_leaves_every_other_parameter_to_the_supervised_terms(tiny_model, env, reaches):
+@pytest.mark.parametrize("reaches, frames", [("all", False), ("spread", False), ("spread", True)])
+def test_a_policy_that_reaches_the_spread_alone_leaves_every_other_parameter_to_the_supervised_terms(tiny_model, env, reaches, frames):
     """policy_reaches=spread: the surrogate, the KL and the rollout-state term train step_spread
     only, so every other parameter takes the supervised update alone (as with no group at all)."""
     from rlpf.finetune import Group, update
@@ -444,7 +480,8 @@ def test_a_policy_that_reaches_the_spread_alone_leaves_every_other_parameter_to_
 
     q = next(x for x in env.queries if x.question.scene == "drop")
     levels = torch.tensor([-0.3, 0.3])
-    rollouts, _ = rlpf.model_actions(tiny_model, q, samples=2, temperature=1.0, seed=1, step_spread=levels)
+    frame_levels = torch.tensor([0.2, -0.2]) if frames else None
+    rollouts, _ = rlpf.model_actions(tiny_model, q, samples=2, temperature=1.0, seed=1, step_spread=levels, frame_spread=frame_levels)
     truth = episode_arrays(q.episode, tiny_model.cfg)
     opts = {"ppo_epochs": 1, "context": q.context, "clip": 0.2, "beta": 0.05, "step_kl_resolution": 0.0, "hold_spread": False, "hold_bodies": False, "grad_clip": 1.0,
             "rollout_state_weight": 1.0, "baseline": "rlpf", "pixel_weight": 1.0, "state_weight": 1.0, "policy_reaches": reaches, "spread_noise": 0.5}
@@ -456,14 +493,15 @@ def test_a_policy_that_reaches_the_spread_alone_leaves_every_other_parameter_to_
         model.step_spread.requires_grad_(True)
         before = {name: p.detach().clone() for name, p in model.named_parameters()}
         group = Group(wm.collate([r.episode for r in rollouts], model.cfg), torch.from_numpy(truth["states"])[None].expand(2, -1, -1, -1),
-                      torch.from_numpy(truth["state_mask"])[None].expand(2, -1), torch.tensor([1.0, -1.0]), levels=levels)
+                      torch.from_numpy(truth["state_mask"])[None].expand(2, -1), torch.tensor([1.0, -1.0]), levels=levels, frame_levels=frame_levels)
         update(model, tiny_model, torch.optim.SGD(model.parameters(), lr=1e-2), [group] if with_group else [], [q.episode], opts, opts["beta"], torch.device("cpu"))
         return {name: p.detach() - before[name] for name, p in model.named_parameters()}
 
     supervised, both = step(False), step(True)
     policy_moved = {name for name in both if not torch.allclose(both[name], supervised[name], atol=1e-9)}
-    assert "step_spread" in policy_moved  # the spread learns from the rollouts either way
-    assert (policy_moved == {"step_spread"}) == (reaches == "spread")
+    spreads = {"step_spread", "frame_spread"} if frames else {"step_spread"}
+    assert spreads <= policy_moved  # the spreads learn from the rollouts either way
+    assert (policy_moved == spreads) == (reaches == "spread")
 
 def _sim_states(q, n_max: int = 8, samples: int = 2) -> np.ndarray:
     """The query's own positions and velocities in rollout layout (samples, T, n_max, 6)."""

@@ -155,6 +155,8 @@ def test_bad_input_exits_2_naming_the_parameter_and_writes_nothing(workdir):
         ("hold_spread=sometimes", "parameter 'hold_spread': got 'sometimes'; allowed: true or false"),
         ("policy_reaches=means", "parameter 'policy_reaches': got 'means'; allowed: all (the on-policy terms train every parameter) or spread"),
         ("policy_reaches=spread spread_lr=0", "parameter 'policy_reaches': got 'spread'; allowed: all, or spread with spread_lr > 0"),
+        ("learn_frame_spread=true spread_lr=0", "parameter 'learn_frame_spread': got True; allowed: false, or true with spread_lr > 0"),
+        ("learn_frame_spread=maybe", "parameter 'learn_frame_spread': got 'maybe'; allowed: true or false"),
         ("kl_gain=2", "parameter 'kl_gain': got 2; allowed: a number in (0, 1]"),
         ("temperature=0", "parameter 'temperature': got 0; allowed: a number > 0"),
         ("families=[drop,vortex]", "parameter 'families': got ['drop', 'vortex']"),

@@ -641,6 +641,9 @@ class WorldModel(nn.Module):
         # draws and their log-density), not in the supervised NLL, which fits the head's spread to
         # one-step errors: 0 from pretraining; RL from physical feedback learns it (rlpf `spread_lr`)
         self.step_spread = nn.Parameter(torch.zeros(()))
+        # the same on the frame head's spread, which a rollout draws its pixels with (and reads its
+        # next block's bodies from): 0 from pretraining; rlpf `learn_frame_spread` learns it
+        self.frame_spread = nn.Parameter(torch.zeros(()))
         self._init_weights()
 
     def _init_weights(self):
@@ -1649,11 +1652,11 @@ class WorldModel(nn.Module):
         return (out["frame_logprob"] + out["state_logprob"])[:, start_frame:].sum(-1)
 
     # --- rollouts and checkpoints --------------------------------------------------------------
-    def rollout(self, episode, context: int = 4, horizon: int = 16, samples: int = 1, temperature: float = 1.0, seed: int | None = None, use_states: bool = True, step_temperature: float | None = None, step_spread: torch.Tensor | None = None):
+    def rollout(self, episode, context: int = 4, horizon: int = 16, samples: int = 1, temperature: float = 1.0, seed: int | None = None, use_states: bool = True, step_temperature: float | None = None, step_spread: torch.Tensor | None = None, frame_spread: torch.Tensor | None = None):
         """Roll `episode` forward from its first `context` frames; see `worldmodel.rollout.rollout`."""
         from worldmodel.rollout import rollout
 
-        return rollout(self, episode, context=context, horizon=horizon, samples=samples, temperature=temperature, seed=seed, use_states=use_states, step_temperature=step_temperature, step_spread=step_spread)
+        return rollout(self, episode, context=context, horizon=horizon, samples=samples, temperature=temperature, seed=seed, use_states=use_states, step_temperature=step_temperature, step_spread=step_spread, frame_spread=frame_spread)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Weights as safetensors with the config JSON in the file's metadata (written atomically)."""
@@ -1702,6 +1705,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", **knobs: f
     model = WorldModel(cfg)
     state = load_file(str(path))
     state.setdefault("step_spread", torch.zeros(()))  # saved before the learnt spread: the one-step spread
+    state.setdefault("frame_spread", torch.zeros(()))  # saved before the frames' learnt spread: the head's
     model.load_state_dict(state)
     return model.to(device).eval()
 

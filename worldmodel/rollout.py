@@ -19,7 +19,8 @@ moving spread times exp(`WorldModel.step_spread`), 1 unless RL fine-tuning learn
 same temperature (temperature 0: its mean), or at `step_temperature` where it is given (the frames
 and the steps each at their own: which of the two noises a rollout's errors come from; and with
 `step_spread` (S,), each sample with its own log-factor in place of the model's), so samples
-differ in where the bodies go; the frame's
+differ in where the bodies go. The pixels are drawn from the frame head's Gaussian with its spread
+times exp(`WorldModel.frame_spread`) (or `frame_spread` (S,), one per sample); the frame's
 closed-form step (`WorldModel.closed_form_step`: contact impulses and a pendulum's swing, from the
 state it starts from) is added to it. A tethered body's step is read along its tangent alone (`worldmodel.tether`), so its
 density is that one component's. The bodies' spins start as the context's last frame has them and
@@ -73,6 +74,17 @@ class Rollout:
     """the dynamics steps' temperature (`temperature` unless the rollout was given its own)"""
     step_spread: float
     """the log-factor on the moving steps' spread it drew with (the model's `step_spread` unless given)"""
+    frame_spread: float
+    """the log-factor on the frame head's spread it drew its pixels with (the model's `frame_spread` unless given)"""
+
+
+def per_sample(name: str, given: torch.Tensor | None, own: torch.Tensor, samples: int) -> torch.Tensor:
+    """(samples,) float log-factors on a spread: `given`, one per sample, or the model's `own` for all."""
+    if given is None:
+        return own.detach().float().expand(samples)
+    if tuple(given.shape) != (samples,) or not torch.isfinite(given).all():
+        raise ValueError(f"rollout: {name} of shape {tuple(given.shape)}; allowed: ({samples},) finite log-factors, one per sample, or None (the model's)")
+    return given.float()
 
 
 def rollout(
@@ -86,6 +98,7 @@ def rollout(
     use_states: bool = True,
     step_temperature: float | None = None,
     step_spread: torch.Tensor | None = None,
+    frame_spread: torch.Tensor | None = None,
 ) -> list[Rollout]:
     cfg = model.cfg
     tt = cfg.tubelet_t
@@ -104,11 +117,8 @@ def rollout(
     T = context + horizon
     nb, nb_known = n_blocks(T, tt), context // tt
     dev, S = model.device, samples
-    if step_spread is None:
-        step_spread = model.step_spread.detach().expand(S)
-    elif tuple(step_spread.shape) != (S,) or not torch.isfinite(step_spread).all():
-        raise ValueError(f"rollout: step_spread of shape {tuple(step_spread.shape)}; allowed: ({S},) finite log-factors, one per sample, or None (the model's)")
-    step_spread = step_spread.to(dev).float()
+    step_spread = per_sample("step_spread", step_spread, model.step_spread, S).to(dev)
+    frame_spread = per_sample("frame_spread", frame_spread, model.frame_spread, S).to(dev)
     generator = None if seed is None else torch.Generator(dev).manual_seed(seed)
 
     # the episode's context in Batch layout, T frames long (audio and actions as the episode has them)
@@ -177,6 +187,7 @@ def rollout(
         mean, logstd = model.frame_head(hv, tub)  # (S, 1, Np, Dt)
         diverged = diverged | ~torch.isfinite(mean).all() | ~torch.isfinite(logstd).all()
         to_frames = lambda t: tubelets_to_frames(t, tt, tt, cfg.patch, cfg.grid)  # noqa: E731  (S, tt, H, W, 3)
+        logstd = logstd + frame_spread[:, None, None, None]  # the spread the pixels are drawn with and scored at
         drawn = to_frames(sample_levels(mean, logstd, temperature, generator).nan_to_num(0.0))  # NaN levels would index out of the bins below
         f = frame[b * tt : (b + 1) * tt]
         new = (f >= context) & (f < T)  # (tt,) frames sampled here
@@ -254,7 +265,7 @@ def rollout(
             audio_rate=episode.audio_rate,
             actions=None if episode.actions is None else arr["actions"][:T, : episode.actions.shape[1]].copy(),
             camera=episode.camera,
-            provenance={**episode.provenance, "rollout": {"context": context, "horizon": horizon, "temperature": temperature, "step_temperature": step_temperature, "step_spread": float(step_spread[i]), "seed": seed, "sample": i}},
+            provenance={**episode.provenance, "rollout": {"context": context, "horizon": horizon, "temperature": temperature, "step_temperature": step_temperature, "step_spread": float(step_spread[i]), "frame_spread": float(frame_spread[i]), "seed": seed, "sample": i}},
         )
-        out.append(Rollout(episode=ep, logprob=logprob[i], mean=mean_frames[i], context=context, temperature=temperature, step_temperature=step_temperature, step_spread=float(step_spread[i])))
+        out.append(Rollout(episode=ep, logprob=logprob[i], mean=mean_frames[i], context=context, temperature=temperature, step_temperature=step_temperature, step_spread=float(step_spread[i]), frame_spread=float(frame_spread[i])))
     return out

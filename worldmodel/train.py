@@ -161,10 +161,11 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas
     """AdamW; matrices decay, biases, norms, embeddings' extra vectors and gains do not. The dynamics
     head's group carries `lr_scale` (its learning rate is lr * dynamics_lr_scale): its outputs are
     physical steps of order 1 that Adam, moving each weight by about lr per step, reaches slowly.
-    `step_spread` (no supervised loss reaches it) is left out, or with spread_lr_scale given has a
-    group of its own at that scale (RL fine-tuning: one number, which Adam moves by about its
-    learning rate per step)."""
-    named = [(n, p) for n, p in model.named_parameters() if n != "step_spread"]
+    `step_spread` and `frame_spread` (no supervised loss reaches them) are left out, or with
+    spread_lr_scale given those that require grad have a group of their own at that scale (RL
+    fine-tuning: one number each, which Adam moves by about its learning rate per step)."""
+    spreads = ("step_spread", "frame_spread")
+    named = [(n, p) for n, p in model.named_parameters() if n not in spreads]
     groups = []
     for scale, params in ((1.0, [(n, p) for n, p in named if not n.startswith("dynamics_head.")]),
                           (dynamics_lr_scale, [(n, p) for n, p in named if n.startswith("dynamics_head.")])):
@@ -172,7 +173,7 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas
         rest = [p for n, p in params if not (p.ndim >= 2 and "embed.text" not in n)]
         groups += [{"params": decay, "weight_decay": weight_decay, "lr_scale": scale}, {"params": rest, "weight_decay": 0.0, "lr_scale": scale}]
     if spread_lr_scale is not None:
-        groups.append({"params": [model.step_spread], "weight_decay": 0.0, "lr_scale": spread_lr_scale})
+        groups.append({"params": [getattr(model, n) for n in spreads if getattr(model, n).requires_grad], "weight_decay": 0.0, "lr_scale": spread_lr_scale})
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
 
 
