@@ -270,8 +270,8 @@ def test_group_loss_starts_with_zero_kl_and_moves_towards_advantaged_samples(tin
     with torch.no_grad():
         ref = tiny_model(batch)
     loss, old, stats = grpo.group_loss(model(batch), ref, batch.frames, q.context, advantages, None, clip=0.2, beta=0.1, body_mask=batch.state_mask)
-    logp, step_logp, _, levels = old
-    assert levels is None  # the model's own spread: no levels drawn
+    logp, step_logp, _, levels, frame_levels = old
+    assert levels is None and frame_levels is None  # the model's own spreads: no levels drawn
     assert stats.kl == 0.0 and stats.step_kl == 0.0 and stats.clipped == 0.0
     loss.backward()
     with torch.no_grad():

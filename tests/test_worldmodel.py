@@ -28,12 +28,13 @@ def tiny_config(**overrides) -> wm.ModelConfig:
 
 def perturbed_model(cfg: wm.ModelConfig, seed: int = 0, scale: float = 0.05) -> wm.WorldModel:
     """A model whose every parameter is moved off its initial value (the frame head starts at zero,
-    which would make many checks trivially pass), but `step_spread`: 0 as pretraining leaves it."""
+    which would make many checks trivially pass), but the spreads' log-factors (`step_spread`,
+    `frame_spread`): 0 as pretraining leaves them."""
     torch.manual_seed(seed)
     model = wm.WorldModel(cfg)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name != "step_spread":
+            if name not in ("step_spread", "frame_spread"):
                 p.add_(torch.randn_like(p) * scale)
     return model.eval()
 
