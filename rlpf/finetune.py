@@ -21,7 +21,8 @@ One step:
               surrogate and KL move it: `grpo.SpreadDraw`; with `policy_reaches=spread`, the
               on-policy terms move `step_spread` alone, through the levels alone, so the model
               makes no pass over the groups (`grpo.level_loss`; `policy/kl` is then the levels'
-              KL), and the rollout-state term is dropped)
+              KL), and the rollout-state term is dropped; with `learn_frame_spread`, the model's
+              `frame_spread` likewise, the log-factor on the spread a rollout draws its pixels with)
               + rollout_state_weight * the error of the model's one-step state predictions on its
               own rollouts (the compounding drift that teacher forcing never sees; `own_state_loss`)
               against the simulator's states (`rollout_state_target=truth`) or against the
