@@ -240,7 +240,7 @@ def update(model, reference_model, optimizer, groups: list[Group], sim_episodes,
     old = [None] * len(groups)  # per-value log-probabilities under the sampling policy
     log = {}
     params = [p for p in model.parameters() if p.requires_grad]
-    spread_only = opts["policy_reaches"] == "spread"  # the on-policy terms move step_spread alone; the supervised ones the rest
+    spread_only = opts["policy_reaches"] == "spread"  # the on-policy terms move the learnt spreads alone; the supervised ones the rest
     rollout_state_weight = 0.0 if spread_only else opts["rollout_state_weight"]
     for epoch in range(opts["ppo_epochs"]):
         optimizer.zero_grad(set_to_none=True)
