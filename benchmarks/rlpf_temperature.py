@@ -4,13 +4,14 @@
         sft=runs/rlpf_free12_300/sft/model.safetensors rlpf=runs/rlpf_free12_300/rlpf/model.safetensors
 
 Evaluates each checkpoint (NAME=PATH, or NAME=PATH,KNOB=VALUE,... with the dynamics gate's knobs
-set, `worldmodel.GATE_KNOBS`: the same weights with and without one, in one run; or `step_spread=LOG`: the
-same weights drawing their steps at the spread factor exp(LOG), as RL fine-tuning learns it) on the held-out queries of `physfusion-rlpf` (the same
+set, `worldmodel.GATE_KNOBS`: the same weights with and without one, in one run; or `step_spread=LOG`
+and `frame_spread=LOG`: the same weights drawing their steps, or their pixels, at the spread factor
+exp(LOG), as RL fine-tuning learns them) on the held-out queries of `physfusion-rlpf` (the same
 queries and rollout seeds as its before/after report with the same --seed, --eval-queries,
 --horizon) twice: --samples rollouts per query at temperature 1, as the report samples them, and one
 at temperature 0 (every pixel and step its Gaussian's mean: the model's own best guess, without the
-noise it samples). Temperature 1 draws the steps with the model's own spread, its head's times
-the factor RL fine-tuning may have learnt (`step_spread`, printed). With --split, twice more at --samples rollouts: the frames sampled and the dynamics
+noise it samples). Temperature 1 draws the steps and pixels with the model's own spreads, its heads'
+times the factors RL fine-tuning may have learnt (`step_spread`, `frame_spread`, printed). With --split, twice more at --samples rollouts: the frames sampled and the dynamics
 steps at their mean, and the other way round, to say which noise the disagreement comes from. The
 reference is the start's row, in the same run. Prints one table (disagreement rate, median answer
 miss by family, long-horizon position error, violations at each temperature) and, last, one JSON
@@ -39,33 +40,33 @@ COLUMNS = [  # (key, header, format)
 ]
 
 
-def parse_checkpoints(items: list[str]) -> dict[str, tuple[str, dict[str, float], float | None]]:
-    """NAME=PATH[,KNOB=VALUE...][,step_spread=LOG] -> {name: (path, gate knobs, step_spread or None: the checkpoint's)}."""
+SPREADS = ("step_spread", "frame_spread")  # the model's learnt log-factors a checkpoint's entry may set
+
+
+def parse_checkpoints(items: list[str]) -> dict[str, tuple[str, dict[str, float], dict[str, float]]]:
+    """NAME=PATH[,KNOB=VALUE...][,step_spread=LOG][,frame_spread=LOG] -> {name: (path, gate knobs, spreads set)}."""
     out = {}
     for item in items:
         name, sep, rest = item.partition("=")
         path, *settings = rest.split(",")
         if not sep or not name or not path:
             raise SystemExit(f"rlpf_temperature: checkpoint {item!r}; allowed: NAME=PATH or NAME=PATH,KNOB=VALUE,...")
-        knobs, step_spread = {}, None
+        knobs, spreads = {}, {}
         for setting in settings:
             knob, eq, value = setting.partition("=")
-            if knob not in {*GATE_KNOBS, "step_spread"} or not eq:
-                raise SystemExit(f"rlpf_temperature: checkpoint {item!r}: setting {setting!r}; allowed: KNOB=VALUE, KNOB one of {sorted(GATE_KNOBS)} or step_spread")
-            allowed = "a finite number (a log-factor on the steps' spread; 0: the head's own)" if knob == "step_spread" else "a number >= 0"
+            if knob not in {*GATE_KNOBS, *SPREADS} or not eq:
+                raise SystemExit(f"rlpf_temperature: checkpoint {item!r}: setting {setting!r}; allowed: KNOB=VALUE, KNOB one of {sorted(GATE_KNOBS)}, step_spread or frame_spread")
+            allowed = "a finite number (a log-factor on the spread; 0: the head's own)" if knob in SPREADS else "a number >= 0"
             try:
                 number = float(value)
             except ValueError:
                 number = math.nan
-            if math.isnan(number) or (knob == "step_spread" and not math.isfinite(number)):
+            if math.isnan(number) or (knob in SPREADS and not math.isfinite(number)):
                 raise SystemExit(f"rlpf_temperature: checkpoint {item!r}: {knob}={value!r}; allowed: {allowed}")
-            if knob == "step_spread":
-                step_spread = number
-            else:
-                knobs[knob] = number
+            (spreads if knob in SPREADS else knobs)[knob] = number
         if error := knob_error(knobs):
             raise SystemExit(f"rlpf_temperature: checkpoint {item!r}: {error}")
-        out[name] = (path, knobs, step_spread)
+        out[name] = (path, knobs, spreads)
     return out
 
 
@@ -88,11 +89,11 @@ def main(argv: list[str] | None = None) -> dict:
     checkpoints = parse_checkpoints(args.checkpoints)
 
     rows, references, queries, spread = {}, {}, None, {}
-    for name, (path, knobs, step_spread) in checkpoints.items():
+    for name, (path, knobs, spreads) in checkpoints.items():
         model = worldmodel.load(path, **knobs)
-        if step_spread is not None:  # the same weights sampling their steps at another spread (e.g. one RL learnt)
-            model.step_spread.data.fill_(step_spread)
-        spread[name] = math.exp(model.step_spread.item())  # what T=1 draws the steps with, times the head's spread
+        for key, value in spreads.items():  # the same weights sampling at another spread (e.g. one RL learnt)
+            getattr(model, key).data.fill_(value)
+        spread[name] = {key: math.exp(getattr(model, key).item()) for key in SPREADS}  # what T=1 draws with, times the head's spread
         if queries is None:
             queries = make_queries(args.eval_queries, split="val", seed=args.seed, context=args.context, horizon=args.horizon, families=list(FAMILIES), image_size=model.cfg.image_size, fps=model.cfg.fps)
         kw = dict(seed=args.seed, long_horizon_s=args.long_horizon_s, weights=DEFAULT_WEIGHTS, tolerance=0.05, references=references)
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
             "noise_share": reduction(rate(name, "T=0"), rate(name, "T=1")),  # of the disagreement at T=1, what the mean rollout avoids
             "reduction_t1": reduction(rate(name, "T=1"), rate(first, "T=1")),
             "reduction_t0": reduction(rate(name, "T=0"), rate(first, "T=0")),
-            "step_spread_factor": spread[name],
+            "step_spread_factor": spread[name]["step_spread"],
+            "frame_spread_factor": spread[name]["frame_spread"],
         }
         for name in checkpoints
     }
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
             s["frame_noise_share"] = reduction(rate(name, SPLIT_STEPS), rate(name, "T=1"))
         share = lambda x: "-" if x is None else f"{100 * x:.0f}%"  # noqa: E731
         print("\nof the disagreement at T=1, the mean avoids: " + "; ".join(f"{n}: steps' {share(s['step_noise_share'])}, frames' {share(s['frame_noise_share'])}, both {share(s['noise_share'])}" for n, s in summary.items()))
-    print("\nlearnt step spread factor (exp step_spread; 1: the one-step spread): " + ", ".join(f"{n} {f:.3f}" for n, f in spread.items()))
+    print("\nlearnt spread factors (exp step_spread, exp frame_spread; 1: the heads' own): " + ", ".join(f"{n} {f['step_spread']:.3f}, {f['frame_spread']:.3f}" for n, f in spread.items()))
     percent = lambda x: "-" if x is None else f"{-100 * x:+.0f}%"  # noqa: E731
     print(f"\ndisagreement against {first}: " + "; ".join(f"{n} {percent(s['reduction_t1'])} at T=1, {percent(s['reduction_t0'])} at T=0" for n, s in summary.items()))
     result = {"rows": rows, "summary": summary}

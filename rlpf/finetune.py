@@ -368,6 +368,8 @@ def finetune(opts: dict) -> dict:
         if opts["baseline"] == "rlpf":
             log["policy/beta"] = beta
             log["policy/step_spread"] = model.step_spread.item()
+            if opts["learn_frame_spread"]:
+                log["policy/frame_spread"] = model.frame_spread.item()
             if opts["kl_target"] is not None and "policy/kl" in log:
                 beta = grpo.adapt_beta(beta, log["policy/kl"], floor=opts["beta"], target=opts["kl_target"], gain=opts["kl_gain"])
         nonfinite = nonfinite + 1 if log["train/skipped_update"] else 0

@@ -97,7 +97,7 @@ def test_the_simulator_target_and_the_answer_miss_term_run_and_define_the_run(wo
 
 
 def test_interrupted_run_resumes_exactly(workdir):
-    args = ["checkpoint=start.safetensors", "steps=4", "ckpt_every=2", "kl_target=1e-6", "spread_lr=0.05", *TINY]  # an adaptive beta and a learnt spread, resumed too
+    args = ["checkpoint=start.safetensors", "steps=4", "ckpt_every=2", "kl_target=1e-6", "spread_lr=0.05", "learn_frame_spread=true", *TINY]  # an adaptive beta and learnt spreads, resumed too
     whole = last_json(run([*args, "out_dir=runs/whole"], workdir))
     crashed = run([*args, "out_dir=runs/crash"], workdir, env={CRASH_ENV: "3"}, check=False)
     assert crashed.returncode == 3 and not (workdir / "runs/crash/report.json").exists()
@@ -108,7 +108,11 @@ def test_interrupted_run_resumes_exactly(workdir):
     state = lambda name: json.loads((workdir / f"runs/{name}/checkpoints/step-000004/state.json").read_text())
     assert state("whole")["buffer"] == state("crash")["buffer"]
     assert state("whole")["beta"] == state("crash")["beta"] > 0.05  # the KL ran above its target: beta rose from its floor
-    assert load_file(whole["checkpoint"])["step_spread"].item() != 0.0 and state("whole")["run"]["spread_lr"] == 0.05  # the policy gradient moved it
+    weights = load_file(whole["checkpoint"])
+    assert weights["step_spread"].item() != 0.0 and weights["frame_spread"].item() != 0.0 and state("whole")["run"]["spread_lr"] == 0.05  # the policy gradient moved both
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert {"policy/step_spread", "policy/frame_spread"} <= set(EventAccumulator(str(workdir / "runs/whole/tb")).Reload().Tags()["scalars"])
     refused = run([*args, "out_dir=runs/crash", "beta=0.5"], workdir, check=False)
     assert refused.returncode == 2 and "different beta" in refused.stderr
 
@@ -196,25 +200,31 @@ def test_benchmark_prints_both_runs_in_one_table(workdir):
 def test_temperature_benchmark_evaluates_the_reports_queries_with_and_without_sampling_noise(workdir):
     script = Path(__file__).resolve().parents[1] / "benchmarks/rlpf_temperature.py"
     proc = subprocess.run(
-        [sys.executable, str(script), "a=start.safetensors", "b=start.safetensors", "c=start.safetensors,step_spread=-1", "--eval-queries", "2", "--samples", "2", "--horizon", "4", "--long-horizon-s", "0.15", "--split"],
+        [sys.executable, str(script), "a=start.safetensors", "b=start.safetensors", "c=start.safetensors,step_spread=-1", "d=start.safetensors,step_spread=-30,frame_spread=-30", "--eval-queries", "2", "--samples", "2", "--horizon", "4", "--long-horizon-s", "0.15", "--split"],
         check=False, cwd=workdir, capture_output=True, text=True, env={**os.environ, **ENV}, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     rows = result["rows"]
     split = ("frames T=1 steps T=0", "frames T=0 steps T=1")
-    assert set(rows) == {f"{m} {label}" for m in "abc" for label in ("T=1", "T=0", *split)}
+    assert set(rows) == {f"{m} {label}" for m in "abcd" for label in ("T=1", "T=0", *split)}
     assert rows["a T=1"]["rollouts"] == 4 and rows["a T=0"]["rollouts"] == 2
     assert all(rows[f"a {label}"]["rollouts"] == 4 for label in split)
     assert {"step_noise_share", "frame_noise_share"} <= set(result["summary"]["a"])
-    assert result["summary"]["a"]["step_spread_factor"] == 1.0 and "learnt step spread factor" in proc.stdout  # pretraining leaves it at 1
+    assert result["summary"]["a"]["step_spread_factor"] == result["summary"]["a"]["frame_spread_factor"] == 1.0 and "learnt spread factors" in proc.stdout  # pretraining leaves them at 1
     assert rows["a T=1"] == rows["b T=1"] and rows["a T=0"] == rows["b T=0"]  # the same rollout seeds; the mean is deterministic
     assert result["summary"]["b"]["reduction_t1"] in (0.0, None)  # None: nothing disagrees to reduce
     # step_spread=-1: the same weights drawing their steps at e^-1 of the spread, with the same mean
     assert result["summary"]["c"]["step_spread_factor"] == pytest.approx(math.exp(-1))
     assert rows["c T=0"] == rows["a T=0"]  # (what the spread does to sampled steps: test_rlpf's spread tests)
+    # both spreads at e^-30: sampling at temperature 1 draws the means, the temperature-0 rollout
+    assert result["summary"]["d"]["frame_spread_factor"] == pytest.approx(math.exp(-30))
+    for key in ("disagreement_rate", "position_error", "psnr"):
+        assert rows["d T=1"][key] == pytest.approx(rows["a T=0"][key], rel=1e-5), key
     bad = subprocess.run([sys.executable, str(script), "a=start.safetensors,step_spread=wide"], check=False, cwd=workdir, capture_output=True, text=True, env={**os.environ, **ENV}, timeout=600)
     assert bad.returncode != 0 and "step_spread='wide'" in bad.stderr and "a finite number" in bad.stderr
+    bad = subprocess.run([sys.executable, str(script), "a=start.safetensors,frame_spread=inf"], check=False, cwd=workdir, capture_output=True, text=True, env={**os.environ, **ENV}, timeout=600)
+    assert bad.returncode != 0 and "frame_spread='inf'" in bad.stderr and "a finite number" in bad.stderr
     # its temperature-0 row is physfusion-rlpf's own report at temperature 0 on the same queries
     report = last_json(run(["checkpoint=start.safetensors", "steps=1", "out_dir=runs/t0", "eval_temperature=0", *TINY], workdir))
     for key in ("disagreement_rate", "position_error", "psnr"):
