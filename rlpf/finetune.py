@@ -250,12 +250,10 @@ def update(model, reference_model, optimizer, groups: list[Group], sim_episodes,
                 continue
             draws = spread_draws(model, reference_model, group, opts)
             if spread_only:  # the spreads reach the loss through their levels alone: no pass over the group
-                draws = [d for d in draws if d is not None]  # the step levels, then the pixels' where learnt
-                parts = [grpo.level_loss(d, group.advantages, None if old[k] is None else old[k][j], opts["clip"], beta) for j, d in enumerate(draws)]
-                (sum(loss for loss, _, _ in parts) / len(groups)).backward()
-                old[k] = [logp for _, logp, _ in parts] if old[k] is None else old[k]
-                surrogate, kl = sum(st.surrogate for _, _, st in parts), sum(st.kl for _, _, st in parts)
-                stats.append(grpo.GroupStats(surrogate, kl, float(np.mean([st.clipped for _, _, st in parts])), surrogate, None))
+                loss, logp, s = grpo.level_loss([d for d in draws if d is not None], group.advantages, old[k], opts["clip"], beta)
+                (loss / len(groups)).backward()
+                old[k] = logp if old[k] is None else old[k]
+                stats.append(s)
                 continue
             out = model(group.batch, hold_bodies=opts["hold_bodies"])
             loss = own_state_loss(model, out, group, opts["context"])

@@ -211,16 +211,20 @@ def level_terms(spread: SpreadDraw, advantages: torch.Tensor, level_old: torch.T
     return logp, surrogate, clipped, gaussian_kl(spread.param, noise[0], spread.reference, noise[0])
 
 
-def level_loss(spread: SpreadDraw, advantages: torch.Tensor, level_old: torch.Tensor | None, clip: float, beta: float) -> tuple[torch.Tensor, torch.Tensor, GroupStats]:
-    """`group_loss`'s gradient to `step_spread` (or `frame_spread`) alone, without the model's pass
-    over the group: the steps are scored at their drawn levels and compared with the reference's at
-    the one-step spread, so the parameter cancels in both and reaches the loss only through the
-    levels (the pixels likewise, compared at the head's spread). For `policy_reaches=spread`, where
-    nothing else is trained by the group. Returns (loss, the levels' log-densities detached, stats:
-    the levels' surrogate, KL and clipped fraction; no step figures)."""
-    logp, surrogate, clipped, kl = level_terms(spread, advantages, level_old, clip)
-    stats = GroupStats(surrogate.item(), kl.item(), clipped.item(), surrogate.item(), None)
-    return -surrogate + beta * kl, logp.detach(), stats
+def level_loss(draws: list[SpreadDraw], advantages: torch.Tensor, levels_old: list[torch.Tensor] | None, clip: float, beta: float) -> tuple[torch.Tensor, list[torch.Tensor], GroupStats]:
+    """`group_loss`'s gradient to the learnt spreads (`step_spread`, and `frame_spread` where
+    learnt) alone, without the model's pass over the group: the steps are scored at their drawn
+    levels and compared with the reference's at the one-step spread, so a parameter cancels in both
+    and reaches the loss only through its levels (the pixels likewise, compared at the head's
+    spread). For `policy_reaches=spread`, where nothing else is trained by the group. draws: one per
+    learnt spread; levels_old: their levels' log-densities under the sampling policy (None: the
+    current ones). Returns (loss, each draw's levels' log-densities detached, stats: the levels'
+    surrogates and KLs summed, the clipped fraction their mean; no step figures)."""
+    terms = [level_terms(d, advantages, None if levels_old is None else levels_old[j], clip) for j, d in enumerate(draws)]
+    surrogate, kl = sum(t[1] for t in terms), sum(t[3] for t in terms)
+    clipped = torch.stack([t[2] for t in terms]).mean().item()
+    stats = GroupStats(surrogate.item(), kl.item(), clipped, surrogate.item(), None)
+    return -surrogate + beta * kl, [t[0].detach() for t in terms], stats
 
 
 def adapt_beta(beta: float, kl: float, *, floor: float, target: float, gain: float) -> float:

@@ -317,7 +317,7 @@ def test_spread_levels_move_the_step_spread_towards_the_advantaged_level_alone(t
     moved_loss, _, moved = grpo.group_loss(model(batch), ref, batch.frames, q.context, torch.tensor([1.0, -1.0]), old, clip=0.2, beta=0.1, body_mask=batch.state_mask, spread=spread)
     assert moved.kl - moved.step_kl == pytest.approx(0.1**2 / (2 * 0.5**2), rel=1e-4)  # the pixels' KL is 0: only the levels' Gaussians moved
     # the levels alone (no pass over the group, policy_reaches=spread) give step_spread the same gradient, KL's part included
-    level_loss, _, level_stats = grpo.level_loss(spread, torch.tensor([1.0, -1.0]), old[3], clip=0.2, beta=0.1)
+    level_loss, _, level_stats = grpo.level_loss([spread], torch.tensor([1.0, -1.0]), [old[3]], clip=0.2, beta=0.1)
     (moved_grad,) = torch.autograd.grad(moved_loss, model.step_spread)
     (level_grad,) = torch.autograd.grad(level_loss, model.step_spread)
     assert moved_grad.item() != pytest.approx(1.2, rel=1e-3)  # the KL's pull now adds to the surrogate's
@@ -354,11 +354,19 @@ def test_frame_spread_levels_move_the_frame_spread_alone_and_the_levels_give_its
     with torch.no_grad():
         model.frame_spread.fill_(-0.1)
     moved_loss, _, _ = grpo.group_loss(model(batch), ref, batch.frames, q.context, advantages, old, clip=0.2, beta=0.1, body_mask=batch.state_mask, frame_spread=draw)
-    level_loss, _, level_stats = grpo.level_loss(draw, advantages, old[4], clip=0.2, beta=0.1)
+    level_loss, _, level_stats = grpo.level_loss([draw], advantages, [old[4]], clip=0.2, beta=0.1)
     (moved_grad,) = torch.autograd.grad(moved_loss, model.frame_spread)
     (level_grad,) = torch.autograd.grad(level_loss, model.frame_spread)
     assert level_grad.item() == pytest.approx(moved_grad.item(), rel=1e-5)  # the pixels, scored at their levels, add nothing
     assert level_stats.kl == pytest.approx(0.1**2 / (2 * 0.5**2), rel=1e-4)
+    # both spreads' levels in one loss: their surrogates and KLs add, each spread keeps its own gradient
+    steps = grpo.SpreadDraw(model.step_spread, tiny_model.step_spread.detach(), torch.tensor([0.4, -0.4]), noise=0.5)
+    step_loss, step_old, step_stats = grpo.level_loss([steps], advantages, None, clip=0.2, beta=0.1)
+    both_loss, both_old, both_stats = grpo.level_loss([steps, draw], advantages, [*step_old, old[4]], clip=0.2, beta=0.1)
+    assert len(both_old) == 2 and both_stats.kl == pytest.approx(step_stats.kl + level_stats.kl, rel=1e-5)
+    both_step_grad, both_frame_grad = torch.autograd.grad(both_loss, [model.step_spread, model.frame_spread])
+    assert both_frame_grad.item() == pytest.approx(level_grad.item(), rel=1e-5)
+    assert both_step_grad.item() == pytest.approx(torch.autograd.grad(step_loss, model.step_spread)[0].item(), rel=1e-5)
 
 
 @pytest.mark.parametrize("family", ["drop", "pendulum"])  # a free body's six step values, a tethered one's drawn along its tangent
