@@ -100,7 +100,8 @@ def file_sha256(path: Path) -> str:
 
 def run_definition(opts: dict) -> dict:
     """What run.json records of a run: the RUN_KEYS options, less those at their IMPLIED value
-    and kl_gain without a kl_target, and the starting checkpoint's hash."""
+    and kl_gain without a kl_target (learn_frame_spread without a spread_lr), and the starting
+    checkpoint's hash."""
     run = {k: dict(opts[k]) if isinstance(opts[k], dict) else opts[k] for k in RUN_KEYS}
     for name, value in IMPLIED.items():
         *parent, key = name.split(".")
@@ -109,6 +110,8 @@ def run_definition(opts: dict) -> dict:
             del holder[key]
     if opts["kl_target"] is None:
         run.pop("kl_gain")  # the gain matters only with a target
+    if not opts["spread_lr"] > 0:
+        run.pop("learn_frame_spread", None)  # spread_lr=0 holds both spreads
     run["checkpoint_sha256"] = file_sha256(opts["checkpoint"])
     return run
 
@@ -366,7 +369,7 @@ def finetune(opts: dict) -> dict:
         if opts["baseline"] == "rlpf":
             log["policy/beta"] = beta
             log["policy/step_spread"] = model.step_spread.item()
-            if opts["learn_frame_spread"]:
+            if model.frame_spread.requires_grad:
                 log["policy/frame_spread"] = model.frame_spread.item()
             if opts["kl_target"] is not None and "policy/kl" in log:
                 beta = grpo.adapt_beta(beta, log["policy/kl"], floor=opts["beta"], target=opts["kl_target"], gain=opts["kl_gain"])
