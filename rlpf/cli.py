@@ -92,7 +92,7 @@ def check_options(cfg: DictConfig) -> dict:
     if opts["policy_reaches"] not in ("all", "spread"):
         bad("policy_reaches", "all (the on-policy terms train every parameter) or spread (only the learnt spreads: needs spread_lr > 0)")
     if opts["policy_reaches"] == "spread" and not opts["spread_lr"]:
-        bad("policy_reaches", "all, or spread with spread_lr > 0 (spread_lr=0 holds the step spread, so nothing would learn from the rollouts)")
+        bad("policy_reaches", "all, or spread with spread_lr > 0 (spread_lr=0 holds both spreads, so nothing would learn from the rollouts)")
     if opts["kl_target"] is not None and (not _is_number(opts["kl_target"]) or opts["kl_target"] <= 0):
         bad("kl_target", "null (a fixed beta) or a number > 0 (nats per predicted value)")
     if not _is_number(opts["kl_gain"]) or not 0 < opts["kl_gain"] <= 1:
